@@ -1,0 +1,55 @@
+import canonicalize from 'canonicalize';
+
+/**
+ * One custody event. Stored as RFC 8785 canonical JSON (`audit_event.body`); the table's other columns are an
+ * index derived from that body by SQL, so the two can never disagree. Never carries key bytes: only key_IDs,
+ * block positions, SAE IDs, certificate fingerprints and outcomes.
+ */
+export interface AuditEvent {
+  operation: AuditOperation;
+  outcome: 'ok' | 'refused' | 'failed';
+  /** 'sae:SAE_A', 'kme:KME_A' for the KME's own jobs, or 'anonymous' when no certificate identified anyone. */
+  actor: string;
+  /** SHA-256 fingerprint of the client certificate (colon-separated hex), when there was one. */
+  actorCert?: string;
+  keyIds?: string[];
+  detail?: Record<string, unknown>;
+  at?: Date;
+}
+
+export type AuditOperation =
+  | 'ingest' // blocks of material entered the pool
+  | 'deliver_master' // enc_keys: key_IDs bound to blocks and handed to the master SAE
+  | 'deliver_slave' // dec_keys: key_IDs handed to one slave SAE
+  | 'destroy' // material erased once every named slave had it
+  | 'burn' // keys claimed by a request whose answer failed: out of the pool for good
+  | 'status' // refused status requests only (successful ones change nothing)
+  | 'request'; // a request refused before its operation was known (bad route, no certificate, …)
+
+/** The canonical body: exactly the bytes the sealer (a later issue) will hash into the Merkle tree. */
+export function auditBody(e: AuditEvent): string {
+  const body: Record<string, unknown> = {
+    v: 1,
+    at: (e.at ?? new Date()).toISOString(),
+    actor: e.actor,
+    operation: e.operation,
+    outcome: e.outcome,
+    key_ids: e.keyIds ?? [],
+  };
+  if (e.actorCert) body.actor_cert = e.actorCert;
+  if (e.detail && Object.keys(e.detail).length > 0) body.detail = e.detail;
+  const text = canonicalize(body);
+  if (text === undefined) throw new Error('audit event is not serialisable');
+  return text;
+}
+
+/**
+ * SQL that inserts the events given as a text[] of canonical bodies in parameter `$n`. Used inside the same
+ * statement or transaction as the state change it records (no audit row, no key).
+ */
+export function insertAuditSql(n: number): string {
+  return `INSERT INTO audit_event (at, actor, actor_cert, operation, outcome, key_ids, body)
+    SELECT (e.j->>'at')::timestamptz, e.j->>'actor', e.j->>'actor_cert', e.j->>'operation', e.j->>'outcome',
+           ARRAY(SELECT jsonb_array_elements_text(e.j->'key_ids'))::uuid[], e.body
+      FROM (SELECT b AS body, b::jsonb AS j FROM unnest($${n}::text[]) AS b) AS e`;
+}

@@ -1,0 +1,57 @@
+import type { TLSSocket } from 'node:tls';
+import type { SaeRegistry } from './sae-registry.js';
+
+/** Who is calling, as far as the TLS layer and the registry can tell. */
+export type Caller =
+  | { ok: true; saeId: string; certSha256: string }
+  | { ok: false; reason: string; certSha256?: string };
+
+/**
+ * Resolves the caller of a mutual-TLS connection. Verification happened in the handshake (against the configured
+ * CA); the server lets unverified clients finish the handshake only so that they get an ETSI 401 body explaining
+ * why, instead of a bare TLS alert. Cached per socket: with keep-alive, one lookup serves every request.
+ */
+export function callerOf(socket: TLSSocket, registry: SaeRegistry): Caller {
+  const cached = cache.get(socket);
+  if (cached) return cached;
+  const caller = resolve(socket, registry);
+  cache.set(socket, caller);
+  return caller;
+}
+
+const cache = new WeakMap<TLSSocket, Caller>();
+
+function resolve(socket: TLSSocket, registry: SaeRegistry): Caller {
+  if (typeof socket.getPeerCertificate !== 'function') return { ok: false, reason: 'not a TLS connection' };
+  const cert = socket.getPeerCertificate();
+  if (!cert || Object.keys(cert).length === 0) {
+    return { ok: false, reason: 'no client certificate presented: mutual TLS with an SAE certificate is required' };
+  }
+  const certSha256 = cert.fingerprint256;
+  if (!socket.authorized) {
+    const why = String(socket.authorizationError ?? 'verification failed');
+    return { ok: false, reason: `client certificate rejected: ${describeTlsError(why)}`, certSha256 };
+  }
+  const cn = Array.isArray(cert.subject?.CN) ? cert.subject.CN[0] : cert.subject?.CN;
+  const saeId = registry.identify({ subjectCn: cn, sha256: certSha256 });
+  if (!saeId) {
+    return { ok: false, reason: `client certificate (CN=${cn ?? '?'}) is not registered as an SAE of this KME`, certSha256 };
+  }
+  return { ok: true, saeId, certSha256 };
+}
+
+function describeTlsError(code: string): string {
+  switch (code) {
+    case 'CERT_HAS_EXPIRED':
+      return 'certificate has expired';
+    case 'CERT_NOT_YET_VALID':
+      return 'certificate is not yet valid';
+    case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':
+    case 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY':
+    case 'SELF_SIGNED_CERT_IN_CHAIN':
+    case 'DEPTH_ZERO_SELF_SIGNED_CERT':
+      return 'certificate is not issued by a CA this KME trusts';
+    default:
+      return code;
+  }
+}

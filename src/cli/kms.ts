@@ -1,0 +1,74 @@
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfigFile, readSecret } from '../config/load.js';
+import { createLogger, type Logger } from '../log.js';
+import { pkiCommand } from '../pki/cli.js';
+import { startKms } from '../server.js';
+import { migrate } from '../store/migrate.js';
+import { runDemo } from './demo.js';
+
+const USAGE = `usage: kms <command> [options]
+
+  demo                      run a self-contained demo KME (PGlite, hsm-mock, dev PKI, simulated link)
+                            env: KMS_DEMO_DIR (default ./.kms-demo), KMS_DEMO_PORT (default 8443)
+  serve --config FILE       run a KME from a config file (secrets from the environment, see README)
+  migrate --config FILE     apply database migrations and exit
+  pki <init|issue-kme|issue-sae> …   issue a CA and KME/SAE certificates (kms pki help)
+`;
+
+/** Entry point: returns the process exit code (or never returns for long-running commands). */
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  const log = createLogger();
+  switch (command) {
+    case 'demo': {
+      const demo = await runDemo(log);
+      return untilSignal(log, demo.close);
+    }
+    case 'serve': {
+      const config = loadConfigFile(configPath(rest));
+      const kms = await startKms(config, { log, databaseUrl: databaseUrl(config.database.url_env) });
+      return untilSignal(log, kms.close);
+    }
+    case 'migrate': {
+      const config = loadConfigFile(configPath(rest));
+      await migrate(databaseUrl(config.database.url_env), log);
+      return 0;
+    }
+    case 'pki':
+      return pkiCommand(rest, (line) => process.stdout.write(line + '\n'));
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`kms: unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+function configPath(args: string[]): string {
+  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } }, strict: true });
+  if (!values.config) throw new ConfigError('--config FILE is required');
+  return values.config;
+}
+
+function databaseUrl(envName: string): string {
+  return readSecret('the database URL', envName);
+}
+
+/** Keeps a server running until SIGINT/SIGTERM, then closes it gracefully. */
+function untilSignal(log: Logger, close: () => Promise<void>): Promise<number> {
+  return new Promise((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, 'shutting down');
+      close().then(
+        () => resolve(0),
+        () => resolve(1),
+      );
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+}

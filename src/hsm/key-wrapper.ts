@@ -1,0 +1,58 @@
+/**
+ * The one interface between the KME and whatever holds its key-encryption key (KEK).
+ *
+ * Implementations: `src/hsm/pkcs11.ts` (a real HSM through PKCS#11) and `hsm-mock/` (software, for the demo and
+ * for machines without an HSM). Both pass `test/conformance/key-wrapper.ts`; a new implementation must too.
+ *
+ * The wrapper is an AEAD oracle: AES-256-GCM under a KEK that never leaves it. It knows nothing of key_IDs,
+ * links or envelopes — `src/barrier/` builds the associated data and the stored format on top of it.
+ */
+export interface KeyWrapper {
+  /** Human-readable description for the start-up log, e.g. "PKCS#11 token 'kms' (SoftHSM)". Never a secret. */
+  readonly description: string;
+
+  /** True only for implementations backed by real hardware or a real PKCS#11 module. hsm-mock says false. */
+  readonly isHardware: boolean;
+
+  /**
+   * The KEK version new ciphertexts are made under. Versions are positive integers; a higher one is newer.
+   * Older versions stay usable for `decrypt` until a re-wrap has moved every row off them (a later issue).
+   */
+  currentVersion(): number;
+
+  /**
+   * Encrypts `plaintext` under the current KEK with a fresh random 96-bit IV, binding `aad`.
+   * Safe to call concurrently. Throws `HsmUnavailableError` when the HSM cannot be reached (the caller answers
+   * 503 and retries later; the implementation reconnects by itself on a later call).
+   */
+  encrypt(plaintext: Uint8Array, aad: Uint8Array): Promise<Sealed>;
+
+  /**
+   * Decrypts what `encrypt` produced. Throws `IntegrityError` when the tag does not verify (wrong aad, altered
+   * ciphertext, wrong version) and `HsmUnavailableError` when the HSM cannot be reached. Never returns partial data.
+   */
+  decrypt(sealed: Sealed, aad: Uint8Array): Promise<Buffer>;
+
+  /**
+   * Releases sessions and handles. Idempotent. After close, encrypt/decrypt reject with `HsmUnavailableError`
+   * (a request racing shutdown gets a 503, not a 500).
+   */
+  close(): Promise<void>;
+}
+
+/** An AES-GCM result. `ciphertext` carries the 16-byte tag at its end (as PKCS#11 CKM_AES_GCM returns it). */
+export interface Sealed {
+  kekVersion: number;
+  iv: Buffer; // 12 bytes
+  ciphertext: Buffer; // plaintext length + 16
+}
+
+/** The HSM (or its session) is unreachable or refused to work; transient from the caller's point of view. */
+export class HsmUnavailableError extends Error {
+  override name = 'HsmUnavailableError';
+}
+
+/** A ciphertext failed authentication: tampered, moved to another identity, or unknown KEK version. */
+export class IntegrityError extends Error {
+  override name = 'IntegrityError';
+}

@@ -1,0 +1,54 @@
+import pg from 'pg';
+import type { Logger } from '../log.js';
+
+/**
+ * The Postgres connection pool. Every query the KME runs goes through `pg`, whether the server is a real
+ * PostgreSQL or the demo's PGlite behind its wire-protocol socket.
+ *
+ * Timeouts are short on purpose: when the database is unreachable a request must fail fast with a 503 rather
+ * than hang, and the pool must keep trying to reconnect by itself (it does: a dead client is discarded and the
+ * next `connect` dials afresh).
+ */
+export type Db = pg.Pool;
+export type DbClient = pg.PoolClient;
+
+export function createDb(opts: { url: string; poolSize: number; log: Logger }): Db {
+  const pool = new pg.Pool({
+    connectionString: opts.url,
+    max: opts.poolSize,
+    connectionTimeoutMillis: 3_000,
+    idleTimeoutMillis: 30_000,
+    query_timeout: 10_000,
+    application_name: 'qkd-kms',
+  });
+  // An idle client whose server went away emits 'error' on the pool; unhandled, it would kill the process.
+  pool.on('error', (err) => opts.log.warn({ err: { message: err.message } }, 'database connection lost (idle client)'));
+  return pool;
+}
+
+/**
+ * Runs `fn` inside one transaction on one connection. Commits when `fn` resolves, rolls back when it throws.
+ * A connection that failed mid-transaction is destroyed rather than returned to the pool.
+ *
+ * A COMMIT that fails may or may not have committed: callers treat that as "the change may have happened" (for
+ * key delivery: the keys are out of the pool and burned, never handed out again).
+ */
+export async function withTransaction<T>(db: Db, fn: (client: DbClient) => Promise<T>): Promise<T> {
+  const client = await db.connect();
+  let broken: Error | undefined;
+  try {
+    await client.query('BEGIN');
+    const result = await fn(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    broken = err as Error;
+    await client.query('ROLLBACK').then(
+      () => (broken = undefined), // the connection is still healthy; only the transaction failed
+      () => undefined,
+    );
+    throw err;
+  } finally {
+    client.release(broken);
+  }
+}
