@@ -23,9 +23,7 @@ export function installErrorHandling(
   app.setNotFoundHandler((request, reply) => {
     const path = request.url.split('?')[0] ?? '';
     let error: KmsError;
-    if (/^\/api\/v1\/keys\/\/(status|enc_keys|dec_keys)$/.test(path)) {
-      error = new KmsError(400, 'the SAE ID in the path is empty');
-    } else if (/^\/api\/v1\/keys\/[^/]+\/(status|enc_keys|dec_keys)$/.test(path)) {
+    if (/^\/api\/v1\/keys\/[^/]+\/(status|enc_keys|dec_keys)$/.test(path)) {
       const allowed = path.endsWith('/status') ? 'GET' : 'GET or POST';
       error = new KmsError(405, `method ${request.method} is not allowed on ${path}: use ${allowed}`);
     } else {

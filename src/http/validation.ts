@@ -14,9 +14,10 @@ const addFormats = ((addFormatsModule as unknown as { default?: unknown }).defau
  * dropped (a multicast request sent as GET must not silently become a unicast one).
  */
 export function validatorCompiler(): FastifySchemaCompiler<unknown> {
-  const common = { allErrors: false, removeAdditional: false, useDefaults: false, strict: false } as const;
-  const body = addFormats(new Ajv({ ...common, coerceTypes: false }));
-  const text = addFormats(new Ajv({ ...common, coerceTypes: true }));
+  const common = { removeAdditional: false, useDefaults: false, strict: false } as const;
+  const body = addFormats(new Ajv({ ...common, allErrors: false, coerceTypes: false }));
+  // All errors for query strings, so that an unsupported parameter is reported before a missing one.
+  const text = addFormats(new Ajv({ ...common, allErrors: true, coerceTypes: true }));
   return ({ schema, httpPart }) =>
     (httpPart === 'body' ? body : text).compile(schema as object) as ReturnType<FastifySchemaCompiler<unknown>>;
 }
@@ -26,7 +27,7 @@ export function describeValidationError(
   context: string,
   errors: ReadonlyArray<{ instancePath: string; keyword: string; message?: string; params: Record<string, unknown> }>,
 ): string {
-  const e = errors[0];
+  const e = errors.find((x) => x.keyword === 'additionalProperties') ?? errors[0];
   if (!e) return 'invalid request';
   const field = e.instancePath.replace(/^\//, '').replace(/\//g, '.');
   if (e.keyword === 'additionalProperties' && context === 'querystring') {
@@ -37,6 +38,7 @@ export function describeValidationError(
     const missing = String(e.params.missingProperty);
     return context === 'querystring' ? `query parameter ${missing} is required` : `${missing} is required`;
   }
+  if (context === 'params' && e.keyword === 'minLength') return `the ${field} in the path is empty`;
   const what = field || (context === 'body' ? 'request body' : context);
   if (e.keyword === 'type') return `${what} must be ${article(String(e.params.type))}`;
   return `${what} ${e.message ?? 'is invalid'}`;

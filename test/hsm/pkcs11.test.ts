@@ -1,0 +1,209 @@
+// The PKCS#11 wrapper against a real SoftHSM2 token made for this run in a temp dir. Where SoftHSM2 is not
+// installed the whole file is reported as skipped (never as passed).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import pkcs11js from 'pkcs11js';
+import type { PKCS11 } from 'pkcs11js';
+import { pino } from 'pino';
+import t, { type Test } from 'tap';
+import { HsmUnavailableError, IntegrityError } from '../../src/hsm/key-wrapper.js';
+import { openPkcs11KeyWrapper } from '../../src/hsm/pkcs11.js';
+import { createSoftHsmToken } from '../../hsm-mock/softhsm-token.js';
+import { keyWrapperConformance, rejectsWith } from '../conformance/key-wrapper.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'kms-softhsm-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+const token = createSoftHsmToken(dir, { label: 'kms-test', pin: 'test-pin-4711' });
+// A second token in the same dir, so "token not found" has more than one label to list.
+const other = 'skip' in token ? token : createSoftHsmToken(dir, { label: 'kms-other' });
+
+if ('skip' in token || 'skip' in other) {
+  const reason = 'skip' in token ? token.skip : 'skip' in other ? other.skip : '';
+  t.comment(`SoftHSM2 tests skipped: ${reason}`);
+  t.test('PKCS#11 key wrapper on SoftHSM2', { skip: reason }, () => {});
+} else {
+  const base = { module: token.module, tokenLabel: token.tokenLabel, pin: token.pin };
+  const open = (keyLabel = 'kek', createIfMissing = true) => openPkcs11KeyWrapper({ ...base, keyLabel, createIfMissing });
+
+  /** A second pkcs11js handle on the same module, acting behind the wrapper's back. */
+  const withRaw = <T>(fn: (p11: PKCS11, slot: Buffer) => T): T => {
+    const p11 = new pkcs11js.PKCS11();
+    p11.load(token.module);
+    let owner = true;
+    try {
+      p11.C_Initialize();
+    } catch (e) {
+      // The library is process-global: when a wrapper has it initialized, this handle just shares it.
+      if ((e as { code?: number }).code !== pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED) throw e;
+      owner = false;
+    }
+    try {
+      const slot = p11.C_GetSlotList(true).find((s) => p11.C_GetTokenInfo(s).label.trimEnd() === token.tokenLabel);
+      if (!slot) throw new Error('test token vanished');
+      return fn(p11, slot);
+    } finally {
+      if (owner) p11.C_Finalize();
+      p11.close();
+    }
+  };
+
+  await t.test('conformance', (t) => keyWrapperConformance(t, () => open()));
+
+  await t.test('describes itself as hardware-backed PKCS#11 and keeps the KEK on the token', async (t) => {
+    const w = await open();
+    t.teardown(() => w.close());
+    t.equal(w.isHardware, true);
+    t.match(w.description, /PKCS#11 token 'kms-test'/);
+    t.notMatch(w.description, new RegExp(token.pin));
+    withRaw((p11, slot) => {
+      const session = p11.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION); // logged in: the wrapper's login is per process
+      try {
+        p11.C_FindObjectsInit(session, [{ type: pkcs11js.CKA_LABEL, value: 'kek.v1' }]);
+        const found = p11.C_FindObjects(session, 10);
+        p11.C_FindObjectsFinal(session);
+        t.equal(found.length, 1, 'exactly one kek.v1 on the token');
+        const attrs = p11.C_GetAttributeValue(session, found[0]!, [
+          { type: pkcs11js.CKA_TOKEN }, { type: pkcs11js.CKA_SENSITIVE }, { type: pkcs11js.CKA_EXTRACTABLE }, { type: pkcs11js.CKA_PRIVATE },
+        ]).map((a) => (a.value as Buffer)[0]);
+        t.same(attrs, [1, 1, 0, 1], 'TOKEN, SENSITIVE, not EXTRACTABLE, PRIVATE');
+        t.throws(() => p11.C_GetAttributeValue(session, found[0]!, [{ type: pkcs11js.CKA_VALUE }]), /CKR_ATTRIBUTE_SENSITIVE/, 'CKA_VALUE cannot be read');
+      } finally {
+        p11.C_CloseSession(session);
+      }
+    });
+  });
+
+  await t.test('a second wrapper on the same token finds the same KEK', async (t) => {
+    const a = await open();
+    const aad = Buffer.from('link|0');
+    const sealed = await a.encrypt(Buffer.from('shared'), aad);
+    const b = await open(); // same module, same process: shares the initialized library
+    t.equal((await b.decrypt(sealed, aad)).toString(), 'shared', 'b decrypts what a encrypted');
+    await a.close();
+    t.equal((await b.decrypt(sealed, aad)).toString(), 'shared', 'closing a does not log b out');
+    await b.close();
+    const c = await open(); // after the last close finalized the library: initializes it again
+    t.equal((await c.decrypt(sealed, aad)).toString(), 'shared', 'a wrapper opened after all closed decrypts too');
+    await c.close();
+  });
+
+  await t.test('closing a wrapper whose session died leaves the other wrappers working', async (t) => {
+    // Session handles and the login are per process: a's close must neither log b out nor touch b's new session.
+    const a = await open();
+    const b = await open();
+    const aad = Buffer.from('reuse');
+    const sealed = await b.encrypt(Buffer.from('b'), aad);
+    withRaw((p11, slot) => p11.C_CloseAllSessions(slot));
+    await b.decrypt(sealed, aad).catch(() => undefined); // b notices and drops its session
+    t.equal((await b.decrypt(sealed, aad)).toString(), 'b', 'b has healed');
+    await a.close(); // a never noticed: its handle is stale
+    t.equal((await b.decrypt(sealed, aad)).toString(), 'b', 'b still works on its first try after a closed');
+    await b.close();
+  });
+
+  await t.test('picks the highest version as current and still decrypts older ones', async (t) => {
+    const v1 = await open('rotating');
+    const aad = Buffer.from('x');
+    const old = await v1.encrypt(Buffer.from('old'), aad);
+    t.equal(old.kekVersion, 1);
+    withRaw((p11, slot) => {
+      const session = p11.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
+      p11.C_GenerateKey(session, { mechanism: pkcs11js.CKM_AES_KEY_GEN }, [
+        { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_SECRET_KEY }, { type: pkcs11js.CKA_KEY_TYPE, value: pkcs11js.CKK_AES },
+        { type: pkcs11js.CKA_VALUE_LEN, value: 32 }, { type: pkcs11js.CKA_TOKEN, value: true }, { type: pkcs11js.CKA_PRIVATE, value: true },
+        { type: pkcs11js.CKA_ENCRYPT, value: true }, { type: pkcs11js.CKA_DECRYPT, value: true }, { type: pkcs11js.CKA_LABEL, value: 'rotating.v2' },
+      ]);
+      p11.C_CloseSession(session);
+    });
+    const v2 = await open('rotating', false);
+    t.equal(v2.currentVersion(), 2, 'current version is the highest present');
+    t.equal((await v2.encrypt(Buffer.from('new'), aad)).kekVersion, 2, 'new ciphertexts use it');
+    t.equal((await v2.decrypt(old, aad)).toString(), 'old', 'v1 ciphertexts still decrypt');
+    await v1.close();
+    await v2.close();
+  });
+
+  await t.test('clear errors', async (t) => {
+    await t.rejects(open('absent', false), /no KEK labelled 'absent\.v<n>' on token 'kms-test'/, 'missing key, createIfMissing false');
+    const wrongPin = 'wrong-pin-0815';
+    const err = await openPkcs11KeyWrapper({ ...base, pin: wrongPin, keyLabel: 'kek' }).then(() => undefined, (e: Error) => e);
+    t.match(err?.message, /PIN rejected for token 'kms-test'/, 'wrong PIN');
+    t.notMatch(err?.message, new RegExp(wrongPin), 'the error does not repeat the PIN');
+    const w = await open(); // the process is now logged in to the token; a wrong PIN must still be refused
+    await t.rejects(openPkcs11KeyWrapper({ ...base, pin: wrongPin, keyLabel: 'kek' }), /PIN rejected for token 'kms-test'/, 'wrong PIN while another wrapper is logged in');
+    await w.close();
+    await t.rejects(openPkcs11KeyWrapper({ ...base, tokenLabel: 'nope', keyLabel: 'kek' }), /token 'nope' not found .*'kms-test'.*'kms-other'|token 'nope' not found .*'kms-other'.*'kms-test'/, 'unknown token lists the labels found');
+    await t.rejects(openPkcs11KeyWrapper({ ...base, module: join(dir, 'no-such-module.so'), keyLabel: 'kek' }), /cannot load PKCS#11 module .*no-such-module\.so/, 'missing module');
+    const conf = process.env.SOFTHSM2_CONF;
+    process.env.SOFTHSM2_CONF = join(dir, 'missing.conf');
+    try {
+      await t.rejects(open(), /C_Initialize of PKCS#11 module .*libsofthsm2\.so failed with CKR_GENERAL_ERROR.*SOFTHSM2_CONF/, 'missing SOFTHSM2_CONF');
+    } finally {
+      process.env.SOFTHSM2_CONF = conf;
+    }
+    const again = await open();
+    t.ok(again, 'opens again once the config is back');
+    await again.close();
+  });
+
+  await t.test('createSoftHsmToken reports softhsm2-util failures without the PINs', (t) => {
+    const conf = process.env.SOFTHSM2_CONF;
+    const err = (() => {
+      try {
+        createSoftHsmToken(join(dir, 'bad'), { label: 'bad', pin: 'p1', soPin: 'so-secret-1' }); // PIN too short
+      } catch (e) {
+        return e as Error;
+      }
+    })();
+    t.match(err?.message, /softhsm2-util --init-token failed/);
+    t.notMatch(err?.message, /so-secret-1|--pin/, 'the command line (with PINs) is not in the message');
+    t.equal(process.env.SOFTHSM2_CONF, conf, 'SOFTHSM2_CONF is left alone on failure');
+    t.end();
+  });
+
+  await t.test('heals itself after losing its session or the library', async (t) => {
+    const lines: string[] = [];
+    const log = pino({ level: 'debug' }, new Writable({ write(c, _e, done) { lines.push(String(c)); done(); } }));
+    const w = await openPkcs11KeyWrapper({ ...base, keyLabel: 'kek', createIfMissing: true, log });
+    t.teardown(() => w.close());
+    const aad = Buffer.from('heal');
+    const plaintext = Buffer.from('0123456789abcdef0123456789abcdef');
+    const sealed = await w.encrypt(plaintext, aad);
+
+    const recovers = async (t: Test, what: string) => {
+      const first = await w.encrypt(plaintext, aad).then(() => 'ok', (e: unknown) => e);
+      t.ok(first === 'ok' || first instanceof HsmUnavailableError, `${what}: the next call succeeds or is HsmUnavailableError`);
+      t.comment(`${what}: the next call ${first === 'ok' ? 'succeeded' : `failed: ${String(first)}`}`);
+      let healed = false;
+      for (let i = 0; i < 30 && !healed; i++) {
+        healed = await w.decrypt(sealed, aad).then((out) => out.equals(plaintext), () => false);
+        if (!healed) await new Promise((r) => setTimeout(r, 100));
+      }
+      t.ok(healed, `${what}: a call soon after succeeds, on the same wrapper`);
+      t.equal((await w.decrypt(await w.encrypt(plaintext, aad), aad)).toString(), plaintext.toString(), `${what}: fully working again`);
+    };
+
+    withRaw((p11, slot) => p11.C_CloseAllSessions(slot));
+    await recovers(t, 'C_CloseAllSessions');
+    withRaw((p11) => p11.C_Finalize());
+    await recovers(t, 'C_Finalize');
+    // The HSM stays away for a while: reopening fails (and is retried after a pause), then it comes back.
+    const conf = process.env.SOFTHSM2_CONF;
+    process.env.SOFTHSM2_CONF = join(dir, 'missing.conf');
+    withRaw((p11) => p11.C_Finalize());
+    await rejectsWith(t, w.encrypt(plaintext, aad), HsmUnavailableError, 'while the HSM is away: encrypt');
+    await rejectsWith(t, w.decrypt(sealed, aad), HsmUnavailableError, 'while the HSM is away: decrypt');
+    await rejectsWith(t, w.decrypt(sealed, aad), HsmUnavailableError, 'while the HSM is away: again');
+    process.env.SOFTHSM2_CONF = conf;
+    await recovers(t, 'HSM back after an outage');
+    await rejectsWith(t, w.decrypt({ ...sealed, ciphertext: Buffer.alloc(sealed.ciphertext.length) }, aad), IntegrityError, 'integrity errors are still integrity errors');
+
+    const text = lines.join('');
+    t.match(text, /session reopened/, 'the recovery is logged');
+    t.notMatch(text, new RegExp(token.pin), 'logs never contain the PIN');
+    t.notMatch(text, new RegExp(plaintext.toString()), 'nor the plaintext');
+    t.notMatch(text, new RegExp(plaintext.toString('hex')), 'nor its hex');
+  });
+}
