@@ -18,6 +18,8 @@ export interface TestKms {
   kms: RunningKms;
   db: TestDatabase;
   pki: DemoPki;
+  /** Folder of the test PKI (ca.crt, ca.key), for tests that issue more certificates. */
+  pkiDir: string;
   config: Config;
   wrapper: KeyWrapper;
   /** Everything the KME logged, for tests that search logs for key material. */
@@ -45,7 +47,7 @@ function testPki() {
 export async function startTestKms(
   opts: { keys?: Partial<Config['keys']>; rate?: number; wrapper?: KeyWrapper; databaseUrl?: string; fill?: boolean } = {},
 ): Promise<TestKms & { mock?: MockKeyWrapper }> {
-  const { pki } = await testPki();
+  const { pki, dir: pkiDir } = await testPki();
   const db = await freshDatabase();
   const captured: string[] = [];
   const log = createLogger(
@@ -77,6 +79,7 @@ export async function startTestKms(
     kms,
     db,
     pki,
+    pkiDir,
     config,
     wrapper,
     mock,

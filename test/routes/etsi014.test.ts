@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs';
 import t from 'tap';
+import { OPENAPI_FILE } from '../../src/routes/openapi-document.js';
 import { startTestKms, type TestKms } from '../helpers/kms.js';
 
 // Every request form and error case of ../shared/etsi-gs-qkd-014.md, over real mutual TLS, against a real
@@ -228,9 +230,8 @@ t.test('refused requests are audited, with who and why, and no key bytes', async
   t.match(rows[0], { actor: 'sae:SAE_A', operation: 'deliver_master', outcome: 'refused' });
 });
 
-t.test('the OpenAPI document is served', async (t) => {
+t.test('the running service serves the published OpenAPI document', async (t) => {
   const res = await A().get('/openapi.json');
   t.equal(res.status, 200);
-  t.equal(res.body.openapi, '3.1.0');
-  t.ok(res.body.paths['/api/v1/keys/{slave_SAE_ID}/enc_keys'].post);
+  t.same(res.body, JSON.parse(readFileSync(OPENAPI_FILE, 'utf8')));
 });

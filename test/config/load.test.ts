@@ -1,0 +1,57 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { ConfigError, loadConfigFile, parseConfig, readSecret } from '../../src/config/load.js';
+
+const minimal = { kme_id: 'KME_A', tls: { cert: 'c.crt', key: 'c.key', ca: 'ca.crt' }, hsm: { type: 'mock' }, saes: [{ id: 'SAE_A' }] };
+
+t.test('defaults fill everything the ETSI status needs', async (t) => {
+  const c = parseConfig(minimal);
+  t.same(c.keys, { key_size: 256, min_key_size: 64, max_key_size: 1024, max_key_count: 100000, max_key_per_request: 128, max_SAE_ID_count: 8 });
+  t.same(c.listen, { host: '0.0.0.0', port: 8443 });
+  t.equal(c.source.type, 'simulator');
+});
+
+const bad: Array<[string, unknown, RegExp]> = [
+  ['kme_id with a space', { ...minimal, kme_id: 'KME A' }, /\/kme_id: must match pattern/],
+  ['missing tls.ca', { ...minimal, tls: { cert: 'a', key: 'b' } }, /\/tls: must have required properties ca/],
+  ['pkcs11 without module', { ...minimal, hsm: { type: 'pkcs11', token_label: 'x' } }, /\/hsm: must have required properties module/],
+  ['unknown hsm type', { ...minimal, hsm: { type: 'cloud' } }, /\/hsm\/type: must be "pkcs11" or "mock"/],
+  ['string key size', { ...minimal, keys: { max_key_size: 'big' } }, /\/keys\/max_key_size: must be integer/],
+  ['key_size not a multiple of 8', { ...minimal, keys: { key_size: 100 } }, /\/keys\/key_size: must be a multiple of 8/],
+  ['min above key_size', { ...minimal, keys: { min_key_size: 512 } }, /\/keys\/min_key_size: must not exceed key_size/],
+  ['max below key_size', { ...minimal, keys: { max_key_size: 128 } }, /\/keys\/max_key_size: must be at least key_size/],
+  ['duplicate SAE', { ...minimal, saes: [{ id: 'SAE_A' }, { id: 'SAE_A' }] }, /\/saes\/1\/id: duplicate SAE ID SAE_A/],
+  ['SAE ID with a slash', { ...minimal, saes: [{ id: 'a/b' }] }, /\/saes\/0\/id: must match pattern/],
+  ['no SAEs', { ...minimal, saes: [] }, /\/saes: must not have fewer than 1 items|\/saes: must NOT have fewer than 1 items/],
+  ['unknown field', { ...minimal, listen: { port: 1, hots: 'x' } }, /\/listen: must not have additional properties/i],
+];
+
+for (const [name, raw, message] of bad) {
+  t.test(`refused: ${name}`, async (t) => {
+    t.throws(() => parseConfig(raw, 'kms.json'), { name: 'ConfigError', message });
+  });
+}
+
+t.test('files: relative paths resolve against the config file; bad JSON names the file', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'kms-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'kms.json');
+  writeFileSync(file, JSON.stringify(minimal));
+  t.equal(loadConfigFile(file).tls.ca, join(dir, 'ca.crt'));
+  writeFileSync(file, '{"kme_id": ');
+  t.throws(() => loadConfigFile(file), { message: new RegExp(`config file ${file} is not valid JSON`) });
+  t.throws(() => loadConfigFile(join(dir, 'nope.json')), { message: /cannot read config file .*nope\.json: ENOENT/ });
+});
+
+t.test('secrets come from the environment or a file, and missing ones are named', async (t) => {
+  process.env.KMS_TEST_SECRET = 's3cret';
+  t.equal(readSecret('the PIN', 'KMS_TEST_SECRET'), 's3cret');
+  delete process.env.KMS_TEST_SECRET;
+  t.throws(() => readSecret('the PIN', 'KMS_TEST_SECRET'), new ConfigError('the PIN is not set: put it in the environment variable KMS_TEST_SECRET'));
+  const dir = mkdtempSync(join(tmpdir(), 'kms-secret-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'pin'), '1234\n');
+  t.equal(readSecret('the PIN', 'UNUSED', join(dir, 'pin')), '1234', 'trailing newline dropped');
+});
