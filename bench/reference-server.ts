@@ -82,4 +82,7 @@ server.listen(0, '127.0.0.1', () => {
   const address = server.address();
   process.stdout.write(`REF_LISTENING ${typeof address === 'object' && address ? address.port : 0}\n`);
 });
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => server.close(() => process.exit(0)));
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => {
+    server.closeAllConnections(); // keep-alive sockets would otherwise hold close() open
+    server.close(() => process.exit(0));
+  });

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { createSecureContext, type SecureContextOptions, type TlsOptions } from 'node:tls';
+import type { SecureContextOptions, TlsOptions } from 'node:tls';
 import { ConfigError } from './config/load.js';
 import type { Config } from './config/schema.js';
 
@@ -34,13 +34,12 @@ function readPem(path: string, field: string): Buffer {
   }
 }
 
-/** The hybrid PQ group list if this OpenSSL knows it, else undefined (Node's default groups). */
+/**
+ * The hybrid PQ group list when the OpenSSL underneath has ML-KEM (3.5 and newer), else undefined (Node's
+ * default groups). Decided from the version rather than by trying `createSecureContext` with the list: a failed
+ * attempt leaves an error on OpenSSL's error queue, and a later, unrelated WebCrypto call then fails with it.
+ */
 export const postQuantumGroups: string | undefined = (() => {
-  const groups = 'X25519MLKEM768:X25519:prime256v1:secp384r1';
-  try {
-    createSecureContext({ ecdhCurve: groups });
-    return groups;
-  } catch {
-    return undefined;
-  }
+  const [major = 0, minor = 0] = (process.versions.openssl ?? '').split('.').map((n) => parseInt(n, 10));
+  return major > 3 || (major === 3 && minor >= 5) ? 'X25519MLKEM768:X25519:prime256v1:secp384r1' : undefined;
 })();

@@ -45,7 +45,17 @@ function testPki() {
  * By default the pool is pre-filled to `max_key_count` before returning, so tests start from a known state.
  */
 export async function startTestKms(
-  opts: { keys?: Partial<Config['keys']>; rate?: number; wrapper?: KeyWrapper; databaseUrl?: string; fill?: boolean } = {},
+  opts: {
+    keys?: Partial<Config['keys']>;
+    rate?: number;
+    wrapper?: KeyWrapper;
+    /**
+     * What the KME connects to instead of the fresh test database: a URL, or a function of the fresh database's
+     * URL (e.g. a TCP proxy in front of it), so that `db` stays the database the KME really uses.
+     */
+    databaseUrl?: string | ((freshDbUrl: string) => string | Promise<string>);
+    fill?: boolean;
+  } = {},
 ): Promise<TestKms & { mock?: MockKeyWrapper }> {
   const { pki, dir: pkiDir } = await testPki();
   const db = await freshDatabase();
@@ -71,7 +81,8 @@ export async function startTestKms(
   });
   const mock = opts.wrapper ? undefined : createMockKeyWrapper();
   const wrapper = opts.wrapper ?? mock!;
-  const kms = await startKms(config, { log, databaseUrl: opts.databaseUrl ?? db.url, wrapper });
+  const databaseUrl = typeof opts.databaseUrl === 'function' ? await opts.databaseUrl(db.url) : (opts.databaseUrl ?? db.url);
+  const kms = await startKms(config, { log, databaseUrl, wrapper });
   if (opts.fill !== false) await waitForPool(kms, config.keys.max_key_count);
   const clients: EtsiClient[] = [];
   const identities = { ...pki.saes, ...pki.strangers };

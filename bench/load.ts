@@ -1,0 +1,206 @@
+// The three ways the benchmark generates load:
+// - autocannon, closed loop over keep-alive connections (throughput phases);
+// - an open-loop pacer at a fixed request rate, for latency (autocannon's own rate limiting sends each connection's
+//   per-second quota in a burst at the top of the second, and its coordinated-omission correction assumes a 1 ms
+//   interval whatever the rate, which inflates percentiles; so latency is measured here from each request's
+//   *scheduled* send time, which counts queueing delay honestly);
+// - fresh-connection workers, one mutual-TLS handshake per request, as every public ETSI 014 client does.
+import autocannon, { type Request } from 'autocannon';
+import { Agent, request, type RequestOptions } from 'node:https';
+import type { TLSSocket } from 'node:tls';
+import type { tlsFor } from './client.js';
+
+export type Tls = ReturnType<typeof tlsFor>;
+
+export interface PhaseResult {
+  /** Completed requests per second: the median of one-second samples, and the plain average. */
+  rpsMedian: number;
+  rpsMean: number;
+  samples: number;
+  durationS: number;
+  requests: number;
+  p50Ms: number;
+  p99Ms: number;
+  non2xx: number;
+  statusCodes: Record<string, number>;
+  errors: number;
+  /** Fresh-connection phases: how many handshakes resumed a TLS session. */
+  resumed?: number;
+}
+
+export interface CannonSpec {
+  url: string;
+  tls: Tls;
+  method?: 'GET' | 'POST';
+  path: string;
+  body?: unknown;
+  connections?: number;
+  durationS: number;
+  /** Stops early after this many requests, so a phase cannot drain the key pool into 503s. */
+  maxRequests?: number;
+  /** Rewrites each request's path (dec_keys: the next unused key_ID). */
+  nextPath?: () => string;
+}
+
+export async function cannon(spec: CannonSpec): Promise<PhaseResult> {
+  const connections = spec.connections ?? 32;
+  const req: Request = {
+    method: spec.method ?? 'GET',
+    path: spec.path,
+    ...(spec.body === undefined ? {} : { body: JSON.stringify(spec.body), headers: { 'content-type': 'application/json' } }),
+    ...(spec.nextPath ? { setupRequest: (r: Request) => ({ ...r, path: spec.nextPath!() }) } : {}),
+  };
+  const result = await autocannon({
+    url: spec.url,
+    connections,
+    duration: spec.durationS,
+    ...(spec.maxRequests ? { maxOverallRequests: Math.max(spec.maxRequests, connections) } : {}),
+    requests: [req],
+    tlsOptions: spec.tls, // client certificate for mutual TLS; autocannon itself skips server verification
+    timeout: 20,
+  });
+  const statusCodes = Object.fromEntries(Object.entries(result.statusCodeStats).map(([k, v]) => [k, v.count]));
+  const total = Object.values(statusCodes).reduce((a, b) => a + b, 0);
+  return {
+    rpsMedian: result.requests.p50,
+    rpsMean: result.requests.average,
+    samples: result.samples,
+    durationS: result.duration,
+    requests: total,
+    p50Ms: result.latency.p50,
+    p99Ms: result.latency.p99,
+    non2xx: result.non2xx,
+    statusCodes,
+    errors: result.errors,
+  };
+}
+
+/** Records request outcomes and completion times; summarises them like autocannon does. */
+class Recorder {
+  private readonly latencies: number[] = [];
+  private readonly completions: number[] = [];
+  readonly statusCodes: Record<string, number> = {};
+  errors = 0;
+  resumed = 0;
+  constructor(private readonly start: number) {}
+
+  done(status: number, latencyMs: number): void {
+    this.statusCodes[status] = (this.statusCodes[status] ?? 0) + 1;
+    this.latencies.push(latencyMs);
+    this.completions.push(performance.now());
+  }
+
+  summary(end: number): PhaseResult {
+    const seconds = Math.floor((end - this.start) / 1000);
+    const perSecond = new Array<number>(Math.max(seconds, 1)).fill(0);
+    for (const t of this.completions) {
+      const s = Math.floor((t - this.start) / 1000);
+      if (s < perSecond.length) perSecond[s]!++;
+    }
+    const sorted = [...this.latencies].sort((a, b) => a - b);
+    const requests = this.latencies.length;
+    return {
+      rpsMedian: percentile([...perSecond].sort((a, b) => a - b), 50),
+      rpsMean: requests / ((end - this.start) / 1000),
+      samples: perSecond.length,
+      durationS: (end - this.start) / 1000,
+      requests,
+      p50Ms: percentile(sorted, 50),
+      p99Ms: percentile(sorted, 99),
+      non2xx: Object.entries(this.statusCodes).reduce((n, [code, c]) => (code.startsWith('2') ? n : n + c), 0),
+      statusCodes: this.statusCodes,
+      errors: this.errors,
+      resumed: this.resumed,
+    };
+  }
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+/** One request; resolves with the status (0 on a network error) once the whole body has arrived. */
+function once(url: string, path: string, opts: RequestOptions, onSocket?: (s: TLSSocket) => void): Promise<number> {
+  return new Promise((resolve) => {
+    const req = request(new URL(path, url), { ...opts, timeout: 20_000 }, (res) => {
+      if (onSocket) onSocket(res.socket as TLSSocket);
+      res.on('data', () => undefined);
+      res.on('end', () => resolve(res.statusCode ?? 0));
+      res.on('error', () => resolve(0));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', () => resolve(0));
+    req.end();
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Open loop: `rate` requests per second on schedule, over at most `sockets` keep-alive connections. */
+export async function paced(spec: { url: string; tls: Tls; path: string; rate: number; durationS: number; sockets?: number }): Promise<PhaseResult> {
+  const agent = new Agent({ keepAlive: true, maxSockets: spec.sockets ?? 32, ...spec.tls });
+  const start = performance.now();
+  const end = start + spec.durationS * 1000;
+  const rec = new Recorder(start);
+  const inFlight: Promise<void>[] = [];
+  let sent = 0;
+  try {
+    while (performance.now() < end) {
+      const due = Math.floor(((performance.now() - start) * spec.rate) / 1000);
+      for (; sent < due; sent++) {
+        const scheduled = start + (sent * 1000) / spec.rate; // latency counts from here, not from when it got sent
+        inFlight.push(
+          once(spec.url, spec.path, { agent }).then((status) => {
+            if (status === 0) rec.errors++;
+            else rec.done(status, performance.now() - scheduled);
+          }),
+        );
+      }
+      await sleep(1);
+    }
+    await Promise.all(inFlight);
+    return rec.summary(end);
+  } finally {
+    agent.destroy();
+  }
+}
+
+/**
+ * `workers` loops, each request on a new connection. 'full': a new Agent-less socket every time (no session
+ * cache: a full mutual-TLS handshake). 'resumed': one Agent without keep-alive but with a session cache, so each
+ * new connection offers the last session ticket (a resumed handshake, as a client with a ticket cache would do).
+ */
+export async function freshConnections(spec: {
+  url: string;
+  tls: Tls;
+  path: string;
+  workers: number;
+  durationS: number;
+  mode: 'full' | 'resumed';
+  /** Stops early after this many requests (key pool budget). */
+  maxRequests?: number;
+}): Promise<PhaseResult> {
+  const shared = spec.mode === 'resumed' ? new Agent({ keepAlive: false, maxCachedSessions: 100, ...spec.tls }) : undefined;
+  const opts: RequestOptions = shared ? { agent: shared } : { agent: false, ...spec.tls };
+  const start = performance.now();
+  const end = start + spec.durationS * 1000;
+  const rec = new Recorder(start);
+  let started = 0;
+  const worker = async () => {
+    while (performance.now() < end && started++ < (spec.maxRequests ?? Infinity)) {
+      const t = performance.now();
+      const status = await once(spec.url, spec.path, opts, (s) => {
+        if (s.isSessionReused()) rec.resumed++;
+      });
+      if (status === 0) rec.errors++;
+      else rec.done(status, performance.now() - t);
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: spec.workers }, worker));
+    return rec.summary(performance.now());
+  } finally {
+    shared?.destroy();
+  }
+}

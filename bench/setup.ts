@@ -1,0 +1,147 @@
+// Set-up of the real parts the benchmark drives: a fresh PostgreSQL database, a throwaway SoftHSM2 token, a
+// development PKI, and the two servers as child processes. Everything created registers its own undo step.
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { createSoftHsmToken, type SoftHsmToken } from '../hsm-mock/softhsm-token.js';
+import { ensureDemoPki, type DemoPki } from '../src/pki/dev-pki.js';
+import { startChild, waitForLine, type Child } from './children.js';
+import { onCleanup } from './cleanup.js';
+import { JsonClient, type Identity } from './client.js';
+
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+export function tempRoot(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'kms-bench-'));
+  onCleanup(`remove ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A database of the benchmark's own on the machine's PostgreSQL, dropped at the end (even mid-run). */
+export async function createDatabase(adminUrl: string): Promise<string> {
+  const name = `kms_bench_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  onCleanup(`drop database ${name}`, async () => {
+    const c = new pg.Client({ connectionString: adminUrl });
+    await c.connect();
+    try {
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`); // FORCE: a killed KME may leave sessions
+    } finally {
+      await c.end();
+    }
+  });
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+export function createToken(root: string): SoftHsmToken {
+  const token = createSoftHsmToken(join(root, 'hsm'), { label: 'kms-bench' });
+  if ('skip' in token) throw new Error(token.skip);
+  return token;
+}
+
+export function createPki(root: string): Promise<DemoPki> {
+  return ensureDemoPki(join(root, 'pki'), { kmeIds: ['KME_B'], saeIds: ['SAE_A', 'SAE_B'], strangerIds: [] });
+}
+
+export const identity = (pki: DemoPki, sae: 'SAE_A' | 'SAE_B'): Identity => ({ ...pki.saes[sae]!, ca: pki.ca });
+
+export function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const s = createServer();
+    s.once('error', fail);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => ok(port));
+    });
+  });
+}
+
+export interface KmeSettings {
+  port: number;
+  rateBitsPerSecond: number;
+  maxKeyCount: number;
+  dbPoolSize?: number;
+}
+
+export function writeKmeConfig(root: string, pki: DemoPki, token: SoftHsmToken, s: KmeSettings): string {
+  const kme = pki.kmes.KME_B!;
+  const config = {
+    kme_id: 'KME_B',
+    listen: { host: '127.0.0.1', port: s.port },
+    tls: { cert: kme.cert, key: kme.key, ca: pki.ca },
+    ...(s.dbPoolSize ? { database: { pool_size: s.dbPoolSize } } : {}),
+    hsm: { type: 'pkcs11', module: token.module, token_label: token.tokenLabel, create_key_if_missing: true },
+    saes: [{ id: 'SAE_A' }, { id: 'SAE_B' }],
+    keys: { key_size: 256, max_key_count: s.maxKeyCount },
+    source: { type: 'simulator', rate_bits_per_second: s.rateBitsPerSecond, max_blocks_per_batch: 2000 },
+  };
+  const path = join(root, `kme-${s.rateBitsPerSecond}.json`);
+  writeFileSync(path, JSON.stringify(config, null, 2));
+  return path;
+}
+
+/**
+ * Starts the KME as `kms serve` in a child process and waits until GET status answers 200.
+ * `nodeArgs` lets a run add e.g. --cpu-prof.
+ */
+export async function startKme(
+  configPath: string,
+  env: { databaseUrl: string; token: SoftHsmToken },
+  port: number,
+  who: Identity,
+  nodeArgs: string[] = [],
+): Promise<Child> {
+  const child = startChild(
+    'KME',
+    [...nodeArgs, '--import', 'tsx', 'src/cli/run.ts', 'serve', '--config', configPath],
+    {
+      ...process.env,
+      SOFTHSM2_CONF: env.token.conf,
+      KMS_DATABASE_URL: env.databaseUrl,
+      KMS_HSM_PIN: env.token.pin,
+      KMS_LOG_LEVEL: 'warn',
+    },
+    REPO,
+  );
+  onCleanup('stop the KME', child.stop);
+  const client = new JsonClient(`https://127.0.0.1:${port}`, who);
+  try {
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      if (child.proc.exitCode !== null) {
+        throw new Error(`the KME exited (code ${child.proc.exitCode}):\n${child.lines.slice(-20).join('\n')}`);
+      }
+      const ok = await client.call('GET', '/api/v1/keys/SAE_B/status').then((r) => r.status === 200, () => false);
+      if (ok) return child;
+      if (Date.now() > deadline) throw new Error(`the KME did not answer within 60 s:\n${child.lines.slice(-20).join('\n')}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  } finally {
+    client.close();
+  }
+}
+
+export async function startReference(pki: DemoPki): Promise<{ child: Child; url: string }> {
+  const kme = pki.kmes.KME_B!;
+  const child = startChild(
+    'reference',
+    ['--import', 'tsx', 'bench/reference-server.ts'],
+    { ...process.env, REF_CERT: kme.cert, REF_KEY: kme.key, REF_CA: pki.ca },
+    REPO,
+  );
+  onCleanup('stop the reference server', child.stop);
+  const port = await waitForLine(child, (l) => /^REF_LISTENING (\d+)$/.exec(l)?.[1], 30_000);
+  return { child, url: `https://127.0.0.1:${port}` };
+}

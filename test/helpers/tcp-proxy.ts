@@ -1,0 +1,140 @@
+import { createServer, connect, type Server, type Socket } from 'node:net';
+
+/**
+ * A TCP proxy on 127.0.0.1 that a test controls, to put between the KME and its database.
+ *
+ * Modes:
+ * - `forward`: bytes flow both ways (a healthy network).
+ * - `refuse`: every proxied connection is destroyed and the listening socket is closed, so new connections get
+ *   ECONNREFUSED (the database host went away).
+ * - `blackhole`: connections are accepted but nothing is forwarded in either direction, on old and new
+ *   connections alike (a silent network partition: only timeouts notice).
+ *
+ * `restore()` goes back to `forward` on the same port; connections that were black-holed are destroyed then
+ * (their protocol state is lost), as a healed partition would reset them.
+ */
+export type ProxyMode = 'forward' | 'refuse' | 'blackhole';
+
+interface Pair {
+  client: Socket;
+  upstream?: Socket;
+}
+
+export class TcpProxy {
+  private server: Server | undefined;
+  private readonly pairs = new Set<Pair>();
+  private modeNow: ProxyMode = 'forward';
+  /** Connections accepted since start (including black-holed ones). */
+  accepted = 0;
+
+  private constructor(
+    private readonly target: { host: string; port: number },
+    public port: number,
+  ) {}
+
+  /** Listens on 127.0.0.1 (an ephemeral port) and forwards to `target`. */
+  static async start(target: { host: string; port: number }): Promise<TcpProxy> {
+    const proxy = new TcpProxy(target, 0);
+    await proxy.listen();
+    return proxy;
+  }
+
+  /** `url` (a postgres URL) with its host and port replaced by this proxy's. */
+  urlFor(url: string): string {
+    const u = new URL(url);
+    u.hostname = '127.0.0.1';
+    u.port = String(this.port);
+    return u.toString();
+  }
+
+  get mode(): ProxyMode {
+    return this.modeNow;
+  }
+
+  get openConnections(): number {
+    return this.pairs.size;
+  }
+
+  /** Destroys every proxied connection and refuses new ones until `restore()`. */
+  async refuse(): Promise<void> {
+    this.modeNow = 'refuse';
+    for (const p of this.pairs) this.destroyPair(p);
+    await this.stopListening();
+  }
+
+  /** Stops forwarding on every connection, old and new, without closing any of them. */
+  blackhole(): void {
+    this.modeNow = 'blackhole';
+  }
+
+  /** Back to forwarding; black-holed connections are reset, a refused listener listens again on the same port. */
+  async restore(): Promise<void> {
+    if (this.modeNow === 'blackhole') for (const p of this.pairs) this.destroyPair(p);
+    this.modeNow = 'forward';
+    if (!this.server) await this.listen();
+  }
+
+  async close(): Promise<void> {
+    this.modeNow = 'refuse';
+    for (const p of this.pairs) this.destroyPair(p);
+    await this.stopListening();
+  }
+
+  private listen(): Promise<void> {
+    const server = createServer((client) => this.accept(client));
+    return new Promise((ok, fail) => {
+      server.once('error', fail);
+      server.listen(this.port, '127.0.0.1', () => {
+        server.off('error', fail);
+        this.port = (server.address() as { port: number }).port;
+        this.server = server;
+        ok();
+      });
+    });
+  }
+
+  private stopListening(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    if (!server) return Promise.resolve();
+    return new Promise((ok) => server.close(() => ok()));
+  }
+
+  private accept(client: Socket): void {
+    this.accepted++;
+    if (this.modeNow === 'refuse') {
+      client.destroy();
+      return;
+    }
+    const pair: Pair = { client };
+    this.pairs.add(pair);
+    client.on('error', () => this.destroyPair(pair));
+    client.on('close', () => this.destroyPair(pair));
+    if (this.modeNow === 'blackhole') {
+      client.on('data', () => undefined); // swallowed: never dialled upstream
+      return;
+    }
+    const upstream = connect(this.target.port, this.target.host);
+    pair.upstream = upstream;
+    upstream.on('error', () => this.destroyPair(pair));
+    upstream.on('close', () => this.destroyPair(pair));
+    client.on('data', (chunk: Buffer) => {
+      if (this.modeNow === 'forward') upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      if (this.modeNow === 'forward') client.write(chunk);
+    });
+  }
+
+  private destroyPair(pair: Pair): void {
+    if (!this.pairs.delete(pair)) return;
+    pair.client.destroy();
+    pair.upstream?.destroy();
+  }
+}
+
+/** host and port of a postgres URL. */
+export function hostPortOf(url: string): { host: string; port: number } {
+  const u = new URL(url);
+  return { host: u.hostname, port: Number(u.port || 5432) };
+}
