@@ -18,10 +18,12 @@ export interface StoredBlock {
  * the pool has fewer; the caller then rolls back.
  */
 export async function claimAvailableBlocks(c: DbClient, linkId: string, count: number): Promise<StoredBlock[]> {
+  // ORDER BY names the column, not the text alias of the same name: ordering by the alias would sort every
+  // available row as text instead of walking the partial index.
   const { rows } = await c.query(
     `SELECT seq::text AS seq, wrapped FROM key_block
       WHERE link_id = $1 AND state = 'AVAILABLE'
-      ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED`,
+      ORDER BY key_block.seq LIMIT $2 FOR UPDATE SKIP LOCKED`,
     [linkId, count],
   );
   return rows as StoredBlock[];
