@@ -22,7 +22,6 @@ export type AuditOperation =
   | 'deliver_master' // enc_keys: key_IDs bound to blocks and handed to the master SAE
   | 'deliver_slave' // dec_keys: key_IDs handed to one slave SAE
   | 'destroy' // material erased once every named slave had it
-  | 'burn' // keys claimed by a request whose answer failed: out of the pool for good
   | 'status' // refused status requests only (successful ones change nothing)
   | 'request'; // a request refused before its operation was known (bad route, no certificate, …)
 

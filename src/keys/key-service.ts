@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { Barrier } from '../barrier/barrier.js';
 import type { KeyLimits } from '../config/schema.js';
 import { auditBody } from '../audit/event.js';
@@ -6,13 +5,8 @@ import { badRequest, EtsiMessage, unauthorized, unavailable } from '../errors.js
 import type { SaeRegistry } from '../auth/sae-registry.js';
 import { withTransaction, type Db } from '../store/db.js';
 import { availableBlocks } from '../store/pool.js';
-import {
-  blocksOfKeys,
-  claimAvailableBlocks,
-  lockSlaveRows,
-  recordMasterDelivery,
-  recordSlaveDelivery,
-} from '../store/deliveries.js';
+import { blocksOfKeys, lockSlaveRows, recordSlaveDelivery } from '../store/deliveries.js';
+import { assemble, MasterDeliveryBatcher } from './master-batcher.js';
 import { checkExtensions, checkKeyIds, checkKeyRequest } from './request-rules.js';
 import type { EtsiStatus, KeyContainer, KeyRequest, SaeCaller } from './types.js';
 
@@ -36,7 +30,11 @@ export interface KeyServiceDeps {
  * after commit (lost response) leaves the keys out of the pool for good.
  */
 export class KeyService {
-  constructor(private readonly deps: KeyServiceDeps) {}
+  private readonly batcher: MasterDeliveryBatcher;
+
+  constructor(private readonly deps: KeyServiceDeps) {
+    this.batcher = new MasterDeliveryBatcher({ db: deps.db, barrier: deps.barrier });
+  }
 
   async status(caller: SaeCaller, slave: string): Promise<EtsiStatus> {
     const { limits } = this.deps;
@@ -67,46 +65,17 @@ export class KeyService {
       slave,
       isRegistered: (id) => this.deps.registry.has(id),
     });
-    const blocksPerKey = Math.ceil(size / route.blockBits);
-    const needed = number * blocksPerKey;
-    const keyIds = Array.from({ length: number }, () => randomUUID());
-
-    const keys = await withTransaction(this.deps.db, async (c) => {
-      const blocks = await claimAvailableBlocks(c, route.linkId, needed);
-      if (blocks.length < needed) {
-        throw unavailable(
-          `not enough key material for ${caller.saeId} → ${slave}: requested ${number} key(s) of ${size} bits, ` +
-            'try again later or ask for fewer keys',
-        );
-      }
-      const material = await this.deps.barrier.openAll(
-        blocks.map((b) => ({ wrapped: b.wrapped, id: { linkId: route.linkId, seq: b.seq } })),
-      );
-      const slaves = [slave, ...additionalSlaves];
-      await recordMasterDelivery(c, {
+    const keys = await this.batcher
+      .deliver({
         linkId: route.linkId,
         masterSaeId: caller.saeId,
-        slaveSaeIds: slaves,
+        certSha256: caller.certSha256,
+        slaveSaeIds: [slave, ...additionalSlaves],
+        number,
         sizeBits: size,
-        blocksPerKey,
-        keyIds,
-        blockSeqs: blocks.map((b) => b.seq),
-        auditBodies: [
-          auditBody({
-            operation: 'deliver_master',
-            outcome: 'ok',
-            actor: `sae:${caller.saeId}`,
-            actorCert: caller.certSha256,
-            keyIds,
-            detail: { link_id: route.linkId, slaves, size_bits: size, blocks: blocks.map((b) => b.seq) },
-          }),
-        ],
-      });
-      return keyIds.map((keyId, i) => ({
-        key_ID: keyId,
-        key: assemble(material.slice(i * blocksPerKey, (i + 1) * blocksPerKey), size),
-      }));
-    }).catch(databaseDown);
+        blocksPerKey: Math.ceil(size / route.blockBits),
+      })
+      .catch(databaseDown);
     return { keys };
   }
 
@@ -166,13 +135,6 @@ function checkSlaveMayFetch(rows: Array<{ keyId: string; saeId: string; delivere
   }
   if (notFound.length > 0) throw badRequest(EtsiMessage.keysNotFound, notFound.map((key_ID) => ({ key_ID })));
   return destroy;
-}
-
-/** Concatenates a key's blocks and cuts it to exactly `sizeBits` (always a multiple of 8). */
-function assemble(blocks: Buffer[], sizeBits: number): string {
-  const key = Buffer.concat(blocks).subarray(0, sizeBits / 8);
-  if (key.length * 8 !== sizeBits) throw new Error(`key material short: ${key.length * 8} of ${sizeBits} bits`);
-  return key.toString('base64');
 }
 
 /** Connection-level database failures become a 503 that says so; KmsErrors pass through unchanged. */

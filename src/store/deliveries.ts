@@ -29,22 +29,24 @@ export async function claimAvailableBlocks(c: DbClient, linkId: string, count: n
   return rows as StoredBlock[];
 }
 
-export interface MasterDelivery {
-  linkId: string;
+/** A key_ID about to be handed to its master: which blocks make it, and who may fetch it later. */
+export interface NewKey {
+  keyId: string;
   masterSaeId: string;
-  slaveSaeIds: string[]; // the path's slave first, then the additional slaves
   sizeBits: number;
-  blocksPerKey: number;
-  keyIds: string[];
-  /** blocks[i] goes to keyIds[floor(i / blocksPerKey)] as part i % blocksPerKey */
+  /** The path's slave first, then the additional slaves. */
+  slaveSaeIds: string[];
+  /** Claimed blocks, in the order their material is concatenated. */
   blockSeqs: string[];
-  auditBodies: string[];
 }
 
-/** Binds claimed blocks to new key_IDs, records the slaves, adjusts the count and audits: one statement. */
-export async function recordMasterDelivery(c: DbClient, d: MasterDelivery): Promise<void> {
-  const keyIdPerBlock = d.blockSeqs.map((_, i) => d.keyIds[Math.floor(i / d.blocksPerKey)]);
-  const partPerBlock = d.blockSeqs.map((_, i) => i % d.blocksPerKey);
+/**
+ * Binds claimed blocks to new key_IDs, records each key's slaves, adjusts the count and writes the audit events:
+ * one statement for any number of keys (of one or many requests sharing a transaction).
+ */
+export async function recordMasterDeliveries(c: DbClient, linkId: string, keys: NewKey[], auditBodies: string[]): Promise<void> {
+  const seqs = keys.flatMap((k) => k.blockSeqs);
+  const slavePairs = keys.flatMap((k) => k.slaveSaeIds.map((sae) => [k.keyId, sae] as const));
   const { rows } = await c.query(
     `WITH taken AS (
        UPDATE key_block b SET state = 'DELIVERED', key_id = t.key_id, key_part = t.part
@@ -53,30 +55,33 @@ export async function recordMasterDelivery(c: DbClient, d: MasterDelivery): Prom
        RETURNING 1),
      keys AS (
        INSERT INTO qkd_key (key_id, link_id, master_sae_id, size_bits, block_count, state, slaves_pending)
-       SELECT k, $1, $5, $6, $7, 'DELIVERED', cardinality($8::text[]) FROM unnest($9::uuid[]) AS k),
+       SELECT t.key_id, $1, t.master, t.size, t.blocks, 'DELIVERED', t.slaves
+         FROM unnest($5::uuid[], $6::text[], $7::int[], $8::smallint[], $9::int[]) AS t(key_id, master, size, blocks, slaves)),
      slaves AS (
-       INSERT INTO key_slave (key_id, sae_id) SELECT k, s FROM unnest($9::uuid[]) AS k, unnest($8::text[]) AS s),
+       INSERT INTO key_slave (key_id, sae_id) SELECT * FROM unnest($10::uuid[], $11::text[])),
      counted AS (
-       UPDATE pool_count SET available = available - cardinality($2::bigint[]) WHERE link_id = $1 AND shard = $10),
-     audited AS (${insertAuditSql(11)})
+       UPDATE pool_count SET available = available - cardinality($2::bigint[]) WHERE link_id = $1 AND shard = $12),
+     audited AS (${insertAuditSql(13)})
      SELECT count(*)::int AS taken FROM taken`,
     [
-      d.linkId,
-      d.blockSeqs,
-      keyIdPerBlock,
-      partPerBlock,
-      d.masterSaeId,
-      d.sizeBits,
-      d.blocksPerKey,
-      d.slaveSaeIds,
-      d.keyIds,
+      linkId,
+      seqs,
+      keys.flatMap((k) => k.blockSeqs.map(() => k.keyId)),
+      keys.flatMap((k) => k.blockSeqs.map((_, part) => part)),
+      keys.map((k) => k.keyId),
+      keys.map((k) => k.masterSaeId),
+      keys.map((k) => k.sizeBits),
+      keys.map((k) => k.blockSeqs.length),
+      keys.map((k) => k.slaveSaeIds.length),
+      slavePairs.map(([keyId]) => keyId),
+      slavePairs.map(([, sae]) => sae),
       randomShard(),
-      d.auditBodies,
+      auditBodies,
     ],
   );
   const taken = (rows[0] as { taken: number }).taken;
   // The blocks are locked by this transaction, so this cannot happen unless the locking above is broken.
-  if (taken !== d.blockSeqs.length) throw new Error(`claimed ${d.blockSeqs.length} blocks but bound ${taken}`);
+  if (taken !== seqs.length) throw new Error(`claimed ${seqs.length} blocks but bound ${taken}`);
 }
 
 export interface SlaveRow {
