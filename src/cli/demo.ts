@@ -43,7 +43,9 @@ export async function runDemo(log: Logger): Promise<{ close: () => Promise<void>
       kme_id: KME,
       listen: { host: '127.0.0.1', port },
       tls: { cert: pki.kmes[KME]!.cert, key: pki.kmes[KME]!.key, ca: pki.ca },
-      database: { pool_size: 8 },
+      // pglite-socket runs every connection on one PGlite session, so interleaved statements from several
+      // connections can collide; one connection keeps the demo correct (and it is plenty for a demo).
+      database: { pool_size: 1 },
       hsm: { type: 'mock' },
       saes: SAES.map((id) => ({ id })),
       keys: { max_key_count: 20_000 },

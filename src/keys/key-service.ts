@@ -3,7 +3,7 @@ import type { KeyLimits } from '../config/schema.js';
 import { auditBody } from '../audit/event.js';
 import { badRequest, EtsiMessage, unauthorized, unavailable } from '../errors.js';
 import type { SaeRegistry } from '../auth/sae-registry.js';
-import { withTransaction, type Db } from '../store/db.js';
+import { isConnectionError, withTransaction, type Db } from '../store/db.js';
 import { availableBlocks } from '../store/pool.js';
 import { blocksOfKeys, lockSlaveRows, recordSlaveDelivery } from '../store/deliveries.js';
 import { assemble, MasterDeliveryBatcher } from './master-batcher.js';
@@ -141,13 +141,4 @@ function checkSlaveMayFetch(rows: Array<{ keyId: string; saeId: string; delivere
 function databaseDown(err: unknown): never {
   if (isConnectionError(err)) throw unavailable('key store unavailable, try again later');
   throw err;
-}
-
-function isConnectionError(err: unknown): boolean {
-  const e = err as { code?: string; message?: string } | null;
-  if (!e) return false;
-  if (e.code && /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|57P0[123]|08\d\d\d)$/.test(e.code)) return true;
-  return /Connection terminated|timeout exceeded when trying to connect|Query read timeout|connection (is )?closed/i.test(
-    e.message ?? '',
-  );
 }

@@ -34,6 +34,7 @@ export class Ingester {
   constructor(private readonly opts: IngesterOptions) {}
 
   start(): void {
+    this.stopped = false;
     this.schedule(0);
   }
 

@@ -28,13 +28,19 @@ export function createDb(opts: { url: string; poolSize: number; log: Logger }): 
 
 /**
  * Runs `fn` inside one transaction on one connection. Commits when `fn` resolves, rolls back when it throws.
- * A connection that failed mid-transaction is destroyed rather than returned to the pool.
+ * A connection that failed mid-transaction is destroyed rather than returned to the pool, and is not asked to
+ * roll back: a dead or silent connection would only make the caller wait a second timeout (the server rolls back
+ * an interrupted transaction by itself).
  *
  * A COMMIT that fails may or may not have committed: callers treat that as "the change may have happened" (for
  * key delivery: the keys are out of the pool and burned, never handed out again).
  */
 export async function withTransaction<T>(db: Db, fn: (client: DbClient) => Promise<T>): Promise<T> {
   const client = await db.connect();
+  // While checked out, a client's 'error' event has no pool listener; unhandled, it would end the process.
+  let lost: Error | undefined;
+  const onError = (err: Error) => (lost = err);
+  client.on('error', onError);
   let broken: Error | undefined;
   try {
     await client.query('BEGIN');
@@ -42,13 +48,23 @@ export async function withTransaction<T>(db: Db, fn: (client: DbClient) => Promi
     await client.query('COMMIT');
     return result;
   } catch (err) {
-    broken = err as Error;
-    await client.query('ROLLBACK').then(
-      () => (broken = undefined), // the connection is still healthy; only the transaction failed
-      () => undefined,
-    );
+    broken = lost ?? (isConnectionError(err) ? (err as Error) : undefined);
+    if (!broken) {
+      await client.query('ROLLBACK').catch((rollbackErr: Error) => (broken = rollbackErr));
+    }
     throw err;
   } finally {
-    client.release(broken);
+    client.off('error', onError);
+    client.release(broken ?? lost);
   }
+}
+
+/** True for failures of the connection itself (refused, reset, timed out, terminated), not of a statement. */
+export function isConnectionError(err: unknown): boolean {
+  const e = err as { code?: string; message?: string } | null;
+  if (!e) return false;
+  if (e.code && /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|EHOSTUNREACH|57P0[123]|08\d\d\d)$/.test(e.code)) return true;
+  return /Connection terminated|timeout exceeded when trying to connect|Query read timeout|not queryable|connection (is )?closed|Client has encountered a connection error/i.test(
+    e.message ?? '',
+  );
 }

@@ -73,7 +73,8 @@ export async function startTestKms(
     kme_id: 'KME_T',
     listen: { host: '127.0.0.1', port: 0 },
     tls: { cert: pki.kmes.KME_T!.cert, key: pki.kmes.KME_T!.key, ca: pki.ca },
-    database: { pool_size: 8 },
+    // One connection on PGlite, whose socket server shares one session between connections (see src/cli/demo.ts).
+    database: { pool_size: db.kind === 'pglite' ? 1 : 8 },
     hsm: { type: 'mock' },
     saes: SAES.map((id) => ({ id })),
     keys: { max_key_count: 2000, ...opts.keys },

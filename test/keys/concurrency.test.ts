@@ -106,11 +106,19 @@ t.test(`${CLIENTS} clients, ${REQUESTS} enc_keys: no key_ID and no material twic
             array_agg(b.key_part ORDER BY b.key_part)::int[] AS parts
        FROM qkd_key k LEFT JOIN key_block b USING (key_id) GROUP BY k.key_id`,
   );
-  t.same(new Set(keyRows.map((r) => r.key_id)), ids, 'qkd_key holds exactly the key_IDs that were answered with 200');
+  const stored = new Set(keyRows.map((r) => r.key_id));
+  t.same([...ids].filter((id) => !stored.has(id)).slice(0, 3), [], 'every key_ID answered with 200 is in qkd_key');
+  // Keys the database holds but no 200 carried can only come from a 503 whose COMMIT may still have happened
+  // (a lost answer burns its keys): never more than those requests asked for.
+  const mayHaveCommitted = failed
+    .filter((r) => r.status === 503 && !/not enough key material/.test(r.body?.message ?? ''))
+    .length * 5;
+  const extra = [...stored].filter((id) => !ids.has(id)).length;
+  t.ok(extra <= mayHaveCommitted, `qkd_key holds no key_ID beyond those answered (${extra} extra, ${mayHaveCommitted} possible from lost answers)`);
   const sizeOf = new Map(ok.flatMap((o) => o.keys.map((x) => [x.key_ID, o.req.size] as const)));
   const badRows = keyRows.filter(
     (r) =>
-      r.size_bits !== sizeOf.get(r.key_id) ||
+      (sizeOf.has(r.key_id) && r.size_bits !== sizeOf.get(r.key_id)) ||
       r.block_count !== r.size_bits / 256 ||
       r.blocks !== r.block_count ||
       r.parts.some((p, i) => p !== i),

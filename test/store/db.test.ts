@@ -1,0 +1,70 @@
+import t from 'tap';
+import { createLogger } from '../../src/log.js';
+import { createDb, withTransaction, type Db } from '../../src/store/db.js';
+import { freshDatabase, type TestDatabase } from '../helpers/database.js';
+import { sleep } from '../helpers/etsi.js';
+import { hostPortOf, TcpProxy } from '../helpers/tcp-proxy.js';
+
+// The contract of src/store/db.ts under a failing network (DESIGN: "when the database is unreachable a request
+// must fail fast with a 503 rather than hang, and the pool must keep trying to reconnect by itself"):
+// withTransaction rejects promptly when its connection goes away, nothing escapes as an uncaught error, and
+// the pool serves again once the database is back. Through a TCP proxy the test controls.
+
+const QUERY_TIMEOUT_MS = 10_000; // createDb's query_timeout
+
+let tdb: TestDatabase;
+let proxy: TcpProxy;
+let db: Db;
+t.before(async () => {
+  tdb = await freshDatabase();
+  proxy = await TcpProxy.start(hostPortOf(tdb.url));
+  db = createDb({ url: proxy.urlFor(tdb.url), poolSize: 2, log: createLogger({ level: 'silent' }) });
+  t.comment(`database: ${tdb.kind}`);
+});
+t.teardown(async () => {
+  await db?.end().catch(() => undefined);
+  await proxy?.close();
+  await tdb?.drop();
+});
+
+t.test('a silent network mid-transaction: rejected within the query timeout, not twice it', async (t) => {
+  await withTransaction(db, (c) => c.query('SELECT 1')); // a pooled connection exists
+  const started = Date.now();
+  const tx = withTransaction(db, async (c) => {
+    await c.query('SELECT 1');
+    proxy.blackhole();
+    await c.query('SELECT 2');
+  });
+  await t.rejects(tx, { message: /Query read timeout/ }, 'the transaction fails with the read timeout');
+  const took = Date.now() - started;
+  t.comment(`withTransaction gave up after ${took} ms`);
+  // Today the failed transaction then sends ROLLBACK on the same stuck connection and waits a second
+  // query_timeout for it: ~20 s before the caller can answer its 503.
+  t.ok(took <= QUERY_TIMEOUT_MS + 2_000, `gave up within query_timeout + 2 s (took ${took} ms)`);
+  await proxy.restore();
+  const { rows } = await withTransaction(db, (c) => c.query('SELECT 42 AS n'));
+  t.same(rows, [{ n: 42 }], 'the pool serves again once the network is back');
+});
+
+t.test('the connection dies mid-transaction: rejected, and nothing escapes as an uncaught error', async (t) => {
+  // If the pg client of a checked-out connection emits 'error' with no listener, Node throws it from the
+  // socket's event handler and the whole KME process exits.
+  const escaped: Error[] = [];
+  const record = (err: Error) => escaped.push(err);
+  process.on('uncaughtException', record);
+  try {
+    const tx = withTransaction(db, async (c) => {
+      await c.query('SELECT 1');
+      await proxy.refuse(); // destroys the connection while the transaction holds it, between two queries
+      await sleep(100);
+      await c.query('SELECT 2');
+    });
+    await t.rejects(tx, 'the transaction fails');
+  } finally {
+    process.off('uncaughtException', record);
+  }
+  t.same(escaped.map((e) => e.message), [], 'no uncaught exception (in the KME it would end the process)');
+  await proxy.restore();
+  const { rows } = await withTransaction(db, (c) => c.query('SELECT 42 AS n'));
+  t.same(rows, [{ n: 42 }], 'the pool serves again once the database is reachable');
+});
