@@ -1,12 +1,10 @@
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
-import { PGlite } from '@electric-sql/pglite';
-import { PGLiteSocketServer } from '@electric-sql/pglite-socket';
 import { parseConfig } from '../config/load.js';
 import type { Logger } from '../log.js';
 import { ensureDemoPki } from '../pki/dev-pki.js';
 import { startKms } from '../server.js';
+import { startEmbeddedPostgres } from '../store/embedded-postgres.js';
 
 const KME = 'KME_A';
 const SAES = ['SAE_A', 'SAE_B', 'SAE_C'];
@@ -32,20 +30,15 @@ export async function runDemo(log: Logger): Promise<{ close: () => Promise<void>
   );
   const pki = await ensureDemoPki(dir, { kmeIds: [KME], saeIds: SAES, strangerIds: STRANGERS });
 
-  const pglite = new PGlite();
-  const pgPort = await freePort();
-  const pgServer = new PGLiteSocketServer({ db: pglite, host: '127.0.0.1', port: pgPort, maxConnections: 16 });
-  await pgServer.start();
-  log.info({ port: pgPort }, 'embedded PGlite listening on 127.0.0.1 (demo database)');
+  const pg = await startEmbeddedPostgres();
+  log.info({ url: pg.url }, 'embedded PGlite listening (demo database)');
 
   const config = parseConfig(
     {
       kme_id: KME,
       listen: { host: '127.0.0.1', port },
       tls: { cert: pki.kmes[KME]!.cert, key: pki.kmes[KME]!.key, ca: pki.ca },
-      // pglite-socket runs every connection on one PGlite session, so interleaved statements from several
-      // connections can collide; one connection keeps the demo correct (and it is plenty for a demo).
-      database: { pool_size: 1 },
+      database: { pool_size: 1 }, // see startEmbeddedPostgres
       hsm: { type: 'mock' },
       saes: SAES.map((id) => ({ id })),
       keys: { max_key_count: 20_000 },
@@ -55,10 +48,9 @@ export async function runDemo(log: Logger): Promise<{ close: () => Promise<void>
   );
   let kms;
   try {
-    kms = await startKms(config, { log, databaseUrl: `postgresql://postgres@127.0.0.1:${pgPort}/postgres` });
+    kms = await startKms(config, { log, databaseUrl: pg.url });
   } catch (err) {
-    await pgServer.stop();
-    await pglite.close();
+    await pg.stop();
     throw err;
   }
 
@@ -72,20 +64,8 @@ export async function runDemo(log: Logger): Promise<{ close: () => Promise<void>
   return {
     close: async () => {
       await kms.close();
-      await pgServer.stop();
-      await pglite.close();
+      await pg.stop();
       rmSync(manifest, { force: true });
     },
   };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const s = createServer();
-    s.once('error', fail);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => ok(port));
-    });
-  });
 }

@@ -1,8 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { PGlite } from '@electric-sql/pglite';
-import { PGLiteSocketServer } from '@electric-sql/pglite-socket';
 import pg from 'pg';
-import { createServer } from 'node:net';
+import { startEmbeddedPostgres } from '../../src/store/embedded-postgres.js';
 
 /**
  * A database of its own for one test file: a fresh database on the real PostgreSQL named by DATABASE_URL
@@ -41,27 +39,6 @@ async function freshPostgres(adminUrl: string): Promise<TestDatabase> {
 }
 
 async function freshPglite(): Promise<TestDatabase> {
-  const db = new PGlite();
-  const port = await freePort();
-  const server = new PGLiteSocketServer({ db, host: '127.0.0.1', port, maxConnections: 40 });
-  await server.start();
-  return {
-    url: `postgresql://postgres@127.0.0.1:${port}/postgres`,
-    kind: 'pglite',
-    drop: async () => {
-      await server.stop();
-      await db.close();
-    },
-  };
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const s = createServer();
-    s.once('error', fail);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => ok(port));
-    });
-  });
+  const pg = await startEmbeddedPostgres();
+  return { url: pg.url, kind: 'pglite', drop: pg.stop };
 }
