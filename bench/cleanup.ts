@@ -24,9 +24,9 @@ export function cleanup(): Promise<void> {
   return running;
 }
 
-/** Ctrl-C or a kill: clean up, then exit with the conventional 128+signal code. */
+/** Ctrl-C, a kill or a closed terminal: clean up, then exit with the conventional 128+signal code. */
 export function cleanUpOnSignals(): void {
-  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
     process.once(signal, () => {
       console.error(`\n${signal}: stopping and cleaning up…`);
       // A second Ctrl-C while cleaning up should not be swallowed forever.

@@ -29,7 +29,7 @@ export class JsonClient {
     return new Promise((resolve, reject) => {
       const req = request(
         new URL(path, this.baseUrl),
-        { method, agent: this.agent, headers: text ? { 'content-type': 'application/json' } : {}, timeout: 30_000 },
+        { method, agent: this.agent, headers: text ? { 'content-type': 'application/json' } : {}, timeout: 15_000 },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));

@@ -6,6 +6,7 @@
 //   *scheduled* send time, which counts queueing delay honestly);
 // - fresh-connection workers, one mutual-TLS handshake per request, as every public ETSI 014 client does.
 import autocannon, { type Request } from 'autocannon';
+import { setMaxListeners } from 'node:events';
 import { Agent, request, type RequestOptions } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import type { tlsFor } from './client.js';
@@ -24,6 +25,8 @@ export interface PhaseResult {
   non2xx: number;
   statusCodes: Record<string, number>;
   errors: number;
+  /** Requests still unanswered when the run's drain deadline passed (custom generators only). */
+  unanswered?: number;
   /** Fresh-connection phases: how many handshakes resumed a TLS session. */
   resumed?: number;
 }
@@ -81,13 +84,20 @@ class Recorder {
   private readonly completions: number[] = [];
   readonly statusCodes: Record<string, number> = {};
   errors = 0;
-  resumed = 0;
+  unanswered = 0;
+  resumed: number | undefined;
   constructor(private readonly start: number) {}
 
   done(status: number, latencyMs: number): void {
     this.statusCodes[status] = (this.statusCodes[status] ?? 0) + 1;
     this.latencies.push(latencyMs);
     this.completions.push(performance.now());
+  }
+
+  /** A request cut off at the deadline: its latency is at least `lowerBoundMs`, so it still weighs on the p99. */
+  cutOff(lowerBoundMs: number): void {
+    this.unanswered++;
+    this.latencies.push(lowerBoundMs);
   }
 
   summary(end: number): PhaseResult {
@@ -98,10 +108,11 @@ class Recorder {
       if (s < perSecond.length) perSecond[s]!++;
     }
     const sorted = [...this.latencies].sort((a, b) => a - b);
-    const requests = this.latencies.length;
+    const requests = this.completions.length;
+    const inTime = this.completions.filter((t) => t <= end).length; // answers that came while the run lasted
     return {
       rpsMedian: percentile([...perSecond].sort((a, b) => a - b), 50),
-      rpsMean: requests / ((end - this.start) / 1000),
+      rpsMean: inTime / ((end - this.start) / 1000),
       samples: perSecond.length,
       durationS: (end - this.start) / 1000,
       requests,
@@ -110,7 +121,8 @@ class Recorder {
       non2xx: Object.entries(this.statusCodes).reduce((n, [code, c]) => (code.startsWith('2') ? n : n + c), 0),
       statusCodes: this.statusCodes,
       errors: this.errors,
-      resumed: this.resumed,
+      unanswered: this.unanswered,
+      ...(this.resumed === undefined ? {} : { resumed: this.resumed }),
     };
   }
 }
@@ -120,26 +132,50 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
-/** One request; resolves with the status (0 on a network error) once the whole body has arrived. */
-function once(url: string, path: string, opts: RequestOptions, onSocket?: (s: TLSSocket) => void): Promise<number> {
+/** Requests still running this long after a run's end are aborted: a stalled server cannot stretch the benchmark. */
+const DRAIN_MS = 5_000;
+
+/**
+ * One request; resolves with the status once the whole body has arrived, 0 on a network error, or 'aborted'
+ * when `signal` fired first.
+ */
+function once(url: string, path: string, opts: RequestOptions, signal: AbortSignal, onSocket?: (s: TLSSocket) => void): Promise<number | 'aborted'> {
   return new Promise((resolve) => {
-    const req = request(new URL(path, url), { ...opts, timeout: 20_000 }, (res) => {
+    const fail = () => resolve(signal.aborted ? 'aborted' : 0);
+    const req = request(new URL(path, url), { ...opts, signal }, (res) => {
       if (onSocket) onSocket(res.socket as TLSSocket);
       res.on('data', () => undefined);
       res.on('end', () => resolve(res.statusCode ?? 0));
-      res.on('error', () => resolve(0));
+      res.on('error', fail);
     });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', () => resolve(0));
+    req.on('error', fail);
     req.end();
   });
 }
 
+/** One controller aborts every request of a run; each in-flight request listens on it, hence no listener limit. */
+function controller(): AbortController {
+  const c = new AbortController();
+  setMaxListeners(0, c.signal);
+  return c;
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits for `work`, but at most until `deadline` (a performance.now() time); then aborts what is left. */
+async function drain(work: Promise<unknown>, deadline: number, abort: AbortController): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((r) => (timer = setTimeout(r, Math.max(0, deadline - performance.now()))));
+  await Promise.race([work, late]);
+  clearTimeout(timer);
+  abort.abort();
+  await work; // every request settles promptly once aborted
+}
 
 /** Open loop: `rate` requests per second on schedule, over at most `sockets` keep-alive connections. */
 export async function paced(spec: { url: string; tls: Tls; path: string; rate: number; durationS: number; sockets?: number }): Promise<PhaseResult> {
   const agent = new Agent({ keepAlive: true, maxSockets: spec.sockets ?? 32, ...spec.tls });
+  const abort = controller();
   const start = performance.now();
   const end = start + spec.durationS * 1000;
   const rec = new Recorder(start);
@@ -151,15 +187,16 @@ export async function paced(spec: { url: string; tls: Tls; path: string; rate: n
       for (; sent < due; sent++) {
         const scheduled = start + (sent * 1000) / spec.rate; // latency counts from here, not from when it got sent
         inFlight.push(
-          once(spec.url, spec.path, { agent }).then((status) => {
-            if (status === 0) rec.errors++;
+          once(spec.url, spec.path, { agent }, abort.signal).then((status) => {
+            if (status === 'aborted') rec.cutOff(performance.now() - scheduled);
+            else if (status === 0) rec.errors++;
             else rec.done(status, performance.now() - scheduled);
           }),
         );
       }
       await sleep(1);
     }
-    await Promise.all(inFlight);
+    await drain(Promise.all(inFlight), end + DRAIN_MS, abort);
     return rec.summary(end);
   } finally {
     agent.destroy();
@@ -183,23 +220,26 @@ export async function freshConnections(spec: {
 }): Promise<PhaseResult> {
   const shared = spec.mode === 'resumed' ? new Agent({ keepAlive: false, maxCachedSessions: 100, ...spec.tls }) : undefined;
   const opts: RequestOptions = shared ? { agent: shared } : { agent: false, ...spec.tls };
+  const abort = controller();
   const start = performance.now();
   const end = start + spec.durationS * 1000;
   const rec = new Recorder(start);
+  rec.resumed = 0;
   let started = 0;
   const worker = async () => {
     while (performance.now() < end && started++ < (spec.maxRequests ?? Infinity)) {
       const t = performance.now();
-      const status = await once(spec.url, spec.path, opts, (s) => {
-        if (s.isSessionReused()) rec.resumed++;
+      const status = await once(spec.url, spec.path, opts, abort.signal, (s) => {
+        if (s.isSessionReused()) rec.resumed!++;
       });
-      if (status === 0) rec.errors++;
+      if (status === 'aborted') rec.cutOff(performance.now() - t);
+      else if (status === 0) rec.errors++;
       else rec.done(status, performance.now() - t);
     }
   };
   try {
-    await Promise.all(Array.from({ length: spec.workers }, worker));
-    return rec.summary(performance.now());
+    await drain(Promise.all(Array.from({ length: spec.workers }, worker)), end + DRAIN_MS, abort);
+    return rec.summary(Math.min(performance.now(), end));
   } finally {
     shared?.destroy();
   }

@@ -4,7 +4,8 @@
 // Runs as a child process; prints `REF_LISTENING <port>` once it accepts connections.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { postQuantumGroups } from '../src/tls.js';
 

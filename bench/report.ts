@@ -38,7 +38,7 @@ export function printPhase(p: Phase): void {
       fmt(r.p99Ms, 1),
       fmt(r.requests),
       r.non2xx ? `${fmt(r.non2xx)} ${JSON.stringify(r.statusCodes)}` : '0',
-      fmt(r.errors) + (r.resumed !== undefined ? `  (resumed ${fmt(r.resumed)})` : ''),
+      fmt(r.errors) + (r.unanswered ? ` +${fmt(r.unanswered)} cut off` : '') + (r.resumed !== undefined ? `  (resumed ${fmt(r.resumed)})` : ''),
     ]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));

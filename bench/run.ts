@@ -8,7 +8,10 @@
 // Environment knobs (all optional): DATABASE_URL (admin URL), BENCH_SECONDS (10), BENCH_PHASES ("abcdef"),
 // BENCH_FILL (keys to pre-fill, 700000), BENCH_FILL_SECONDS (budget, 75), BENCH_LINK_BPS (link rate while
 // measuring, 1e6), BENCH_DB_POOL (KME database pool size; default: the KME's own), BENCH_CPU_PROF=1 (profile the
-// measured KME with --cpu-prof and print where its time went).
+// measured KME with --cpu-prof and print where its time went), BENCH_ANALYZE=1 (run ANALYZE after filling, as
+// autovacuum would on a server where it is on; off by default so the KME is measured as it behaves by itself),
+// BENCH_OUT (results file, default bench/results/latest.json).
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -21,6 +24,7 @@ import { machine, printPhase, printTargets, writeJson, type Phase, type Target }
 import {
   createDatabase,
   createPki,
+  databaseFacts,
   createToken,
   freePort,
   identity,
@@ -43,6 +47,7 @@ const LINK_BPS = num('BENCH_LINK_BPS', 1e6); // while measuring: a fast real QKD
 const MAX_KEY_COUNT = 1_500_000;
 const DB_POOL = process.env.BENCH_DB_POOL ? Number(process.env.BENCH_DB_POOL) : undefined;
 const CPU_PROF = process.env.BENCH_CPU_PROF === '1';
+const ANALYZE = process.env.BENCH_ANALYZE === '1';
 const FRESH_WORKERS = 16;
 const FIXED_RATE = 500;
 
@@ -55,6 +60,8 @@ async function main(): Promise<void> {
   cleanUpOnSignals();
   const began = Date.now();
   console.log(`KMS benchmark — ${SECONDS} s per measurement after ${WARMUP} s of warm-up, phases ${[...PHASES].join('')}`);
+  const code = codeVersion();
+  console.log(`code: ${code.commit.slice(0, 12)}${code.uncommitted.length ? ` + uncommitted: ${code.uncommitted.join(', ')}` : ''}`);
 
   // ── Set-up: real parts only.
   const root = tempRoot();
@@ -89,6 +96,11 @@ async function main(): Promise<void> {
   // ── Fill the pool with the fast link, then restart the KME with the measuring link rate.
   const fill = await fillPool(stored, FILL_TARGET, FILL_SECONDS);
   await filler.stop();
+  const db = await databaseFacts(databaseUrl, ANALYZE);
+  if (db.autovacuum !== 'on') {
+    console.log(`note: autovacuum is ${db.autovacuum} on this PostgreSQL: tables are never analyzed, so the planner sees ` +
+      `empty statistics${ANALYZE ? ' (ANALYZE was run after filling: BENCH_ANALYZE=1)' : ' (BENCH_ANALYZE=1 runs ANALYZE after filling)'}`);
+  }
   const profDir = join(root, 'prof');
   mkdirSync(profDir);
   const kme = await startKme(config(LINK_BPS), kmeEnv, port, A, CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []);
@@ -111,10 +123,17 @@ async function main(): Promise<void> {
     for (const server of ['kme', 'reference'] as const) {
       const s = spec(server);
       const cap = server === 'kme' && keysCap !== undefined ? Math.floor(keysCap / Math.max(phase.keysPerRequest, 1)) : undefined;
-      await cannon({ ...s, durationS: WARMUP, maxRequests: cap && Math.floor((cap * WARMUP) / (WARMUP + SECONDS)) });
-      const r = await cannon({ ...s, durationS: SECONDS, maxRequests: cap && Math.floor((cap * SECONDS) / (WARMUP + SECONDS)) });
+      if (cap !== undefined && cap < 10 * 32) {
+        phase.notes.push(`KME run skipped: the pool budget (${keysCap} keys) is too small for this phase`);
+        continue;
+      }
+      const share = (seconds: number) => (cap === undefined ? undefined : Math.floor((cap * seconds) / (WARMUP + SECONDS)));
+      await cannon({ ...s, durationS: WARMUP, maxRequests: share(WARMUP) });
+      const r = await cannon({ ...s, durationS: SECONDS, maxRequests: share(SECONDS) });
       phase[server] = r;
-      if (cap && r.durationS < SECONDS - 0.5) phase.notes.push(`KME run stopped after ${r.requests} requests (${r.durationS} s): key pool budget`);
+      if (cap !== undefined && r.durationS < SECONDS - 0.5) {
+        phase.notes.push(`KME run stopped after ${r.requests} requests (${r.durationS} s): key pool budget`);
+      }
     }
   };
   const AUTOCANNON_RPS = `median of ${SECONDS} one-second samples (autocannon, 32 keep-alive connections)`;
@@ -197,10 +216,11 @@ async function main(): Promise<void> {
         notes: [],
       };
       for (const server of ['kme', 'reference'] as const) {
-        const cap = server === 'kme' ? Math.floor(keys / 2 / (WARMUP + SECONDS)) : undefined; // per second of run
+        // The KME may use half the phase's budget per mode, spread over warm-up and measurement.
+        const perSecond = server === 'kme' ? Math.floor(keys / 2 / (WARMUP + SECONDS)) : Infinity;
         const spec = { url: targets[server], tls: tlsA, path: ENC1, workers: FRESH_WORKERS, mode };
-        await freshConnections({ ...spec, durationS: WARMUP, maxRequests: cap && cap * WARMUP });
-        phase[server] = await freshConnections({ ...spec, durationS: SECONDS, maxRequests: cap && cap * SECONDS });
+        await freshConnections({ ...spec, durationS: WARMUP, maxRequests: perSecond * WARMUP });
+        phase[server] = await freshConnections({ ...spec, durationS: SECONDS, maxRequests: perSecond * SECONDS });
       }
       if (mode === 'resumed' && phase.kme && phase.kme.resumed! < phase.kme.requests * 0.9) {
         phase.notes.push(`only ${phase.kme.resumed} of ${phase.kme.requests} KME handshakes resumed a session`);
@@ -213,7 +233,7 @@ async function main(): Promise<void> {
   await kme.stop(); // before reading its log and profile: both are complete only once it has exited
   const profile = CPU_PROF ? readProfile(profDir) : undefined;
   const kmeLog = serverLog(kmeChildren);
-  const refLog = serverLog([ref.child]);
+  const refLog = serverLog([ref.child], /^REF_LISTENING /); // the ready line is expected
   const targetsMet = checkTargets(phases);
   printTargets(targetsMet);
   console.log(`\n── KME log (warn and above): ${kmeLog.count} line(s)`);
@@ -221,10 +241,11 @@ async function main(): Promise<void> {
   if (refLog.count) console.log(`── reference server log: ${refLog.count} line(s)\n   ${refLog.sample.join('\n   ')}`);
   if (profile) printProfile(profile);
 
-  const out = join(REPO, 'bench', 'results', 'latest.json');
+  const out = process.env.BENCH_OUT ?? join(REPO, 'bench', 'results', 'latest.json');
   writeJson(out, {
     date: new Date().toISOString(),
     machine: machine(),
+    code,
     settings: {
       seconds: SECONDS,
       warmup_seconds: WARMUP,
@@ -237,6 +258,8 @@ async function main(): Promise<void> {
       measure_link_bits_per_second: LINK_BPS,
       kme_db_pool_size: DB_POOL ?? 'KME default',
       cpu_profile: CPU_PROF,
+      postgres_autovacuum: db.autovacuum,
+      analyzed_after_fill: db.analyzed,
     },
     fill,
     phases: phases.map((p) => ({
@@ -286,15 +309,18 @@ async function fillPool(stored: () => Promise<number>, target: number, budgetS: 
   return { target, stored: n, seconds, keys_per_second: rate };
 }
 
-/** key_IDs for the dec_keys phase: enc_keys as SAE_A for SAE_B, 128 per request, 8 requests at a time. */
-async function fetchKeyIds(url: string, master: Identity, keys: number): Promise<string[]> {
+/**
+ * key_IDs for the dec_keys phase: enc_keys as SAE_A for SAE_B, 128 per request, 8 requests at a time.
+ * Bounded in time too: a slow KME gets a shorter dec_keys run rather than a longer benchmark.
+ */
+async function fetchKeyIds(url: string, master: Identity, keys: number, maxSeconds = 20): Promise<string[]> {
   const client = new JsonClient(url, master);
   const ids: string[] = [];
   const start = Date.now();
   try {
     let remaining = Math.floor(keys / 128);
     const worker = async () => {
-      while (remaining-- > 0) {
+      while (remaining-- > 0 && Date.now() - start < maxSeconds * 1000) {
         const r = await client.call('POST', '/api/v1/keys/SAE_B/enc_keys', { number: 128, size: 256 });
         if (r.status !== 200) throw new Error(`fetching key_IDs: enc_keys answered ${r.status}: ${JSON.stringify(r.body)}`);
         for (const k of r.body.keys as Array<{ key_ID: string }>) ids.push(k.key_ID);
@@ -327,8 +353,8 @@ function checkTargets(phases: Phase[]): Target[] {
 }
 
 /** Lines a server printed at warn level or above (pino JSON: level ≥ 40), or anything that is not pino JSON. */
-function serverLog(children: Child[]) {
-  const lines = children.flatMap((c) => c.lines).filter((l) => l.trim() !== '');
+function serverLog(children: Child[], expected?: RegExp) {
+  const lines = children.flatMap((c) => c.lines).filter((l) => l.trim() !== '' && !expected?.test(l));
   const notable = lines.filter((l) => {
     try {
       return (JSON.parse(l) as { level?: number }).level! >= 40;
@@ -338,6 +364,16 @@ function serverLog(children: Child[]) {
   });
   const unique = [...new Set(notable.map((l) => l.slice(0, 400)))];
   return { count: notable.length, sample: unique.slice(0, 15) };
+}
+
+/** Which code was measured: the commit, and the files that differed from it (the tree may be mid-change). */
+function codeVersion() {
+  const git = (...args: string[]) => execFileSync('git', args, { cwd: REPO, encoding: 'utf8' }).trim();
+  try {
+    return { commit: git('rev-parse', 'HEAD'), uncommitted: git('status', '--porcelain', '--', 'src', 'migrations').split('\n').map((l) => l.trim()).filter(Boolean) };
+  } catch {
+    return { commit: 'unknown (no git)', uncommitted: [] };
+  }
 }
 
 function readProfile(dir: string): ProfileSummary | undefined {

@@ -2,7 +2,6 @@
 // development PKI, and the two servers as child processes. Everything created registers its own undo step.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -57,16 +56,7 @@ export function createPki(root: string): Promise<DemoPki> {
 
 export const identity = (pki: DemoPki, sae: 'SAE_A' | 'SAE_B'): Identity => ({ ...pki.saes[sae]!, ca: pki.ca });
 
-export function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const s = createServer();
-    s.once('error', fail);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => ok(port));
-    });
-  });
-}
+export { freePort } from '../src/store/embedded-postgres.js';
 
 export interface KmeSettings {
   port: number;
@@ -144,4 +134,20 @@ export async function startReference(pki: DemoPki): Promise<{ child: Child; url:
   onCleanup('stop the reference server', child.stop);
   const port = await waitForLine(child, (l) => /^REF_LISTENING (\d+)$/.exec(l)?.[1], 30_000);
   return { child, url: `https://127.0.0.1:${port}` };
+}
+
+/**
+ * Whether autovacuum runs on this server (CI configs often turn it off; then tables are never analyzed and the
+ * planner works from empty statistics), and, when asked, an explicit ANALYZE as autovacuum would eventually do.
+ */
+export async function databaseFacts(url: string, analyze: boolean): Promise<{ autovacuum: string; analyzed: boolean }> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    const { rows } = await c.query('SHOW autovacuum');
+    if (analyze) await c.query('ANALYZE');
+    return { autovacuum: (rows[0] as { autovacuum: string }).autovacuum, analyzed: analyze };
+  } finally {
+    await c.end();
+  }
 }
