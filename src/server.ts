@@ -13,6 +13,7 @@ import { createSource } from './sources/registry.js';
 import { createDb, type Db } from './store/db.js';
 import { migrate } from './store/migrate.js';
 import { ensureLink, nextSeq } from './store/pool.js';
+import { startStatisticsJob } from './store/statistics.js';
 import { postQuantumGroups, tlsServerOptions } from './tls.js';
 
 export interface RunningKms {
@@ -83,6 +84,8 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     });
     ingester.start();
     closers.unshift(() => ingester.stop());
+    const stopStatistics = startStatisticsJob(db, log);
+    closers.unshift(async () => stopStatistics());
     const address = app.server.address();
     const port = typeof address === 'object' && address ? address.port : config.listen.port;
     const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? 'localhost' : config.listen.host;
