@@ -85,7 +85,7 @@ export const ConfigSchema = Type.Object(
     database: Type.Object(
       {
         url_env: Type.String({ minLength: 1, default: 'KMS_DATABASE_URL' }),
-        pool_size: Type.Integer({ minimum: 1, maximum: 200, default: 10 }),
+        pool_size: Type.Integer({ minimum: 1, maximum: 200, default: 16 }),
       },
       { additionalProperties: false, default: {} },
     ),

@@ -64,7 +64,7 @@ export class MasterDeliveryBatcher {
 
   private pump(linkId: string): void {
     const queue = this.queues.get(linkId);
-    const maxInFlight = this.deps.maxInFlight ?? 4;
+    const maxInFlight = this.deps.maxInFlight ?? 8;
     const maxBlocks = this.deps.maxBlocksPerBatch ?? 512;
     while (queue && queue.length > 0 && (this.inFlight.get(linkId) ?? 0) < maxInFlight) {
       const batch: Pending[] = [];
