@@ -5,7 +5,7 @@ import { badRequest, EtsiMessage, unauthorized, unavailable } from '../errors.js
 import type { SaeRegistry } from '../auth/sae-registry.js';
 import { isConnectionError, withTransaction, type Db } from '../store/db.js';
 import { availableBlocks } from '../store/pool.js';
-import { blocksOfKeys, lockSlaveRows, recordSlaveDelivery } from '../store/deliveries.js';
+import { blocksOfKeys, lockSlaveRows, recordSlaveDelivery, type SlaveRow } from '../store/deliveries.js';
 import { assemble, MasterDeliveryBatcher } from './master-batcher.js';
 import { checkExtensions, checkKeyIds, checkKeyRequest } from './request-rules.js';
 import type { EtsiStatus, KeyContainer, KeyRequest, SaeCaller } from './types.js';
@@ -27,7 +27,8 @@ export interface KeyServiceDeps {
  * Delivery invariants (checked by test/keys/*): a block of material is bound to at most one key_ID, a key_ID is
  * handed to its master once and to each named slave once, and the state change and its audit event commit in
  * one transaction. Material is unwrapped *before* commit, so an HSM failure leaves the pool untouched; a failure
- * after commit (lost response) leaves the keys out of the pool for good.
+ * after commit (lost response) leaves the keys out of the pool for good. Get key requests go through the
+ * MasterDeliveryBatcher (group commit); Get key with key IDs runs one transaction per request.
  */
 export class KeyService {
   private readonly batcher: MasterDeliveryBatcher;
@@ -117,7 +118,7 @@ export class KeyService {
  * The 401/400 rules of Get key with key IDs, decided on the locked slave rows. Returns the keys whose material
  * may be erased after this delivery (no other slave still waits for them).
  */
-function checkSlaveMayFetch(rows: Array<{ keyId: string; saeId: string; delivered: boolean; masterSaeId: string; keyState: string }>, keyIds: string[], caller: string, master: string): string[] {
+function checkSlaveMayFetch(rows: SlaveRow[], keyIds: string[], caller: string, master: string): string[] {
   const destroy: string[] = [];
   const notFound: string[] = [];
   for (const keyId of keyIds) {
