@@ -60,10 +60,18 @@ if ('skip' in token || 'skip' in other) {
     withRaw((p11, slot) => {
       const session = p11.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION); // logged in: the wrapper's login is per process
       try {
-        p11.C_FindObjectsInit(session, [{ type: pkcs11js.CKA_LABEL, value: 'kek.v1' }]);
+        // The wrapper also holds a session copy (CKA_TOKEN false) of the KEK; check both.
+        p11.C_FindObjectsInit(session, [{ type: pkcs11js.CKA_LABEL, value: 'kek.v1' }, { type: pkcs11js.CKA_TOKEN, value: true }]);
         const found = p11.C_FindObjects(session, 10);
         p11.C_FindObjectsFinal(session);
         t.equal(found.length, 1, 'exactly one kek.v1 on the token');
+        p11.C_FindObjectsInit(session, [{ type: pkcs11js.CKA_LABEL, value: 'kek.v1' }, { type: pkcs11js.CKA_TOKEN, value: false }]);
+        const copies = p11.C_FindObjects(session, 10);
+        p11.C_FindObjectsFinal(session);
+        t.equal(copies.length, 1, 'one session copy, for the open wrapper');
+        const copy = p11.C_GetAttributeValue(session, copies[0]!, [{ type: pkcs11js.CKA_SENSITIVE }, { type: pkcs11js.CKA_EXTRACTABLE }])
+          .map((a) => (a.value as Buffer)[0]);
+        t.same(copy, [1, 0], 'the session copy is SENSITIVE and not EXTRACTABLE too');
         const attrs = p11.C_GetAttributeValue(session, found[0]!, [
           { type: pkcs11js.CKA_TOKEN }, { type: pkcs11js.CKA_SENSITIVE }, { type: pkcs11js.CKA_EXTRACTABLE }, { type: pkcs11js.CKA_PRIVATE },
         ]).map((a) => (a.value as Buffer)[0]);
