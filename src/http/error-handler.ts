@@ -24,8 +24,9 @@ export function installErrorHandling(
     const path = request.url.split('?')[0] ?? '';
     let error: KmsError;
     if (/^\/api\/v1\/keys\/[^/]+\/(status|enc_keys|dec_keys)$/.test(path)) {
-      const allowed = path.endsWith('/status') ? 'GET' : 'GET or POST';
-      error = new KmsError(405, `method ${request.method} is not allowed on ${path}: use ${allowed}`);
+      const allowed = path.endsWith('/status') ? ['GET'] : ['GET', 'POST'];
+      void reply.header('allow', allowed.join(', '));
+      error = new KmsError(405, `method ${request.method} is not allowed on ${path}: use ${allowed.join(' or ')}`);
     } else {
       error = new KmsError(404, `no such endpoint: ${request.method} ${path}`);
     }
@@ -35,7 +36,6 @@ export function installErrorHandling(
 }
 
 function send(reply: FastifyReply, error: KmsError) {
-  if (error.statusCode === 405) void reply.header('allow', error.message.includes('GET or POST') ? 'GET, POST' : 'GET');
   return reply.code(error.statusCode).type('application/json; charset=utf-8').send(error.toBody());
 }
 
