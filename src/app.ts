@@ -1,5 +1,4 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import fastifySwagger from '@fastify/swagger';
 import type { SecureContextOptions, TLSSocket, TlsOptions } from 'node:tls';
 import type { SaeRegistry } from './auth/sae-registry.js';
 import type { KeyService } from './keys/key-service.js';
@@ -9,8 +8,7 @@ import { writeAuditEvents } from './audit/writer.js';
 import { installErrorHandling } from './http/error-handler.js';
 import { registerJsonBodyParser } from './http/json-body.js';
 import { validatorCompiler } from './http/validation.js';
-import { etsi014Routes } from './routes/etsi014/index.js';
-import { openapiDocument } from './routes/openapi.js';
+import { registerDocumentedRoutes } from './routes/index.js';
 
 export interface AppDeps {
   keys: KeyService;
@@ -55,8 +53,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     ]).catch((err: Error) => request.log.warn({ err: { message: err.message } }, 'could not audit a refused request'));
   });
 
-  await app.register(fastifySwagger, { openapi: openapiDocument, hideUntagged: true });
-  await app.register(etsi014Routes, { prefix: '/api/v1/keys', keys: deps.keys, registry: deps.registry });
+  await registerDocumentedRoutes(app, { keys: deps.keys, registry: deps.registry });
   app.get('/openapi.json', { schema: { hide: true } }, () => app.swagger());
   return app;
 }

@@ -1,8 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import Fastify from 'fastify';
-import fastifySwagger from '@fastify/swagger';
-import { etsi014Routes } from './etsi014/index.js';
-import { openapiDocument } from './openapi.js';
+import { registerDocumentedRoutes } from './index.js';
 import type { KeyService } from '../keys/key-service.js';
 import type { SaeRegistry } from '../auth/sae-registry.js';
 
@@ -15,9 +13,8 @@ export const OPENAPI_FILE = fileURLToPath(new URL('../../openapi/etsi-gs-qkd-014
  */
 export async function generatedOpenapi(): Promise<unknown> {
   const app = Fastify();
-  await app.register(fastifySwagger, { openapi: openapiDocument, hideUntagged: true });
   const unused = {} as KeyService & SaeRegistry;
-  await app.register(etsi014Routes, { prefix: '/api/v1/keys', keys: unused, registry: unused });
+  await registerDocumentedRoutes(app, { keys: unused, registry: unused });
   await app.ready();
   const doc = app.swagger();
   await app.close();
