@@ -1,5 +1,6 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { SecureContextOptions, TLSSocket, TlsOptions } from 'node:tls';
+import { callerOf } from './auth/client-certificate.js';
 import type { SaeRegistry } from './auth/sae-registry.js';
 import type { KeyService } from './keys/key-service.js';
 import type { Logger } from './log.js';
@@ -39,8 +40,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.setValidatorCompiler(validatorCompiler());
   registerJsonBodyParser(app);
   installErrorHandling(app, (request, error) => {
-    const sae = request.sae?.saeId;
-    const cert = (request.raw.socket as TLSSocket).getPeerCertificate?.()?.fingerprint256;
+    // The same identity the ETSI routes authenticate with (cached per TLS socket), also for refusals outside them.
+    const caller = callerOf(request.raw.socket as TLSSocket, deps.registry);
+    const sae = caller.ok ? caller.saeId : undefined;
+    const cert = caller.certSha256;
     request.log.info({ status: error.statusCode, url: request.url, sae, reason: error.message }, 'request refused');
     writeAuditEvents(deps.db, [
       {
