@@ -7,10 +7,10 @@ import type { KeyRequest } from './types.js';
  * Each failure is a 400 whose message names the field and the limit, in the standard's words where it has them.
  */
 
-/** Vendor prefix of this project's extensions (§6.2: names carry a prefix ending in `_`). */
-export const EXTENSION_PREFIX = 'qkms_';
-
-/** Extensions this KME implements. None yet: every mandatory extension is refused, optional ones ignored. */
+/**
+ * Extensions this KME implements. None yet: every mandatory extension is refused, optional ones ignored.
+ * This project's own extensions will carry the vendor prefix `qkms_` (§6.2: a prefix ending in `_`).
+ */
 const SUPPORTED_EXTENSIONS = new Set<string>();
 
 export interface CheckedKeyRequest {
