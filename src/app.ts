@@ -1,19 +1,25 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { SecureContextOptions, TLSSocket, TlsOptions } from 'node:tls';
-import { callerOf } from './auth/client-certificate.js';
+import { callerOf, peerOf } from './auth/client-certificate.js';
+import type { PeerRegistry } from './auth/peer-registry.js';
+import type { PeerService } from './peers/peer-service.js';
 import type { SaeRegistry } from './auth/sae-registry.js';
 import type { KeyService } from './keys/key-service.js';
 import type { Logger } from './log.js';
 import type { Db } from './store/db.js';
 import { writeAuditEvents } from './audit/writer.js';
+import { etsiClientErrorHandler } from './http/client-errors.js';
 import { installErrorHandling } from './http/error-handler.js';
 import { registerJsonBodyParser } from './http/json-body.js';
 import { validatorCompiler } from './http/validation.js';
-import { registerDocumentedRoutes } from './routes/index.js';
+import { registerDocumentedRoutes, splitOpenapi } from './routes/index.js';
 
 export interface AppDeps {
   keys: KeyService;
   registry: SaeRegistry;
+  /** The KME-to-KME API and who may call it. */
+  peers: PeerService;
+  peerRegistry: PeerRegistry;
   db: Db;
   log: Logger;
   /** Server certificate, key, client CA and the rest of the mutual-TLS set-up (see `tlsServerOptions`). */
@@ -33,6 +39,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     logController: new LogController({ disableRequestLogging: true }),
     keepAliveTimeout: 30_000,
     bodyLimit: 64 * 1024,
+    clientErrorHandler: etsiClientErrorHandler, // parser refusals get an ETSI Error body too
     requestIdHeader: false,
     routerOptions: { ignoreTrailingSlash: true },
   }) as unknown as FastifyInstance;
@@ -40,29 +47,40 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.setValidatorCompiler(validatorCompiler());
   registerJsonBodyParser(app);
   installErrorHandling(app, (request, error) => {
-    // The same identity the ETSI routes authenticate with (cached per TLS socket), also for refusals outside them.
-    const caller = callerOf(request.raw.socket as TLSSocket, deps.registry);
-    const sae = caller.ok ? caller.saeId : undefined;
+    // The same identity the routes authenticate with (cached per TLS socket), also for refusals outside them.
+    const socket = request.raw.socket as TLSSocket;
+    const operation = operationOf(request.url);
+    const caller = operation === 'peer_request' ? peerOf(socket, deps.peerRegistry) : callerOf(socket, deps.registry);
+    const actor = caller.ok ? ('kmeId' in caller ? `kme:${caller.kmeId}` : `sae:${caller.saeId}`) : 'anonymous';
     const cert = caller.certSha256;
-    request.log.info({ status: error.statusCode, url: request.url, sae, reason: error.message }, 'request refused');
+    request.log.info({ status: error.statusCode, url: request.url, actor, reason: error.message }, 'request refused');
     writeAuditEvents(deps.db, [
       {
-        operation: operationOf(request.url),
+        operation,
         outcome: 'refused',
-        actor: sae ? `sae:${sae}` : 'anonymous',
+        actor,
         actorCert: cert,
         detail: { method: request.method, path: request.url.split('?')[0], status: error.statusCode, reason: error.message },
       },
     ]).catch((err: Error) => request.log.warn({ err: { message: err.message } }, 'could not audit a refused request'));
   });
 
-  await registerDocumentedRoutes(app, { keys: deps.keys, registry: deps.registry });
-  app.get('/openapi.json', { schema: { hide: true } }, () => app.swagger());
+  await registerDocumentedRoutes(app, {
+    keys: deps.keys,
+    registry: deps.registry,
+    peers: deps.peers,
+    peerRegistry: deps.peerRegistry,
+  });
+  // Each audience gets its own contract: SAEs the ETSI 014 API, peer KMEs the KME-to-KME API.
+  const docs = splitOpenapi(() => app.swagger());
+  app.get('/openapi.json', { schema: { hide: true } }, () => docs().etsi);
+  app.get('/kmapi/openapi.json', { schema: { hide: true } }, () => docs().peer);
   return app;
 }
 
-function operationOf(url: string): 'status' | 'deliver_master' | 'deliver_slave' | 'request' {
+function operationOf(url: string): 'status' | 'deliver_master' | 'deliver_slave' | 'request' | 'peer_request' {
   const path = url.split('?')[0] ?? '';
+  if (path.startsWith('/kmapi/') || path.startsWith('/peer/')) return 'peer_request';
   if (path.endsWith('/status')) return 'status';
   if (path.endsWith('/enc_keys')) return 'deliver_master';
   if (path.endsWith('/dec_keys')) return 'deliver_slave';

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
+import { PeerRegistry } from './auth/peer-registry.js';
 import { ConfigSaeRegistry } from './auth/sae-registry.js';
 import { Barrier } from './barrier/barrier.js';
 import { ConfigError } from './config/load.js';
@@ -7,8 +8,13 @@ import type { Config } from './config/schema.js';
 import type { KeyWrapper } from './hsm/key-wrapper.js';
 import { openKeyWrapper } from './hsm/open.js';
 import { KeyService } from './keys/key-service.js';
+import { MasterDeliveryBatcher } from './keys/master-batcher.js';
+import { startExpiryJob } from './lifecycle/expiry.js';
 import type { Logger } from './log.js';
+import { buildNetwork, type Network } from './peers/network.js';
+import { Topology } from './peers/topology.js';
 import { Ingester } from './pool/ingester.js';
+import type { LinkSource } from './sources/link-source.js';
 import { createSource } from './sources/registry.js';
 import { createDb, type Db } from './store/db.js';
 import { migrate } from './store/migrate.js';
@@ -20,7 +26,12 @@ export interface RunningKms {
   app: FastifyInstance;
   db: Db;
   wrapper: KeyWrapper;
-  ingester: Ingester;
+  /** One ingester per link this KME reads from its own device (loopback and primary ends). */
+  ingesters: Map<string, Ingester>;
+  /** The devices (or simulators) of every link, by link ID. */
+  sources: Map<string, LinkSource>;
+  network: Network;
+  topology: Topology;
   /** https://host:port the API listens on. */
   url: string;
   close(): Promise<void>;
@@ -34,8 +45,9 @@ export interface StartOptions {
 }
 
 /**
- * Starts one KME: migrate, connect, open the HSM, register the link, start ingest, listen. Returns once the API
- * answers requests. `close()` stops everything in reverse order and is safe to call once.
+ * Starts one KME: migrate, connect, open the HSM, register its links and open their devices, listen, then start
+ * ingest, link upkeep and expiry. Returns once the API answers requests. `close()` stops everything in reverse
+ * order and is safe to call once.
  */
 export async function startKms(config: Config, opts: StartOptions): Promise<RunningKms> {
   const { log } = opts;
@@ -46,46 +58,93 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
   const closers: Array<() => Promise<unknown>> = [() => wrapper.close(), () => db.end()];
   try {
     const barrier = new Barrier(wrapper);
-    const blockBits = config.keys.key_size;
-    const linkId = config.source.link_id ?? `${config.kme_id}-loopback`;
-    const link = await ensureLink(db, { linkId, localKmeId: config.kme_id, peerKmeId: config.kme_id, blockBits });
-    if (link.blockBits !== blockBits) {
-      throw new ConfigError(
-        `/keys/key_size: link ${linkId} stores material in blocks of ${link.blockBits} bits; key_size cannot change to ${blockBits} while it holds keys`,
-      );
+    const topology = new Topology(config);
+    const sources = new Map<string, LinkSource>();
+    for (const link of config.links) {
+      const info = topology.link(link.link_id)!;
+      await registerLink(db, config, info.peerKmeId, link.primary_kme_id!, link.link_id);
+      const source = await createSource(link.source, {
+        kmeId: config.kme_id,
+        linkId: link.link_id,
+        blockBits: info.blockBits,
+        role: info.role,
+        startSeq: () => nextSeq(db, link.link_id),
+        log,
+      });
+      sources.set(link.link_id, source);
+      closers.unshift(() => source.close());
     }
-    const source = await createSource(config.source, {
-      kmeId: config.kme_id,
-      blockBits,
-      defaultLinkId: linkId,
-      startSeq: (id) => nextSeq(db, id),
+    const network = buildNetwork({
+      config,
+      topology,
+      db,
+      barrier,
+      sources,
+      tls: { ca: tls.ca as Buffer, cert: tls.cert as Buffer, key: tls.key as Buffer, ecdhCurve: postQuantumGroups },
+      log,
     });
-    closers.unshift(async () => source.close());
+    closers.unshift(() => network.close());
     const registry = new ConfigSaeRegistry(config.saes);
+    const batcher = new MasterDeliveryBatcher({
+      db,
+      barrier,
+      kmeId: config.kme_id,
+      forwarder: network.forwarder,
+      keyTtlMs: config.keys.key_ttl_seconds * 1000,
+      maxQueued: config.requests.max_queued,
+      log,
+    });
     const keys = new KeyService({
       kmeId: config.kme_id,
       db,
       barrier,
-      registry,
+      topology,
+      batcher,
+      linkSync: network.linkSync,
       limits: config.keys,
-      linkFor: () => ({ linkId, blockBits, targetKmeId: config.kme_id }),
+      deadlineMs: config.requests.deadline_ms,
     });
-    const app = await buildApp({ keys, registry, db, log, tls });
+    const app = await buildApp({
+      keys,
+      registry,
+      peers: network.peerService,
+      peerRegistry: new PeerRegistry(config.peers),
+      db,
+      log,
+      tls,
+    });
     closers.unshift(() => app.close());
     await app.listen({ host: config.listen.host, port: config.listen.port });
-    const ingester = new Ingester({
-      db,
-      barrier,
-      source,
-      kmeId: config.kme_id,
-      maxBlocks: config.keys.max_key_count,
-      maxBlocksPerBatch: config.source.max_blocks_per_batch,
-      log,
-    });
-    ingester.start();
-    closers.unshift(() => ingester.stop());
+
+    const ingesters = new Map<string, Ingester>();
+    for (const link of config.links) {
+      const info = topology.link(link.link_id)!;
+      if (info.role === 'secondary') continue; // it stores what the primary announces
+      const ingester = new Ingester({
+        db,
+        barrier,
+        source: sources.get(link.link_id)!,
+        kmeId: config.kme_id,
+        linkId: link.link_id,
+        blockBits: info.blockBits,
+        role: info.role,
+        maxBlocks: config.keys.max_key_count,
+        maxBlocksPerBatch: link.max_blocks_per_batch,
+        peerRoom: network.peerRooms.get(link.link_id),
+        onStored: () => network.announcers.get(link.link_id)?.kick(),
+        idleMs: link.source.type === 'file' ? link.source.poll_ms : undefined,
+        log,
+      });
+      ingester.start();
+      ingesters.set(link.link_id, ingester);
+      closers.unshift(() => ingester.stop());
+    }
+    network.start();
+    const stopExpiry = startExpiryJob(db, { kmeId: config.kme_id, log });
+    closers.unshift(async () => stopExpiry());
     const stopStatistics = startStatisticsJob(db, log);
     closers.unshift(async () => stopStatistics());
+
     const address = app.server.address();
     const port = typeof address === 'object' && address ? address.port : config.listen.port;
     const host = config.listen.host === '0.0.0.0' || config.listen.host === '::' ? 'localhost' : config.listen.host;
@@ -95,8 +154,14 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
         kme: config.kme_id,
         url,
         hsm: wrapper.description,
-        source: source.description,
+        links: topology.links.map((l) => ({
+          link: l.linkId,
+          peer: l.peerKmeId ?? '(loopback)',
+          role: l.role,
+          device: sources.get(l.linkId)!.description,
+        })),
         saes: config.saes.map((s) => s.id),
+        remote_saes: config.network.remote_saes.map((r) => `${r.sae_id}@${r.kme_id}`),
         tls_groups: postQuantumGroups ?? 'Node defaults (no post-quantum group in this OpenSSL)',
       },
       'KME listening',
@@ -106,9 +171,27 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       (closed ??= (async () => {
         for (const c of closers) await c().catch((err: Error) => log.warn({ err: { message: err.message } }, 'error while closing'));
       })());
-    return { app, db, wrapper, ingester, url, close };
+    return { app, db, wrapper, ingesters, sources, network, topology, url, close };
   } catch (err) {
     for (const c of closers) await c().catch(() => undefined);
     throw err;
+  }
+}
+
+/** Registers a link on first start; refuses to start when the config changed what its stored material depends on. */
+async function registerLink(db: Db, config: Config, peer: string | undefined, primary: string, linkId: string): Promise<void> {
+  const blockBits = config.keys.key_size;
+  const stored = await ensureLink(db, { linkId, localKmeId: config.kme_id, peerKmeId: peer ?? config.kme_id, primaryKmeId: primary, blockBits });
+  const field = `/links/${config.links.findIndex((l) => l.link_id === linkId)}`;
+  if (stored.blockBits !== blockBits) {
+    throw new ConfigError(
+      `/keys/key_size: link ${linkId} stores material in blocks of ${stored.blockBits} bits; key_size cannot change to ${blockBits} while it holds keys`,
+    );
+  }
+  if (stored.peerKmeId !== (peer ?? config.kme_id)) {
+    throw new ConfigError(`${field}/peer_kme_id: link ${linkId} was registered with ${stored.peerKmeId} at its other end; use a new link_id`);
+  }
+  if (stored.primaryKmeId !== primary) {
+    throw new ConfigError(`${field}/primary_kme_id: link ${linkId} was registered with ${stored.primaryKmeId} as its primary; use a new link_id`);
   }
 }

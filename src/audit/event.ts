@@ -8,7 +8,7 @@ import canonicalize from 'canonicalize';
 export interface AuditEvent {
   operation: AuditOperation;
   outcome: 'ok' | 'refused' | 'failed';
-  /** 'sae:SAE_A', 'kme:KME_A' for the KME's own jobs, or 'anonymous' when no certificate identified anyone. */
+  /** 'sae:SAE_A', 'kme:KME_A' for a KME (this one's own jobs, or a peer), or 'anonymous' when no certificate identified anyone. */
   actor: string;
   /** SHA-256 fingerprint of the client certificate (colon-separated hex), when there was one. */
   actorCert?: string;
@@ -18,12 +18,20 @@ export interface AuditEvent {
 }
 
 export type AuditOperation =
-  | 'ingest' // blocks of material entered the pool
-  | 'deliver_master' // enc_keys: key_IDs bound to blocks and handed to the master SAE
+  | 'ingest' // blocks of material entered the pool (from this end's device, or as the link's primary announced)
+  | 'ingest_confirm' // the peer holds the same material: the primary's blocks become AVAILABLE
+  | 'ingest_lost' // the peer's device never had the material: the primary destroyed its copy unused
+  | 'reserve' // key_IDs bound to material and held for slaves (at the master's KME until every peer confirms)
+  | 'deliver_master' // enc_keys: key_IDs handed to the master SAE
   | 'deliver_slave' // dec_keys: key_IDs handed to one slave SAE
-  | 'destroy' // material erased once every named slave had it
+  | 'relay' // a key passed on to the next KME, one-time-pad encrypted with that link's material
+  | 'destroy' // material erased once every named slave had it (or nobody at this KME will fetch it)
+  | 'void' // keys or spent material destroyed after a failed or ambiguous relay, or at the owner's word
+  | 'expire' // keys whose time-to-live ran out: material destroyed
+  | 'set_aside' // stored material failed its integrity check: COMPROMISED, never handed out
   | 'status' // refused status requests only (successful ones change nothing)
-  | 'request'; // a request refused before its operation was known (bad route, no certificate, …)
+  | 'request' // a request refused before its operation was known (bad route, no certificate, …)
+  | 'peer_request'; // a KME-to-KME request refused
 
 /** The canonical body: exactly the bytes the sealer (a later issue) will hash into the Merkle tree. */
 export function auditBody(e: AuditEvent): string {

@@ -1,4 +1,5 @@
 import type { TLSSocket } from 'node:tls';
+import type { PeerRegistry } from './peer-registry.js';
 import type { SaeRegistry } from './sae-registry.js';
 
 /** Who is calling, as far as the TLS layer and the registry can tell. */
@@ -21,11 +22,38 @@ export function callerOf(socket: TLSSocket, registry: SaeRegistry): Caller {
 
 const cache = new WeakMap<TLSSocket, Caller>();
 
-function resolve(socket: TLSSocket, registry: SaeRegistry): Caller {
+/** The peer KME calling over a mutual-TLS connection (the KME-to-KME API), cached per socket like `callerOf`. */
+export type PeerCaller = { ok: true; kmeId: string; certSha256: string } | { ok: false; reason: string; certSha256?: string };
+
+export function peerOf(socket: TLSSocket, registry: PeerRegistry): PeerCaller {
+  const cached = peerCache.get(socket);
+  if (cached) return cached;
+  const verified = verifiedCertificate(socket, 'a KME certificate');
+  let caller: PeerCaller;
+  if (!verified.ok) caller = verified;
+  else {
+    const found = registry.identify({ subjectCn: verified.cn, sha256: verified.certSha256, extKeyUsage: verified.extKeyUsage });
+    caller =
+      'kmeId' in found
+        ? { ok: true, kmeId: found.kmeId, certSha256: verified.certSha256 }
+        : { ok: false, reason: found.reason, certSha256: verified.certSha256 };
+  }
+  peerCache.set(socket, caller);
+  return caller;
+}
+
+const peerCache = new WeakMap<TLSSocket, PeerCaller>();
+
+type Verified =
+  | { ok: true; cn: string | undefined; certSha256: string; extKeyUsage: string[] }
+  | { ok: false; reason: string; certSha256?: string };
+
+/** The client certificate, if one was presented and it chains to the configured CA. */
+function verifiedCertificate(socket: TLSSocket, what: string): Verified {
   if (typeof socket.getPeerCertificate !== 'function') return { ok: false, reason: 'not a TLS connection' };
   const cert = socket.getPeerCertificate();
   if (!cert || Object.keys(cert).length === 0) {
-    return { ok: false, reason: 'no client certificate presented: mutual TLS with an SAE certificate is required' };
+    return { ok: false, reason: `no client certificate presented: mutual TLS with ${what} is required` };
   }
   const certSha256 = cert.fingerprint256;
   if (!socket.authorized) {
@@ -33,6 +61,13 @@ function resolve(socket: TLSSocket, registry: SaeRegistry): Caller {
     return { ok: false, reason: `client certificate rejected: ${describeTlsError(why)}`, certSha256 };
   }
   const cn = Array.isArray(cert.subject?.CN) ? cert.subject.CN[0] : cert.subject?.CN;
+  return { ok: true, cn, certSha256, extKeyUsage: cert.ext_key_usage ?? [] };
+}
+
+function resolve(socket: TLSSocket, registry: SaeRegistry): Caller {
+  const verified = verifiedCertificate(socket, 'an SAE certificate');
+  if (!verified.ok) return verified;
+  const { cn, certSha256 } = verified;
   const saeId = registry.identify({ subjectCn: cn, sha256: certSha256 });
   if (!saeId) {
     return { ok: false, reason: `client certificate (CN=${cn ?? '?'}) is not registered as an SAE of this KME`, certSha256 };

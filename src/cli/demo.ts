@@ -1,71 +1,117 @@
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { parseConfig } from '../config/load.js';
+import { networkConfigs } from '../config/network-builder.js';
 import type { Logger } from '../log.js';
 import { ensureDemoPki } from '../pki/dev-pki.js';
-import { startKms } from '../server.js';
-import { startEmbeddedPostgres } from '../store/embedded-postgres.js';
+import { startKms, type RunningKms } from '../server.js';
+import { freePort, redactUrl, startEmbeddedPostgres } from '../store/embedded-postgres.js';
+import { availableBlocks } from '../store/pool.js';
 
-const KME = 'KME_A';
-const SAES = ['SAE_A', 'SAE_B', 'SAE_C'];
+/** Three KMEs in a line, KME_A — KME_B — KME_C; SAE_A and SAE_D on KME_A, SAE_B on KME_B, SAE_C on KME_C. */
+export const DEMO_KMES = [
+  { id: 'KME_A', saes: ['SAE_A', 'SAE_D'] },
+  { id: 'KME_B', saes: ['SAE_B'] },
+  { id: 'KME_C', saes: ['SAE_C'] },
+] as const;
 const STRANGERS = ['SAE_X'];
 
 /**
- * The zero-setup demo: one KME with everything embedded — PGlite (WASM Postgres, reached over its wire protocol
- * so the production `pg` code path runs unchanged), hsm-mock, a development PKI and a simulated QKD link.
- * Writes `<dir>/demo.json` once the KME answers requests. Nothing here is fit for production, and it says so.
+ * The zero-setup demo: a QKD network of three KMEs in one process with everything embedded — one real PostgreSQL
+ * server from the `embedded-postgres` package with a database per KME (the production engine and `pg` code path),
+ * hsm-mock, a development PKI and simulated QKD links: KME_A — KME_B and KME_B — KME_C (seeded device pairs), and a
+ * loopback link at KME_A for its two SAEs. So same-KME, direct and relayed pairs all exist.
+ *
+ * Writes `<dir>/demo.json` once every KME answers requests. Nothing here is fit for production, and it says so.
  */
 export async function runDemo(log: Logger): Promise<{ close: () => Promise<void> }> {
   const dir = resolve(process.env.KMS_DEMO_DIR ?? '.kms-demo');
-  const port = Number(process.env.KMS_DEMO_PORT ?? 8443);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`KMS_DEMO_PORT must be a TCP port, not ${process.env.KMS_DEMO_PORT}`);
+  const base = Number(process.env.KMS_DEMO_PORT ?? 8443);
+  if (!Number.isInteger(base) || base < 0 || base > 65533) {
+    throw new Error(`KMS_DEMO_PORT must be a TCP port (the three KMEs use it and the next two), not ${process.env.KMS_DEMO_PORT}`);
+  }
+  // 0: any free ports (tests); the KMEs must know each other's ports before they start.
+  const ports = base === 0 ? await Promise.all(DEMO_KMES.map(() => freePort())) : DEMO_KMES.map((_, i) => base + i);
   mkdirSync(dir, { recursive: true });
   const manifest = join(dir, 'demo.json');
-  rmSync(manifest, { force: true }); // a stale manifest must not suggest a KME that is not up yet
+  rmSync(manifest, { force: true }); // a stale manifest must not suggest KMEs that are not up yet
 
   log.warn(
     { dir },
-    'DEMO MODE: embedded PGlite (in memory, lost on exit), hsm-mock (NOT an HSM), a generated development PKI and ' +
-      'a simulated QKD link. Do not use for real keys; see README "Production" for `kms serve --config`.',
+    'DEMO MODE: embedded PostgreSQL (a throwaway server in a temp dir, lost on exit), hsm-mock (NOT an HSM), ' +
+      'a generated development PKI and simulated QKD links sharing a seed. Do not use for real keys; see README ' +
+      '"Run it for real" for `kms serve --config`.',
   );
-  const pki = await ensureDemoPki(dir, { kmeIds: [KME], saeIds: SAES, strangerIds: STRANGERS });
+  const pki = await ensureDemoPki(dir, {
+    kmeIds: DEMO_KMES.map((k) => k.id),
+    saeIds: DEMO_KMES.flatMap((k) => [...k.saes]),
+    strangerIds: STRANGERS,
+  });
+  // The two devices of a simulated link derive their material from a shared seed (a fresh one every run).
+  const seedFile = (link: string) => {
+    const path = join(dir, `${link}.seed`);
+    writeFileSync(path, randomBytes(32).toString('hex') + '\n', { mode: 0o600 });
+    return path;
+  };
+  const configs = networkConfigs({
+    kmes: DEMO_KMES.map((k, i) => ({ id: k.id, port: ports[i]!, saes: [...k.saes] })),
+    links: [
+      { id: 'A-local', ends: ['KME_A'], rateBitsPerSecond: 1_000_000 },
+      { id: 'A-B', ends: ['KME_A', 'KME_B'], rateBitsPerSecond: 1_000_000, seedFile: seedFile('A-B') },
+      { id: 'B-C', ends: ['KME_B', 'KME_C'], rateBitsPerSecond: 1_000_000, seedFile: seedFile('B-C') },
+    ],
+    pki,
+    keys: { max_key_count: 20_000 },
+  });
 
   const pg = await startEmbeddedPostgres();
-  log.info({ url: pg.url }, 'embedded PGlite listening (demo database)');
-
-  const config = parseConfig(
-    {
-      kme_id: KME,
-      listen: { host: '127.0.0.1', port },
-      tls: { cert: pki.kmes[KME]!.cert, key: pki.kmes[KME]!.key, ca: pki.ca },
-      database: { pool_size: 1 }, // see startEmbeddedPostgres
-      hsm: { type: 'mock' },
-      saes: SAES.map((id) => ({ id })),
-      keys: { max_key_count: 20_000 },
-      source: { type: 'simulator', rate_bits_per_second: 1_000_000 },
-    },
-    'demo config',
-  );
-  let kms;
-  try {
-    kms = await startKms(config, { log, databaseUrl: pg.url });
-  } catch (err) {
+  const running: RunningKms[] = [];
+  const close = async () => {
+    for (const k of running.reverse()) await k.close();
     await pg.stop();
+    rmSync(manifest, { force: true });
+  };
+  try {
+    for (const [id, config] of configs) {
+      const databaseUrl = await pg.createDatabase(id.toLowerCase());
+      log.info({ kme: id, url: redactUrl(databaseUrl) }, 'embedded PostgreSQL database for this KME');
+      running.push(await startKms(config, { log: log.child({ kme: id }), databaseUrl }));
+    }
+  } catch (err) {
+    await close();
     throw err;
   }
 
-  const url = `https://localhost:${(kms.app.server.address() as { port: number }).port}`;
-  writeFileSync(
-    manifest,
-    JSON.stringify({ kmes: [{ id: KME, url, saes: SAES }], ca: pki.ca, saes: pki.saes, strangers: pki.strangers }, null, 2) + '\n',
-  );
-  log.info({ manifest, url }, 'demo ready: certificates and URL are in demo.json');
+  await untilServing(running, log);
+  const kmes = DEMO_KMES.map((k, i) => ({
+    id: k.id,
+    url: `https://localhost:${(running[i]!.app.server.address() as { port: number }).port}`,
+    saes: [...k.saes],
+  }));
+  writeFileSync(manifest, JSON.stringify({ kmes, ca: pki.ca, saes: pki.saes, strangers: pki.strangers }, null, 2) + '\n');
+  log.info({ manifest, kmes: kmes.map((k) => `${k.id} ${k.url} (${k.saes.join(', ')})`) }, 'demo ready: certificates and URLs are in demo.json');
+  return { close };
+}
 
-  return {
-    close: async () => {
-      await kms.close();
-      await pg.stop();
-      rmSync(manifest, { force: true });
-    },
-  };
+/**
+ * Waits until every link answers at both ends and holds material each end may hand out, so that the README's
+ * commands work as soon as demo.json exists. Gives up waiting (and says so) after 30 s: the KMEs still serve.
+ */
+async function untilServing(kmes: RunningKms[], log: Logger): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    let ready = true;
+    for (const k of kmes) {
+      for (const link of k.topology.links) {
+        const up = link.peerKmeId === undefined || k.network.linkSync.state(link.linkId)?.up === true;
+        if (!up || (await availableBlocks(k.db, link.linkId).catch(() => 0)) === 0) ready = false;
+      }
+    }
+    if (ready) return;
+    if (Date.now() > deadline) {
+      log.warn('links not all serving after 30 s; writing demo.json anyway');
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }

@@ -5,13 +5,16 @@ import { pkiCommand } from '../pki/cli.js';
 import { startKms } from '../server.js';
 import { migrate } from '../store/migrate.js';
 import { runDemo } from './demo.js';
+import { simCommand } from './sim.js';
 
 const USAGE = `usage: kms <command> [options]
 
-  demo                      run a self-contained demo KME (PGlite, hsm-mock, dev PKI, simulated link)
-                            env: KMS_DEMO_DIR (default ./.kms-demo), KMS_DEMO_PORT (default 8443)
+  demo                      run a self-contained demo network of three KMEs (embedded PostgreSQL, hsm-mock,
+                            dev PKI, simulated links)
+                            env: KMS_DEMO_DIR (default ./.kms-demo), KMS_DEMO_PORT (default 8443, and the next two)
   serve --config FILE       run a KME from a config file (secrets from the environment, see README)
   migrate --config FILE     apply database migrations and exit
+  sim --config FILE         run simulated QKD device pairs that serve ETSI 014 to KMEs (docs/devices.md)
   pki <init|issue-kme|issue-sae> …   issue a CA and KME/SAE certificates (kms pki help)
 `;
 
@@ -34,6 +37,8 @@ export async function main(argv: string[]): Promise<number> {
       await migrate(databaseUrl(config.database.url_env), log);
       return 0;
     }
+    case 'sim':
+      return simCommand(rest, log);
     case 'pki':
       return pkiCommand(rest, (line) => process.stdout.write(line + '\n'));
     case undefined:

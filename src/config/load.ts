@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Value } from 'typebox/value';
-import { ConfigSchema, MockHsmSchema, Pkcs11HsmSchema, type Config, type KeyLimits } from './schema.js';
+import { ConfigSchema, MockHsmSchema, Pkcs11HsmSchema, SOURCE_SCHEMAS, type Config, type KeyLimits } from './schema.js';
+import { checkNetwork } from './network.js';
 
 /** A configuration problem, worded for the operator: which file, which field, what is wrong. */
 export class ConfigError extends Error {
@@ -26,11 +27,23 @@ export function loadConfigFile(path: string): Config {
   const base = dirname(resolve(path));
   for (const field of ['cert', 'key', 'ca'] as const) config.tls[field] = resolve(base, config.tls[field]);
   if (config.hsm.type === 'pkcs11' && config.hsm.pin_file) config.hsm.pin_file = resolve(base, config.hsm.pin_file);
+  for (const link of config.links) {
+    const src = link.source;
+    if (src.type === 'simulator' && src.seed_file) src.seed_file = resolve(base, src.seed_file);
+    if (src.type === 'etsi014') for (const f of ['ca', 'cert', 'key'] as const) src[f] = resolve(base, src[f]);
+    if (src.type === 'file') src.directory = resolve(base, src.directory);
+  }
   return config;
 }
 
 /** Validates an already-parsed config object. `origin` names it in error messages. */
 export function parseConfig(raw: unknown, origin = 'config'): Config {
+  if (raw && typeof raw === 'object' && 'source' in raw && !('links' in raw)) {
+    // The one-link form of the first releases: say what replaced it instead of "additional property".
+    throw new ConfigError(
+      `${origin} is invalid:\n  /source: the key source now belongs to a link: write "links": [{ "link_id": "…", "source": { … } }] (see README)`,
+    );
+  }
   const withDefaults = Value.Default(ConfigSchema, Value.Clone(raw));
   const errors = [...Value.Errors(ConfigSchema, withDefaults)];
   if (errors.length > 0) {
@@ -38,8 +51,12 @@ export function parseConfig(raw: unknown, origin = 'config'): Config {
     throw new ConfigError(`${origin} is invalid:\n${lines.join('\n')}`);
   }
   const config = withDefaults as Config;
+  config.links ??= [{ link_id: `${config.kme_id}-loopback`, max_blocks_per_batch: 1_000, source: Value.Default(SOURCE_SCHEMAS.simulator, { type: 'simulator' }) as Config['links'][number]['source'] }];
   checkKeyLimits(config.keys, origin);
   checkSaes(config, origin);
+  checkNetwork(config, (field, why) => {
+    throw new ConfigError(`${origin} is invalid:\n  ${field}: ${why}`);
+  });
   return config;
 }
 
@@ -55,6 +72,15 @@ function describeError(e: SchemaError, config: unknown): string[] {
     const member = hsm?.type === 'pkcs11' ? Pkcs11HsmSchema : hsm?.type === 'mock' ? MockHsmSchema : undefined;
     if (!member) return [`  /hsm/type: must be "pkcs11" or "mock"`];
     return [...Value.Errors(member, hsm)].map((m) => `  /hsm${m.instancePath}: ${m.message}`);
+  }
+  // The same for a link's source: report against the driver its `type` names.
+  const source = /^\/links\/(\d+)\/source(\/|$)/.exec(e.instancePath);
+  if (source) {
+    const at = `/links/${source[1]}/source`;
+    const src = (config as { links?: Array<{ source?: { type?: unknown } }> } | null)?.links?.[Number(source[1])]?.source;
+    const member = SOURCE_SCHEMAS[String(src?.type) as keyof typeof SOURCE_SCHEMAS];
+    if (!member) return [`  ${at}/type: must be one of ${Object.keys(SOURCE_SCHEMAS).map((k) => `"${k}"`).join(', ')}`];
+    return [...Value.Errors(member, src)].map((m) => `  ${at}${m.instancePath}: ${m.message}`);
   }
   return [`  ${e.instancePath || '/'}: ${e.message}`];
 }

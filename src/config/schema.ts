@@ -21,6 +21,12 @@ export const KeyLimitsSchema = Type.Object(
     max_key_count: PositiveInt('pool cap, in blocks of key_size bits, per link', 100_000),
     max_key_per_request: PositiveInt('most keys one enc_keys or dec_keys request may carry', 128),
     max_SAE_ID_count: Type.Integer({ minimum: 0, maximum: 64, default: 8, description: 'most additional slaves' }),
+    key_ttl_seconds: Type.Integer({
+      minimum: 1,
+      maximum: 30 * 86_400,
+      default: 300,
+      description: 'how long a delivered key waits for its slaves before its material is destroyed',
+    }),
   },
   { additionalProperties: false, default: {} },
 );
@@ -48,20 +54,140 @@ export const Pkcs11HsmSchema = Type.Object(
       pin_env: Type.Optional(Type.String({ minLength: 1, description: "env variable with the PIN; default KMS_HSM_PIN" })),
       pin_file: Type.Optional(Type.String({ minLength: 1, description: 'file holding the PIN (wins over pin_env)' })),
       create_key_if_missing: Type.Optional(Type.Boolean({ description: 'generate KEK v1 when absent; default false' })),
+      timeout_ms: Type.Optional(
+        Type.Integer({
+          minimum: 0,
+          maximum: 600_000,
+          description: 'deadline of one encrypt/decrypt in the HSM; default 2000; 0: synchronous calls, faster but unbounded (see src/hsm/pkcs11.ts)',
+        }),
+      ),
     },
     { additionalProperties: false },
 );
 export const MockHsmSchema = Type.Object({ type: Type.Literal('mock') }, { additionalProperties: false });
 export const HsmSchema = Type.Union([Pkcs11HsmSchema, MockHsmSchema]);
 
-export const SourceSchema = Type.Object(
+const DurationSeconds = (description: string) => Type.Number({ exclusiveMinimum: 0, description });
+
+/**
+ * A simulated device pair: material at a configured secure key rate, a QBER figure and scheduled outages. On a
+ * loopback link it draws on OS randomness. On a link between two KMEs both ends derive the same stream from a
+ * shared seed (`seed_file` or `seed_env`, 32 bytes as hex): whoever holds the seed holds every key, so this is for
+ * demos and tests only, and the KME says so in its log.
+ */
+export const SimulatorSourceSchema = Type.Object(
   {
     type: Type.Literal('simulator'),
-    link_id: Type.Optional(Type.String({ pattern: IdPattern })),
-    rate_bits_per_second: Type.Number({ exclusiveMinimum: 0, default: 1_000_000 }),
-    max_blocks_per_batch: Type.Integer({ minimum: 1, maximum: 10_000, default: 1_000 }),
+    rate_bits_per_second: Type.Number({ exclusiveMinimum: 0, default: 1_000_000, description: 'secure key rate' }),
+    qber: Type.Number({ minimum: 0, maximum: 0.5, default: 0.02, description: 'above 0.11 the simulated link yields no key' }),
+    seed_file: Type.Optional(Type.String({ minLength: 1, description: 'file holding the shared seed of a paired link (hex)' })),
+    seed_env: Type.Optional(Type.String({ minLength: 1, description: 'environment variable holding the shared seed (hex)' })),
+    outages: Type.Array(
+      Type.Object(
+        {
+          after_seconds: Type.Number({ minimum: 0, description: 'seconds after start' }),
+          duration_seconds: DurationSeconds('how long the link is down'),
+        },
+        { additionalProperties: false },
+      ),
+      { default: [], description: 'scheduled outages: the device yields nothing and answers as unreachable' },
+    ),
   },
-  { additionalProperties: false, default: { type: 'simulator' } },
+  { additionalProperties: false },
+);
+
+/**
+ * A QKD device that itself serves ETSI GS QKD 014 (as ID Quantique and Toshiba devices do). The primary KME takes
+ * keys with enc_keys, the secondary fetches the same keys by ID with dec_keys; the KME is the device's SAE.
+ */
+export const Etsi014SourceSchema = Type.Object(
+  {
+    type: Type.Literal('etsi014'),
+    url: Type.String({ pattern: '^https://', description: 'base URL of the device API, e.g. https://qkd-a.example.net' }),
+    ca: Type.String({ minLength: 1, description: 'CA bundle the device certificate must chain to (PEM)' }),
+    cert: Type.String({ minLength: 1, description: 'client certificate this KME presents to the device (PEM)' }),
+    key: Type.String({ minLength: 1, description: 'its private key (PEM)' }),
+    peer_sae_id: Type.String({ minLength: 1, description: "the far end's SAE ID in the device pair's own terms" }),
+    keys_per_request: Type.Integer({ minimum: 1, maximum: 10_000, default: 64, description: 'enc_keys number per call' }),
+    timeout_ms: Type.Integer({ minimum: 100, maximum: 120_000, default: 5_000 }),
+  },
+  { additionalProperties: false },
+);
+
+/** Key files a device drops into a directory; matched by file name at both ends, erased once stored. */
+export const FileSourceSchema = Type.Object(
+  {
+    type: Type.Literal('file'),
+    directory: Type.String({ minLength: 1 }),
+    poll_ms: Type.Integer({ minimum: 10, maximum: 60_000, default: 500 }),
+  },
+  { additionalProperties: false },
+);
+
+export const SourceSchema = Type.Union([SimulatorSourceSchema, Etsi014SourceSchema, FileSourceSchema]);
+export const SOURCE_SCHEMAS = { simulator: SimulatorSourceSchema, etsi014: Etsi014SourceSchema, file: FileSourceSchema };
+
+/** A QKD link this KME holds material of: to a peer KME, or a loopback link for pairs of SAEs of this KME. */
+export const LinkSchema = Type.Object(
+  {
+    link_id: Type.String({ pattern: IdPattern, description: 'both ends name the link the same' }),
+    peer_kme_id: Type.Optional(Id('the KME at the other end; absent for a loopback link')),
+    primary_kme_id: Type.Optional(
+      Id('the end that reads new material from its device first; default: the lower of the two KME IDs'),
+    ),
+    max_blocks_per_batch: Type.Integer({ minimum: 1, maximum: 10_000, default: 1_000 }),
+    source: SourceSchema,
+  },
+  { additionalProperties: false },
+);
+
+/** A KME this one talks to directly (it holds a link with it, or relays through it). */
+export const PeerSchema = Type.Object(
+  {
+    kme_id: Id('the peer KME'),
+    url: Type.String({ pattern: '^https://', description: 'where its KME-to-KME API listens' }),
+    certificate_cn: Type.Optional(Type.String({ minLength: 1, description: 'subject CN of its certificate; default the KME ID' })),
+    certificate_sha256: Type.Optional(
+      Type.String({ pattern: '^([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$', description: 'pin its certificate' }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export const NetworkSchema = Type.Object(
+  {
+    /** SAEs attached to other KMEs, reachable through the links and routes below. */
+    remote_saes: Type.Array(
+      Type.Object({ sae_id: Id('an SAE of another KME'), kme_id: Id('its KME') }, { additionalProperties: false }),
+      { default: [] },
+    ),
+    /** Next hops towards KMEs this one has no link with (trusted-node relay). A peer is reached directly. */
+    routes: Type.Array(
+      Type.Object({ kme_id: Id('a KME with no direct link'), via: Id('the peer to relay through') }, { additionalProperties: false }),
+      { default: [] },
+    ),
+    peer_timeout_ms: Type.Integer({
+      minimum: 100,
+      maximum: 60_000,
+      default: 3_000,
+      description: 'how long a KME-to-KME call may take before the SAE gets a 503',
+    }),
+    sync_interval_ms: Type.Integer({ minimum: 50, maximum: 60_000, default: 1_000 }),
+  },
+  { additionalProperties: false, default: {} },
+);
+
+export const RequestLimitsSchema = Type.Object(
+  {
+    deadline_ms: Type.Integer({
+      minimum: 100,
+      maximum: 60_000,
+      default: 5_000,
+      description: 'a key request not served by then gets a 503 and takes nothing',
+    }),
+    max_queued: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 2_048, description: 'Get key requests waiting per link' }),
+  },
+  { additionalProperties: false, default: {} },
 );
 
 export const ConfigSchema = Type.Object(
@@ -92,13 +218,27 @@ export const ConfigSchema = Type.Object(
     hsm: HsmSchema,
     saes: Type.Array(SaeSchema, { minItems: 1 }),
     keys: KeyLimitsSchema,
-    source: SourceSchema,
+    requests: RequestLimitsSchema,
+    links: Type.Optional(
+      Type.Array(LinkSchema, {
+        minItems: 1,
+        description: 'default: one loopback link <kme_id>-loopback fed by a simulator (demos and tests)',
+      }),
+    ),
+    peers: Type.Array(PeerSchema, { default: [] }),
+    network: NetworkSchema,
   },
   { additionalProperties: false },
 );
 
-export type Config = Static<typeof ConfigSchema>;
+/** The validated config: `links` always present (parseConfig fills in the default). */
+export type Config = Omit<Static<typeof ConfigSchema>, 'links'> & { links: LinkConfig[] };
 export type KeyLimits = Static<typeof KeyLimitsSchema>;
 export type SaeEntry = Static<typeof SaeSchema>;
 export type HsmConfig = Static<typeof HsmSchema>;
 export type SourceConfig = Static<typeof SourceSchema>;
+export type LinkConfig = Static<typeof LinkSchema>;
+export type PeerConfig = Static<typeof PeerSchema>;
+export type SimulatorSourceConfig = Static<typeof SimulatorSourceSchema>;
+export type Etsi014SourceConfig = Static<typeof Etsi014SourceSchema>;
+export type FileSourceConfig = Static<typeof FileSourceSchema>;

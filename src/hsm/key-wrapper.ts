@@ -22,14 +22,23 @@ export interface KeyWrapper {
 
   /**
    * Encrypts `plaintext` under the current KEK with a fresh random 96-bit IV, binding `aad`.
-   * Safe to call concurrently. Throws `HsmUnavailableError` when the HSM cannot be reached (the caller answers
-   * 503 and retries later; the implementation reconnects by itself on a later call).
+   * Safe to call concurrently. Bounded: an HSM that stops answering costs a call at most the implementation's
+   * deadline (the PKCS#11 wrapper's `timeoutMs`, unless set to 0), never a wait for the HSM. Throws
+   * `HsmUnavailableError` when the HSM cannot be reached, fails, or does not answer in time (the caller answers 503
+   * and retries later; the implementation reconnects by itself on a later call).
    */
   encrypt(plaintext: Uint8Array, aad: Uint8Array): Promise<Sealed>;
 
   /**
    * Decrypts what `encrypt` produced. Throws `IntegrityError` when the tag does not verify (wrong aad, altered
-   * ciphertext, wrong version) and `HsmUnavailableError` when the HSM cannot be reached. Never returns partial data.
+   * ciphertext, wrong version), and `HsmUnavailableError` when the HSM cannot be reached, fails or does not answer
+   * in time. Never returns partial data. Safe to call concurrently; bounded like `encrypt`.
+   *
+   * `IntegrityError` means the ciphertext is at fault, never the HSM: callers set the material aside or destroy it
+   * as compromised, so an HSM fault reported as one would discard good keys and never heal. Where the answer is
+   * ambiguous (SoftHSM reports a bad tag with CKR_GENERAL_ERROR, which modules also use for internal faults) the
+   * implementation must rule out a fault before it says `IntegrityError`: the PKCS#11 wrapper retries on a fresh
+   * session and then self-tests the KEK, and answers `HsmUnavailableError` if that self-test fails.
    */
   decrypt(sealed: Sealed, aad: Uint8Array): Promise<Buffer>;
 

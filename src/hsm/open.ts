@@ -17,6 +17,7 @@ export async function openKeyWrapper(config: HsmConfig, log: Logger): Promise<Ke
         keyLabel: config.key_label ?? 'kms-kek',
         pin: readSecret('the HSM PIN', config.pin_env ?? 'KMS_HSM_PIN', config.pin_file),
         createIfMissing: config.create_key_if_missing ?? false,
+        timeoutMs: config.timeout_ms,
         log,
       });
   }

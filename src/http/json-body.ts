@@ -18,11 +18,21 @@ export function registerJsonBodyParser(app: FastifyInstance): void {
     try {
       done(null, JSON.parse(text));
     } catch (err) {
-      done(badRequest(`request body is not valid JSON: ${(err as Error).message}`));
+      done(notJson(err));
     }
   });
   // A POST with no body and no Content-Type never reaches a parser; it means "all defaults" too.
   app.addHook('preValidation', async (request) => {
     if (request.method === 'POST' && request.body === undefined) request.body = {};
   });
+}
+
+/**
+ * V8's JSON.parse message quotes the input around the fault (`Unexpected token 'x', "…" is not valid JSON`), and
+ * refusal reasons go to the client, the log and the audit log: a body may carry anything, even key material a
+ * confused client pasted. So only the position V8 reports (when it reports one) leaves, never the text.
+ */
+function notJson(err: unknown) {
+  const position = /\bat position (\d+)\b/.exec(err instanceof Error ? err.message : '')?.[1];
+  return badRequest('request body is not valid JSON', position === undefined ? undefined : [{ position: Number(position) }]);
 }

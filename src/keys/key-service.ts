@@ -1,98 +1,131 @@
 import type { Barrier } from '../barrier/barrier.js';
+import { IntegrityFailures } from '../barrier/barrier.js';
 import type { KeyLimits } from '../config/schema.js';
 import { auditBody } from '../audit/event.js';
 import { badRequest, EtsiMessage, unauthorized, unavailable } from '../errors.js';
-import type { SaeRegistry } from '../auth/sae-registry.js';
+import type { LinkSync } from '../peers/link-sync.js';
+import type { Topology } from '../peers/topology.js';
 import { isConnectionError, withTransaction, type Db } from '../store/db.js';
 import { availableBlocks } from '../store/pool.js';
-import { blocksOfKeys, lockSlaveRows, recordSlaveDelivery, type SlaveRow } from '../store/deliveries.js';
-import { assemble, MasterDeliveryBatcher } from './master-batcher.js';
+import { lockSlaveRows, materialOfKeys, recordSlaveDelivery, type SlaveRow } from '../store/deliveries.js';
+import { endKeys } from '../store/keys.js';
+import { integrityVerdict, KEK_SUSPECT } from './integrity.js';
+import { MasterDeliveryBatcher } from './master-batcher.js';
+import { assemble, wipe } from './material.js';
 import { checkExtensions, checkKeyIds, checkKeyRequest } from './request-rules.js';
+import { planDelivery } from './routing.js';
 import type { EtsiStatus, KeyContainer, KeyRequest, SaeCaller } from './types.js';
 
 export interface KeyServiceDeps {
   kmeId: string;
   db: Db;
   barrier: Barrier;
-  registry: SaeRegistry;
+  topology: Topology;
+  batcher: MasterDeliveryBatcher;
+  /** Liveness and reach of paired links, for status figures. */
+  linkSync?: LinkSync;
   limits: KeyLimits;
-  /** Which link's pool serves a master→slave pair. One loopback link for now; KME pairing adds real routing. */
-  linkFor: (master: string, slave: string) => { linkId: string; blockBits: number; targetKmeId: string };
+  /** How long a Get key request may take end to end before it gets a 503 and takes nothing. */
+  deadlineMs: number;
 }
 
 /**
  * The three ETSI 014 operations, framework-free. Every method either returns the full answer or throws a KmsError
  * (400/401/503); any other error means an internal fault and is answered with a 503 by the HTTP layer.
  *
- * Delivery invariants (checked by test/keys/*): a block of material is bound to at most one key_ID, a key_ID is
- * handed to its master once and to each named slave once, and the state change and its audit event commit in
- * one transaction. Material is unwrapped *before* commit, so an HSM failure leaves the pool untouched; a failure
- * after commit (lost response) leaves the keys out of the pool for good. Get key requests go through the
- * MasterDeliveryBatcher (group commit); Get key with key IDs runs one transaction per request.
+ * Delivery invariants (checked by test/keys/* and test/network/*): a block of material is bound to at most one
+ * key_ID, a key_ID is handed to its master once and to each named slave once, the state change and its audit
+ * event commit in one transaction, and a key for slaves at other KMEs reaches the master only after every KME on
+ * the way holds it. Material is unwrapped *before* commit, so an HSM failure leaves the pool untouched; a failure
+ * after commit (lost response) leaves the keys out of the pool for good, and their time-to-live destroys them.
  */
 export class KeyService {
-  private readonly batcher: MasterDeliveryBatcher;
-
-  constructor(private readonly deps: KeyServiceDeps) {
-    this.batcher = new MasterDeliveryBatcher({ db: deps.db, barrier: deps.barrier });
-  }
+  constructor(private readonly deps: KeyServiceDeps) {}
 
   async status(caller: SaeCaller, slave: string): Promise<EtsiStatus> {
-    const { limits } = this.deps;
-    const route = this.route(caller.saeId, slave);
-    const available = await availableBlocks(this.deps.db, route.linkId).catch(databaseDown);
+    const { limits, topology } = this.deps;
+    this.checkPair(caller.saeId, slave);
+    const plan = planDelivery(topology, [slave]);
+    const slaveKme = topology.kmeOf(slave)!;
+    let blocks = await availableBlocks(this.deps.db, plan.material.linkId).catch(databaseDown);
+    const hop = plan.hops[0];
+    if (hop) {
+      const state = this.deps.linkSync?.state(hop.link.linkId);
+      // Keys reach a remote slave only while its KME (and every KME on the way) answers.
+      if (!state?.up || state.misconfigured) blocks = 0;
+      else if (hop.peer !== slaveKme) blocks = Math.min(blocks, state.reach.get(slaveKme) ?? 0);
+    }
     return {
       source_KME_ID: this.deps.kmeId,
-      target_KME_ID: route.targetKmeId,
+      target_KME_ID: slaveKme,
       master_SAE_ID: caller.saeId,
       slave_SAE_ID: slave,
       key_size: limits.key_size,
       // The pool never holds more than max_key_count blocks; the clamp guards clients that check the bound.
-      stored_key_count: Math.min(Math.floor((available * route.blockBits) / limits.key_size), limits.max_key_count),
+      stored_key_count: Math.min(Math.floor((blocks * plan.material.blockBits) / limits.key_size), limits.max_key_count),
       max_key_count: limits.max_key_count,
       max_key_per_request: limits.max_key_per_request,
       max_key_size: limits.max_key_size,
       min_key_size: limits.min_key_size,
       max_SAE_ID_count: limits.max_SAE_ID_count,
+      ...(hop ? { status_extension: { qkms_route_type: hop.peer === slaveKme ? 'direct' : 'indirect', qkms_next_hop: hop.peer } } : {}),
     };
   }
 
-  async getKeys(caller: SaeCaller, slave: string, req: KeyRequest): Promise<KeyContainer> {
-    const route = this.route(caller.saeId, slave);
-    checkExtensions(req);
+  async getKeys(caller: SaeCaller, slave: string, req: KeyRequest, abandoned: () => boolean = () => false): Promise<KeyContainer> {
+    this.checkPair(caller.saeId, slave);
+    const { routeType } = checkExtensions(req);
     const { number, size, additionalSlaves } = checkKeyRequest(req, {
       limits: this.deps.limits,
       master: caller.saeId,
       slave,
-      isRegistered: (id) => this.deps.registry.has(id),
+      isRegistered: (id) => this.deps.topology.kmeOf(id) !== undefined,
     });
-    const keys = await this.batcher
+    const slaveSaeIds = [slave, ...additionalSlaves];
+    const plan = planDelivery(this.deps.topology, slaveSaeIds, { routeType });
+    for (const hop of plan.hops) {
+      const state = this.deps.linkSync?.state(hop.link.linkId);
+      if (state?.misconfigured) throw unavailable(`link ${hop.link.linkId} to ${hop.peer} is misconfigured: ${state.misconfigured}`);
+    }
+    const keys = await this.deps.batcher
       .deliver({
-        linkId: route.linkId,
+        plan,
         masterSaeId: caller.saeId,
         certSha256: caller.certSha256,
-        slaveSaeIds: [slave, ...additionalSlaves],
+        slaveSaeIds,
         number,
         sizeBits: size,
-        blocksPerKey: Math.ceil(size / route.blockBits),
+        blocksPerKey: Math.ceil(size / plan.material.blockBits),
+        deadline: Date.now() + this.deps.deadlineMs,
+        abandoned,
       })
       .catch(databaseDown);
     return { keys };
   }
 
   async getKeysWithIds(caller: SaeCaller, master: string, requestedIds: string[]): Promise<KeyContainer> {
-    if (!this.deps.registry.has(master)) throw badRequest(`master SAE ${master} is not registered at this KME`);
+    if (this.deps.topology.kmeOf(master) === undefined) {
+      throw badRequest(`master SAE ${master} is not registered at this KME or in its network`);
+    }
     const keyIds = checkKeyIds(requestedIds, this.deps.limits);
+    try {
+      return await this.fetchForSlave(caller, master, keyIds);
+    } catch (err) {
+      if (err instanceof IntegrityFailures) throw await this.setAsideKeys(caller, keyIds, err);
+      return databaseDown(err);
+    }
+  }
 
+  private async fetchForSlave(caller: SaeCaller, master: string, keyIds: string[]): Promise<KeyContainer> {
     const keys = await withTransaction(this.deps.db, async (c) => {
       const rows = await lockSlaveRows(c, keyIds);
-      const destroyKeyIds = checkSlaveMayFetch(rows, keyIds, caller.saeId, master);
-      const blocks = await blocksOfKeys(c, keyIds);
-      const material = await this.deps.barrier.openAll(
-        blocks.map((b) => ({ wrapped: b.wrapped, id: { linkId: b.linkId, seq: b.seq } })),
+      const destroyKeyIds = checkSlaveMayFetch(rows, keyIds, caller.saeId, master, this.deps.kmeId);
+      const material = await materialOfKeys(c, keyIds);
+      const opened = await this.deps.barrier.openAll(
+        material.map((m) => ({ wrapped: m.wrapped, id: m.seq === undefined ? { keyId: m.keyId } : { linkId: m.linkId, seq: m.seq } })),
       );
       const byKey = new Map<string, Buffer[]>();
-      blocks.forEach((b, i) => byKey.set(b.keyId, [...(byKey.get(b.keyId) ?? []), material[i]!]));
+      material.forEach((m, i) => byKey.set(m.keyId, [...(byKey.get(m.keyId) ?? []), opened[i]!]));
       const sizeOf = new Map(rows.map((r) => [r.keyId, r.sizeBits]));
       const actor = { actor: `sae:${caller.saeId}`, actorCert: caller.certSha256 };
       const auditBodies = [auditBody({ operation: 'deliver_slave', outcome: 'ok', ...actor, keyIds, detail: { master } })];
@@ -102,23 +135,60 @@ export class KeyService {
         );
       }
       await recordSlaveDelivery(c, { slaveSaeId: caller.saeId, keyIds, destroyKeyIds, auditBodies });
-      return keyIds.map((keyId) => ({ key_ID: keyId, key: assemble(byKey.get(keyId) ?? [], sizeOf.get(keyId)!) }));
-    }).catch(databaseDown);
+      const answer = keyIds.map((keyId) => ({ key_ID: keyId, key: assemble(byKey.get(keyId) ?? [], sizeOf.get(keyId)!).toString('base64') }));
+      wipe(opened);
+      return answer;
+    });
     return { keys };
   }
 
-  private route(master: string, slave: string) {
+  /**
+   * Keys whose stored material failed its integrity check: destroyed as compromised (audited), then a 503 — unless
+   * the key-encryption key is the suspect (nothing destroyed then).
+   */
+  private async setAsideKeys(caller: SaeCaller, keyIds: string[], err: IntegrityFailures): Promise<Error> {
+    if ((await integrityVerdict(this.deps.db, this.deps.barrier, err)) !== 'material') {
+      return unavailable(`${KEK_SUSPECT} (the operator must investigate; nothing was taken)`);
+    }
+    const bad = new Set(err.ids.map((id) => ('keyId' in id ? id.keyId : undefined)).filter((x) => x !== undefined));
+    const { rows } = await this.deps.db.query(
+      'SELECT DISTINCT key_id::text AS id FROM key_block WHERE (link_id, seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))',
+      [err.ids.flatMap((id) => ('seq' in id ? [id.linkId] : [])), err.ids.flatMap((id) => ('seq' in id ? [id.seq] : []))],
+    );
+    for (const r of rows as Array<{ id: string }>) bad.add(r.id);
+    const ids = keyIds.filter((k) => bad.has(k));
+    await withTransaction(this.deps.db, (c) =>
+      endKeys(c, ids, 'DESTROYED', (ended) =>
+        auditBody({
+          operation: 'set_aside',
+          outcome: 'failed',
+          actor: `sae:${caller.saeId}`,
+          actorCert: caller.certSha256,
+          keyIds: ended,
+          detail: { reason: 'stored material failed its integrity check; destroyed as compromised' },
+        }),
+      ),
+    ).catch(() => undefined);
+    return unavailable(`stored material of key(s) ${ids.join(', ')} failed its integrity check: destroyed as compromised; the operator must investigate`);
+  }
+
+  private checkPair(master: string, slave: string): void {
     if (slave === master) throw badRequest(`an SAE cannot request keys shared with itself (${slave})`);
-    if (!this.deps.registry.has(slave)) throw badRequest(`slave SAE ${slave} is not registered at this KME`);
-    return this.deps.linkFor(master, slave);
+    if (this.deps.topology.kmeOf(slave) === undefined) {
+      throw badRequest(`slave SAE ${slave} is not registered at this KME or in its network`);
+    }
   }
 }
 
 /**
  * The 401/400 rules of Get key with key IDs, decided on the locked slave rows. Returns the keys whose material
- * may be erased after this delivery (no other slave still waits for them).
+ * may be erased after this delivery (no other slave here still waits for them).
+ *
+ * A key is fetchable when it was delivered to its master here, or — reserved here for a master at another KME —
+ * once that KME reserved it here (its master only learns the key_ID after every KME confirmed). Never past its
+ * time-to-live.
  */
-function checkSlaveMayFetch(rows: SlaveRow[], keyIds: string[], caller: string, master: string): string[] {
+function checkSlaveMayFetch(rows: SlaveRow[], keyIds: string[], caller: string, master: string, self: string): string[] {
   const destroy: string[] = [];
   const notFound: string[] = [];
   for (const keyId of keyIds) {
@@ -128,7 +198,11 @@ function checkSlaveMayFetch(rows: SlaveRow[], keyIds: string[], caller: string, 
       // §6.3: only an SAE named as slave or additional slave in the Get key request may fetch the key.
       throw unauthorized(`SAE ${caller} was not named as a slave for one or more of the keys requested`);
     }
-    if (!mine || mine.delivered || mine.masterSaeId !== master || mine.keyState !== 'DELIVERED') {
+    const fetchable =
+      mine !== undefined &&
+      !mine.expired &&
+      (mine.keyState === 'DELIVERED' || (mine.keyState === 'RESERVED' && mine.originKmeId !== self));
+    if (!mine || !fetchable || mine.delivered || mine.masterSaeId !== master) {
       notFound.push(keyId);
       continue;
     }

@@ -1,26 +1,17 @@
-import { randomUUID } from 'node:crypto';
 import type { Barrier } from '../barrier/barrier.js';
+import { IntegrityFailures } from '../barrier/barrier.js';
 import { auditBody } from '../audit/event.js';
 import { unavailable } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Forwarder } from '../peers/forwarder.js';
+import { toRanges } from '../peers/ranges.js';
 import { withTransaction, type Db } from '../store/db.js';
-import { claimAvailableBlocks, recordMasterDeliveries, type NewKey } from '../store/deliveries.js';
+import { endKeys, settleForwarded } from '../store/keys.js';
+import { setAsideBlocks } from '../store/pool.js';
+import { integrityVerdict, KEK_SUSPECT } from './integrity.js';
+import { reserveAtOrigin, type DeliveredKey, type MasterRequest, type Reserved } from './origin-reserve.js';
 
-/** One Get key request, checked and routed, waiting for its keys. */
-export interface MasterRequest {
-  linkId: string;
-  masterSaeId: string;
-  certSha256: string;
-  /** The path's slave first, then the additional slaves. */
-  slaveSaeIds: string[];
-  number: number;
-  sizeBits: number;
-  blocksPerKey: number;
-}
-
-export interface DeliveredKey {
-  key_ID: string;
-  key: string;
-}
+export type { DeliveredKey, MasterRequest } from './origin-reserve.js';
 
 interface Pending {
   request: MasterRequest;
@@ -30,13 +21,18 @@ interface Pending {
 
 /**
  * Group commit for Get key. A commit is the expensive part of a delivery (a WAL flush), so requests for the same
- * link that arrive while earlier transactions are in flight share the next transaction: one claim, one write,
- * one commit, one audit event per request. With no contention a request runs alone at once, so this adds no
- * latency; under load it multiplies throughput.
+ * material link that arrive while earlier transactions are in flight share the next one: one claim, one write, one
+ * commit — and, for keys whose slaves sit at other KMEs, one round trip per next hop — with one audit event per
+ * request. With no contention a request runs alone at once, so this adds no latency; under load it multiplies
+ * throughput.
  *
- * Each request is all-or-nothing: it gets all its keys or a 503, never part. Requests are served in arrival order
- * from the blocks a batch could claim; those the pool cannot cover fail with 503 and take nothing. A failure of
- * the transaction (database, HSM) fails every request of that batch, and takes nothing from the pool.
+ * Each request is all-or-nothing: all its keys or a 503. Keys for slaves at other KMEs are answered only after
+ * every KME on their way confirmed (ETSI GS QKD 020: no key is released before it reached every target); when one
+ * fails or does not answer in time, the keys are voided here and at every peer that may hold them.
+ *
+ * Bounded: at most `maxQueued` requests wait per link (more get a 503 at once), and a request still queued at its
+ * deadline gets a 503 and takes nothing. A request whose client went away or whose deadline passed while its
+ * peers were asked is not delivered: its reserved keys are voided (burned, never handed out).
  */
 export class MasterDeliveryBatcher {
   private readonly queues = new Map<string, Pending[]>();
@@ -46,19 +42,36 @@ export class MasterDeliveryBatcher {
     private readonly deps: {
       db: Db;
       barrier: Barrier;
-      /** Concurrent transactions per link (each holds one pooled connection). */
+      kmeId: string;
+      forwarder: Forwarder;
+      keyTtlMs: number;
+      log: Logger;
+      /** Concurrent transactions per link (each holds one pooled connection while it runs). */
       maxInFlight?: number;
       /** Upper bound on the blocks one transaction claims, to keep transactions short. */
       maxBlocksPerBatch?: number;
+      maxQueued: number;
     },
   ) {}
 
   deliver(request: MasterRequest): Promise<DeliveredKey[]> {
+    const linkId = request.plan.material.linkId;
+    const queue = this.queues.get(linkId) ?? [];
+    if (queue.length >= this.deps.maxQueued) {
+      return Promise.reject(unavailable(`too many key requests waiting on link ${linkId}; try again later`));
+    }
     return new Promise((resolve, reject) => {
-      const queue = this.queues.get(request.linkId) ?? [];
-      queue.push({ request, resolve, reject });
-      this.queues.set(request.linkId, queue);
-      this.pump(request.linkId);
+      // The deadline holds even while a transaction is stuck on a stalled database: the client gets its 503 then.
+      // A transaction that does get through afterwards finds the deadline passed before its COMMIT and rolls back
+      // (reserveAtOrigin, forward); only one already inside its COMMIT can still land, and its keys are burned.
+      const timer = setTimeout(() => reject(timedOut()), Math.max(0, request.deadline - Date.now()));
+      queue.push({
+        request,
+        resolve: (keys) => (clearTimeout(timer), resolve(keys)),
+        reject: (err) => (clearTimeout(timer), reject(err)),
+      });
+      this.queues.set(linkId, queue);
+      this.pump(linkId);
     });
   }
 
@@ -69,92 +82,159 @@ export class MasterDeliveryBatcher {
     while (queue && queue.length > 0 && (this.inFlight.get(linkId) ?? 0) < maxInFlight) {
       const batch: Pending[] = [];
       let blocks = 0;
+      const now = Date.now();
       while (queue.length > 0) {
-        const need = blocksNeeded(queue[0]!.request);
+        const next = queue[0]!;
+        if (next.request.deadline <= now || next.request.abandoned()) {
+          queue.shift();
+          next.reject(timedOut());
+          continue;
+        }
+        const need = next.request.number * next.request.blocksPerKey;
         if (batch.length > 0 && blocks + need > maxBlocks) break;
         batch.push(queue.shift()!);
         blocks += need;
       }
+      if (batch.length === 0) break;
       this.inFlight.set(linkId, (this.inFlight.get(linkId) ?? 0) + 1);
-      void this.run(linkId, batch, blocks).finally(() => {
+      void this.run(linkId, batch).finally(() => {
         this.inFlight.set(linkId, (this.inFlight.get(linkId) ?? 1) - 1);
         this.pump(linkId);
       });
     }
   }
 
-  private async run(linkId: string, batch: Pending[], blocksWanted: number): Promise<void> {
-    let outcome: Array<DeliveredKey[] | undefined>;
+  private async run(linkId: string, batch: Pending[]): Promise<void> {
+    let reserved: Array<Reserved | 'expired' | undefined>;
     try {
-      outcome = await withTransaction(this.deps.db, async (c) => {
-        const blocks = await claimAvailableBlocks(c, linkId, blocksWanted);
-        // Serve in arrival order while the claimed blocks last; a request that does not fit takes nothing.
-        let next = 0;
-        const plan = batch.map(({ request }) => {
-          const need = blocksNeeded(request);
-          if (next + need > blocks.length) return undefined;
-          next += need;
-          return { request, blocks: blocks.slice(next - need, next), keyIds: Array.from({ length: request.number }, () => randomUUID()) };
-        });
-        const served = plan.filter((p) => p !== undefined);
-        if (served.length === 0) return plan.map(() => undefined);
-        const taken = served.flatMap((p) => p.blocks);
-        const material = await this.deps.barrier.openAll(taken.map((b) => ({ wrapped: b.wrapped, id: { linkId, seq: b.seq } })));
-        const newKeys: NewKey[] = served.flatMap((p) =>
-          p.keyIds.map((keyId, i) => ({
-            keyId,
-            masterSaeId: p.request.masterSaeId,
-            sizeBits: p.request.sizeBits,
-            slaveSaeIds: p.request.slaveSaeIds,
-            blockSeqs: p.blocks.slice(i * p.request.blocksPerKey, (i + 1) * p.request.blocksPerKey).map((b) => b.seq),
-          })),
-        );
-        await recordMasterDeliveries(c, linkId, newKeys, served.map((p) => auditOf(linkId, p.request, p.keyIds, p.blocks.map((b) => b.seq))));
-        let offset = 0;
-        return plan.map((p) => {
-          if (!p) return undefined;
-          return p.keyIds.map((keyId) => {
-            const parts = material.slice(offset, (offset += p.request.blocksPerKey));
-            return { key_ID: keyId, key: assemble(parts, p.request.sizeBits) };
-          });
-        });
-      });
+      reserved = await this.reserve(linkId, batch.map((p) => p.request));
     } catch (err) {
       for (const p of batch) p.reject(err);
       return;
     }
+    const remote: number[] = [];
     batch.forEach((p, i) => {
-      const keys = outcome[i];
-      if (keys) p.resolve(keys);
-      else {
-        const r = p.request;
-        p.reject(
-          unavailable(
-            `not enough key material for ${r.masterSaeId} → ${r.slaveSaeIds[0]}: requested ${r.number} key(s) of ` +
-              `${r.sizeBits} bits, try again later or ask for fewer keys`,
+      const r = reserved[i];
+      if (r === 'expired') return p.reject(timedOut());
+      if (!r) return p.reject(notEnough(p.request));
+      if (p.request.plan.hops.length === 0) return p.resolve(r.keys);
+      remote.push(i);
+    });
+    if (remote.length > 0) await this.forward(remote.map((i) => ({ pending: batch[i]!, reserved: reserved[i] as Reserved })));
+  }
+
+  /** The first transaction; blocks that fail their integrity check are set aside and the batch tried again. */
+  private async reserve(linkId: string, requests: MasterRequest[]): Promise<Array<Reserved | 'expired' | undefined>> {
+    const deadline = Math.min(...requests.map((r) => r.deadline));
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await withTransaction(this.deps.db, async (c) => {
+          const reserved = await reserveAtOrigin(c, this.deps, linkId, requests);
+          // Past the deadline nobody is waiting for these keys any more: roll back rather than burn them.
+          if (Date.now() >= deadline && reserved.some((r) => r && r !== 'expired')) throw timedOut();
+          return reserved;
+        });
+      } catch (err) {
+        if (!(err instanceof IntegrityFailures) || attempt >= 3) throw err;
+        const verdict = await integrityVerdict(this.deps.db, this.deps.barrier, err);
+        if (verdict !== 'material') {
+          this.deps.log.error({ verdict }, KEK_SUSPECT);
+          throw unavailable(`${KEK_SUSPECT} (the operator must investigate; nothing was taken)`);
+        }
+        const blocks = err.ids.flatMap((id) => ('seq' in id ? [id] : []));
+        this.deps.log.error({ blocks: blocks.map((b) => `${b.linkId}/${b.seq}`) }, 'stored key material failed its integrity check: set aside');
+        await setAsideBlocks(this.deps.db, blocks, [
+          auditBody({
+            operation: 'set_aside',
+            outcome: 'failed',
+            actor: `kme:${this.deps.kmeId}`,
+            detail: { reason: 'integrity check failed', blocks: blocks.map((b) => ({ link_id: b.linkId, seq: b.seq })) },
+          }),
+        ]);
+      }
+    }
+  }
+
+  /** Asks every next hop, then delivers what every hop confirmed and voids the rest. */
+  private async forward(items: Array<{ pending: Pending; reserved: Reserved }>): Promise<void> {
+    const outgoing = items.flatMap((x) => x.reserved.outgoing);
+    const deadline = Math.min(...items.map((x) => x.pending.request.deadline));
+    const outcomes = await this.deps.forwarder.send(outgoing, deadline);
+    let o = 0;
+    const ok: typeof items = [];
+    const failed: Array<{ item: (typeof items)[number]; why: string }> = [];
+    for (const item of items) {
+      const mine = outcomes.slice(o, (o += item.reserved.outgoing.length));
+      const bad = mine.find((m) => m.outcome !== 'relayed');
+      const r = item.pending.request;
+      if (bad) failed.push({ item, why: `${bad.outcome}: ${bad.message ?? ''}` });
+      else if (Date.now() >= r.deadline || r.abandoned()) failed.push({ item, why: 'deadline passed or client gone' });
+      else ok.push(item);
+    }
+    if (ok.length > 0) {
+      try {
+        await withTransaction(this.deps.db, (c) =>
+          settleForwarded(
+            c,
+            ok.flatMap((x) => x.reserved.keyIds.map((keyId) => ({ keyId, relayedTo: x.pending.request.plan.hops.map((h) => h.peer) }))),
+            true,
+            ok.map((x) => this.deliveredAudit(x.pending.request, x.reserved.keyIds)),
           ),
         );
+        for (const x of ok) x.pending.resolve(x.reserved.keys);
+      } catch (err) {
+        // The COMMIT may or may not have happened: the master gets no key, so nobody may use these anywhere.
+        for (const x of ok) failed.push({ item: x, why: `could not record the delivery: ${(err as Error).message}` });
+        for (const x of ok) x.pending.reject(err);
       }
+    }
+    if (failed.length > 0) await this.voidFailed(failed);
+  }
+
+  private async voidFailed(failed: Array<{ item: { pending: Pending; reserved: Reserved }; why: string }>): Promise<void> {
+    for (const { item, why } of failed) {
+      this.deps.log.warn({ keys: item.reserved.keyIds.length, why }, 'keys for remote slaves voided');
+      for (const s of item.reserved.spent) {
+        this.deps.forwarder.voidLater(s.peer, { keyIds: item.reserved.keyIds, linkId: s.linkId, ranges: toRanges(s.seqs), reason: why });
+      }
+    }
+    const keyIds = failed.flatMap((f) => f.item.reserved.keyIds);
+    await withTransaction(this.deps.db, (c) =>
+      endKeys(c, keyIds, 'DESTROYED', (ended) =>
+        auditBody({
+          operation: 'void',
+          outcome: 'failed',
+          actor: `kme:${this.deps.kmeId}`,
+          keyIds: ended,
+          detail: { reason: [...new Set(failed.map((f) => f.why))].join('; ').slice(0, 500) },
+        }),
+      ),
+    ).catch((err: Error) =>
+      this.deps.log.error({ err: { message: err.message } }, 'could not void keys locally; their expiry will destroy them'),
+    );
+    for (const { item, why } of failed) {
+      if (item.pending.request.abandoned()) continue;
+      item.pending.reject(unavailable(`the KMEs of the slaves could not confirm the keys in time (${why.split(':')[0]}); nothing was delivered, try again`));
+    }
+  }
+
+  private deliveredAudit(r: MasterRequest, keyIds: string[]): string {
+    return auditBody({
+      operation: 'deliver_master',
+      outcome: 'ok',
+      actor: `sae:${r.masterSaeId}`,
+      actorCert: r.certSha256,
+      keyIds,
+      detail: { link_id: r.plan.material.linkId, slaves: r.slaveSaeIds, size_bits: r.sizeBits, relayed_to: r.plan.hops.map((h) => h.peer) },
     });
   }
 }
 
-const blocksNeeded = (r: MasterRequest) => r.number * r.blocksPerKey;
+const timedOut = () => unavailable('key request timed out waiting for the key store; nothing was taken, try again');
 
-function auditOf(linkId: string, r: MasterRequest, keyIds: string[], blocks: string[]): string {
-  return auditBody({
-    operation: 'deliver_master',
-    outcome: 'ok',
-    actor: `sae:${r.masterSaeId}`,
-    actorCert: r.certSha256,
-    keyIds,
-    detail: { link_id: linkId, slaves: r.slaveSaeIds, size_bits: r.sizeBits, blocks },
-  });
-}
-
-/** Concatenates a key's blocks and cuts it to exactly `sizeBits` (always a multiple of 8). */
-export function assemble(blocks: Buffer[], sizeBits: number): string {
-  const key = Buffer.concat(blocks).subarray(0, sizeBits / 8);
-  if (key.length * 8 !== sizeBits) throw new Error(`key material short: ${key.length * 8} of ${sizeBits} bits`);
-  return key.toString('base64');
+function notEnough(r: MasterRequest): Error {
+  return unavailable(
+    `not enough key material for ${r.masterSaeId} → ${r.slaveSaeIds[0]}: requested ${r.number} key(s) of ` +
+      `${r.sizeBits} bits, try again later or ask for fewer keys`,
+  );
 }

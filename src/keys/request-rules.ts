@@ -8,10 +8,12 @@ import type { KeyRequest } from './types.js';
  */
 
 /**
- * Extensions this KME implements. None yet: every mandatory extension is refused, optional ones ignored.
- * This project's own extensions will carry the vendor prefix `qkms_` (§6.2: a prefix ending in `_`).
+ * Extensions this KME implements; this project's vendor prefix is `qkms_` (§6.2: a prefix ending in `_`).
+ * - `qkms_route_type`: `direct` (every slave's KME shares a link with this one) or `indirect` (trusted-node relay
+ *   allowed). Honoured as mandatory; as an optional extension it is ignored (the KME routes as it must anyway).
  */
-const SUPPORTED_EXTENSIONS = new Set<string>();
+const SUPPORTED_EXTENSIONS = new Set<string>(['qkms_route_type']);
+const ROUTE_TYPES = new Set(['direct', 'indirect']);
 
 export interface CheckedKeyRequest {
   number: number;
@@ -55,23 +57,33 @@ function checkAdditionalSlaves(
     if (id === ctx.master) throw badRequest(`additional_slave_SAE_IDs must not name the master SAE ${id}`);
     if (id === ctx.slave) throw badRequest(`additional_slave_SAE_IDs must not repeat the slave SAE ${id} of the path`);
     if (seen.has(id)) throw badRequest(`additional_slave_SAE_IDs names ${id} twice`);
-    if (!ctx.isRegistered(id)) throw badRequest(`additional slave SAE ${id} is not registered at this KME`);
+    if (!ctx.isRegistered(id)) throw badRequest(`additional slave SAE ${id} is not registered at this KME or in its network`);
     seen.add(id);
   }
   return ids;
 }
 
-/** §6.2: every mandatory extension must be supported, or the request fails as a whole. */
-export function checkExtensions(req: KeyRequest): void {
+/**
+ * §6.2: every mandatory extension must be supported, or the request fails as a whole. Returns what the supported
+ * ones ask for (a route type the caller insists on).
+ */
+export function checkExtensions(req: KeyRequest): { routeType?: 'direct' | 'indirect' } {
   const unsupported: Array<Record<string, string>> = [];
+  let routeType: 'direct' | 'indirect' | undefined;
   for (const item of req.extension_mandatory ?? []) {
-    for (const name of Object.keys(item)) {
+    for (const [name, value] of Object.entries(item)) {
       if (!SUPPORTED_EXTENSIONS.has(name)) {
         unsupported.push({ extension_mandatory_unsupported: `${name} is not supported` });
+        continue;
       }
+      if (typeof value !== 'string' || !ROUTE_TYPES.has(value)) {
+        throw badRequest(EtsiMessage.extensionMandatoryUnmet, [{ qkms_route_type: 'must be "direct" or "indirect"' }]);
+      }
+      routeType = value as 'direct' | 'indirect';
     }
   }
   if (unsupported.length > 0) throw badRequest(EtsiMessage.extensionMandatoryUnsupported, unsupported);
+  return routeType ? { routeType } : {};
 }
 
 /** Canonical lowercase UUID, the only key_ID form this KME issues (IPsec plug-ins uuid_parse it). */

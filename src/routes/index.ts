@@ -2,13 +2,47 @@ import fastifySwagger from '@fastify/swagger';
 import type { FastifyInstance } from 'fastify';
 import type { Etsi014Options } from './etsi014/index.js';
 import { etsi014Routes } from './etsi014/index.js';
-import { openapiDocument } from './openapi.js';
+import { openapiDocument, peerDocumentInfo } from './openapi.js';
+import { peerRoutes, type PeerRouteOptions } from './peer/index.js';
 
 /**
- * Registers the documented API — the OpenAPI generator, then the ETSI 014 routes — in one place, so that the
- * running service and `npm run openapi` (which registers the same on a bare app) cannot describe different routes.
+ * Registers the documented APIs — the OpenAPI generator, the ETSI 014 routes, the KME-to-KME routes — in one place,
+ * so that the running service and `npm run openapi` (which registers the same on a bare app) cannot describe
+ * different routes.
  */
-export async function registerDocumentedRoutes(app: FastifyInstance, opts: Etsi014Options): Promise<void> {
+export async function registerDocumentedRoutes(app: FastifyInstance, opts: Etsi014Options & PeerRouteOptions): Promise<void> {
   await app.register(fastifySwagger, { openapi: openapiDocument, hideUntagged: true });
-  await app.register(etsi014Routes, { prefix: '/api/v1/keys', ...opts });
+  await app.register(etsi014Routes, { prefix: '/api/v1/keys', keys: opts.keys, registry: opts.registry });
+  await app.register(peerRoutes, { peers: opts.peers, peerRegistry: opts.peerRegistry });
+}
+
+export interface OpenapiDocuments {
+  /** The ETSI GS QKD 014 API SAEs call (openapi/etsi-gs-qkd-014.json). */
+  etsi: unknown;
+  /** The KME-to-KME API (openapi/kme-peer.json). */
+  peer: unknown;
+}
+
+/**
+ * Splits the one generated document into the two published contracts, by path. Computed once, on first use (the
+ * routes are all registered by then).
+ */
+export function splitOpenapi(generate: () => unknown): () => OpenapiDocuments {
+  let docs: OpenapiDocuments | undefined;
+  return () => {
+    if (docs) return docs;
+    const all = generate() as { paths?: Record<string, unknown>; info: object; tags?: Array<{ name: string }> };
+    const pick = (keep: (path: string) => boolean) => Object.fromEntries(Object.entries(all.paths ?? {}).filter(([p]) => keep(p)));
+    const isPeer = (p: string) => p.startsWith('/kmapi/') || p.startsWith('/peer/');
+    docs = {
+      etsi: { ...all, tags: all.tags?.filter((t) => t.name !== peerDocumentInfo.tag), paths: pick((p) => !isPeer(p)) },
+      peer: {
+        ...all,
+        info: peerDocumentInfo.info,
+        tags: [{ name: peerDocumentInfo.tag }],
+        paths: pick(isPeer),
+      },
+    };
+    return docs;
+  };
 }

@@ -1,22 +1,28 @@
 import { fileURLToPath } from 'node:url';
 import Fastify from 'fastify';
-import { registerDocumentedRoutes } from './index.js';
+import { registerDocumentedRoutes, splitOpenapi, type OpenapiDocuments } from './index.js';
 import type { KeyService } from '../keys/key-service.js';
 import type { SaeRegistry } from '../auth/sae-registry.js';
+import type { PeerService } from '../peers/peer-service.js';
+import type { PeerRegistry } from '../auth/peer-registry.js';
 
-/** The published contract, committed. */
-export const OPENAPI_FILE = fileURLToPath(new URL('../../openapi/etsi-gs-qkd-014.json', import.meta.url));
+/** The published contracts, committed. */
+export const OPENAPI_FILES = {
+  etsi: fileURLToPath(new URL('../../openapi/etsi-gs-qkd-014.json', import.meta.url)),
+  peer: fileURLToPath(new URL('../../openapi/kme-peer.json', import.meta.url)),
+};
 
 /**
- * The OpenAPI document the routes generate, built without a database, HSM or TLS: the routes are registered on
- * a bare app and never called. The running service serves the same document at /openapi.json.
+ * The OpenAPI documents the routes generate, built without a database, HSM or TLS: the routes are registered on
+ * a bare app and never called. The running service serves the same documents at /openapi.json and
+ * /kmapi/openapi.json.
  */
-export async function generatedOpenapi(): Promise<unknown> {
+export async function generatedOpenapi(): Promise<OpenapiDocuments> {
   const app = Fastify();
-  const unused = {} as KeyService & SaeRegistry;
-  await registerDocumentedRoutes(app, { keys: unused, registry: unused });
+  const unused = {} as KeyService & SaeRegistry & PeerService & PeerRegistry;
+  await registerDocumentedRoutes(app, { keys: unused, registry: unused, peers: unused, peerRegistry: unused });
   await app.ready();
-  const doc = app.swagger();
+  const docs = splitOpenapi(() => app.swagger())();
   await app.close();
-  return doc;
+  return docs;
 }

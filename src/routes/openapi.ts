@@ -1,7 +1,8 @@
 /**
- * The frame of the published OpenAPI document; @fastify/swagger fills in the paths from the route schemas.
- * `openapi/etsi-gs-qkd-014.json` is the generated document, committed; test/routes/openapi.test.ts fails when
- * the running service and that file disagree (regenerate with `npm run openapi`).
+ * The frame of the published OpenAPI documents; @fastify/swagger fills in the paths from the route schemas.
+ * `openapi/etsi-gs-qkd-014.json` (for SAEs) and `openapi/kme-peer.json` (for peer KMEs) are generated, committed;
+ * test/routes/openapi.test.ts fails when the running service and those files disagree (regenerate with
+ * `npm run openapi`).
  */
 export const openapiDocument = {
   openapi: '3.1.0',
@@ -13,5 +14,18 @@ export const openapiDocument = {
       'All sizes are in bits. Errors always carry the ETSI Error body.',
   },
   servers: [{ url: 'https://localhost:8443' }],
-  tags: [{ name: 'ETSI GS QKD 014' }],
+  tags: [{ name: 'ETSI GS QKD 014' }, { name: 'KME to KME' }],
+};
+
+export const peerDocumentInfo = {
+  tag: 'KME to KME',
+  info: {
+    title: 'QKD KMS — KME-to-KME API',
+    version: '1.0.0',
+    description:
+      'How the KMEs of a QKD network pair their links and relay keys (docs/network.md), over mutual TLS with KME ' +
+      'certificates only. Key relay uses the message shapes of ETSI GS QKD 020 V1.1.1 (ext_keys, ext_keys/void), ' +
+      'batched; extensions carry the vendor prefix qkms_. Material is identified by its position in a link key ' +
+      'stream, never sent in the clear: a relayed key travels one-time-pad encrypted with the link material.',
+  },
 };

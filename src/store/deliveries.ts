@@ -1,6 +1,5 @@
 import type { DbClient } from './db.js';
 import { insertAuditSql } from '../audit/event.js';
-import { randomShard } from './pool.js';
 
 /**
  * The queries of key delivery. Each function runs on a client inside a transaction the caller owns
@@ -13,7 +12,7 @@ export interface StoredBlock {
 }
 
 /**
- * Locks up to `count` AVAILABLE blocks of the link, oldest first. Rows another transaction holds are skipped, not
+ * Locks up to `count` AVAILABLE blocks of the link that this KME owns, oldest first. Rows another transaction holds are skipped, not
  * waited for: concurrent requests never block each other and never see the same block. Returns fewer rows when
  * the pool has fewer; the caller then rolls back.
  */
@@ -22,66 +21,11 @@ export async function claimAvailableBlocks(c: DbClient, linkId: string, count: n
   // available row as text instead of walking the partial index.
   const { rows } = await c.query(
     `SELECT seq::text AS seq, wrapped FROM key_block
-      WHERE link_id = $1 AND state = 'AVAILABLE'
+      WHERE link_id = $1 AND state = 'AVAILABLE' AND owned
       ORDER BY key_block.seq LIMIT $2 FOR UPDATE SKIP LOCKED`,
     [linkId, count],
   );
   return rows as StoredBlock[];
-}
-
-/** A key_ID about to be handed to its master: which blocks make it, and who may fetch it later. */
-export interface NewKey {
-  keyId: string;
-  masterSaeId: string;
-  sizeBits: number;
-  /** The path's slave first, then the additional slaves. */
-  slaveSaeIds: string[];
-  /** Claimed blocks, in the order their material is concatenated. */
-  blockSeqs: string[];
-}
-
-/**
- * Binds claimed blocks to new key_IDs, records each key's slaves, adjusts the count and writes the audit events:
- * one statement for any number of keys (of one or many requests sharing a transaction).
- */
-export async function recordMasterDeliveries(c: DbClient, linkId: string, keys: NewKey[], auditBodies: string[]): Promise<void> {
-  const seqs = keys.flatMap((k) => k.blockSeqs);
-  const slavePairs = keys.flatMap((k) => k.slaveSaeIds.map((sae) => [k.keyId, sae] as const));
-  const { rows } = await c.query(
-    `WITH taken AS (
-       UPDATE key_block b SET state = 'DELIVERED', key_id = t.key_id, key_part = t.part
-         FROM unnest($2::bigint[], $3::uuid[], $4::smallint[]) AS t(seq, key_id, part)
-        WHERE b.link_id = $1 AND b.seq = t.seq AND b.state = 'AVAILABLE'
-       RETURNING 1),
-     keys AS (
-       INSERT INTO qkd_key (key_id, link_id, master_sae_id, size_bits, block_count, state, slaves_pending)
-       SELECT t.key_id, $1, t.master, t.size, t.blocks, 'DELIVERED', t.slaves
-         FROM unnest($5::uuid[], $6::text[], $7::int[], $8::smallint[], $9::int[]) AS t(key_id, master, size, blocks, slaves)),
-     slaves AS (
-       INSERT INTO key_slave (key_id, sae_id) SELECT * FROM unnest($10::uuid[], $11::text[])),
-     counted AS (
-       UPDATE pool_count SET available = available - cardinality($2::bigint[]) WHERE link_id = $1 AND shard = $12),
-     audited AS (${insertAuditSql(13)})
-     SELECT count(*)::int AS taken FROM taken`,
-    [
-      linkId,
-      seqs,
-      keys.flatMap((k) => k.blockSeqs.map(() => k.keyId)),
-      keys.flatMap((k) => k.blockSeqs.map((_, part) => part)),
-      keys.map((k) => k.keyId),
-      keys.map((k) => k.masterSaeId),
-      keys.map((k) => k.sizeBits),
-      keys.map((k) => k.blockSeqs.length),
-      keys.map((k) => k.slaveSaeIds.length),
-      slavePairs.map(([keyId]) => keyId),
-      slavePairs.map(([, sae]) => sae),
-      randomShard(),
-      auditBodies,
-    ],
-  );
-  const taken = (rows[0] as { taken: number }).taken;
-  // The blocks are locked by this transaction, so this cannot happen unless the locking above is broken.
-  if (taken !== seqs.length) throw new Error(`claimed ${seqs.length} blocks but bound ${taken}`);
 }
 
 export interface SlaveRow {
@@ -92,6 +36,8 @@ export interface SlaveRow {
   sizeBits: number;
   linkId: string;
   keyState: string;
+  originKmeId: string;
+  expired: boolean;
 }
 
 /**
@@ -102,7 +48,8 @@ export interface SlaveRow {
 export async function lockSlaveRows(c: DbClient, keyIds: string[]): Promise<SlaveRow[]> {
   const { rows } = await c.query(
     `SELECT s.key_id::text AS "keyId", s.sae_id AS "saeId", s.delivered_at IS NOT NULL AS delivered,
-            k.master_sae_id AS "masterSaeId", k.size_bits AS "sizeBits", k.link_id AS "linkId", k.state AS "keyState"
+            k.master_sae_id AS "masterSaeId", k.size_bits AS "sizeBits", k.link_id AS "linkId", k.state AS "keyState",
+            k.origin_kme_id AS "originKmeId", k.expires_at <= now() AS expired
        FROM key_slave s JOIN qkd_key k USING (key_id)
       WHERE s.key_id = ANY($1::uuid[])
       ORDER BY s.key_id, s.sae_id
@@ -112,20 +59,31 @@ export async function lockSlaveRows(c: DbClient, keyIds: string[]): Promise<Slav
   return rows as SlaveRow[];
 }
 
-export interface KeyBlock extends StoredBlock {
+/** Where a key's material is: blocks of a link (a position each), or a relayed key's own envelope (no seq). */
+export interface KeyMaterial {
   keyId: string;
   linkId: string;
+  /** The block's position; undefined for a relayed key's own envelope. */
+  seq?: string;
+  wrapped: Buffer;
 }
 
-/** The blocks of the given keys, in key_ID then part order. */
-export async function blocksOfKeys(c: DbClient, keyIds: string[]): Promise<KeyBlock[]> {
+/** The material of the given keys: their blocks in key_ID then part order, or a relayed key's envelope. */
+export async function materialOfKeys(c: DbClient, keyIds: string[]): Promise<KeyMaterial[]> {
   const { rows } = await c.query(
-    `SELECT key_id::text AS "keyId", link_id AS "linkId", seq::text AS seq, wrapped FROM key_block
+    `SELECT key_id::text AS "keyId", link_id AS "linkId", seq::text AS seq, wrapped, key_part AS part FROM key_block
       WHERE key_id = ANY($1::uuid[]) AND wrapped IS NOT NULL
-      ORDER BY key_id, key_part`,
+     UNION ALL
+     SELECT key_id::text, link_id, NULL, wrapped, 0 FROM qkd_key WHERE key_id = ANY($1::uuid[]) AND wrapped IS NOT NULL
+      ORDER BY 1, 5`,
     [keyIds],
   );
-  return rows as KeyBlock[];
+  return (rows as Array<KeyMaterial & { seq: string | null }>).map((r) => ({
+    keyId: r.keyId,
+    linkId: r.linkId,
+    wrapped: r.wrapped,
+    ...(r.seq === null ? {} : { seq: r.seq }),
+  }));
 }
 
 /**
@@ -144,11 +102,14 @@ export async function recordSlaveDelivery(
      pending AS (
        UPDATE qkd_key SET slaves_pending = slaves_pending - 1,
               state = CASE WHEN key_id = ANY($3::uuid[]) THEN 'DESTROYED' ELSE state END,
-              destroyed_at = CASE WHEN key_id = ANY($3::uuid[]) THEN now() ELSE destroyed_at END
+              destroyed_at = CASE WHEN key_id = ANY($3::uuid[]) THEN now() ELSE destroyed_at END,
+              wrapped = CASE WHEN key_id = ANY($3::uuid[]) THEN NULL ELSE wrapped END,
+              kek_version = CASE WHEN key_id = ANY($3::uuid[]) THEN NULL ELSE kek_version END
         WHERE key_id IN (SELECT key_id FROM got)),
      erased AS (
        UPDATE key_block SET state = 'DESTROYED', wrapped = NULL, kek_version = NULL
         WHERE key_id = ANY($3::uuid[])),
+
      audited AS (${insertAuditSql(4)})
      SELECT count(*)::int AS got FROM got`,
     [d.keyIds, d.slaveSaeId, d.destroyKeyIds, d.auditBodies],

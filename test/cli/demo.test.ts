@@ -6,9 +6,10 @@ import { EtsiClient } from '../helpers/client.js';
 import { runKms, waitFor } from '../helpers/process.js';
 
 // The zero-setup demo as a newcomer runs it (`npm start` runs `kms demo`): no database, HSM or PKI installed.
-// It must write demo.json in the documented shape only once it serves keys, and serve them.
+// It must write demo.json in the documented shape only once all three KMEs serve keys, and serve them: a same-KME
+// pair, a direct pair and a relayed pair.
 
-t.test('kms demo: demo.json, keys for SAE_A and the same keys for SAE_B, clean exit', async (t) => {
+t.test('kms demo: three KMEs, demo.json, keys across the network, clean exit', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'kms-demo-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const demo = runKms(['demo'], { KMS_DEMO_DIR: dir, KMS_DEMO_PORT: '0', DATABASE_URL: undefined });
@@ -20,23 +21,33 @@ t.test('kms demo: demo.json, keys for SAE_A and the same keys for SAE_B, clean e
 
   const m = JSON.parse(readFileSync(manifest, 'utf8'));
   t.same(Object.keys(m).sort(), ['ca', 'kmes', 'saes', 'strangers']);
-  t.equal(m.kmes.length, 1);
-  t.match(m.kmes[0], { id: 'KME_A', url: /^https:\/\/localhost:\d+$/, saes: ['SAE_A', 'SAE_B', 'SAE_C'] });
-  t.same(Object.keys(m.saes), ['SAE_A', 'SAE_B', 'SAE_C']);
+  t.same(m.kmes.map((k: { id: string }) => k.id), ['KME_A', 'KME_B', 'KME_C'], 'KME_A first');
+  t.match(m.kmes[0], { id: 'KME_A', url: /^https:\/\/localhost:\d+$/, saes: ['SAE_A', 'SAE_D'] });
+  t.match(m.kmes[1], { id: 'KME_B', saes: ['SAE_B'] });
+  t.match(m.kmes[2], { id: 'KME_C', saes: ['SAE_C'] });
+  t.same(Object.keys(m.saes).sort(), ['SAE_A', 'SAE_B', 'SAE_C', 'SAE_D']);
   t.same(Object.keys(m.strangers), ['SAE_X']);
   for (const f of [m.ca, ...Object.values<{ cert: string; key: string }>({ ...m.saes, ...m.strangers }).flatMap((e) => [e.cert, e.key])]) {
     t.ok(isAbsolute(f) && existsSync(f), `${f} is an absolute path that exists`);
   }
 
-  const url = m.kmes[0].url.replace('localhost', '127.0.0.1');
-  const a = new EtsiClient(url, m.ca, m.saes.SAE_A);
-  const b = new EtsiClient(url, m.ca, m.saes.SAE_B);
-  const x = new EtsiClient(url, m.ca, m.strangers.SAE_X);
-  t.teardown(() => [a, b, x].forEach((c) => c.close()));
-  const enc = await a.get('/api/v1/keys/SAE_B/enc_keys');
-  t.equal(enc.status, 200, 'a key for SAE_A, right away');
-  const dec = await b.get(`/api/v1/keys/SAE_A/dec_keys?key_ID=${enc.body.keys[0].key_ID}`);
-  t.same(dec.body, enc.body, 'the same key for SAE_B');
+  const urlOf = (i: number) => m.kmes[i].url.replace('localhost', '127.0.0.1');
+  const a = new EtsiClient(urlOf(0), m.ca, m.saes.SAE_A);
+  const d = new EtsiClient(urlOf(0), m.ca, m.saes.SAE_D);
+  const b = new EtsiClient(urlOf(1), m.ca, m.saes.SAE_B);
+  const c = new EtsiClient(urlOf(2), m.ca, m.saes.SAE_C);
+  const x = new EtsiClient(urlOf(0), m.ca, m.strangers.SAE_X);
+  t.teardown(() => [a, b, c, d, x].forEach((client) => client.close()));
+  for (const [slave, client, what] of [
+    ['SAE_D', d, 'same KME'],
+    ['SAE_B', b, 'direct link'],
+    ['SAE_C', c, 'relayed through KME_B'],
+  ] as const) {
+    const enc = await a.get(`/api/v1/keys/${slave}/enc_keys`);
+    t.equal(enc.status, 200, `${what}: a key for SAE_A, right away`);
+    const dec = await client.get(`/api/v1/keys/SAE_A/dec_keys?key_ID=${enc.body.keys[0].key_ID}`);
+    t.same(dec.body, enc.body, `${what}: the same key for ${slave} from its own KME`);
+  }
   t.equal((await x.get('/api/v1/keys/SAE_B/status')).status, 401, 'the stranger gets nothing');
 
   demo.child.kill('SIGTERM');

@@ -44,7 +44,7 @@ if ('skip' in token) {
         hsm: { type: 'pkcs11', module: token.module, token_label: token.tokenLabel, create_key_if_missing: true },
         saes: [{ id: 'SAE_A' }, { id: 'SAE_B' }],
         keys: { max_key_count: 500 },
-        source: { type: 'simulator', rate_bits_per_second: 10_000_000 },
+        links: [{ link_id: 'KME_P-loopback', source: { type: 'simulator', rate_bits_per_second: 10_000_000 } }],
       }),
     );
     const env = { KMS_DATABASE_URL: db.url, KMS_HSM_PIN: token.pin, SOFTHSM2_CONF: token.conf };

@@ -8,9 +8,20 @@ const minimal = { kme_id: 'KME_A', tls: { cert: 'c.crt', key: 'c.key', ca: 'ca.c
 
 t.test('defaults fill everything the ETSI status needs', async (t) => {
   const c = parseConfig(minimal);
-  t.same(c.keys, { key_size: 256, min_key_size: 64, max_key_size: 1024, max_key_count: 100000, max_key_per_request: 128, max_SAE_ID_count: 8 });
+  t.same(c.keys, {
+    key_size: 256,
+    min_key_size: 64,
+    max_key_size: 1024,
+    max_key_count: 100000,
+    max_key_per_request: 128,
+    max_SAE_ID_count: 8,
+    key_ttl_seconds: 300,
+  });
   t.same(c.listen, { host: '0.0.0.0', port: 8443 });
-  t.equal(c.source.type, 'simulator');
+  t.equal(c.links.length, 1, 'one link by default');
+  t.match(c.links[0], { link_id: 'KME_A-loopback', source: { type: 'simulator' } }, 'a loopback simulator');
+  t.same(c.peers, []);
+  t.same(c.requests, { deadline_ms: 5000, max_queued: 2048 });
 });
 
 const bad: Array<[string, unknown, RegExp]> = [

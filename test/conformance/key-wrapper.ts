@@ -124,6 +124,29 @@ export async function keyWrapperConformance(t: Test, make: () => Promise<KeyWrap
     t.equal(results.filter(Boolean).length, 200, 'all 200 round-trip to their own plaintext');
   });
 
+  await t.test('tampered ciphertexts among concurrent genuine ones: only they fail, and only with IntegrityError', async (t) => {
+    // An implementation that has to look twice at an ambiguous failure (src/hsm/pkcs11.ts retries on a fresh
+    // session and self-tests the KEK) must not let that disturb the calls around it.
+    const w = await use(t);
+    const items = await Promise.all(
+      Array.from({ length: 60 }, async (_, i) => {
+        const plaintext = randomBytes(32);
+        const aad = Buffer.from(`link-c|${i}`);
+        const sealed = await w.encrypt(plaintext, aad);
+        const bad = i % 6 === 0;
+        return { plaintext, aad, bad, sealed: bad ? { ...sealed, ciphertext: flip(sealed.ciphertext, sealed.ciphertext.length - 1) } : sealed };
+      }),
+    );
+    const outcomes = await Promise.all(items.map(({ sealed, aad }) => w.decrypt(sealed, aad).catch((e: unknown) => e)));
+    const wrong = items.filter((item, i) => {
+      const out = outcomes[i];
+      return item.bad ? !(out instanceof IntegrityError) : !(Buffer.isBuffer(out) && out.equals(item.plaintext));
+    });
+    t.equal(wrong.length, 0, 'every genuine ciphertext decrypts, every tampered one is IntegrityError', {
+      found: outcomes.map((o) => (o instanceof Error ? o.name : 'plaintext')),
+    });
+  });
+
   await t.test('close() is idempotent and later calls reject', async (t) => {
     const w = await make();
     const aad = Buffer.from('a');

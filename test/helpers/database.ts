@@ -1,21 +1,21 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { startEmbeddedPostgres } from '../../src/store/embedded-postgres.js';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../src/store/embedded-postgres.js';
 
 /**
- * A database of its own for one test file: a fresh database on the real PostgreSQL named by DATABASE_URL
- * (what CI runs), or an embedded PGlite served over the wire protocol when DATABASE_URL is not set.
- * `kind` says which, so tests can print it.
+ * A database of its own for each call: a fresh database on the real PostgreSQL named by DATABASE_URL (what CI
+ * runs), or, when DATABASE_URL is not set, on one embedded PostgreSQL server per test process (started on first
+ * use, stopped when the process exits). `kind` says which, so tests can print it.
  */
 export interface TestDatabase {
   url: string;
-  kind: 'postgres' | 'pglite';
+  kind: 'postgres' | 'embedded';
   drop(): Promise<void>;
 }
 
 export async function freshDatabase(): Promise<TestDatabase> {
   const admin = process.env.DATABASE_URL;
-  return admin ? freshPostgres(admin) : freshPglite();
+  return admin ? freshPostgres(admin) : freshEmbedded();
 }
 
 async function freshPostgres(adminUrl: string): Promise<TestDatabase> {
@@ -38,7 +38,15 @@ async function freshPostgres(adminUrl: string): Promise<TestDatabase> {
   };
 }
 
-async function freshPglite(): Promise<TestDatabase> {
-  const pg = await startEmbeddedPostgres();
-  return { url: pg.url, kind: 'pglite', drop: pg.stop };
+let embedded: Promise<EmbeddedPostgres> | undefined;
+
+async function freshEmbedded(): Promise<TestDatabase> {
+  // The server does not keep the process alive and src/store/embedded-postgres.ts stops it at exit, so no
+  // teardown is needed here; a failed start is not cached, so the next call tries again.
+  embedded ??= startEmbeddedPostgres().catch((err: unknown) => {
+    embedded = undefined;
+    throw err;
+  });
+  const db = await freshPostgres((await embedded).adminUrl);
+  return { ...db, kind: 'embedded' };
 }

@@ -55,6 +55,9 @@ export async function startTestKms(
      */
     databaseUrl?: string | ((freshDbUrl: string) => string | Promise<string>);
     fill?: boolean;
+    requests?: Partial<Config['requests']>;
+    /** The registered SAEs, when a test needs certificate_cn or certificate_sha256; default SAES by ID. */
+    saes?: Array<{ id: string; certificate_cn?: string; certificate_sha256?: string }>;
   } = {},
 ): Promise<TestKms & { mock?: MockKeyWrapper }> {
   const { pki, dir: pkiDir } = await testPki();
@@ -73,12 +76,12 @@ export async function startTestKms(
     kme_id: 'KME_T',
     listen: { host: '127.0.0.1', port: 0 },
     tls: { cert: pki.kmes.KME_T!.cert, key: pki.kmes.KME_T!.key, ca: pki.ca },
-    // One connection on PGlite, whose socket server shares one session between connections (see src/cli/demo.ts).
-    database: { pool_size: db.kind === 'pglite' ? 1 : 8 },
+    database: { pool_size: 8 },
     hsm: { type: 'mock' },
-    saes: SAES.map((id) => ({ id })),
+    saes: opts.saes ?? SAES.map((id) => ({ id })),
     keys: { max_key_count: 2000, ...opts.keys },
-    source: { type: 'simulator', rate_bits_per_second: opts.rate ?? 50_000_000 },
+    requests: opts.requests ?? {},
+    links: [{ link_id: 'KME_T-loopback', source: { type: 'simulator', rate_bits_per_second: opts.rate ?? 50_000_000 } }],
   });
   const mock = opts.wrapper ? undefined : createMockKeyWrapper();
   const wrapper = opts.wrapper ?? mock!;

@@ -9,15 +9,20 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
  *   ECONNREFUSED (the database host went away).
  * - `blackhole`: connections are accepted but nothing is forwarded in either direction, on old and new
  *   connections alike (a silent network partition: only timeouts notice).
+ * - `dropReplies`: on the connections open at that moment, requests reach the server but its answers are
+ *   swallowed (the server acts, the client never hears: the "lost response" case). New connections work normally,
+ *   so a client that gives up and dials again gets through.
  *
  * `restore()` goes back to `forward` on the same port; connections that were black-holed are destroyed then
  * (their protocol state is lost), as a healed partition would reset them.
  */
-export type ProxyMode = 'forward' | 'refuse' | 'blackhole';
+export type ProxyMode = 'forward' | 'refuse' | 'blackhole' | 'dropReplies';
 
 interface Pair {
   client: Socket;
   upstream?: Socket;
+  /** Swallow what the server answers on this connection. */
+  dropping?: boolean;
 }
 
 export class TcpProxy {
@@ -67,9 +72,30 @@ export class TcpProxy {
     this.modeNow = 'blackhole';
   }
 
+  /**
+   * The next time a client sends bytes containing `pattern` (e.g. a PostgreSQL `COMMIT` on the plain-text wire
+   * protocol), that connection forwards them, swallows whatever the server answers, and is cut 200 ms later: the
+   * server acted (committed), the client only sees its connection die. Resolves when it happened.
+   */
+  cutAfter(pattern: string, opts: { onceSeen?: string } = {}): Promise<void> {
+    return new Promise((resolve) =>
+      this.cutters.push({ pattern: Buffer.from(pattern), onceSeen: opts.onceSeen ? Buffer.from(opts.onceSeen) : undefined, done: resolve }),
+    );
+  }
+
+  /** `onceSeen`: only on a connection that sent this first (e.g. the statement whose transaction the COMMIT ends). */
+  private readonly cutters: Array<{ pattern: Buffer; onceSeen?: Buffer; done: () => void; primed?: Set<Pair> }> = [];
+
+  /** On the connections open now: forwards what clients send, swallows what the server answers. */
+  dropReplies(): void {
+    this.modeNow = 'dropReplies';
+    for (const p of this.pairs) p.dropping = true;
+  }
+
   /** Back to forwarding; black-holed connections are reset, a refused listener listens again on the same port. */
   async restore(): Promise<void> {
     if (this.modeNow === 'blackhole') for (const p of this.pairs) this.destroyPair(p);
+    if (this.modeNow === 'dropReplies') for (const p of this.pairs) if (p.dropping) this.destroyPair(p);
     this.modeNow = 'forward';
     if (!this.server) await this.listen();
   }
@@ -119,10 +145,22 @@ export class TcpProxy {
     upstream.on('error', () => this.destroyPair(pair));
     upstream.on('close', () => this.destroyPair(pair));
     client.on('data', (chunk: Buffer) => {
-      if (this.modeNow === 'forward') upstream.write(chunk);
+      for (const c of this.cutters) if (c.onceSeen && chunk.includes(c.onceSeen)) (c.primed ??= new Set()).add(pair);
+      const cutter = this.cutters.findIndex((c) => chunk.includes(c.pattern) && (!c.onceSeen || c.primed?.has(pair)));
+      if (cutter >= 0) {
+        const [c] = this.cutters.splice(cutter, 1);
+        pair.dropping = true;
+        upstream.write(chunk);
+        setTimeout(() => {
+          this.destroyPair(pair);
+          c!.done();
+        }, 200);
+        return;
+      }
+      if (this.modeNow === 'forward' || this.modeNow === 'dropReplies') upstream.write(chunk);
     });
     upstream.on('data', (chunk: Buffer) => {
-      if (this.modeNow === 'forward') client.write(chunk);
+      if ((this.modeNow === 'forward' || this.modeNow === 'dropReplies') && !pair.dropping) client.write(chunk);
     });
   }
 

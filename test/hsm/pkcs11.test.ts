@@ -12,6 +12,7 @@ import { HsmUnavailableError, IntegrityError } from '../../src/hsm/key-wrapper.j
 import { openPkcs11KeyWrapper } from '../../src/hsm/pkcs11.js';
 import { createSoftHsmToken } from '../../hsm-mock/softhsm-token.js';
 import { keyWrapperConformance, rejectsWith } from '../conformance/key-wrapper.js';
+import { eventually } from '../helpers/etsi.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kms-softhsm-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -50,6 +51,203 @@ if ('skip' in token || 'skip' in other) {
   };
 
   await t.test('conformance', (t) => keyWrapperConformance(t, () => open()));
+  await t.test('conformance with synchronous calls (timeoutMs 0)', (t) =>
+    keyWrapperConformance(t, () => openPkcs11KeyWrapper({ ...base, keyLabel: 'kek', createIfMissing: true, timeoutMs: 0 })));
+
+  /**
+   * A wrapper whose module is a test double: the real SoftHSM module behind a proxy that injects faults into the
+   * encrypt and decrypt calls. Needed because SoftHSM cannot hang, and the only CKR_GENERAL_ERROR it gives on decrypt
+   * is a bad tag: a device fault that says the same cannot be provoked on a software token. Everything else
+   * (sessions, login, keys, the cryptography) is the real module.
+   *
+   * A fault applies to the next `times` calls of its kind (default: all). With `error`, the real call runs (a failing
+   * C_Decrypt ends its operation, as PKCS#11 says) and then reports that error. With `held`, the call waits for the
+   * promise before it runs; only the asynchronous forms can be held, since holding a synchronous call would block
+   * the test itself (the synchronous forms are intercepted as well, so the double fits any implementation).
+   */
+  type Fault = { error?: 'CKR_GENERAL_ERROR' | 'CKR_ENCRYPTED_DATA_INVALID'; held?: Promise<void>; times?: number };
+  const withDouble = async (t: Test, timeoutMs?: number) => {
+    const faults: { encrypt?: Fault; decrypt?: Fault } = {};
+    const calls: Array<{ op: string; session: Buffer }> = [];
+    const due = (op: 'encrypt' | 'decrypt', session: Buffer): Fault | undefined => {
+      calls.push({ op, session });
+      const f = faults[op];
+      if (!f || (f.times ?? Infinity) <= 0) return undefined;
+      if (f.times !== undefined) f.times--;
+      return f;
+    };
+    const failure = (f: Fault | undefined) =>
+      f?.error && new pkcs11js.Pkcs11Error(`${f.error}:${pkcs11js[f.error]}`, pkcs11js[f.error], 'C_Decrypt');
+    const wrapModule = (p11: PKCS11) => new Proxy(p11, {
+      get(target, name) {
+        const op = name === 'C_EncryptAsync' || name === 'C_Encrypt' ? 'encrypt' : name === 'C_DecryptAsync' || name === 'C_Decrypt' ? 'decrypt' : undefined;
+        const v = Reflect.get(target, name) as (...args: unknown[]) => unknown;
+        if (!op) return typeof v === 'function' ? v.bind(target) : v;
+        if (name === 'C_Encrypt' || name === 'C_Decrypt') {
+          return (session: Buffer, ...rest: unknown[]) => {
+            const error = failure(due(op, session));
+            const out = v.call(target, session, ...rest);
+            if (error) throw error;
+            return out;
+          };
+        }
+        return async (session: Buffer, ...rest: unknown[]) => {
+          const f = due(op, session);
+          await f?.held;
+          const out = await (v.call(target, session, ...rest) as Promise<Buffer>).catch((e: Error) => e);
+          const error = failure(f) || (out instanceof Error ? out : undefined);
+          if (error) throw error;
+          return out;
+        };
+      },
+    });
+    const w = await openPkcs11KeyWrapper({ ...base, keyLabel: 'kek', createIfMissing: true, timeoutMs, wrapModule });
+    t.teardown(() => w.close());
+    return { w, faults, calls };
+  };
+  /** Whether `session` is still open, asked through a handle of our own. */
+  const isOpen = (session: Buffer) => withRaw((p11) => {
+    try {
+      p11.C_GetSessionInfo(session);
+      return true;
+    } catch (e) {
+      if ((e as { code?: number }).code === pkcs11js.CKR_SESSION_HANDLE_INVALID) return false;
+      throw e;
+    }
+  });
+  const plaintext = Buffer.from('0123456789abcdef0123456789abcdef');
+  const aad = Buffer.from('link-7|block-42');
+
+  for (const [mode, timeoutMs] of [['asynchronous calls', undefined], ['synchronous calls', 0]] as const) {
+    await t.test(`${mode}: CKR_GENERAL_ERROR from a session fault heals on a fresh session: the plaintext, not an IntegrityError`, async (t) => {
+      const { w, faults, calls } = await withDouble(t, timeoutMs);
+      const sealed = await w.encrypt(plaintext, aad);
+      faults.decrypt = { error: 'CKR_GENERAL_ERROR', times: 1 };
+      calls.length = 0;
+      const out = await w.decrypt(sealed, aad).catch((e: Error) => e);
+      t.ok(Buffer.isBuffer(out) && out.equals(plaintext), `decrypts after the fault (got ${out instanceof Error ? out.name : 'a buffer'})`);
+      t.equal(calls.length, 2, 'one retry');
+      t.not(calls[1]?.session.toString('hex'), calls[0]?.session.toString('hex'), 'the retry ran on another session');
+      t.notOk(isOpen(calls[0]!.session), 'the faulty session is closed');
+      t.ok((await w.decrypt(sealed, aad)).equals(plaintext), 'and the wrapper keeps working');
+    });
+
+    await t.test(`${mode}: a lasting device fault (CKR_GENERAL_ERROR, self-test fails) is HsmUnavailableError, and heals when it ends`, async (t) => {
+      const { w, faults, calls } = await withDouble(t, timeoutMs);
+      const sealed = await w.encrypt(plaintext, aad);
+      faults.decrypt = { error: 'CKR_GENERAL_ERROR' };
+      calls.length = 0;
+      await rejectsWith(t, w.decrypt(sealed, aad), HsmUnavailableError, 'a genuine ciphertext during the fault');
+      t.same(calls.map((c) => c.op), ['decrypt', 'decrypt', 'encrypt', 'decrypt'], 'decrypt, retry, then the self-test');
+      const lastSession = calls.at(-1)!.session;
+      t.notOk(isOpen(lastSession), 'the session that failed its self-test is dropped');
+      faults.decrypt = undefined;
+      t.ok((await w.decrypt(sealed, aad)).equals(plaintext), 'decrypts again once the fault is gone');
+    });
+
+    await t.test(`${mode}: a bad tag (SoftHSM's CKR_GENERAL_ERROR) is still an IntegrityError, after a retry and a passing self-test`, async (t) => {
+      const { w, calls } = await withDouble(t, timeoutMs);
+      const sealed = await w.encrypt(plaintext, aad);
+      const tag = sealed.ciphertext.length - 1;
+      const tampered = { ...sealed, ciphertext: Buffer.from(sealed.ciphertext) };
+      tampered.ciphertext[tag] = tampered.ciphertext[tag]! ^ 1;
+      calls.length = 0;
+      await rejectsWith(t, w.decrypt(tampered, aad), IntegrityError, 'a flipped tag bit on the real module');
+      t.same(calls.map((c) => c.op), ['decrypt', 'decrypt', 'encrypt', 'decrypt'], 'decrypt, retry, then the self-test');
+      t.ok(isOpen(calls.at(-1)!.session), 'the fresh session passed its self-test and is kept');
+      t.ok((await w.decrypt(sealed, aad)).equals(plaintext), 'the genuine ciphertext still decrypts');
+    });
+
+    await t.test(`${mode}: the specific integrity codes are IntegrityError at once, and the session is kept`, async (t) => {
+      const { w, faults, calls } = await withDouble(t, timeoutMs);
+      const sealed = await w.encrypt(plaintext, aad);
+      faults.decrypt = { error: 'CKR_ENCRYPTED_DATA_INVALID', times: 1 };
+      calls.length = 0;
+      await rejectsWith(t, w.decrypt(sealed, aad), IntegrityError, 'CKR_ENCRYPTED_DATA_INVALID');
+      t.equal(calls.length, 1, 'no retry, no self-test');
+      t.ok((await w.decrypt(sealed, aad)).equals(plaintext), 'the next call works');
+      t.equal(calls[1]?.session.toString('hex'), calls[0]?.session.toString('hex'), 'on the same session');
+    });
+  }
+
+  for (const op of ['encrypt', 'decrypt'] as const) {
+    await t.test(`${op === 'encrypt' ? 'an' : 'a'} ${op} the HSM does not answer: HsmUnavailableError at the deadline, session abandoned, then healed`, async (t) => {
+      const { w, faults, calls } = await withDouble(t, 400);
+      const sealed = await w.encrypt(plaintext, aad);
+      let answer!: () => void;
+      const held = new Promise<void>((r) => (answer = r));
+      faults[op] = { held, times: 1 }; // hangs until the test lets the real call run
+      const call = () => (op === 'encrypt' ? w.encrypt(plaintext, aad) : w.decrypt(sealed, aad));
+      calls.length = 0;
+      const started = Date.now();
+      await rejectsWith(t, call(), HsmUnavailableError, `the hung ${op}`);
+      const took = Date.now() - started;
+      t.ok(took >= 390 && took < 2000, `rejected at the 400 ms deadline (${took} ms)`);
+      const hung = calls[0]!.session;
+
+      const fast = Date.now();
+      await rejectsWith(t, w.decrypt(sealed, aad), HsmUnavailableError, 'while the hung call is out: decrypt');
+      await rejectsWith(t, w.encrypt(plaintext, aad), HsmUnavailableError, 'and encrypt');
+      t.ok(Date.now() - fast < 200, 'both fail fast, without waiting for a deadline');
+      t.equal(calls.length, 1, 'no call reached the module, and no session was opened');
+      t.ok(isOpen(hung), 'the abandoned session is left alone while its call may still run');
+
+      answer(); // the HSM answers, late
+      const healed = await eventually(() => w.decrypt(sealed, aad).then((out) => out.equals(plaintext), () => false), 3_000);
+      t.ok(healed, 'the wrapper works again once the late call is back');
+      t.notOk(isOpen(hung), 'the abandoned session is closed');
+      t.notOk(calls.slice(1).some((c) => c.session.equals(hung)), 'and was never used again');
+    });
+  }
+
+  await t.test('a call that never comes back: the wrapper stays unavailable but answers at once, and closes', async (t) => {
+    const { w, faults } = await withDouble(t, 500);
+    let answer!: () => void;
+    const held = new Promise<void>((r) => (answer = r));
+    faults.encrypt = { held };
+    await rejectsWith(t, w.encrypt(plaintext, aad), HsmUnavailableError, 'the hung call');
+    for (let i = 0; i < 3; i++) {
+      const started = Date.now();
+      await rejectsWith(t, w.encrypt(plaintext, aad), HsmUnavailableError, `call ${i + 1} after it`);
+      t.ok(Date.now() - started < 250, 'answered at once, not at the deadline');
+    }
+    const started = Date.now();
+    await w.close();
+    t.ok(Date.now() - started < 500, 'close() does not wait for the hung call');
+    answer(); // let the real call finish, so that the module is released for the tests after this one
+    await new Promise((r) => setTimeout(r, 100));
+  });
+
+  await t.test("destroying the KEK's session copies behind the wrapper's back: HsmUnavailableError (not IntegrityError), then healed", async (t) => {
+    const w = await open();
+    t.teardown(() => w.close());
+    const sealed = await w.encrypt(plaintext, aad);
+    await Promise.all(Array.from({ length: 50 }, () => w.encrypt(plaintext, aad))); // let the session pool grow
+    const destroyCopies = () => withRaw((p11, slot) => {
+      const session = p11.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION);
+      try {
+        p11.C_FindObjectsInit(session, [{ type: pkcs11js.CKA_LABEL, value: 'kek.v1' }, { type: pkcs11js.CKA_TOKEN, value: false }]);
+        const copies = p11.C_FindObjects(session, 10);
+        p11.C_FindObjectsFinal(session);
+        copies.forEach((h) => p11.C_DestroyObject(session, h));
+        return copies.length;
+      } finally {
+        p11.C_CloseSession(session);
+      }
+    });
+    const destroyed = destroyCopies();
+    const pool = Math.max(1, Math.floor((Number(process.env.UV_THREADPOOL_SIZE) || 4) / 2)); // half of libuv's threads
+    t.ok(destroyed >= 1 && destroyed <= pool, `one session copy per pooled session, at most ${pool} (${destroyed})`);
+    await rejectsWith(t, w.decrypt(sealed, aad), HsmUnavailableError, 'decrypt with its key copy gone');
+    let healed = false;
+    for (let i = 0; i < 5 && !healed; i++) healed = await w.decrypt(sealed, aad).then((out) => out.equals(plaintext), () => false);
+    t.ok(healed, 'decrypts again within a few calls, on a new session with a new copy');
+    destroyCopies();
+    await rejectsWith(t, w.encrypt(plaintext, aad), HsmUnavailableError, 'encrypt with its key copy gone');
+    healed = false;
+    for (let i = 0; i < 5 && !healed; i++) healed = await w.encrypt(plaintext, aad).then(() => true, () => false);
+    t.ok(healed, 'encrypts again within a few calls');
+  });
 
   await t.test('describes itself as hardware-backed PKCS#11 and keeps the KEK on the token', async (t) => {
     const w = await open();

@@ -125,8 +125,8 @@ t.test('an outage that starts and ends under load: every answer is 200 or a 503 
   for (const [tag, n] of seen) t.comment(`  ${n} × ${tag}`);
   t.ok(recovered, 'enc_keys answers 200 again after the outage');
   t.ok([...seen.keys()].some((s) => s.startsWith('503')), 'the outage was seen');
-  // PGlite serialises every transaction, so on a loaded machine a request can also time out waiting for a
-  // database connection (503 key store unavailable); anything else would be a fault.
+  // On a loaded machine a request can also time out waiting for a database connection (503 key store
+  // unavailable); anything else would be a fault.
   t.same(
     [...seen.keys()].filter((s) => !/^200 |^503 HSM unavailable|^503 key store unavailable/.test(s)),
     [],

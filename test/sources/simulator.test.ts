@@ -1,40 +1,89 @@
 import t from 'tap';
-import { SimulatedLink } from '../../src/sources/simulator.js';
+import { DeviceUnavailableError } from '../../src/sources/link-source.js';
+import { QBER_ABORT, SimulatedDevice } from '../../src/sources/simulator.js';
 
-// A fake clock drives the simulator, so rates are checked exactly rather than timed.
+// A fake clock drives the simulator, so rates and outages are checked exactly rather than timed.
 
-function link(rate: number, startSeq = '0', bufferBlocks?: number) {
+const SEED = Buffer.alloc(32, 7);
+
+function device(opts: { rate: number; startSeq?: string; bufferBlocks?: number; seed?: Buffer; qber?: number; outages?: Array<{ afterMs: number; durationMs: number }> }) {
   let now = 0;
-  const sim = new SimulatedLink({ linkId: 'L', kmeId: 'K', blockBits: 256, rateBitsPerSecond: rate, startSeq, bufferBlocks, now: () => now });
+  const sim = new SimulatedDevice({
+    linkId: 'L',
+    blockBits: 256,
+    rateBitsPerSecond: opts.rate,
+    qber: opts.qber ?? 0.02,
+    seed: opts.seed,
+    startSeq: opts.startSeq ?? '0',
+    bufferBlocks: opts.bufferBlocks,
+    outages: opts.outages,
+    now: () => now,
+  });
   return { sim, advance: (ms: number) => (now += ms) };
 }
 
-t.test('produces blocks at the configured secure-key rate', async (t) => {
-  const { sim, advance } = link(256 * 10, '0', 1000); // 10 blocks per second
-  t.same(sim.pending(100), []);
+t.test('produces blocks at the configured secure-key rate; refs are stream positions', async (t) => {
+  const { sim, advance } = device({ rate: 256 * 10, bufferBlocks: 1000 }); // 10 blocks per second
+  t.same(await sim.take(100), []);
   advance(1000);
-  const blocks = sim.pending(100);
-  t.equal(blocks.length, 10);
-  t.same(blocks.map((b) => b.seq), ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']);
-  t.ok(blocks.every((b) => b.material.length === 32));
-  t.equal(new Set(blocks.map((b) => b.material.toString('hex'))).size, 10, 'distinct material');
-});
-
-t.test('at-least-once: unacknowledged blocks come back, acknowledged ones are wiped and gone', async (t) => {
-  const { sim, advance } = link(256 * 10, '100', 1000);
+  const keys = await sim.take(100);
+  t.same(keys.map((k) => [k.ref, k.blocks]), [['0', 10]]);
+  t.equal(keys[0]!.material.length, 320);
   advance(500);
-  const first = sim.pending(3);
-  t.same(sim.pending(3).map((b) => b.seq), first.map((b) => b.seq), 'same blocks until acknowledged');
-  const held = first[0]!.material;
-  sim.acknowledge(2);
-  t.ok(held.every((byte) => byte === 0), 'plaintext wiped on acknowledge');
-  t.same(sim.pending(10).map((b) => b.seq), ['102', '103', '104'], 'continues after the acknowledged blocks');
+  t.same((await sim.take(3)).map((k) => [k.ref, k.blocks]), [['10', 3]], 'continues where it stopped, at most maxBlocks');
+  t.same((await sim.take(10)).map((k) => [k.ref, k.blocks]), [['13', 2]]);
 });
 
-t.test('a full device buffer drops material rather than growing without bound', async (t) => {
-  const { sim, advance } = link(256 * 1000, '0', 50);
+t.test('a seeded pair: the secondary derives exactly what the primary took, by ref', async (t) => {
+  const a = device({ rate: 256 * 100, seed: SEED, startSeq: '1000', bufferBlocks: 1000 });
+  const b = device({ rate: 256 * 100, seed: SEED, bufferBlocks: 1000 });
+  a.advance(1000);
+  const taken = await a.sim.take(40);
+  const fetched = await b.sim.fetch(taken.map((k) => ({ ref: k.ref, blocks: k.blocks })));
+  t.same(fetched.map((m) => m.toString('hex')), taken.map((k) => k.material.toString('hex')));
+  // Any sub-range agrees too (positions are independent of how they were grouped).
+  const part = await b.sim.fetch([{ ref: '1005', blocks: 2 }]);
+  t.equal(part[0]!.toString('hex'), taken[0]!.material.subarray(5 * 32, 7 * 32).toString('hex'));
+  const other = device({ rate: 1, seed: Buffer.alloc(32, 8) });
+  t.not((await other.sim.fetch([{ ref: '1000', blocks: 1 }]))[0]!.toString('hex'), taken[0]!.material.subarray(0, 32).toString('hex'), 'another seed, other material');
+});
+
+t.test('a loopback simulator has nothing to fetch', async (t) => {
+  const { sim } = device({ rate: 1000 });
+  await t.rejects(sim.fetch([{ ref: '0', blocks: 1 }]), /loopback/);
+});
+
+t.test('a full device buffer pauses the device: no position is skipped', async (t) => {
+  const { sim, advance } = device({ rate: 256 * 1000, bufferBlocks: 50 });
   advance(10_000);
-  t.equal(sim.pending(10_000).length, 50);
-  sim.close();
-  t.same(sim.pending(10), [], 'nothing after close');
+  const first = await sim.take(10_000);
+  t.same(first.map((k) => [k.ref, k.blocks]), [['0', 50]]);
+  advance(10);
+  t.same((await sim.take(10_000)).map((k) => k.ref), ['50'], 'the next take starts right after, however long the pause');
+  await sim.close();
+  await t.rejects(sim.take(10), DeviceUnavailableError, 'nothing after close');
+});
+
+t.test('outages: scheduled and on demand; no key distils while down', async (t) => {
+  const { sim, advance } = device({ rate: 256 * 10, bufferBlocks: 1000, outages: [{ afterMs: 1000, durationMs: 2000 }] });
+  advance(1000);
+  await t.rejects(sim.take(100), DeviceUnavailableError, 'down from 1 s');
+  t.equal(sim.figures().up, false);
+  advance(2000);
+  const after = await sim.take(100);
+  t.same(after.map((k) => [k.ref, k.blocks]), [['0', 10]], 'back at 3 s: the first second produced 10 blocks, the outage none');
+  t.match(sim.figures(), { up: true, lastOutage: { durationMs: 2000 } });
+  advance(1000);
+  t.same((await sim.take(100)).map((k) => [k.ref, k.blocks]), [['10', 10]]);
+  sim.outage(500);
+  await t.rejects(sim.take(1), DeviceUnavailableError, 'an outage on demand');
+  advance(500);
+  t.same(await sim.take(100), []);
+});
+
+t.test(`a QBER above ${QBER_ABORT} yields no key`, async (t) => {
+  const { sim, advance } = device({ rate: 256 * 100, qber: 0.15 });
+  advance(5000);
+  t.same(await sim.take(100), []);
+  t.equal(sim.figures().qber, 0.15);
 });

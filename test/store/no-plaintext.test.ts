@@ -33,7 +33,7 @@ async function enc(count: number, additional: string[] = []): Promise<Key[]> {
       size,
       ...(additional.length ? { additional_slave_SAE_IDs: additional } : {}),
     });
-    if (res.status === 503 && retries++ < 5) continue; // a busy pool (PGlite): ask again
+    if (res.status === 503 && retries++ < 5) continue; // a busy pool: ask again
     if (res.status !== 200) throw new Error(`enc_keys: ${res.status} ${res.text}`);
     out.push(...res.body.keys);
   }

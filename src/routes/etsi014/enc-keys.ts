@@ -14,10 +14,12 @@ export const encKeysRoutes: FastifyPluginAsyncTypebox<Etsi014Options> = async (a
     params: SlavePathSchema,
     response: { 200: KeyContainerSchema, ...ErrorResponses },
   };
+  // A client that went away before its keys were committed must not have them burned: the key service checks.
+  const gone = (request: { raw: { socket: { destroyed: boolean } | null } }) => () => request.raw.socket?.destroyed ?? true;
   app.get('/:slave_SAE_ID/enc_keys', { schema: { ...common, querystring: EncKeysQuerySchema } }, (request) =>
-    keys.getKeys(request.sae, request.params.slave_SAE_ID, request.query),
+    keys.getKeys(request.sae, request.params.slave_SAE_ID, request.query, gone(request)),
   );
   app.post('/:slave_SAE_ID/enc_keys', { schema: { ...common, body: KeyRequestSchema } }, (request) =>
-    keys.getKeys(request.sae, request.params.slave_SAE_ID, request.body),
+    keys.getKeys(request.sae, request.params.slave_SAE_ID, request.body, gone(request)),
   );
 };

@@ -1,0 +1,39 @@
+import type { Barrier, IntegrityFailures } from '../barrier/barrier.js';
+import { IntegrityError } from '../hsm/key-wrapper.js';
+import type { Db } from '../store/db.js';
+
+/**
+ * Whose fault is a failed integrity check: the stored material (tampered with, corrupted: set it aside and carry
+ * on) or the key-encryption key (a wrong HSM key or token, a lost mock KEK: setting material aside would destroy a
+ * healthy pool one request at a time). When only some of what was opened failed, it is the material. When all
+ * failed, a block stored elsewhere on the same link decides: if it opens, the KEK is fine.
+ */
+export async function integrityVerdict(
+  db: Db,
+  barrier: Barrier,
+  err: IntegrityFailures,
+): Promise<'material' | 'kek' | 'unknown'> {
+  if (err.ids.length < err.total) return 'material';
+  const failed = err.ids.flatMap((id) => ('seq' in id ? [id] : []));
+  // A relayed key has no link position: any stored block will do as a probe then.
+  const linkId = failed[0]?.linkId ?? null;
+  const { rows } = await db.query(
+    `SELECT link_id AS "linkId", seq::text AS seq, wrapped FROM key_block
+      WHERE ($1::text IS NULL OR link_id = $1) AND wrapped IS NOT NULL
+        AND state IN ('AVAILABLE', 'INGESTED', 'RESERVED', 'DELIVERED') AND seq <> ALL($2::bigint[])
+      ORDER BY seq DESC LIMIT 1`,
+    [linkId, failed.filter((f) => f.linkId === linkId).map((f) => f.seq)],
+  );
+  const probe = rows[0] as { linkId: string; seq: string; wrapped: Buffer } | undefined;
+  if (!probe) return 'unknown';
+  try {
+    (await barrier.open(probe.wrapped, { linkId: probe.linkId, seq: probe.seq })).fill(0);
+    return 'material';
+  } catch (e) {
+    if (e instanceof IntegrityError) return 'kek';
+    throw e;
+  }
+}
+
+export const KEK_SUSPECT =
+  'stored key material does not open with the current key-encryption key: is the KME using the right HSM token and key?';

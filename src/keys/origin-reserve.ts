@@ -1,0 +1,193 @@
+import { randomUUID } from 'node:crypto';
+import type { Barrier } from '../barrier/barrier.js';
+import { auditBody } from '../audit/event.js';
+import type { Outgoing } from '../peers/forwarder.js';
+import { toRanges } from '../peers/ranges.js';
+import type { DbClient } from '../store/db.js';
+import { claimAvailableBlocks, type StoredBlock } from '../store/deliveries.js';
+import { bindKeys, type KeyRow } from '../store/keys.js';
+import { assemble, wipe, xor } from './material.js';
+import type { DeliveryPlan } from './routing.js';
+
+/** One Get key request, checked and routed, waiting for its keys. */
+export interface MasterRequest {
+  plan: DeliveryPlan;
+  masterSaeId: string;
+  certSha256: string;
+  /** The path's slave first, then the additional slaves. */
+  slaveSaeIds: string[];
+  number: number;
+  sizeBits: number;
+  blocksPerKey: number;
+  /** Epoch ms: past it the request gets a 503 and takes nothing (or, after its keys were reserved, burns them). */
+  deadline: number;
+  /** True once the client went away: its keys must not be committed as delivered. */
+  abandoned: () => boolean;
+}
+
+export interface DeliveredKey {
+  key_ID: string;
+  key: string;
+}
+
+/** What the first transaction made of a request: its keys, and what must reach each next hop. */
+export interface Reserved {
+  keys: DeliveredKey[];
+  keyIds: string[];
+  outgoing: Outgoing[];
+  /** Per next hop: the material it spent there (for a void). */
+  spent: Array<{ peer: string; linkId: string; seqs: string[] }>;
+}
+
+/**
+ * The master's side, first transaction of a batch of requests sharing a material link: claims owned material (and
+ * one-time pads on the links of relay hops), opens it, binds it to fresh key_IDs and audits. A request whose keys
+ * have no remote slave is DELIVERED at once (the single-KME path: one transaction per batch, as before); the others
+ * are RESERVED until every next hop confirmed (settled by the caller's second transaction).
+ *
+ * Requests are served in order while the claimed material lasts; one that does not fit gets `undefined` and takes
+ * nothing, one whose client gave up or whose deadline passed gets `'expired'` and takes nothing. Throws (and so rolls back everything) when the HSM fails; `IntegrityFailures` names the blocks to set
+ * aside before trying again.
+ */
+export async function reserveAtOrigin(
+  c: DbClient,
+  deps: { barrier: Barrier; kmeId: string; keyTtlMs: number },
+  linkId: string,
+  batch: MasterRequest[],
+): Promise<Array<Reserved | 'expired' | undefined>> {
+  const need = (r: MasterRequest) => r.number * r.blocksPerKey;
+  const material = await claimAvailableBlocks(c, linkId, batch.reduce((n, r) => n + need(r), 0));
+  const padLinks = new Map<string, number>();
+  for (const r of batch) for (const h of r.plan.hops) if (!h.direct) padLinks.set(h.link.linkId, (padLinks.get(h.link.linkId) ?? 0) + need(r));
+  const pads = new Map<string, StoredBlock[]>();
+  for (const [padLink, n] of padLinks) pads.set(padLink, await claimAvailableBlocks(c, padLink, n));
+
+  // Plan: which blocks each request gets, in arrival order, while material and every pad it needs last.
+  let used = 0;
+  const padUsed = new Map<string, number>();
+  const plans = batch.map((r) => {
+    const n = need(r);
+    const relay = r.plan.hops.filter((h) => !h.direct);
+    const fits =
+      used + n <= material.length && relay.every((h) => (padUsed.get(h.link.linkId) ?? 0) + n <= (pads.get(h.link.linkId)?.length ?? 0));
+    if (!fits) return undefined;
+    const blocks = material.slice(used, (used += n));
+    const padsByHop = relay.map((h) => {
+      const from = padUsed.get(h.link.linkId) ?? 0;
+      padUsed.set(h.link.linkId, from + n);
+      return { hop: h, blocks: pads.get(h.link.linkId)!.slice(from, from + n) };
+    });
+    return { request: r, blocks, padsByHop, keyIds: Array.from({ length: r.number }, () => randomUUID()) };
+  });
+  // The client gave up or its time ran out while material was claimed: bind nothing for it (its claimed blocks
+  // are released untouched at commit).
+  const gone = plans.map((p) => p !== undefined && (p.request.abandoned() || Date.now() >= p.request.deadline));
+  const served = plans.filter((p, i): p is NonNullable<typeof p> => p !== undefined && !gone[i]);
+  if (served.length === 0) return plans.map((p, i) => (gone[i] ? 'expired' : undefined));
+
+  const toOpen = served.flatMap((p) => [
+    ...p.blocks.map((b) => ({ wrapped: b.wrapped, id: { linkId, seq: b.seq } })),
+    ...p.padsByHop.flatMap((x) => x.blocks.map((b) => ({ wrapped: b.wrapped, id: { linkId: x.hop.link.linkId, seq: b.seq } }))),
+  ]);
+  const opened = await deps.barrier.openAll(toOpen);
+  const expiresAt = new Date(Date.now() + deps.keyTtlMs);
+  const rows: KeyRow[] = [];
+  const audits: string[] = [];
+  let o = 0;
+  const results = served.map((p) => {
+    const { request: r } = p;
+    const remote = r.plan.hops.length > 0;
+    const per = r.blocksPerKey;
+    const keyBytes = p.keyIds.map(() => assemble(opened.slice(o, (o += per)), r.sizeBits));
+    const padBytes = p.padsByHop.map(() => p.keyIds.map(() => assemble(opened.slice(o, (o += per)), r.sizeBits)));
+    p.keyIds.forEach((keyId, i) =>
+      rows.push({
+        keyId,
+        linkId,
+        masterSaeId: r.masterSaeId,
+        originKmeId: deps.kmeId,
+        sizeBits: r.sizeBits,
+        state: remote ? 'RESERVED' : 'DELIVERED',
+        localSlaves: r.plan.localSlaves,
+        expiresAt,
+        blockSeqs: p.blocks.slice(i * per, (i + 1) * per).map((b) => b.seq),
+      }),
+    );
+    const seqsOf = (blocks: StoredBlock[], i: number) => blocks.slice(i * per, (i + 1) * per).map((b) => b.seq);
+    const outgoing: Outgoing[] = r.plan.hops.map((h) => {
+      const padded = p.padsByHop.findIndex((x) => x.hop === h);
+      const blocks = padded >= 0 ? p.padsByHop[padded]!.blocks : p.blocks;
+      return {
+        peer: h.peer,
+        padLinkId: h.link.linkId,
+        padSeqs: padded >= 0 ? blocks.map((b) => b.seq) : [],
+        message: {
+          initiator_sae_id: r.masterSaeId,
+          target_sae_ids: h.targets,
+          keys: p.keyIds.map((key_id, i) => ({
+            key_id,
+            qkms_size: r.sizeBits,
+            qkms_ranges: toRanges(seqsOf(blocks, i)),
+            ...(padded >= 0 ? { value: xor(keyBytes[i]!, padBytes[padded]![i]!).toString('base64') } : {}),
+          })),
+          qkms_link_id: h.link.linkId,
+          qkms_origin_kme_id: deps.kmeId,
+          qkms_path: [deps.kmeId],
+          qkms_expires_at: expiresAt.toISOString(),
+        },
+      };
+    });
+    audits.push(auditOf(deps.kmeId, linkId, r, p.keyIds, p.blocks, p.padsByHop));
+    const keys = p.keyIds.map((key_ID, i) => ({ key_ID, key: keyBytes[i]!.toString('base64') }));
+    wipe([...keyBytes, ...padBytes.flat()]);
+    const spent = r.plan.hops.map((h) => {
+      const x = p.padsByHop.find((y) => y.hop === h);
+      return { peer: h.peer, linkId: h.link.linkId, seqs: (x ? x.blocks : p.blocks).map((b) => b.seq) };
+    });
+    return { keys, keyIds: p.keyIds, outgoing, spent };
+  });
+  wipe(opened);
+  await bindKeys(c, {
+    keys: rows,
+    from: 'owned',
+    pads: served.flatMap((p) => p.padsByHop.flatMap((x) => x.blocks.map((b) => ({ linkId: x.hop.link.linkId, seq: b.seq, from: 'owned' as const })))),
+    auditBodies: audits,
+  });
+  let s = 0;
+  return plans.map((p, i) => (gone[i] ? 'expired' : p ? results[s++] : undefined));
+}
+
+function auditOf(
+  kmeId: string,
+  linkId: string,
+  r: MasterRequest,
+  keyIds: string[],
+  blocks: StoredBlock[],
+  padsByHop: Array<{ hop: { peer: string; link: { linkId: string } }; blocks: StoredBlock[] }>,
+): string {
+  const remote = r.plan.hops.length > 0;
+  return auditBody({
+    operation: remote ? 'reserve' : 'deliver_master',
+    outcome: 'ok',
+    actor: `sae:${r.masterSaeId}`,
+    actorCert: r.certSha256,
+    keyIds,
+    detail: {
+      link_id: linkId,
+      slaves: r.slaveSaeIds,
+      size_bits: r.sizeBits,
+      blocks: blocks.map((b) => b.seq),
+      ...(remote
+        ? {
+            kme: kmeId,
+            hops: r.plan.hops.map((h) => ({
+              peer: h.peer,
+              link_id: h.link.linkId,
+              targets: h.targets,
+              ...(h.direct ? {} : { pad: padsByHop.find((x) => x.hop === h)!.blocks.map((b) => b.seq) }),
+            })),
+          }
+        : {}),
+    },
+  });
+}

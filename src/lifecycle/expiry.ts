@@ -1,0 +1,63 @@
+import { auditBody } from '../audit/event.js';
+import type { Logger } from '../log.js';
+import { withTransaction, type Db } from '../store/db.js';
+import { endKeys, expiredKeys } from '../store/keys.js';
+
+/**
+ * Nothing is reserved forever (DESIGN §5): keys whose time-to-live ran out — a master that got its keys but whose
+ * slaves never came, keys burned by a lost response, reservations a peer made for a master that never got them —
+ * become EXPIRED and their material is destroyed, audited at each KME that held them (each end runs its own job on
+ * the expiry the origin set). Also forgets device refs long announced (the duplicate guard needs them only while a
+ * device could offer the same key again).
+ *
+ * With several replicas this becomes a leader-only job (a later issue); running it twice is harmless meanwhile
+ * (SKIP LOCKED, and already-ended keys are skipped).
+ */
+export function startExpiryJob(
+  db: Db,
+  opts: { kmeId: string; log: Logger; everyMs?: number; batch?: number; refRetentionMs?: number },
+): () => void {
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  let failing = false;
+  const run = async () => {
+    try {
+      let n: number;
+      do {
+        n = await expireOnce(db, opts.kmeId, opts.batch ?? 500);
+        if (n > 0) opts.log.info({ keys: n }, 'keys expired: material destroyed');
+      } while (n >= (opts.batch ?? 500) && !stopped);
+      await db.query(`DELETE FROM link_ref WHERE announced AND stored_at < now() - $1 * interval '1 millisecond'`, [
+        opts.refRetentionMs ?? 86_400_000,
+      ]);
+      failing = false;
+    } catch (err) {
+      if (!failing) opts.log.warn({ err: { message: (err as Error).message } }, 'key expiry failing; retrying');
+      failing = true;
+    }
+    if (!stopped) timer = setTimeout(run, opts.everyMs ?? 1_000);
+  };
+  timer = setTimeout(run, opts.everyMs ?? 1_000);
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}
+
+/** Expires one batch of keys; returns how many. */
+export async function expireOnce(db: Db, kmeId: string, batch: number): Promise<number> {
+  return withTransaction(db, async (c) => {
+    const due = await expiredKeys(c, batch);
+    if (due.length === 0) return 0;
+    const ended = await endKeys(c, due.map((k) => k.keyId), 'EXPIRED', (ids) =>
+      auditBody({
+        operation: 'expire',
+        outcome: 'ok',
+        actor: `kme:${kmeId}`,
+        keyIds: ids,
+        detail: { reason: 'time-to-live ran out before every slave fetched the key' },
+      }),
+    );
+    return ended.length;
+  });
+}

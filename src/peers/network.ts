@@ -1,0 +1,111 @@
+import type { Barrier } from '../barrier/barrier.js';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../log.js';
+import { Announcer } from '../pool/announcer.js';
+import { PeerRoom } from '../pool/ownership.js';
+import { SecondaryIngest } from '../pool/secondary-ingest.js';
+import type { LinkSource } from '../sources/link-source.js';
+import type { Db } from '../store/db.js';
+import { Forwarder } from './forwarder.js';
+import { InFlight } from './in-flight.js';
+import { LinkSync } from './link-sync.js';
+import { PeerClient } from './peer-client.js';
+import { PeerService } from './peer-service.js';
+import { ExtKeysReceiver } from './receiver.js';
+import type { Topology } from './topology.js';
+
+/** The KME-to-KME side of one KME, wired: clients, relay, link upkeep, announcements, and the service peers call. */
+export interface Network {
+  forwarder: Forwarder;
+  linkSync: LinkSync;
+  peerService: PeerService;
+  peerRooms: Map<string, PeerRoom>;
+  announcers: Map<string, Announcer>;
+  start(): void;
+  close(): Promise<void>;
+}
+
+/** Ownership watermarks only touch copies older than this (see LinkSync). */
+const GC_AGE_MS = 10 * 60_000;
+
+export function buildNetwork(deps: {
+  config: Config;
+  topology: Topology;
+  db: Db;
+  barrier: Barrier;
+  sources: Map<string, LinkSource>;
+  tls: { ca: Buffer; cert: Buffer; key: Buffer; ecdhCurve?: string };
+  log: Logger;
+}): Network {
+  const { config, topology, db, barrier, log } = deps;
+  const clients = new Map(
+    topology.peerList.map((p) => [p.kme_id, new PeerClient(p, deps.tls, config.network.peer_timeout_ms)] as const),
+  );
+  const inFlight = new InFlight();
+  const forwarder = new Forwarder({ kmeId: config.kme_id, clients, inFlight, peerTimeoutMs: config.network.peer_timeout_ms, log });
+  const peerRooms = new Map<string, PeerRoom>();
+  const secondaries = new Map<string, SecondaryIngest>();
+  const announcers = new Map<string, Announcer>();
+  for (const link of topology.links) {
+    if (link.role === 'primary') {
+      const room = new PeerRoom();
+      peerRooms.set(link.linkId, room);
+      announcers.set(
+        link.linkId,
+        new Announcer({ db, client: clients.get(link.peerKmeId!)!, kmeId: config.kme_id, linkId: link.linkId, peerRoom: room, log }),
+      );
+    }
+    if (link.role === 'secondary') {
+      secondaries.set(
+        link.linkId,
+        new SecondaryIngest({
+          db,
+          barrier,
+          source: deps.sources.get(link.linkId)!,
+          kmeId: config.kme_id,
+          peerKmeId: link.peerKmeId!,
+          linkId: link.linkId,
+          blockBits: link.blockBits,
+          maxBlocks: config.keys.max_key_count,
+          log,
+        }),
+      );
+    }
+  }
+  const linkSync = new LinkSync({
+    db,
+    topology,
+    clients,
+    inFlight,
+    peerRooms,
+    maxBlocks: config.keys.max_key_count,
+    intervalMs: config.network.sync_interval_ms,
+    gcAgeMs: GC_AGE_MS,
+    log,
+  });
+  const receiver = new ExtKeysReceiver({
+    db,
+    barrier,
+    topology,
+    forwarder,
+    maxKeyTtlMs: config.keys.key_ttl_seconds * 1000,
+    log,
+  });
+  const peerService = new PeerService({ db, topology, receiver, forwarder, secondaries, linkSync, log });
+  return {
+    forwarder,
+    linkSync,
+    peerService,
+    peerRooms,
+    announcers,
+    start() {
+      linkSync.start();
+      for (const a of announcers.values()) a.start();
+    },
+    async close() {
+      linkSync.stop();
+      await Promise.all([...announcers.values()].map((a) => a.stop()));
+      for (const c of clients.values()) c.close();
+    },
+  };
+}

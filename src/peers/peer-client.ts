@@ -1,0 +1,136 @@
+import { Agent, request } from 'node:https';
+import type { PeerCertificate, TLSSocket } from 'node:tls';
+import { checkServerIdentity } from 'node:tls';
+import type { PeerConfig } from '../config/schema.js';
+
+/**
+ * Mutual-TLS JSON client for one peer KME's KME-to-KME API, with keep-alive connections.
+ *
+ * The peer is authenticated twice: its certificate must chain to the configured CA and name its host (as any
+ * HTTPS server), and it must be *that* KME: the CN (or the pinned fingerprint) configured for the peer. An SAE's
+ * certificate, even from the same CA, is never taken for a KME.
+ *
+ * Failures are classified for the caller, because what it may do next depends on whether the peer could have
+ * acted on the request:
+ * - `PeerUnreachableError`: nothing reached the peer (connection refused, TLS failure): safe to retry or give up.
+ * - `PeerTimeoutError`: the request may have been processed: ambiguous (relay: void it).
+ * - `PeerRefusedError`: the peer answered with an error status and an Error body: it did not act.
+ */
+export class PeerClient {
+  private readonly agent: Agent;
+
+  constructor(
+    readonly peer: PeerConfig,
+    tls: { ca: Buffer; cert: Buffer; key: Buffer; ecdhCurve?: string },
+    private readonly defaultTimeoutMs: number,
+  ) {
+    const expectedCn = peer.certificate_cn ?? peer.kme_id;
+    const pin = peer.certificate_sha256?.replace(/:/g, '').toUpperCase();
+    this.agent = new Agent({
+      keepAlive: true,
+      maxSockets: 32,
+      ca: tls.ca,
+      cert: tls.cert,
+      key: tls.key,
+      minVersion: 'TLSv1.2',
+      ...(tls.ecdhCurve ? { ecdhCurve: tls.ecdhCurve } : {}),
+      checkServerIdentity: (host: string, cert: PeerCertificate) => {
+        const hostError = checkServerIdentity(host, cert);
+        if (hostError) return hostError;
+        const cn = Array.isArray(cert.subject?.CN) ? cert.subject.CN[0] : cert.subject?.CN;
+        if (cn !== expectedCn) return new Error(`peer certificate CN ${cn ?? '?'} is not ${expectedCn} (KME ${peer.kme_id})`);
+        if (pin && cert.fingerprint256.replace(/:/g, '').toUpperCase() !== pin) {
+          return new Error(`peer certificate of ${peer.kme_id} does not match its pinned fingerprint`);
+        }
+        return undefined;
+      },
+    });
+  }
+
+  get kmeId(): string {
+    return this.peer.kme_id;
+  }
+
+  /** POSTs JSON and returns the parsed 2xx body. `timeoutMs` bounds the whole exchange. */
+  post<T>(path: string, body: unknown, timeoutMs = this.defaultTimeoutMs): Promise<T> {
+    const payload = Buffer.from(JSON.stringify(body));
+    const url = new URL(path, this.peer.url);
+    return new Promise<T>((resolve, reject) => {
+      let sent = false;
+      const req = request(
+        url,
+        {
+          method: 'POST',
+          agent: this.agent,
+          headers: { 'content-type': 'application/json', 'content-length': payload.length },
+          timeout: timeoutMs,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('error', (err) => reject(new PeerTimeoutError(this.kmeId, `answer of ${this.kmeId} broke off: ${err.message}`)));
+          res.on('end', () => {
+            clearTimeout(timer);
+            const text = Buffer.concat(chunks).toString('utf8');
+            let parsed: unknown;
+            try {
+              parsed = text ? JSON.parse(text) : undefined;
+            } catch {
+              parsed = undefined;
+            }
+            const status = res.statusCode ?? 0;
+            if (status >= 200 && status < 300 && parsed !== undefined) return resolve(parsed as T);
+            const message = (parsed as { message?: unknown } | undefined)?.message;
+            reject(new PeerRefusedError(this.kmeId, status, typeof message === 'string' ? message : `HTTP ${status}`));
+          });
+        },
+      );
+      // The socket's idle timeout only notices silence; this bounds the whole exchange.
+      const timer = setTimeout(() => req.destroy(new Error('deadline')), timeoutMs);
+      req.on('socket', (socket) => {
+        const s = socket as TLSSocket;
+        if (s.connecting === false && !s.pending) sent = true; // a kept-alive socket is connected already
+        s.once('secureConnect', () => (sent = true));
+      });
+      req.on('timeout', () => req.destroy(new Error('deadline')));
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        if (!sent || /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|certificate|CN |fingerprint|self.signed|unable to verify/i.test(`${err.code} ${err.message}`)) {
+          reject(new PeerUnreachableError(this.kmeId, `${this.kmeId} unreachable: ${err.code ?? err.message}`));
+        } else {
+          reject(new PeerTimeoutError(this.kmeId, `${this.kmeId} did not answer in time (${err.code ?? err.message})`));
+        }
+      });
+      req.end(payload);
+    });
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+}
+
+export class PeerError extends Error {
+  constructor(
+    readonly kmeId: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+export class PeerUnreachableError extends PeerError {
+  override name = 'PeerUnreachableError';
+}
+export class PeerTimeoutError extends PeerError {
+  override name = 'PeerTimeoutError';
+}
+export class PeerRefusedError extends PeerError {
+  override name = 'PeerRefusedError';
+  constructor(
+    kmeId: string,
+    readonly status: number,
+    message: string,
+  ) {
+    super(kmeId, `${kmeId} refused (${status}): ${message}`);
+  }
+}

@@ -1,0 +1,64 @@
+import type { Static } from 'typebox';
+import { badRequest, unauthorized } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { SecondaryIngest } from '../pool/secondary-ingest.js';
+import type { ExtKeysAck, ExtKeysBatch, Material, MaterialAck, Sync, VoidSchema } from '../schemas/peer.js';
+import type { Db } from '../store/db.js';
+import type { Forwarder } from './forwarder.js';
+import type { LinkSync } from './link-sync.js';
+import type { ExtKeysReceiver } from './receiver.js';
+import type { LinkInfo, Topology } from './topology.js';
+import { receiveVoid } from './void-receiver.js';
+
+/**
+ * The KME-to-KME operations, framework-free (the routes in src/routes/peer/ only adapt them to HTTP). `from` is the
+ * peer KME the caller's certificate proved; every operation on a link checks that the link is one between this KME
+ * and `from`, so a peer can only ever touch material it shares with this KME.
+ */
+export class PeerService {
+  constructor(
+    private readonly deps: {
+      db: Db;
+      topology: Topology;
+      receiver: ExtKeysReceiver;
+      forwarder: Forwarder;
+      secondaries: Map<string, SecondaryIngest>;
+      linkSync: LinkSync;
+      log: Logger;
+    },
+  ) {}
+
+  extKeys(from: string, body: ExtKeysBatch): Promise<ExtKeysAck> {
+    return this.deps.receiver.receive(from, body);
+  }
+
+  async voidKeys(from: string, body: Static<typeof VoidSchema>): Promise<{ voided: number }> {
+    try {
+      return await receiveVoid(this.deps, from, body);
+    } catch (err) {
+      if (err instanceof Error && /is not a link between/.test(err.message)) throw badRequest(err.message);
+      throw err;
+    }
+  }
+
+  async material(from: string, linkId: string, body: Material): Promise<MaterialAck> {
+    const link = this.linkWith(from, linkId);
+    const secondary = this.deps.secondaries.get(link.linkId);
+    if (!secondary) throw badRequest(`${this.deps.topology.kmeId} is not the secondary end of link ${linkId}: only the primary announces material`);
+    return secondary.store(body);
+  }
+
+  async sync(from: string, linkId: string, body: Sync): Promise<Sync> {
+    const link = this.linkWith(from, linkId);
+    this.deps.linkSync.seen(link.linkId);
+    await this.deps.linkSync.apply(link, body);
+    return this.deps.linkSync.message(link);
+  }
+
+  private linkWith(from: string, linkId: string): LinkInfo {
+    const link = this.deps.topology.link(linkId);
+    if (!link) throw badRequest(`no link ${linkId} at ${this.deps.topology.kmeId}`);
+    if (link.peerKmeId !== from) throw unauthorized(`link ${linkId} is not a link between ${from} and ${this.deps.topology.kmeId}`);
+    return link;
+  }
+}

@@ -1,0 +1,275 @@
+import type { Barrier } from '../barrier/barrier.js';
+import { auditBody } from '../audit/event.js';
+import { KmsError } from '../errors.js';
+import { assemble, wipe, xor } from '../keys/material.js';
+import { planDelivery, type DeliveryPlan } from '../keys/routing.js';
+import type { Logger } from '../log.js';
+import type { ExtKeys, ExtKeysAck, ExtKeysBatch } from '../schemas/peer.js';
+import { withTransaction, type Db, type DbClient } from '../store/db.js';
+import { claimAvailableBlocks, type StoredBlock } from '../store/deliveries.js';
+import { bindKeys, endKeys, MaterialGoneError, settleForwarded, type KeyRow } from '../store/keys.js';
+import type { Forwarder, Outgoing } from './forwarder.js';
+import { fromRanges, toRanges } from './ranges.js';
+import type { Topology } from './topology.js';
+
+type Ack = ExtKeysAck['acks'][number];
+
+/**
+ * The receiving side of `POST /kmapi/v1/ext_keys`: a peer reserves keys here for slaves attached to this KME, or
+ * passes keys on through this KME (a trusted node) towards slaves further away.
+ *
+ * For each request: check it (the link is the sender's, the positions are the sender's material, the key_IDs are
+ * new, the slaves are known and reachable without going back), then in one transaction for the whole batch read the
+ * material (the key's own blocks, or the one-time pad its encrypted value came with), bind it to the key_IDs for the
+ * local slaves, spend own pads for the next hops, and audit. Then pass the keys on (one round trip per next hop for
+ * the batch) and ack `relayed` only when every KME beyond confirmed; otherwise void what was passed on and what is
+ * held here, and ack `failed`. Nothing is released to a slave before its master has the key_IDs, which happens only
+ * after every target confirmed (ETSI GS QKD 020's rule).
+ */
+export class ExtKeysReceiver {
+  constructor(
+    private readonly deps: {
+      db: Db;
+      barrier: Barrier;
+      topology: Topology;
+      forwarder: Forwarder;
+      maxKeyTtlMs: number;
+      log: Logger;
+    },
+  ) {}
+
+  async receive(from: string, batch: ExtKeysBatch): Promise<ExtKeysAck> {
+    const deadline = Date.now() + batch.qkms_deadline_ms;
+    const acks: Ack[] = batch.requests.map((r) => ({ key_ids: r.keys.map((k) => k.key_id), status: 'relayed' }));
+    const plans = batch.requests.map((r, i) => {
+      try {
+        return this.check(from, r);
+      } catch (err) {
+        acks[i] = { key_ids: acks[i]!.key_ids, status: 'failed', message: (err as Error).message };
+        return undefined;
+      }
+    });
+    const valid = plans.flatMap((p, i) => (p ? [{ i, request: batch.requests[i]!, plan: p }] : []));
+    if (valid.length === 0) return { acks };
+
+    let held: Array<{ i: number; request: ExtKeys; plan: DeliveryPlan; outgoing: Outgoing[]; spent: Spent[] }>;
+    try {
+      held = await withTransaction(this.deps.db, (c) => this.hold(c, from, valid));
+    } catch (err) {
+      const message = err instanceof MaterialGoneError || err instanceof KmsError ? err.message : 'could not store the keys';
+      if (!(err instanceof MaterialGoneError)) this.deps.log.warn({ err: { message: (err as Error).message }, from }, 'ext_keys failed');
+      for (const v of valid) acks[v.i] = { key_ids: acks[v.i]!.key_ids, status: 'failed', message };
+      return { acks };
+    }
+
+    const onward = held.filter((h) => h.outgoing.length > 0);
+    if (onward.length > 0) {
+      const outcomes = await this.deps.forwarder.send(onward.flatMap((h) => h.outgoing), deadline);
+      let o = 0;
+      const ok: typeof onward = [];
+      const failed: Array<{ h: (typeof onward)[number]; why: string }> = [];
+      for (const h of onward) {
+        const mine = outcomes.slice(o, (o += h.outgoing.length));
+        const bad = mine.find((m) => m.outcome !== 'relayed');
+        if (bad) failed.push({ h, why: `${bad.outcome}: ${bad.message ?? ''}` });
+        else ok.push(h);
+      }
+      if (ok.length > 0) {
+        try {
+          await withTransaction(this.deps.db, (c) =>
+            settleForwarded(
+              c,
+              ok.flatMap((h) => h.request.keys.map((k) => ({ keyId: k.key_id, relayedTo: h.plan.hops.map((x) => x.peer) }))),
+              false,
+              ok.map((h) => this.relayAudit(from, h.request, h.plan)),
+            ),
+          );
+        } catch (err) {
+          for (const h of ok) failed.push({ h, why: `could not record the relay: ${(err as Error).message}` });
+        }
+      }
+      if (failed.length > 0) {
+        await this.voidHeld(failed.map((f) => ({ keyIds: f.h.request.keys.map((k) => k.key_id), spent: f.h.spent, why: f.why })));
+        for (const f of failed) acks[f.h.i] = { key_ids: acks[f.h.i]!.key_ids, status: 'failed', message: f.why };
+      }
+    }
+    return { acks };
+  }
+
+  /** Checks one request and routes its targets from here; throws with the reason to ack `failed`. */
+  private check(from: string, r: ExtKeys): DeliveryPlan {
+    const { topology } = this.deps;
+    const link = topology.link(r.qkms_link_id);
+    if (!link || link.peerKmeId !== from) throw new Error(`link ${r.qkms_link_id} is not a link between ${from} and ${topology.kmeId}`);
+    if (r.qkms_path.includes(topology.kmeId)) throw new Error(`relay loop: ${topology.kmeId} is already on the path`);
+    if (r.qkms_path[r.qkms_path.length - 1] !== from) throw new Error('qkms_path must end with the sender');
+    const ids = new Set(r.keys.map((k) => k.key_id.toLowerCase()));
+    if (ids.size !== r.keys.length) throw new Error('a key_id is named twice');
+    for (const k of r.keys) {
+      const blocks = Math.ceil(k.qkms_size / link.blockBits);
+      if (k.qkms_ranges.reduce((n, x) => n + x.count, 0) !== blocks) throw new Error(`key ${k.key_id}: ${blocks} positions expected`);
+      if (k.value !== undefined && Buffer.from(k.value, 'base64').length * 8 !== k.qkms_size) {
+        throw new Error(`key ${k.key_id}: value is not ${k.qkms_size} bits`);
+      }
+    }
+    return planDelivery(topology, r.target_sae_ids, { material: link, exclude: [...r.qkms_path] });
+  }
+
+  private async hold(c: DbClient, from: string, valid: Array<{ i: number; request: ExtKeys; plan: DeliveryPlan }>) {
+    const { barrier, topology } = this.deps;
+    const rows: KeyRow[] = [];
+    const incomingPads: Array<{ linkId: string; seq: string; from: 'peer' }> = [];
+    const ownPads: Array<{ linkId: string; seq: string; from: 'owned' }> = [];
+    const audits: string[] = [];
+    const out: Array<{ i: number; request: ExtKeys; plan: DeliveryPlan; outgoing: Outgoing[]; spent: Spent[] }> = [];
+    const expiresCap = Date.now() + this.deps.maxKeyTtlMs;
+    for (const { i, request: r, plan } of valid) {
+      const linkId = r.qkms_link_id;
+      const perKey = r.keys.map((k) => fromRanges(k.qkms_ranges, 1 << 20));
+      const stored = await peerBlocks(c, linkId, perKey.flat());
+      const opened = await barrier.openAll(perKey.flat().map((seq) => ({ wrapped: stored.get(seq)!, id: { linkId, seq } })));
+      const expiresAt = new Date(Math.min(Date.parse(r.qkms_expires_at), expiresCap));
+      let o = 0;
+      const keyBytes: Buffer[] = [];
+      for (const [n, k] of r.keys.entries()) {
+        const parts = opened.slice(o, (o += perKey[n]!.length));
+        const relayed = k.value !== undefined;
+        const key = relayed ? xor(Buffer.from(k.value!, 'base64'), assemble(parts, k.qkms_size)) : assemble(parts, k.qkms_size);
+        keyBytes.push(key);
+        if (relayed) for (const seq of perKey[n]!) incomingPads.push({ linkId, seq, from: 'peer' });
+        rows.push({
+          keyId: k.key_id.toLowerCase(),
+          linkId,
+          masterSaeId: r.initiator_sae_id,
+          originKmeId: r.qkms_origin_kme_id,
+          sizeBits: k.qkms_size,
+          state: 'RESERVED',
+          localSlaves: plan.localSlaves,
+          expiresAt,
+          blockSeqs: relayed ? [] : perKey[n]!,
+          ...(relayed ? { wrapped: await barrier.seal(key, { keyId: k.key_id.toLowerCase() }) } : {}),
+        });
+      }
+      wipe(opened);
+      const { outgoing, spent } = await this.onward(c, r, plan, keyBytes, ownPads);
+      wipe(keyBytes);
+      audits.push(this.reserveAudit(from, r, plan, perKey));
+      out.push({ i, request: r, plan, outgoing, spent });
+    }
+    await bindKeys(c, { keys: rows, from: 'peer', pads: [...incomingPads, ...ownPads], auditBodies: audits });
+    return out;
+  }
+
+  /** Messages for the next hops of one request: its keys encrypted with pads of this KME's own material. */
+  private async onward(
+    c: DbClient,
+    r: ExtKeys,
+    plan: DeliveryPlan,
+    keyBytes: Buffer[],
+    ownPads: Array<{ linkId: string; seq: string; from: 'owned' }>,
+  ): Promise<{ outgoing: Outgoing[]; spent: Spent[] }> {
+    const outgoing: Outgoing[] = [];
+    const spent: Spent[] = [];
+    for (const hop of plan.hops) {
+      const perKey = r.keys.map((k) => Math.ceil(k.qkms_size / hop.link.blockBits));
+      const pads: StoredBlock[] = await claimAvailableBlocks(c, hop.link.linkId, perKey.reduce((a, b) => a + b, 0));
+      if (pads.length < perKey.reduce((a, b) => a + b, 0)) throw new MaterialGoneError(`not enough key material on link ${hop.link.linkId} to relay to ${hop.peer}`);
+      const opened = await this.deps.barrier.openAll(pads.map((b) => ({ wrapped: b.wrapped, id: { linkId: hop.link.linkId, seq: b.seq } })));
+      let o = 0;
+      const keys = r.keys.map((k, n) => {
+        const mine = pads.slice(o, o + perKey[n]!).map((b) => b.seq);
+        const pad = assemble(opened.slice(o, (o += perKey[n]!)), k.qkms_size);
+        const value = xor(keyBytes[n]!, pad).toString('base64');
+        pad.fill(0);
+        return { key_id: k.key_id.toLowerCase(), qkms_size: k.qkms_size, qkms_ranges: toRanges(mine), value };
+      });
+      wipe(opened);
+      for (const b of pads) ownPads.push({ linkId: hop.link.linkId, seq: b.seq, from: 'owned' });
+      const seqs = pads.map((b) => b.seq);
+      spent.push({ peer: hop.peer, linkId: hop.link.linkId, seqs });
+      outgoing.push({
+        peer: hop.peer,
+        padLinkId: hop.link.linkId,
+        padSeqs: seqs,
+        message: {
+          initiator_sae_id: r.initiator_sae_id,
+          target_sae_ids: hop.targets,
+          keys,
+          qkms_link_id: hop.link.linkId,
+          qkms_origin_kme_id: r.qkms_origin_kme_id,
+          qkms_path: [...r.qkms_path, this.deps.topology.kmeId],
+          qkms_expires_at: r.qkms_expires_at,
+        },
+      });
+    }
+    return { outgoing, spent };
+  }
+
+  private async voidHeld(items: Array<{ keyIds: string[]; spent: Spent[]; why: string }>): Promise<void> {
+    for (const item of items) {
+      for (const s of item.spent) {
+        this.deps.forwarder.voidLater(s.peer, { keyIds: item.keyIds, linkId: s.linkId, ranges: toRanges(s.seqs), reason: item.why });
+      }
+    }
+    await withTransaction(this.deps.db, (c) =>
+      endKeys(c, items.flatMap((x) => x.keyIds), 'DESTROYED', (ended) =>
+        auditBody({
+          operation: 'void',
+          outcome: 'failed',
+          actor: `kme:${this.deps.topology.kmeId}`,
+          keyIds: ended,
+          detail: { reason: [...new Set(items.map((x) => x.why))].join('; ').slice(0, 500) },
+        }),
+      ),
+    ).catch((err: Error) => this.deps.log.error({ err: { message: err.message } }, 'could not void relayed keys locally; expiry will'));
+  }
+
+  private reserveAudit(from: string, r: ExtKeys, plan: DeliveryPlan, perKey: string[][]): string {
+    return auditBody({
+      operation: 'reserve',
+      outcome: 'ok',
+      actor: `kme:${from}`,
+      keyIds: r.keys.map((k) => k.key_id.toLowerCase()),
+      detail: {
+        link_id: r.qkms_link_id,
+        master: r.initiator_sae_id,
+        origin: r.qkms_origin_kme_id,
+        path: r.qkms_path,
+        local_slaves: plan.localSlaves,
+        [r.keys[0]?.value !== undefined ? 'pad' : 'blocks']: perKey.flat(),
+        next_hops: plan.hops.map((h) => ({ peer: h.peer, link_id: h.link.linkId, targets: h.targets })),
+      },
+    });
+  }
+
+  private relayAudit(from: string, r: ExtKeys, plan: DeliveryPlan): string {
+    return auditBody({
+      operation: 'relay',
+      outcome: 'ok',
+      actor: `kme:${from}`,
+      keyIds: r.keys.map((k) => k.key_id.toLowerCase()),
+      detail: { relayed_to: plan.hops.map((h) => h.peer), kept_for: plan.localSlaves },
+    });
+  }
+}
+
+interface Spent {
+  peer: string;
+  linkId: string;
+  seqs: string[];
+}
+
+/** The sender's blocks at these positions, locked; throws when one is missing, reserved or not the sender's. */
+async function peerBlocks(c: DbClient, linkId: string, seqs: string[]): Promise<Map<string, Buffer>> {
+  const { rows } = await c.query(
+    `SELECT seq::text AS seq, wrapped FROM key_block
+      WHERE link_id = $1 AND seq = ANY($2::bigint[]) AND NOT owned AND state IN ('AVAILABLE', 'INGESTED') AND key_id IS NULL
+      ORDER BY seq FOR UPDATE`,
+    [linkId, seqs],
+  );
+  const found = new Map((rows as Array<{ seq: string; wrapped: Buffer }>).map((r) => [r.seq, r.wrapped]));
+  if (found.size !== new Set(seqs).size || found.size !== seqs.length) {
+    throw new MaterialGoneError(`material on link ${linkId} is not available here (missing, already used, or not the sender's)`);
+  }
+  return found;
+}

@@ -1,0 +1,141 @@
+import { auditBody } from '../audit/event.js';
+import type { Logger } from '../log.js';
+import type { PeerClient } from '../peers/peer-client.js';
+import type { MaterialAck } from '../schemas/peer.js';
+import type { Db } from '../store/db.js';
+import { confirmAnnounced, destroyUnconfirmed, unannouncedRefs, type StoredRef } from '../store/pool.js';
+import type { PeerRoom } from './ownership.js';
+
+/**
+ * The primary's side of a paired link: tells the peer which device keys fill which positions (and who owns them),
+ * in stream order, and turns the blocks the peer confirmed into AVAILABLE material. Until then they are INGESTED
+ * and never handed out, so every key the KME delivers is material both ends hold.
+ *
+ * Device keys the peer's device does not have are announced again until `giveUpMs` after their first refusal; then
+ * the primary destroys its copy unused (audited `ingest_lost`). The announcement state lives in the database
+ * (`link_ref.announced`), so a restarted primary carries on where it stopped.
+ */
+export class Announcer {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private stopped = true;
+  private failing = false;
+  private kicked = false;
+  private readonly notReadySince = new Map<string, number>();
+
+  constructor(
+    private readonly opts: {
+      db: Db;
+      client: PeerClient;
+      kmeId: string;
+      linkId: string;
+      peerRoom: PeerRoom;
+      log: Logger;
+      giveUpMs?: number;
+      /** Device keys per announcement. */
+      batchRefs?: number;
+      idleMs?: number;
+    },
+  ) {}
+
+  start(): void {
+    this.stopped = false;
+    this.schedule(0);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+  }
+
+  /** New material was stored: announce it now rather than at the next poll. */
+  kick(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.kicked = true;
+      return;
+    }
+    clearTimeout(this.timer);
+    this.schedule(0);
+  }
+
+  /** Announces one batch of pending device keys; returns how many the peer confirmed. */
+  async announceOnce(): Promise<number> {
+    const { db, client, linkId } = this.opts;
+    const refs = await unannouncedRefs(db, linkId, this.opts.batchRefs ?? 256);
+    if (refs.length === 0) return 0;
+    const ack = await client.post<MaterialAck>(`/peer/v1/links/${encodeURIComponent(linkId)}/material`, {
+      keys: refs.map((r) => ({ ref: r.ref, first_seq: r.firstSeq, blocks: r.blocks, owner_split: r.ownerSplit })),
+    });
+    const stored = new Set(ack.stored);
+    const confirmed = refs.filter((r) => stored.has(r.ref));
+    if (confirmed.length > 0) {
+      await confirmAnnounced(db, linkId, confirmed, [this.audit('ingest_confirm', confirmed)]);
+      for (const r of confirmed) this.notReadySince.delete(r.ref);
+    }
+    this.opts.peerRoom.settled(peerShare(confirmed));
+    this.opts.peerRoom.report(ack.room);
+    const now = Date.now();
+    const lost: StoredRef[] = [];
+    for (const ref of ack.not_ready) {
+      const since = this.notReadySince.get(ref) ?? now;
+      this.notReadySince.set(ref, since);
+      const r = refs.find((x) => x.ref === ref);
+      if (r && now - since >= (this.opts.giveUpMs ?? 60_000)) lost.push(r);
+    }
+    if (lost.length > 0) {
+      this.opts.log.warn({ link: linkId, device_keys: lost.length }, "the peer's device never had this material: destroyed unused");
+      await destroyUnconfirmed(db, linkId, lost, [this.audit('ingest_lost', lost)]);
+      this.opts.peerRoom.settled(peerShare(lost));
+      for (const r of lost) this.notReadySince.delete(r.ref);
+    }
+    return confirmed.length;
+  }
+
+  private audit(operation: 'ingest_confirm' | 'ingest_lost', refs: StoredRef[]): string {
+    const blocks = refs.reduce((n, r) => n + r.blocks, 0);
+    return auditBody({
+      operation,
+      outcome: operation === 'ingest_confirm' ? 'ok' : 'failed',
+      actor: `kme:${this.opts.client.kmeId}`,
+      detail: {
+        link_id: this.opts.linkId,
+        blocks,
+        device_keys: refs.length,
+        ranges: refs.map((r) => ({ first: r.firstSeq, count: r.blocks })).slice(0, 64),
+      },
+    });
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.running = this.tick().finally(() => (this.running = undefined));
+    }, delayMs);
+  }
+
+  private async tick(): Promise<void> {
+    let delay = this.opts.idleMs ?? 250;
+    try {
+      const n = await this.announceOnce();
+      if (n > 0 || this.kicked) delay = 0;
+      if (this.failing) this.opts.log.info({ link: this.opts.linkId, peer: this.opts.client.kmeId }, 'announcing material to the peer again');
+      this.failing = false;
+    } catch (err) {
+      if (!this.failing) {
+        this.opts.log.warn(
+          { err: { message: (err as Error).message }, link: this.opts.linkId, peer: this.opts.client.kmeId },
+          'cannot announce new material to the peer; it stays unusable until the peer confirms it',
+        );
+      }
+      this.failing = true;
+      delay = 1000;
+    }
+    this.kicked = false;
+    this.schedule(delay);
+  }
+}
+
+/** Blocks of these device keys that belong to the secondary. */
+const peerShare = (refs: StoredRef[]) => refs.reduce((n, r) => n + r.blocks - r.ownerSplit, 0);

@@ -1,0 +1,99 @@
+import type { Barrier } from '../barrier/barrier.js';
+import { auditBody } from '../audit/event.js';
+import type { Logger } from '../log.js';
+import type { Material, MaterialAck } from '../schemas/peer.js';
+import { DeviceKeysNotReadyError, type DeviceKey, type LinkSource } from '../sources/link-source.js';
+import type { Db } from '../store/db.js';
+import { insertAnnounced, poolCounts, type SealedBlockRow } from '../store/pool.js';
+
+/**
+ * The secondary's side of a paired link: the primary announced which device keys fill which positions; read the
+ * same keys from this end's device, store them at exactly those positions (owned by whichever end the primary
+ * assigned), release them at the device, and say which refs are stored and which the device does not have yet.
+ *
+ * Idempotent: positions already stored are left alone (a retried announcement after a lost reply). The material
+ * itself never crosses between the KMEs; only refs and positions do.
+ */
+export class SecondaryIngest {
+  constructor(
+    private readonly deps: {
+      db: Db;
+      barrier: Barrier;
+      source: LinkSource;
+      kmeId: string;
+      peerKmeId: string;
+      linkId: string;
+      blockBits: number;
+      maxBlocks: number;
+      log: Logger;
+    },
+  ) {}
+
+  async store(material: Material): Promise<MaterialAck> {
+    const { db, linkId, source } = this.deps;
+    const keys = material.keys;
+    for (const k of keys) {
+      if (k.owner_split > k.blocks) throw new Error(`ref ${k.ref}: owner_split ${k.owner_split} exceeds its ${k.blocks} blocks`);
+    }
+    const already = await storedFirsts(db, linkId, keys.map((k) => k.first_seq));
+    const wanted = keys.filter((k) => !already.has(k.first_seq));
+    const notReady = new Set<string>();
+    let fetched: DeviceKey[] = [];
+    let pending = wanted;
+    // All or nothing per fetch: drop the refs the device does not have and ask again for the rest.
+    while (pending.length > 0) {
+      try {
+        const material = await source.fetch(pending.map((k) => ({ ref: k.ref, blocks: k.blocks })));
+        fetched = pending.map((k, i) => ({ ref: k.ref, blocks: k.blocks, material: material[i]! }));
+        break;
+      } catch (err) {
+        if (!(err instanceof DeviceKeysNotReadyError) || err.refs.length === 0) throw err;
+        for (const r of err.refs) notReady.add(r);
+        pending = pending.filter((k) => !notReady.has(k.ref));
+      }
+    }
+    if (fetched.length > 0) {
+      const byRef = new Map(wanted.map((k) => [k.ref, k]));
+      const blockBytes = this.deps.blockBits / 8;
+      const rows: SealedBlockRow[] = [];
+      for (const f of fetched) {
+        const k = byRef.get(f.ref)!;
+        if (f.material.length !== k.blocks * blockBytes) throw new Error(`device key ${f.ref} is not ${k.blocks} blocks long`);
+        const first = BigInt(k.first_seq);
+        for (let i = 0; i < k.blocks; i++) {
+          const seq = String(first + BigInt(i));
+          const sealed = await this.deps.barrier.seal(f.material.subarray(i * blockBytes, (i + 1) * blockBytes), { linkId, seq });
+          rows.push({ seq, wrapped: sealed.wrapped, kekVersion: sealed.kekVersion, owned: i >= k.owner_split });
+        }
+      }
+      const audit = auditBody({
+        operation: 'ingest',
+        outcome: 'ok',
+        actor: `kme:${this.deps.peerKmeId}`,
+        detail: {
+          link_id: linkId,
+          announced_by: this.deps.peerKmeId,
+          blocks: rows.length,
+          owned: rows.filter((r) => r.owned).length,
+          device_keys: fetched.length,
+          ranges: fetched.map((f) => ({ first: byRef.get(f.ref)!.first_seq, count: f.blocks })).slice(0, 64),
+        },
+      });
+      await insertAnnounced(db, linkId, rows, [audit]);
+      await source.release(fetched.map((f) => f.ref));
+      for (const f of fetched) f.material.fill(0);
+    }
+    const counts = await poolCounts(db, linkId);
+    return {
+      stored: keys.filter((k) => !notReady.has(k.ref)).map((k) => k.ref),
+      not_ready: [...notReady],
+      room: Math.max(0, this.deps.maxBlocks - counts.available),
+    };
+  }
+}
+
+/** Which of these positions are stored already. */
+async function storedFirsts(db: Db, linkId: string, seqs: string[]): Promise<Set<string>> {
+  const { rows } = await db.query('SELECT seq::text AS seq FROM key_block WHERE link_id = $1 AND seq = ANY($2::bigint[])', [linkId, seqs]);
+  return new Set((rows as Array<{ seq: string }>).map((r) => r.seq));
+}

@@ -1,0 +1,101 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { TLSSocket } from 'node:tls';
+import { peerOf } from '../../auth/client-certificate.js';
+import type { PeerRegistry } from '../../auth/peer-registry.js';
+import { unauthorized } from '../../errors.js';
+import type { PeerService } from '../../peers/peer-service.js';
+import {
+  ExtKeysAckSchema,
+  ExtKeysBatchSchema,
+  LinkPathSchema,
+  MaterialAckSchema,
+  MaterialSchema,
+  SyncSchema,
+  VoidAckSchema,
+  VoidSchema,
+} from '../../schemas/peer.js';
+import { ErrorResponses } from '../../schemas/etsi014.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The peer KME proven by the client certificate; set by the peer plugin's onRequest hook. */
+    peerKme: string;
+  }
+}
+
+export interface PeerRouteOptions {
+  peers: PeerService;
+  peerRegistry: PeerRegistry;
+}
+
+const TAG = 'KME to KME';
+
+/**
+ * The KME-to-KME API (docs/network.md): ETSI GS QKD 020 shaped key relay under /kmapi/v1, and link upkeep under
+ * /peer/v1. Only a configured peer KME's certificate gets in; an SAE's certificate gets a 401 before any handler.
+ */
+export const peerRoutes: FastifyPluginAsyncTypebox<PeerRouteOptions> = async (app, { peers, peerRegistry }) => {
+  app.decorateRequest('peerKme', '');
+  app.addHook('onRequest', async (request) => {
+    const caller = peerOf(request.raw.socket as TLSSocket, peerRegistry);
+    if (!caller.ok) throw unauthorized(caller.reason);
+    request.peerKme = caller.kmeId;
+  });
+  const common = { tags: [TAG] };
+  app.post(
+    '/kmapi/v1/ext_keys',
+    {
+      schema: {
+        ...common,
+        summary: 'Reserve or relay keys (ETSI GS QKD 020 ext_keys, batched)',
+        description:
+          'Reserves keys for slaves at this KME and passes them on towards slaves beyond it. Acks `relayed` only ' +
+          'when every KME on the way holds the keys; otherwise nothing is kept for that request.',
+        body: ExtKeysBatchSchema,
+        response: { 200: ExtKeysAckSchema, ...ErrorResponses },
+      },
+    },
+    (request) => peers.extKeys(request.peerKme, request.body),
+  );
+  app.post(
+    '/kmapi/v1/ext_keys/void',
+    {
+      schema: {
+        ...common,
+        summary: 'Void keys (ETSI GS QKD 020 ext_keys/void)',
+        description: 'Destroys the keys here and at every KME they were passed on to, and copies of material the sender spent.',
+        body: VoidSchema,
+        response: { 200: VoidAckSchema, ...ErrorResponses },
+      },
+    },
+    (request) => peers.voidKeys(request.peerKme, request.body),
+  );
+  app.post(
+    '/peer/v1/links/:link_id/material',
+    {
+      schema: {
+        ...common,
+        summary: 'Announce material (primary to secondary)',
+        description: "Which device keys fill which positions of the link's key stream, and which end owns each position.",
+        params: LinkPathSchema,
+        body: MaterialSchema,
+        response: { 200: MaterialAckSchema, ...ErrorResponses },
+      },
+    },
+    (request) => peers.material(request.peerKme, request.params.link_id, request.body),
+  );
+  app.post(
+    '/peer/v1/links/:link_id/sync',
+    {
+      schema: {
+        ...common,
+        summary: 'Link upkeep (both ways)',
+        description: 'Link parameters, room, ownership watermark and reach; the answer is the same message from this end.',
+        params: LinkPathSchema,
+        body: SyncSchema,
+        response: { 200: SyncSchema, ...ErrorResponses },
+      },
+    },
+    (request) => peers.sync(request.peerKme, request.params.link_id, request.body),
+  );
+};
