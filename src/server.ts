@@ -14,6 +14,7 @@ import type { Logger } from './log.js';
 import { buildNetwork, type Network } from './peers/network.js';
 import { Topology } from './peers/topology.js';
 import { Ingester } from './pool/ingester.js';
+import { LinkFigures } from './pool/link-figures.js';
 import type { LinkSource } from './sources/link-source.js';
 import { createSource } from './sources/registry.js';
 import { createDb, type Db } from './store/db.js';
@@ -30,6 +31,8 @@ export interface RunningKms {
   ingesters: Map<string, Ingester>;
   /** The devices (or simulators) of every link, by link ID. */
   sources: Map<string, LinkSource>;
+  /** Ingest figures of every link, by link ID. */
+  figures: Map<string, LinkFigures>;
   network: Network;
   topology: Topology;
   /** https://host:port the API listens on. */
@@ -60,6 +63,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     const barrier = new Barrier(wrapper);
     const topology = new Topology(config);
     const sources = new Map<string, LinkSource>();
+    const figures = new Map<string, LinkFigures>();
     for (const link of config.links) {
       const info = topology.link(link.link_id)!;
       await registerLink(db, config, info.peerKmeId, link.primary_kme_id!, link.link_id);
@@ -72,6 +76,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
         log,
       });
       sources.set(link.link_id, source);
+      figures.set(link.link_id, new LinkFigures(link.link_id, info.blockBits, source));
       closers.unshift(() => source.close());
     }
     const network = buildNetwork({
@@ -80,6 +85,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       db,
       barrier,
       sources,
+      figures,
       tls: { ca: tls.ca as Buffer, cert: tls.cert as Buffer, key: tls.key as Buffer, ecdhCurve: postQuantumGroups },
       log,
     });
@@ -101,6 +107,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       topology,
       batcher,
       linkSync: network.linkSync,
+      figures,
       limits: config.keys,
       deadlineMs: config.requests.deadline_ms,
     });
@@ -131,7 +138,10 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
         maxBlocks: config.keys.max_key_count,
         maxBlocksPerBatch: link.max_blocks_per_batch,
         peerRoom: network.peerRooms.get(link.link_id),
-        onStored: () => network.announcers.get(link.link_id)?.kick(),
+        onStored: (blocks) => {
+          figures.get(link.link_id)?.record(blocks);
+          network.announcers.get(link.link_id)?.kick();
+        },
         idleMs: link.source.type === 'file' ? link.source.poll_ms : undefined,
         log,
       });
@@ -141,7 +151,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     }
     network.start();
     const stopExpiry = startExpiryJob(db, { kmeId: config.kme_id, log });
-    closers.unshift(async () => stopExpiry());
+    closers.unshift(stopExpiry);
     const stopStatistics = startStatisticsJob(db, log);
     closers.unshift(async () => stopStatistics());
 
@@ -171,7 +181,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       (closed ??= (async () => {
         for (const c of closers) await c().catch((err: Error) => log.warn({ err: { message: err.message } }, 'error while closing'));
       })());
-    return { app, db, wrapper, ingesters, sources, network, topology, url, close };
+    return { app, db, wrapper, ingesters, sources, figures, network, topology, url, close };
   } catch (err) {
     for (const c of closers) await c().catch(() => undefined);
     throw err;

@@ -4,6 +4,7 @@ import type { KeyLimits } from '../config/schema.js';
 import { auditBody } from '../audit/event.js';
 import { badRequest, EtsiMessage, unauthorized, unavailable } from '../errors.js';
 import type { LinkSync } from '../peers/link-sync.js';
+import type { LinkFigures } from '../pool/link-figures.js';
 import type { Topology } from '../peers/topology.js';
 import { isConnectionError, withTransaction, type Db } from '../store/db.js';
 import { availableBlocks } from '../store/pool.js';
@@ -24,6 +25,8 @@ export interface KeyServiceDeps {
   batcher: MasterDeliveryBatcher;
   /** Liveness and reach of paired links, for status figures. */
   linkSync?: LinkSync;
+  /** Ingest figures per link, shown in status_extension. */
+  figures?: Map<string, LinkFigures>;
   limits: KeyLimits;
   /** How long a Get key request may take end to end before it gets a 503 and takes nothing. */
   deadlineMs: number;
@@ -68,7 +71,10 @@ export class KeyService {
       max_key_size: limits.max_key_size,
       min_key_size: limits.min_key_size,
       max_SAE_ID_count: limits.max_SAE_ID_count,
-      ...(hop ? { status_extension: { qkms_route_type: hop.peer === slaveKme ? 'direct' : 'indirect', qkms_next_hop: hop.peer } } : {}),
+      status_extension: {
+        ...(hop ? { qkms_route_type: hop.peer === slaveKme ? 'direct' : 'indirect', qkms_next_hop: hop.peer } : {}),
+        ...(this.deps.figures?.get(plan.material.linkId) ? { qkms_link: this.deps.figures.get(plan.material.linkId)!.snapshot() } : {}),
+      },
     };
   }
 

@@ -2,6 +2,7 @@ import { auditBody } from '../audit/event.js';
 import type { Logger } from '../log.js';
 import { withTransaction, type Db } from '../store/db.js';
 import { endKeys, expiredKeys } from '../store/keys.js';
+import { Repeater } from './repeater.js';
 
 /**
  * Nothing is reserved forever (DESIGN §5): keys whose time-to-live ran out — a master that got its keys but whose
@@ -16,17 +17,14 @@ import { endKeys, expiredKeys } from '../store/keys.js';
 export function startExpiryJob(
   db: Db,
   opts: { kmeId: string; log: Logger; everyMs?: number; batch?: number; refRetentionMs?: number },
-): () => void {
-  let timer: NodeJS.Timeout | undefined;
-  let stopped = false;
+): () => Promise<void> {
+  const batch = opts.batch ?? 500;
   let failing = false;
-  const run = async () => {
+  const loop = new Repeater(async () => {
     try {
-      let n: number;
-      do {
-        n = await expireOnce(db, opts.kmeId, opts.batch ?? 500);
-        if (n > 0) opts.log.info({ keys: n }, 'keys expired: material destroyed');
-      } while (n >= (opts.batch ?? 500) && !stopped);
+      const n = await expireOnce(db, opts.kmeId, batch);
+      if (n > 0) opts.log.info({ keys: n }, 'keys expired: material destroyed');
+      if (n >= batch) return 0; // more are due: go on at once
       await db.query(`DELETE FROM link_ref WHERE announced AND stored_at < now() - $1 * interval '1 millisecond'`, [
         opts.refRetentionMs ?? 86_400_000,
       ]);
@@ -35,13 +33,10 @@ export function startExpiryJob(
       if (!failing) opts.log.warn({ err: { message: (err as Error).message } }, 'key expiry failing; retrying');
       failing = true;
     }
-    if (!stopped) timer = setTimeout(run, opts.everyMs ?? 1_000);
-  };
-  timer = setTimeout(run, opts.everyMs ?? 1_000);
-  return () => {
-    stopped = true;
-    clearTimeout(timer);
-  };
+    return opts.everyMs ?? 1_000;
+  });
+  loop.start(opts.everyMs ?? 1_000);
+  return () => loop.stop();
 }
 
 /** Expires one batch of keys; returns how many. */

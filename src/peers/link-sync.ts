@@ -8,6 +8,7 @@ import { poolCounts } from '../store/pool.js';
 import type { InFlight } from './in-flight.js';
 import type { PeerClient } from './peer-client.js';
 import type { LinkInfo, Topology } from './topology.js';
+import { Repeater } from '../lifecycle/repeater.js';
 
 /** What this KME knows of a paired link's far end, from the last exchange. */
 export interface LinkState {
@@ -33,8 +34,10 @@ export interface LinkState {
  */
 export class LinkSync {
   private readonly states = new Map<string, LinkState>();
-  private timer: NodeJS.Timeout | undefined;
-  private stopped = true;
+  private readonly loop = new Repeater(async () => {
+    await this.round();
+    return this.deps.intervalMs;
+  });
 
   constructor(
     private readonly deps: {
@@ -57,13 +60,11 @@ export class LinkSync {
   }
 
   start(): void {
-    this.stopped = false;
-    void this.round();
+    this.loop.start();
   }
 
-  stop(): void {
-    this.stopped = true;
-    clearTimeout(this.timer);
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 
   /** This end's message for a link. */
@@ -142,7 +143,6 @@ export class LinkSync {
         this.deps.log.warn({ link: linkId }, 'link down: the peer does not answer');
       }
     }
-    if (!this.stopped) this.timer = setTimeout(() => void this.round(), this.deps.intervalMs);
   }
 
   private async exchange(link: LinkInfo): Promise<void> {

@@ -4,6 +4,7 @@ import type { Logger } from '../log.js';
 import { Announcer } from '../pool/announcer.js';
 import { PeerRoom } from '../pool/ownership.js';
 import { SecondaryIngest } from '../pool/secondary-ingest.js';
+import type { LinkFigures } from '../pool/link-figures.js';
 import type { LinkSource } from '../sources/link-source.js';
 import type { Db } from '../store/db.js';
 import { Forwarder } from './forwarder.js';
@@ -34,6 +35,7 @@ export function buildNetwork(deps: {
   db: Db;
   barrier: Barrier;
   sources: Map<string, LinkSource>;
+  figures: Map<string, LinkFigures>;
   tls: { ca: Buffer; cert: Buffer; key: Buffer; ecdhCurve?: string };
   log: Logger;
 }): Network {
@@ -68,6 +70,7 @@ export function buildNetwork(deps: {
           blockBits: link.blockBits,
           maxBlocks: config.keys.max_key_count,
           log,
+          onStored: (blocks) => deps.figures.get(link.linkId)?.record(blocks),
         }),
       );
     }
@@ -103,7 +106,7 @@ export function buildNetwork(deps: {
       for (const a of announcers.values()) a.start();
     },
     async close() {
-      linkSync.stop();
+      await linkSync.stop();
       await Promise.all([...announcers.values()].map((a) => a.stop()));
       for (const c of clients.values()) c.close();
     },

@@ -4,6 +4,7 @@ import type { PeerClient } from '../peers/peer-client.js';
 import type { MaterialAck } from '../schemas/peer.js';
 import type { Db } from '../store/db.js';
 import { confirmAnnounced, destroyUnconfirmed, unannouncedRefs, type StoredRef } from '../store/pool.js';
+import { Repeater } from '../lifecycle/repeater.js';
 import type { PeerRoom } from './ownership.js';
 
 /**
@@ -16,11 +17,8 @@ import type { PeerRoom } from './ownership.js';
  * (`link_ref.announced`), so a restarted primary carries on where it stopped.
  */
 export class Announcer {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private stopped = true;
+  private readonly loop = new Repeater(() => this.tick());
   private failing = false;
-  private kicked = false;
   private readonly notReadySince = new Map<string, number>();
 
   constructor(
@@ -39,25 +37,16 @@ export class Announcer {
   ) {}
 
   start(): void {
-    this.stopped = false;
-    this.schedule(0);
+    this.loop.start();
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running;
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 
   /** New material was stored: announce it now rather than at the next poll. */
   kick(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.kicked = true;
-      return;
-    }
-    clearTimeout(this.timer);
-    this.schedule(0);
+    this.loop.kick();
   }
 
   /** Announces one batch of pending device keys; returns how many the peer confirmed. */
@@ -108,18 +97,11 @@ export class Announcer {
     });
   }
 
-  private schedule(delayMs: number): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.running = this.tick().finally(() => (this.running = undefined));
-    }, delayMs);
-  }
-
-  private async tick(): Promise<void> {
+  /** One pass; returns how long to wait before the next. */
+  private async tick(): Promise<number> {
     let delay = this.opts.idleMs ?? 250;
     try {
-      const n = await this.announceOnce();
-      if (n > 0 || this.kicked) delay = 0;
+      if ((await this.announceOnce()) > 0) delay = 0;
       if (this.failing) this.opts.log.info({ link: this.opts.linkId, peer: this.opts.client.kmeId }, 'announcing material to the peer again');
       this.failing = false;
     } catch (err) {
@@ -132,8 +114,7 @@ export class Announcer {
       this.failing = true;
       delay = 1000;
     }
-    this.kicked = false;
-    this.schedule(delay);
+    return delay;
   }
 }
 

@@ -4,6 +4,7 @@ import type { Logger } from '../log.js';
 import type { Db } from '../store/db.js';
 import { insertIngested, isStored, nextSeq, poolCounts, storedRefs, type SealedBlockRow, type StoredRef } from '../store/pool.js';
 import { DeviceUnavailableError, type DeviceKey, type LinkSource } from '../sources/link-source.js';
+import { Repeater } from '../lifecycle/repeater.js';
 import { splitOwnership, type PeerRoom } from './ownership.js';
 
 export interface IngesterOptions {
@@ -20,8 +21,8 @@ export interface IngesterOptions {
   maxBlocksPerBatch: number;
   /** Primary only: what the peer can still own; the split of new material follows both ends' room. */
   peerRoom?: PeerRoom;
-  /** Primary only: called after each stored batch, so the announcer tells the peer at once. */
-  onStored?: () => void;
+  /** Called after each stored batch (blocks stored): link figures, and at a primary the announcer. */
+  onStored?: (blocks: number) => void;
   log: Logger;
   /** Pause between polls when the device has nothing new or the pool is full. */
   idleMs?: number;
@@ -39,9 +40,7 @@ export interface IngesterOptions {
  * One ingester per link and per KME (with several replicas, a later issue runs it on the leader only).
  */
 export class Ingester {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private stopped = false;
+  private readonly loop = new Repeater(() => this.tick());
   private failing = false;
   /** Taken from the device, not stored yet: never lost to a failed store, never taken twice. */
   private held: { keys: DeviceKey[]; firstSeq: string; attempted: boolean } | undefined;
@@ -50,14 +49,11 @@ export class Ingester {
   constructor(private readonly opts: IngesterOptions) {}
 
   start(): void {
-    this.stopped = false;
-    this.schedule(0);
+    this.loop.start();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running;
+    await this.loop.stop();
     for (const k of this.held?.keys ?? []) k.material.fill(0);
     this.held = undefined;
   }
@@ -90,7 +86,7 @@ export class Ingester {
     this.next = BigInt(held.firstSeq) + BigInt(stored);
     if (this.failing) this.opts.log.info({ link: linkId }, 'key ingest resumed');
     this.failing = false;
-    this.opts.onStored?.();
+    this.opts.onStored?.(stored);
     return stored;
   }
 
@@ -145,14 +141,8 @@ export class Ingester {
     return blocks;
   }
 
-  private schedule(delayMs: number): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.running = this.tick();
-    }, delayMs);
-  }
-
-  private async tick(): Promise<void> {
+  /** One pass; returns how long to wait before the next. */
+  private async tick(): Promise<number> {
     let delay = this.opts.idleMs ?? 100;
     try {
       // A full batch means more is probably waiting: go again at once.
@@ -166,6 +156,6 @@ export class Ingester {
       this.next = undefined; // re-read the stream position: the failed statement may or may not have committed
       delay = 1000;
     }
-    this.schedule(delay);
+    return delay;
   }
 }

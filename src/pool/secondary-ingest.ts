@@ -26,6 +26,8 @@ export class SecondaryIngest {
       blockBits: number;
       maxBlocks: number;
       log: Logger;
+      /** Told how many blocks each announcement stored (link figures). */
+      onStored?: (blocks: number) => void;
     },
   ) {}
 
@@ -79,7 +81,7 @@ export class SecondaryIngest {
           ranges: fetched.map((f) => ({ first: byRef.get(f.ref)!.first_seq, count: f.blocks })).slice(0, 64),
         },
       });
-      await insertAnnounced(db, linkId, rows, [audit]);
+      this.deps.onStored?.(await insertAnnounced(db, linkId, rows, [audit]));
       await source.release(fetched.map((f) => f.ref));
       for (const f of fetched) f.material.fill(0);
     }

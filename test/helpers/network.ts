@@ -2,16 +2,15 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { networkConfigs, type NetworkSpec } from '../../src/config/network-builder.js';
 import type { Config } from '../../src/config/schema.js';
-import { createLogger } from '../../src/log.js';
 import { ensureDemoPki, type DemoPki } from '../../src/pki/dev-pki.js';
 import { startKms, type RunningKms } from '../../src/server.js';
 import { freePort } from '../../src/store/embedded-postgres.js';
 import { SimulatedDevice } from '../../src/sources/simulator.js';
 import { createMockKeyWrapper } from '../../hsm-mock/mock-key-wrapper.js';
 import { EtsiClient } from './client.js';
+import { capturingLogger } from './logs.js';
 import { freshDatabase, type TestDatabase } from './database.js';
 import { TcpProxy } from './tcp-proxy.js';
 import pg from 'pg';
@@ -151,16 +150,7 @@ export async function startTestNetwork(opts: NetworkOptions): Promise<TestNetwor
       kmes.set(id, await startChildKme(id, config, db, query, seeds, token!));
       continue;
     }
-    const captured: string[] = [];
-    const log = createLogger(
-      { level: 'debug' },
-      new Writable({
-        write(chunk, _enc, done) {
-          captured.push(String(chunk));
-          done();
-        },
-      }),
-    );
+    const { log, text: logs } = capturingLogger();
     // hsm-mock keeps its KEK in memory: the same KEK for every (re)start of this KME, as an HSM would.
     const kek = randomBytes(32);
     const start = () => startKms(config, { log, databaseUrl: db.url, wrapper: createMockKeyWrapper({ kek }) });
@@ -170,7 +160,7 @@ export async function startTestNetwork(opts: NetworkOptions): Promise<TestNetwor
       db,
       query,
       config,
-      logs: () => captured.join(''),
+      logs,
       stop: async () => entry.kms.close(),
       restart: async () => {
         entry.kms = await start();

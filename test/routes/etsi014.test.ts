@@ -24,8 +24,12 @@ t.test('status: every Table 9 field, integers, exact and bounded counts', async 
   t.equal(res.status, 200);
   t.same(Object.keys(res.body).sort(), [
     'key_size', 'master_SAE_ID', 'max_SAE_ID_count', 'max_key_count', 'max_key_per_request', 'max_key_size',
-    'min_key_size', 'slave_SAE_ID', 'source_KME_ID', 'stored_key_count', 'target_KME_ID',
+    'min_key_size', 'slave_SAE_ID', 'source_KME_ID', 'status_extension', 'stored_key_count', 'target_KME_ID',
   ].sort());
+  // The optional extension carries the link's figures for operators (and no Table 9 field moves into it).
+  t.match(res.body.status_extension, {
+    qkms_link: { link_id: 'KME_T-loopback', device_up: true, qber: Number, ingest_bits_per_second: Number, ingested_blocks: Number },
+  });
   t.match(res.body, {
     source_KME_ID: 'KME_T', target_KME_ID: 'KME_T', master_SAE_ID: 'SAE_A', slave_SAE_ID: 'SAE_B',
     key_size: 256, max_key_count: 2000, max_key_per_request: 128, max_key_size: 1024, min_key_size: 64, max_SAE_ID_count: 8,
@@ -33,6 +37,7 @@ t.test('status: every Table 9 field, integers, exact and bounded counts', async 
   for (const [field, value] of Object.entries(res.body)) {
     if (typeof value === 'number') t.ok(Number.isInteger(value) && value <= 2 ** 31 - 1, `${field} is an int32`);
   }
+  t.ok(res.body.status_extension.qkms_link.ingested_blocks >= 2000, 'the link figures count what was ingested');
   t.equal(res.body.stored_key_count, 2000, 'the pool is full after start-up');
   t.ok(res.body.min_key_size <= res.body.key_size && res.body.key_size <= res.body.max_key_size);
   t.match(res.headers['content-type'], /application\/json/);
