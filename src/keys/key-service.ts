@@ -12,9 +12,9 @@ import { lockSlaveRows, materialOfKeys, recordSlaveDelivery, type SlaveRow } fro
 import { endKeys } from '../store/keys.js';
 import { integrityVerdict, KEK_SUSPECT } from './integrity.js';
 import { MasterDeliveryBatcher } from './master-batcher.js';
-import { assemble, wipe } from './material.js';
+import { assemble, wipe } from '../barrier/material.js';
 import { checkExtensions, checkKeyIds, checkKeyRequest } from './request-rules.js';
-import { planDelivery } from './routing.js';
+import { planDelivery } from '../peers/routing.js';
 import type { EtsiStatus, KeyContainer, KeyRequest, SaeCaller } from './types.js';
 
 export interface KeyServiceDeps {

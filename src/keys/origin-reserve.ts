@@ -6,8 +6,8 @@ import { toRanges } from '../peers/ranges.js';
 import type { DbClient } from '../store/db.js';
 import { claimAvailableBlocks, type StoredBlock } from '../store/deliveries.js';
 import { bindKeys, type KeyRow } from '../store/keys.js';
-import { assemble, wipe, xor } from './material.js';
-import type { DeliveryPlan } from './routing.js';
+import { assemble, wipe, xor } from '../barrier/material.js';
+import type { DeliveryPlan } from '../peers/routing.js';
 
 /** One Get key request, checked and routed, waiting for its keys. */
 export interface MasterRequest {

@@ -1,7 +1,7 @@
 import type { Barrier } from '../barrier/barrier.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
-import { Announcer } from '../pool/announcer.js';
+import { Announcer } from './announcer.js';
 import { PeerRoom } from '../pool/ownership.js';
 import { SecondaryIngest } from '../pool/secondary-ingest.js';
 import type { LinkFigures } from '../pool/link-figures.js';

@@ -1,8 +1,8 @@
 import type { Barrier } from '../barrier/barrier.js';
 import { auditBody } from '../audit/event.js';
 import { KmsError } from '../errors.js';
-import { assemble, wipe, xor } from '../keys/material.js';
-import { planDelivery, type DeliveryPlan } from '../keys/routing.js';
+import { assemble, wipe, xor } from '../barrier/material.js';
+import { planDelivery, type DeliveryPlan } from './routing.js';
 import type { Logger } from '../log.js';
 import type { ExtKeys, ExtKeysAck, ExtKeysBatch } from '../schemas/peer.js';
 import { withTransaction, type Db, type DbClient } from '../store/db.js';

@@ -9,8 +9,8 @@ import {
   type DeviceKey,
   type DeviceRef,
   type LinkSource,
+  type SourceContext,
 } from './link-source.js';
-import type { SourceContext } from './registry.js';
 
 /**
  * A QKD device that serves ETSI GS QKD 014 itself (ID Quantique, Toshiba, `kms sim`): this KME is the device's

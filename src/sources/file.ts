@@ -10,8 +10,8 @@ import {
   type DeviceKey,
   type DeviceRef,
   type LinkSource,
+  type SourceContext,
 } from './link-source.js';
-import type { SourceContext } from './registry.js';
 
 /**
  * Key files that a QKD device drops into a directory: raw binary material, one device key per file, the file name

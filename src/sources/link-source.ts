@@ -1,3 +1,5 @@
+import type { Logger } from '../log.js';
+
 /**
  * A QKD device (or a simulator) feeding one end of one link. The two devices of a link hold identical material;
  * the KMEs at both ends must store it at identical positions of the link's key stream, so they agree on which
@@ -80,4 +82,17 @@ export class DeviceKeysNotReadyError extends Error {
   ) {
     super(message);
   }
+}
+
+/** What a driver learns about the link it feeds, besides its own config section. */
+export interface SourceContext {
+  kmeId: string;
+  linkId: string;
+  /** Size of one block of material in bits (the link's block size; a multiple of 8). */
+  blockBits: number;
+  /** Which side of the link this KME is (see LinkSource): decides whether `take` or `fetch` will be called. */
+  role: 'primary' | 'secondary' | 'loopback';
+  /** The next stream position this KME has not stored yet (for drivers whose refs are stream positions). */
+  startSeq: () => Promise<string>;
+  log: Logger;
 }

@@ -1,22 +1,10 @@
 import type { SourceConfig } from '../config/schema.js';
-import type { Logger } from '../log.js';
+
+export type { SourceContext } from './link-source.js';
 import { createEtsi014Source } from './etsi014.js';
 import { createFileSource } from './file.js';
-import type { LinkSource } from './link-source.js';
+import type { LinkSource, SourceContext } from './link-source.js';
 import { createSimulatorSource } from './simulator.js';
-
-/** What a driver learns about the link it feeds, besides its own config section. */
-export interface SourceContext {
-  kmeId: string;
-  linkId: string;
-  /** Size of one block of material in bits (the link's block size; a multiple of 8). */
-  blockBits: number;
-  /** Which side of the link this KME is (see LinkSource): decides whether `take` or `fetch` will be called. */
-  role: 'primary' | 'secondary' | 'loopback';
-  /** The next stream position this KME has not stored yet (for drivers whose refs are stream positions). */
-  startSeq: () => Promise<string>;
-  log: Logger;
-}
 
 type SourceFactory = (config: SourceConfig, ctx: SourceContext) => Promise<LinkSource>;
 

@@ -8,8 +8,8 @@ import {
   type DeviceKey,
   type DeviceRef,
   type LinkSource,
+  type SourceContext,
 } from './link-source.js';
-import type { SourceContext } from './registry.js';
 
 /** Above this QBER, BB84-family protocols cannot distil a secret key: a real device then yields nothing. */
 export const QBER_ABORT = 0.11;

@@ -45,6 +45,42 @@ for (const [name, raw, message] of bad) {
   });
 }
 
+const net = {
+  ...minimal,
+  saes: [{ id: 'SAE_A' }],
+  links: [{ link_id: 'A-B', peer_kme_id: 'KME_B', source: { type: 'simulator', seed_env: 'SEED' } }],
+  peers: [{ kme_id: 'KME_B', url: 'https://kme-b.example.net:8443' }],
+  network: { remote_saes: [{ sae_id: 'SAE_B', kme_id: 'KME_B' }, { sae_id: 'SAE_C', kme_id: 'KME_C' }], routes: [{ kme_id: 'KME_C', via: 'KME_B' }] },
+};
+
+t.test('a network config: defaults and derived fields', async (t) => {
+  const c = parseConfig(net);
+  t.equal(c.links[0]!.primary_kme_id, 'KME_A', 'the lower KME ID is the primary by default');
+  t.same(c.network.routes, [{ kme_id: 'KME_C', via: 'KME_B' }]);
+  t.equal(c.network.peer_timeout_ms, 3000);
+});
+
+const badNetworks: Array<[string, unknown, RegExp]> = [
+  ['the old one-link form', { ...minimal, source: { type: 'simulator' } }, /\/source: the key source now belongs to a link/],
+  ['a link to a KME that is not a peer', { ...net, peers: [] }, /\/links\/0\/peer_kme_id: KME_B is not in peers/],
+  ['a peer that is this KME', { ...net, peers: [...net.peers, { kme_id: 'KME_A', url: 'https://x' }] }, /\/peers\/1\/kme_id: KME_A is this KME/],
+  ['an SAE and a peer with one certificate name', { ...net, saes: [{ id: 'SAE_A', certificate_cn: 'KME_B' }] }, /certificate CN KME_B is also SAE SAE_A's/],
+  ['a route through a peer without a link', { ...net, links: [{ link_id: 'L', source: { type: 'simulator' } }] }, /\/network\/routes\/0\/via: KME_B is not a peer this KME has a link with/],
+  ['a remote SAE nobody can reach', { ...net, network: { remote_saes: [{ sae_id: 'SAE_Z', kme_id: 'KME_Z' }] } }, /\/network\/remote_saes\/0\/kme_id: no way to KME_Z/],
+  ['a remote SAE that is local', { ...net, network: { remote_saes: [{ sae_id: 'SAE_A', kme_id: 'KME_B' }] } }, /SAE_A is an SAE of this KME/],
+  ['a primary that is neither end', { ...net, links: [{ ...net.links[0], primary_kme_id: 'KME_Q' }] }, /\/links\/0\/primary_kme_id: must be KME_A or KME_B/],
+  ['two links with one ID', { ...net, links: [net.links[0], net.links[0]] }, /\/links\/1\/link_id: duplicate link A-B/],
+  ['an unknown device driver', { ...net, links: [{ link_id: 'L', source: { type: 'quantum-magic' } }] }, /\/links\/0\/source\/type: must be one of "simulator", "etsi014", "file"/],
+  ['an etsi014 driver without its URL', { ...net, links: [{ link_id: 'L', source: { type: 'etsi014', ca: 'a', cert: 'b', key: 'c', peer_sae_id: 'X' } }] }, /\/links\/0\/source: must have required properties url/],
+  ['a device URL that is not https', { ...net, links: [{ link_id: 'L', source: { type: 'etsi014', url: 'http://x', ca: 'a', cert: 'b', key: 'c', peer_sae_id: 'X' } }] }, /\/links\/0\/source\/url: must match pattern/],
+];
+
+for (const [name, raw, message] of badNetworks) {
+  t.test(`refused: ${name}`, async (t) => {
+    t.throws(() => parseConfig(raw, 'kms.json'), { name: 'ConfigError', message });
+  });
+}
+
 t.test('files: relative paths resolve against the config file; bad JSON names the file', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'kms-config-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));

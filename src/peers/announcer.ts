@@ -1,11 +1,11 @@
 import { auditBody } from '../audit/event.js';
 import type { Logger } from '../log.js';
-import type { PeerClient } from '../peers/peer-client.js';
+import type { PeerClient } from './peer-client.js';
 import type { MaterialAck } from '../schemas/peer.js';
 import type { Db } from '../store/db.js';
 import { confirmAnnounced, destroyUnconfirmed, unannouncedRefs, type StoredRef } from '../store/pool.js';
 import { Repeater } from '../lifecycle/repeater.js';
-import type { PeerRoom } from './ownership.js';
+import type { PeerRoom } from '../pool/ownership.js';
 
 /**
  * The primary's side of a paired link: tells the peer which device keys fill which positions (and who owns them),

@@ -1,5 +1,5 @@
 import { badRequest, EtsiMessage, unavailable } from '../errors.js';
-import type { LinkInfo, Topology } from '../peers/topology.js';
+import type { LinkInfo, Topology } from './topology.js';
 
 /**
  * How a key reaches its slaves (docs/network.md): the material comes from one link, and every other KME that must
