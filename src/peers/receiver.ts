@@ -123,11 +123,21 @@ export class ExtKeysReceiver {
     const audits: string[] = [];
     const out: Array<{ i: number; request: ExtKeys; plan: DeliveryPlan; outgoing: Outgoing[]; spent: Spent[] }> = [];
     const expiresCap = Date.now() + this.deps.maxKeyTtlMs;
-    for (const { i, request: r, plan } of valid) {
+    // One read and one round of HSM work for the whole batch (it usually names one link), not one per request.
+    const wanted = valid.map((v) => ({ ...v, perKey: v.request.keys.map((k) => fromRanges(k.qkms_ranges, 1 << 20)) }));
+    const seqsByLink = new Map<string, string[]>();
+    for (const w of wanted) seqsByLink.set(w.request.qkms_link_id, [...(seqsByLink.get(w.request.qkms_link_id) ?? []), ...w.perKey.flat()]);
+    const stored = new Map<string, Map<string, Buffer>>();
+    for (const [linkId, seqs] of seqsByLink) stored.set(linkId, await peerBlocks(c, linkId, seqs));
+    const openedAll = await barrier.openAll(
+      wanted.flatMap((w) =>
+        w.perKey.flat().map((seq) => ({ wrapped: stored.get(w.request.qkms_link_id)!.get(seq)!, id: { linkId: w.request.qkms_link_id, seq } })),
+      ),
+    );
+    let next = 0;
+    for (const { i, request: r, plan, perKey } of wanted) {
       const linkId = r.qkms_link_id;
-      const perKey = r.keys.map((k) => fromRanges(k.qkms_ranges, 1 << 20));
-      const stored = await peerBlocks(c, linkId, perKey.flat());
-      const opened = await barrier.openAll(perKey.flat().map((seq) => ({ wrapped: stored.get(seq)!, id: { linkId, seq } })));
+      const opened = openedAll.slice(next, (next += perKey.flat().length));
       const expiresAt = new Date(Math.min(Date.parse(r.qkms_expires_at), expiresCap));
       let o = 0;
       const keyBytes: Buffer[] = [];
@@ -150,12 +160,12 @@ export class ExtKeysReceiver {
           ...(relayed ? { wrapped: await barrier.seal(key, { keyId: k.key_id.toLowerCase() }) } : {}),
         });
       }
-      wipe(opened);
       const { outgoing, spent } = await this.onward(c, r, plan, keyBytes, ownPads);
       wipe(keyBytes);
       audits.push(this.reserveAudit(from, r, plan, perKey));
       out.push({ i, request: r, plan, outgoing, spent });
     }
+    wipe(openedAll);
     await bindKeys(c, { keys: rows, from: 'peer', pads: [...incomingPads, ...ownPads], auditBodies: audits });
     return out;
   }
