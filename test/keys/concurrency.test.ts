@@ -20,6 +20,7 @@ t.before(async () => {
   check = new pg.Client({ connectionString: k.db.url });
   await check.connect();
   t.comment(`database: ${k.db.kind}`);
+  t.comment(`hsm: ${k.wrapper.description}`);
 });
 t.teardown(async () => {
   await check?.end();

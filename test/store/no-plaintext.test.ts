@@ -15,6 +15,7 @@ const client = (sae: string) => clients.get(sae) ?? clients.set(sae, k.client(sa
 t.before(async () => {
   k = await startTestKms({ keys: { max_key_count: 1_000 } });
   t.comment(`database: ${k.db.kind}`);
+  t.comment(`hsm: ${k.wrapper.description}`);
 });
 t.teardown(() => k?.close());
 
