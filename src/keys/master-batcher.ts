@@ -193,7 +193,9 @@ export class MasterDeliveryBatcher {
 
   private async voidFailed(failed: Array<{ item: { pending: Pending; reserved: Reserved }; why: string }>): Promise<void> {
     for (const { item, why } of failed) {
-      this.deps.log.warn({ keys: item.reserved.keyIds.length, why }, 'keys for remote slaves voided');
+      // A client that went away is routine; a peer that failed is not.
+      const level = item.pending.request.abandoned() ? 'info' : 'warn';
+      this.deps.log[level]({ keys: item.reserved.keyIds.length, why }, 'keys for remote slaves voided');
       for (const s of item.reserved.spent) {
         this.deps.forwarder.voidLater(s.peer, { keyIds: item.reserved.keyIds, linkId: s.linkId, ranges: toRanges(s.seqs), reason: why });
       }

@@ -30,8 +30,15 @@ export class Announcer {
       peerRoom: PeerRoom;
       log: Logger;
       giveUpMs?: number;
-      /** Device keys per announcement. */
+      /** Device keys per announcement, at most. */
       batchRefs?: number;
+      /**
+       * Blocks per announcement, at most (at least one device key is always sent): the secondary reads and seals
+       * all of it before it answers, so an announcement must stay well within `timeoutMs`.
+       */
+      batchBlocks?: number;
+      /** How long the secondary may take to answer one announcement. */
+      timeoutMs?: number;
       idleMs?: number;
     },
   ) {}
@@ -52,11 +59,14 @@ export class Announcer {
   /** Announces one batch of pending device keys; returns how many the peer confirmed. */
   async announceOnce(): Promise<number> {
     const { db, client, linkId } = this.opts;
-    const refs = await unannouncedRefs(db, linkId, this.opts.batchRefs ?? 256);
-    if (refs.length === 0) return 0;
-    const ack = await client.post<MaterialAck>(`/peer/v1/links/${encodeURIComponent(linkId)}/material`, {
-      keys: refs.map((r) => ({ ref: r.ref, first_seq: r.firstSeq, blocks: r.blocks, owner_split: r.ownerSplit })),
-    });
+    const pending = await unannouncedRefs(db, linkId, this.opts.batchRefs ?? 256);
+    if (pending.length === 0) return 0;
+    const refs = upToBlocks(pending, this.opts.batchBlocks ?? 2_048);
+    const ack = await client.post<MaterialAck>(
+      `/peer/v1/links/${encodeURIComponent(linkId)}/material`,
+      { keys: refs.map((r) => ({ ref: r.ref, first_seq: r.firstSeq, blocks: r.blocks, owner_split: r.ownerSplit })) },
+      this.opts.timeoutMs ?? 15_000,
+    );
     const stored = new Set(ack.stored);
     const confirmed = refs.filter((r) => stored.has(r.ref));
     if (confirmed.length > 0) {
@@ -116,6 +126,18 @@ export class Announcer {
     }
     return delay;
   }
+}
+
+/** The first refs, in order, up to `max` blocks in all (always at least one). */
+function upToBlocks(refs: StoredRef[], max: number): StoredRef[] {
+  let blocks = 0;
+  const out: StoredRef[] = [];
+  for (const r of refs) {
+    if (out.length > 0 && blocks + r.blocks > max) break;
+    out.push(r);
+    blocks += r.blocks;
+  }
+  return out;
 }
 
 /** Blocks of these device keys that belong to the secondary. */

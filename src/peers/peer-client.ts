@@ -89,8 +89,9 @@ export class PeerClient {
       const timer = setTimeout(() => req.destroy(new Error('deadline')), timeoutMs);
       req.on('socket', (socket) => {
         const s = socket as TLSSocket;
-        if (s.connecting === false && !s.pending) sent = true; // a kept-alive socket is connected already
-        s.once('secureConnect', () => (sent = true));
+        // A kept-alive socket is connected already; a new one counts once its handshake is done.
+        if (s.connecting === false && !s.pending) sent = true;
+        else s.once('secureConnect', () => (sent = true));
       });
       req.on('timeout', () => req.destroy(new Error('deadline')));
       req.on('error', (err: NodeJS.ErrnoException) => {

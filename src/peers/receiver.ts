@@ -134,6 +134,21 @@ export class ExtKeysReceiver {
         w.perKey.flat().map((seq) => ({ wrapped: stored.get(w.request.qkms_link_id)!.get(seq)!, id: { linkId: w.request.qkms_link_id, seq } })),
       ),
     );
+    // Own pads for the next hops, claimed once per link for the whole batch (a second claim in the same
+    // transaction would find the rows it locked itself, not skip them) and handed out in order.
+    const padNeed = new Map<string, number>();
+    for (const w of wanted) {
+      for (const hop of w.plan.hops) {
+        const n = w.request.keys.reduce((sum, k) => sum + Math.ceil(k.qkms_size / hop.link.blockBits), 0);
+        padNeed.set(hop.link.linkId, (padNeed.get(hop.link.linkId) ?? 0) + n);
+      }
+    }
+    const padSupply = new Map<string, { blocks: StoredBlock[]; next: number }>();
+    for (const [padLink, n] of padNeed) {
+      const blocks = await claimAvailableBlocks(c, padLink, n);
+      if (blocks.length < n) throw new MaterialGoneError(`not enough key material on link ${padLink} to relay on`);
+      padSupply.set(padLink, { blocks, next: 0 });
+    }
     let next = 0;
     for (const { i, request: r, plan, perKey } of wanted) {
       const linkId = r.qkms_link_id;
@@ -160,7 +175,7 @@ export class ExtKeysReceiver {
           ...(relayed ? { wrapped: await barrier.seal(key, { keyId: k.key_id.toLowerCase() }) } : {}),
         });
       }
-      const { outgoing, spent } = await this.onward(c, r, plan, keyBytes, ownPads);
+      const { outgoing, spent } = await this.onward(r, plan, keyBytes, padSupply, ownPads);
       wipe(keyBytes);
       audits.push(this.reserveAudit(from, r, plan, perKey));
       out.push({ i, request: r, plan, outgoing, spent });
@@ -172,18 +187,18 @@ export class ExtKeysReceiver {
 
   /** Messages for the next hops of one request: its keys encrypted with pads of this KME's own material. */
   private async onward(
-    c: DbClient,
     r: ExtKeys,
     plan: DeliveryPlan,
     keyBytes: Buffer[],
+    padSupply: Map<string, { blocks: StoredBlock[]; next: number }>,
     ownPads: Array<{ linkId: string; seq: string; from: 'owned' }>,
   ): Promise<{ outgoing: Outgoing[]; spent: Spent[] }> {
     const outgoing: Outgoing[] = [];
     const spent: Spent[] = [];
     for (const hop of plan.hops) {
       const perKey = r.keys.map((k) => Math.ceil(k.qkms_size / hop.link.blockBits));
-      const pads: StoredBlock[] = await claimAvailableBlocks(c, hop.link.linkId, perKey.reduce((a, b) => a + b, 0));
-      if (pads.length < perKey.reduce((a, b) => a + b, 0)) throw new MaterialGoneError(`not enough key material on link ${hop.link.linkId} to relay to ${hop.peer}`);
+      const supply = padSupply.get(hop.link.linkId)!;
+      const pads = supply.blocks.slice(supply.next, (supply.next += perKey.reduce((a, b) => a + b, 0)));
       const opened = await this.deps.barrier.openAll(pads.map((b) => ({ wrapped: b.wrapped, id: { linkId: hop.link.linkId, seq: b.seq } })));
       let o = 0;
       const keys = r.keys.map((k, n) => {

@@ -38,6 +38,20 @@ for (const [master, slave, what] of pairs) {
   });
 }
 
+t.test('concurrent relays share batches at the trusted node, each with pads of its own', async (t) => {
+  // Many requests at once reach KME_B as batches of ext_keys requests; each needs its own pads on B-C.
+  const masters = Array.from({ length: 8 }, () => net.client('SAE_A'));
+  const answers = await Promise.all(
+    Array.from({ length: 40 }, (_, i) => masters[i % masters.length]!.post('/api/v1/keys/SAE_C/enc_keys', { number: 2 })),
+  );
+  const refused = answers.filter((a) => a.status !== 200);
+  t.same(refused.map((a) => `${a.status} ${a.text}`).slice(0, 3), [], 'every request served');
+  const keys = answers.filter((a) => a.status === 200).flatMap((a) => a.body.keys as Array<{ key_ID: string; key: string }>);
+  t.equal(new Set(keys.map((k) => k.key)).size, keys.length, `no key twice among ${keys.length}`);
+  const dec = await net.client('SAE_C').post('/api/v1/keys/SAE_A/dec_keys', { key_IDs: keys.map((k) => ({ key_ID: k.key_ID })) });
+  t.same(dec.body?.keys, keys, 'SAE_C gets every one of them from KME_C');
+});
+
 t.test('material is erased at every KME that held a delivered key, the trusted node included', async (t) => {
   const enc = await net.client('SAE_A').get('/api/v1/keys/SAE_C/enc_keys?number=2');
   t.equal(enc.status, 200);
