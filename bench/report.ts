@@ -2,6 +2,7 @@
 import { cpus, totalmem } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import type { Child } from './children.js';
 import type { PhaseResult } from './load.js';
 
 export interface Phase {
@@ -11,6 +12,8 @@ export interface Phase {
   keysPerRequest: number;
   /** How req/s was computed, for the reader of the table. */
   rpsMethod: string;
+  /** A cross-KME phase: the single-KME phase of the same request shape it is compared with. */
+  counterpart?: string;
   kme?: PhaseResult;
   reference?: PhaseResult;
   notes: string[];
@@ -25,7 +28,8 @@ export interface Target {
 
 const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 
-export function printPhase(p: Phase): void {
+/** `counterpart`: the single-KME phase a cross-KME phase is compared with (when it ran). */
+export function printPhase(p: Phase, counterpart?: Phase): void {
   console.log(`\n── ${p.id}. ${p.title}  (req/s: ${p.rpsMethod})`);
   const rows = [['', 'req/s', 'keys/s', 'p50 ms', 'p99 ms', 'requests', 'non-2xx', 'errors']];
   for (const [name, r] of [['KME', p.kme], ['reference', p.reference]] as const) {
@@ -46,7 +50,48 @@ export function printPhase(p: Phase): void {
   if (p.kme && p.reference && p.reference.rpsMedian > 0) {
     console.log(`   KME/reference: throughput ${fmt(p.kme.rpsMedian / p.reference.rpsMedian, 2)}×, p99 ${fmt(p.kme.p99Ms / Math.max(p.reference.p99Ms, 0.01), 1)}×`);
   }
+  const vs = counterpart ? crossToSingle(p, counterpart) : undefined;
+  if (vs) console.log(`   ${describe(vs)}`);
   for (const n of p.notes) console.log(`   note: ${n}`);
+}
+
+export interface CrossToSingle {
+  phase: string;
+  single: string;
+  /** KME req/s of the cross-KME phase over that of the single-KME phase, both from this run. */
+  throughput: number;
+  /** The same, each first divided by its own reference run (cancels the machine's drift between the two). */
+  throughput_per_reference?: number;
+  p99: number;
+  /** Non-2xx answers in the cross-KME run: req/s counts them, so a ratio with any is not a delivery rate. */
+  non2xx: number;
+}
+
+export function crossToSingle(p: Phase, single: Phase): CrossToSingle | undefined {
+  if (!p.kme || !single.kme || single.kme.rpsMedian <= 0) return undefined;
+  const perRef = (x: Phase) => (x.kme && x.reference?.rpsMedian ? x.kme.rpsMedian / x.reference.rpsMedian : undefined);
+  const a = perRef(p);
+  const b = perRef(single);
+  return {
+    phase: p.id,
+    single: single.id,
+    throughput: p.kme.rpsMedian / single.kme.rpsMedian,
+    ...(a !== undefined && b ? { throughput_per_reference: a / b } : {}),
+    p99: p.kme.p99Ms / Math.max(single.kme.p99Ms, 0.01),
+    non2xx: p.kme.non2xx,
+  };
+}
+
+const describe = (r: CrossToSingle) =>
+  `${r.phase}/${r.single} (cross-KME over single-KME, same run): throughput ${fmt(r.throughput, 2)}×` +
+  (r.throughput_per_reference !== undefined ? ` (${fmt(r.throughput_per_reference, 2)}× as shares of their reference runs)` : '') +
+  `, p99 ${fmt(r.p99, 1)}×` +
+  (r.non2xx ? `  — but ${fmt(r.non2xx)} non-2xx answers are counted in its req/s` : '');
+
+export function printCrossToSingle(rows: CrossToSingle[]): void {
+  if (rows.length === 0) return;
+  console.log('\n── Cross-KME against single-KME (same run)');
+  for (const r of rows) console.log(`   ${describe(r)}`);
 }
 
 export function printTargets(targets: Target[]): void {
@@ -72,4 +117,30 @@ export function machine() {
 export function writeJson(path: string, data: unknown): void {
   mkdirSync(dirname(path), { recursive: true });
   writeFileSync(path, JSON.stringify(data, null, 2) + '\n');
+}
+
+export interface LogSummary {
+  count: number;
+  sample: string[];
+  /** Lines left out of `count` because they are expected (e.g. a notice every start prints). */
+  expected?: { what: string; count: number };
+}
+
+/**
+ * Lines servers printed at warn level or above (pino JSON: level ≥ 40), or anything that is not pino JSON.
+ * `expected` lines are not counted as notable: ignored (`what` absent) or counted apart under `what`.
+ */
+export function serverLog(children: Child[], expected?: RegExp, what?: string): LogSummary {
+  const lines = children.flatMap((c) => c.lines).filter((l) => l.trim() !== '');
+  const known = expected ? lines.filter((l) => expected.test(l)) : [];
+  const notable = lines.filter((l) => {
+    if (expected?.test(l)) return false;
+    try {
+      return (JSON.parse(l) as { level?: number }).level! >= 40;
+    } catch {
+      return true;
+    }
+  });
+  const unique = [...new Set(notable.map((l) => l.slice(0, 400)))];
+  return { count: notable.length, sample: unique.slice(0, 15), ...(what ? { expected: { what, count: known.length } } : {}) };
 }

@@ -50,11 +50,12 @@ export function createToken(root: string): SoftHsmToken {
   return token;
 }
 
+/** KME_B serves the single-KME phases (and lends its certificate to the reference); the network adds KME_A, KME_C. */
 export function createPki(root: string): Promise<DemoPki> {
-  return ensureDemoPki(join(root, 'pki'), { kmeIds: ['KME_B'], saeIds: ['SAE_A', 'SAE_B'], strangerIds: [] });
+  return ensureDemoPki(join(root, 'pki'), { kmeIds: ['KME_A', 'KME_B', 'KME_C'], saeIds: ['SAE_A', 'SAE_B', 'SAE_C'], strangerIds: [] });
 }
 
-export const identity = (pki: DemoPki, sae: 'SAE_A' | 'SAE_B'): Identity => ({ ...pki.saes[sae]!, ca: pki.ca });
+export const identity = (pki: DemoPki, sae: string): Identity => ({ ...pki.saes[sae]!, ca: pki.ca });
 
 export { freePort } from '../src/store/embedded-postgres.js';
 
@@ -75,7 +76,14 @@ export function writeKmeConfig(root: string, pki: DemoPki, token: SoftHsmToken, 
     hsm: { type: 'pkcs11', module: token.module, token_label: token.tokenLabel, create_key_if_missing: true },
     saes: [{ id: 'SAE_A' }, { id: 'SAE_B' }],
     keys: { key_size: 256, max_key_count: s.maxKeyCount },
-    source: { type: 'simulator', rate_bits_per_second: s.rateBitsPerSecond, max_blocks_per_batch: 2000 },
+    // One loopback link (no peer_kme_id): SAE_A and SAE_B are both at this KME.
+    links: [
+      {
+        link_id: 'KME_B-loopback',
+        max_blocks_per_batch: 2000,
+        source: { type: 'simulator', rate_bits_per_second: s.rateBitsPerSecond },
+      },
+    ],
   };
   const path = join(root, `kme-${s.rateBitsPerSecond}.json`);
   writeFileSync(path, JSON.stringify(config, null, 2));
@@ -83,8 +91,8 @@ export function writeKmeConfig(root: string, pki: DemoPki, token: SoftHsmToken, 
 }
 
 /**
- * Starts the KME as `kms serve` in a child process and waits until GET status answers 200.
- * `nodeArgs` lets a run add e.g. --cpu-prof.
+ * Starts the KME as `kms serve` in a child process and waits until GET status answers 200 (`statusPath`, by
+ * default SAE_B's status, asked as `who`). `nodeArgs` lets a run add e.g. --cpu-prof; `name` labels it.
  */
 export async function startKme(
   configPath: string,
@@ -92,30 +100,32 @@ export async function startKme(
   port: number,
   who: Identity,
   nodeArgs: string[] = [],
+  opts: { name?: string; statusPath?: string } = {},
 ): Promise<Child> {
+  const name = opts.name ?? 'KME';
   const child = startChild(
-    'KME',
+    name,
     [...nodeArgs, '--import', 'tsx', 'src/cli/run.ts', 'serve', '--config', configPath],
     {
       ...process.env,
       SOFTHSM2_CONF: env.token.conf,
       KMS_DATABASE_URL: env.databaseUrl,
       KMS_HSM_PIN: env.token.pin,
-      KMS_LOG_LEVEL: 'warn',
+      KMS_LOG_LEVEL: process.env.BENCH_KME_LOG_LEVEL ?? 'warn',
     },
     REPO,
   );
-  onCleanup('stop the KME', child.stop);
+  onCleanup(`stop the ${name}`, child.stop);
   const client = new JsonClient(`https://127.0.0.1:${port}`, who);
   try {
     const deadline = Date.now() + 60_000;
     for (;;) {
       if (child.proc.exitCode !== null) {
-        throw new Error(`the KME exited (code ${child.proc.exitCode}):\n${child.lines.slice(-20).join('\n')}`);
+        throw new Error(`the ${name} exited (code ${child.proc.exitCode}):\n${child.lines.slice(-20).join('\n')}`);
       }
-      const ok = await client.call('GET', '/api/v1/keys/SAE_B/status').then((r) => r.status === 200, () => false);
+      const ok = await client.call('GET', opts.statusPath ?? '/api/v1/keys/SAE_B/status').then((r) => r.status === 200, () => false);
       if (ok) return child;
-      if (Date.now() > deadline) throw new Error(`the KME did not answer within 60 s:\n${child.lines.slice(-20).join('\n')}`);
+      if (Date.now() > deadline) throw new Error(`the ${name} did not answer within 60 s:\n${child.lines.slice(-20).join('\n')}`);
       await new Promise((r) => setTimeout(r, 200));
     }
   } finally {
@@ -147,6 +157,18 @@ export async function databaseFacts(url: string, analyze: boolean): Promise<{ au
     const { rows } = await c.query('SHOW autovacuum');
     if (analyze) await c.query('ANALYZE');
     return { autovacuum: (rows[0] as { autovacuum: string }).autovacuum, analyzed: analyze };
+  } finally {
+    await c.end();
+  }
+}
+
+/** Blocks a link's primary stored but has not announced to the secondary yet (unusable until it has). */
+export async function unannouncedBlocks(url: string, linkId: string): Promise<number> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    const { rows } = await c.query('SELECT COALESCE(sum(blocks), 0)::bigint::text AS n FROM link_ref WHERE link_id = $1 AND NOT announced', [linkId]);
+    return Number((rows[0] as { n: string }).n);
   } finally {
     await c.end();
   }

@@ -1,0 +1,28 @@
+// The benchmark's knobs, read once from the environment (all optional; see the header of run.ts).
+const num = (name: string, def: number) => (process.env[name] ? Number(process.env[name]) : def);
+
+export const ADMIN_URL = process.env.DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/test';
+export const SECONDS = num('BENCH_SECONDS', 10);
+export const WARMUP = 2;
+export const CONNECTIONS = 32;
+export const ALL_PHASES = 'abcdefghij';
+export const PHASES = new Set((process.env.BENCH_PHASES ?? ALL_PHASES).split(''));
+export const SINGLE_PHASES = 'abcdef';
+export const NETWORK_PHASES = 'ghij';
+export const FILL_TARGET = num('BENCH_FILL', 700_000);
+export const FILL_SECONDS = num('BENCH_FILL_SECONDS', 75);
+export const FILL_BPS = 200e6; // the pool-filling KME: ~780k blocks/s offered, far more than ingest can take
+export const LINK_BPS = num('BENCH_LINK_BPS', 1e6); // while measuring: a fast real QKD link (~3,900 keys of 256 bits/s)
+export const MAX_KEY_COUNT = 1_500_000;
+export const DB_POOL = process.env.BENCH_DB_POOL ? Number(process.env.BENCH_DB_POOL) : undefined;
+export const CPU_PROF = process.env.BENCH_CPU_PROF === '1';
+export const ANALYZE = process.env.BENCH_ANALYZE === '1';
+export const FRESH_WORKERS = 16;
+export const FIXED_RATE = 500;
+
+/** Network part: keys KME_A must own on link A-B (BENCH_FILL when only that is given, so a smoke run stays short). */
+export const NET_FILL_TARGET = num('BENCH_NET_FILL', process.env.BENCH_FILL ? FILL_TARGET : 300_000);
+export const NET_FILL_SECONDS = num('BENCH_NET_FILL_SECONDS', process.env.BENCH_FILL_SECONDS ? FILL_SECONDS : 90);
+
+export const AUTOCANNON_RPS = `median of ${SECONDS} one-second samples (autocannon, ${CONNECTIONS} keep-alive connections)`;
+export const ENC1 = '/api/v1/keys/SAE_B/enc_keys?number=1&size=256';
