@@ -58,7 +58,8 @@ export const Pkcs11HsmSchema = Type.Object(
         Type.Integer({
           minimum: 0,
           maximum: 600_000,
-          description: 'deadline of one encrypt/decrypt in the HSM; default 2000; 0: synchronous calls, faster but unbounded (see src/hsm/pkcs11.ts)',
+          description:
+            'deadline of one PKCS#11 call (calls run in a worker thread); default 2000; 0: synchronous calls on the event loop, faster for callers that await each call but unbounded (see src/hsm/pkcs11.ts)',
         }),
       ),
     },

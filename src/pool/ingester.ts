@@ -107,7 +107,7 @@ export class Ingester {
     const room = await this.room();
     const owned = role === 'loopback' ? blocks : splitOwnership(blocks, room.own, room.total - room.own);
     const refs: StoredRef[] = [];
-    const rows: SealedBlockRow[] = [];
+    const sealing: Array<Promise<SealedBlockRow>> = [];
     let seq = BigInt(firstSeq);
     let ownedLeft = owned;
     const blockBytes = this.opts.blockBits / 8;
@@ -117,10 +117,13 @@ export class Ingester {
       refs.push({ ref: k.ref, firstSeq: String(seq), blocks: k.blocks, ownerSplit: split });
       for (let i = 0; i < k.blocks; i++, seq++) {
         const material = k.material.subarray(i * blockBytes, (i + 1) * blockBytes);
-        const sealed = await barrier.seal(material, { linkId, seq: String(seq) });
-        rows.push({ seq: String(seq), wrapped: sealed.wrapped, kekVersion: sealed.kekVersion, owned: i < split });
+        const at = String(seq);
+        const owned = i < split;
+        // All at once: the HSM batches concurrent calls (one worker round trip for many), one by one it cannot.
+        sealing.push(barrier.seal(material, { linkId, seq: at }).then((b) => ({ seq: at, wrapped: b.wrapped, kekVersion: b.kekVersion, owned })));
       }
     }
+    const rows = await Promise.all(sealing);
     const audit = auditBody({
       operation: 'ingest',
       outcome: 'ok',

@@ -57,17 +57,23 @@ export class SecondaryIngest {
     if (fetched.length > 0) {
       const byRef = new Map(wanted.map((k) => [k.ref, k]));
       const blockBytes = this.deps.blockBits / 8;
-      const rows: SealedBlockRow[] = [];
+      const sealing: Array<Promise<SealedBlockRow>> = [];
       for (const f of fetched) {
         const k = byRef.get(f.ref)!;
         if (f.material.length !== k.blocks * blockBytes) throw new Error(`device key ${f.ref} is not ${k.blocks} blocks long`);
         const first = BigInt(k.first_seq);
         for (let i = 0; i < k.blocks; i++) {
           const seq = String(first + BigInt(i));
-          const sealed = await this.deps.barrier.seal(f.material.subarray(i * blockBytes, (i + 1) * blockBytes), { linkId, seq });
-          rows.push({ seq, wrapped: sealed.wrapped, kekVersion: sealed.kekVersion, owned: i >= k.owner_split });
+          const owned = i >= k.owner_split;
+          // All at once: the HSM batches concurrent calls (see the ingester).
+          sealing.push(
+            this.deps.barrier
+              .seal(f.material.subarray(i * blockBytes, (i + 1) * blockBytes), { linkId, seq })
+              .then((b) => ({ seq, wrapped: b.wrapped, kekVersion: b.kekVersion, owned })),
+          );
         }
       }
+      const rows = await Promise.all(sealing);
       const audit = auditBody({
         operation: 'ingest',
         outcome: 'ok',

@@ -147,6 +147,52 @@ export async function keyWrapperConformance(t: Test, make: () => Promise<KeyWrap
     });
   });
 
+  await t.test('a burst mixing encrypts and decrypts, sizes and failures: every call gets its own answer', async (t) => {
+    // An implementation that batches concurrent calls (src/hsm/pkcs11.ts sends the calls of one tick to its worker
+    // as one message) must keep each answer with its call: no shifted offsets, no failure spilling onto a neighbour.
+    const w = await use(t);
+    const sizes = [0, 1, 32, 33, 500, 4096];
+    const kinds = ['encrypt', 'genuine', 'tampered', 'wrong aad', 'unknown version'] as const;
+    const originals = await Promise.all(sizes.map(async (size, i) => {
+      const plaintext = randomBytes(size);
+      const aad = Buffer.from(`mix|${i}`);
+      return { plaintext, aad, sealed: await w.encrypt(plaintext, aad) };
+    }));
+    const calls = Array.from({ length: 300 }, (_, i) => ({ kind: kinds[i % kinds.length]!, item: originals[(i * 7) % originals.length]! }));
+    const outcomes = await Promise.all(calls.map(({ kind, item: { plaintext, aad, sealed } }) => {
+      switch (kind) {
+        case 'encrypt': return w.encrypt(plaintext, aad).then((s) => w.decrypt(s, aad)).catch((e: unknown) => e);
+        case 'genuine': return w.decrypt(sealed, aad).catch((e: unknown) => e);
+        case 'tampered': return w.decrypt({ ...sealed, ciphertext: flip(sealed.ciphertext, 0) }, aad).catch((e: unknown) => e);
+        case 'wrong aad': return w.decrypt(sealed, Buffer.concat([aad, Buffer.from('x')])).catch((e: unknown) => e);
+        case 'unknown version': return w.decrypt({ ...sealed, kekVersion: sealed.kekVersion + 7 }, aad).catch((e: unknown) => e);
+      }
+    }));
+    const wrong = calls.filter(({ kind, item }, i) => {
+      const out = outcomes[i];
+      return kind === 'encrypt' || kind === 'genuine' ? !(Buffer.isBuffer(out) && out.equals(item.plaintext)) : !(out instanceof IntegrityError);
+    });
+    t.equal(wrong.length, 0, 'every call got its own right answer', { wrong: wrong.slice(0, 5).map((c) => `${c.kind} of ${c.item.plaintext.length} B`) });
+  });
+
+  await t.test('a caller may reuse (or wipe) its buffers as soon as the call is made', async (t) => {
+    // Callers wipe key material right after handing it over; an implementation that reads the caller's buffer
+    // later (when a batch is sent, on another thread) would encrypt the wiped bytes.
+    const w = await use(t);
+    const plaintext = randomBytes(32);
+    const buf = Buffer.from(plaintext);
+    const aad = Buffer.from('reuse|1');
+    const sealing = w.encrypt(buf, aad);
+    buf.fill(0);
+    aad.fill(0);
+    const sealed = await sealing;
+    const ciphertext = Buffer.from(sealed.ciphertext);
+    const opening = w.decrypt(sealed, Buffer.from('reuse|1'));
+    sealed.ciphertext.fill(0);
+    t.ok((await opening).equals(plaintext), 'what was passed in is what got sealed, and what was sealed opens');
+    t.ok((await w.decrypt({ ...sealed, ciphertext }, Buffer.from('reuse|1'))).equals(plaintext), 'and opens again');
+  });
+
   await t.test('close() is idempotent and later calls reject', async (t) => {
     const w = await make();
     const aad = Buffer.from('a');

@@ -16,9 +16,9 @@
  */
 import { existsSync, renameSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import pkcs11js from 'pkcs11js';
 import type { KeyWrapper } from '../../src/hsm/key-wrapper.js';
 import { openPkcs11KeyWrapper } from '../../src/hsm/pkcs11.js';
+import { finalizeModule } from '../../src/hsm/pkcs11-share.js';
 import { createMockKeyWrapper } from '../../hsm-mock/mock-key-wrapper.js';
 import { freshKekLabel, testHsm, testSoftHsm, type TestHsm } from './kms.js';
 
@@ -56,21 +56,12 @@ async function softHsmOutage(): Promise<HsmOutage> {
   const away = `${tokens}.away`;
   let down = false;
 
-  /** C_Finalize through a handle of our own: the library is process-global, so this ends the wrapper's state too. */
-  function finalize(): void {
-    const p11 = new pkcs11js.PKCS11();
-    p11.load(token.module);
-    try {
-      try {
-        p11.C_Initialize();
-      } catch (e) {
-        if ((e as { code?: number }).code !== pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED) throw e;
-      }
-      p11.C_Finalize();
-    } finally {
-      p11.close();
-    }
-  }
+  /**
+   * C_Finalize through a handle of our own: the library is process-global, so this ends the wrapper's state too.
+   * Through the wrapper's coordination (finalizeModule): SoftHSM crashes when C_Finalize runs while another thread
+   * is inside a call, and the wrapper's calls run on a worker thread.
+   */
+  const finalize = () => finalizeModule(token.module);
 
   return {
     wrapper,
