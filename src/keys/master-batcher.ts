@@ -173,14 +173,17 @@ export class MasterDeliveryBatcher {
     }
     if (ok.length > 0) {
       try {
-        await withTransaction(this.deps.db, (c) =>
-          settleForwarded(
+        const settleBy = Math.min(...ok.map((x) => x.pending.request.deadline));
+        await withTransaction(this.deps.db, async (c) => {
+          await settleForwarded(
             c,
             ok.flatMap((x) => x.reserved.keyIds.map((keyId) => ({ keyId, relayedTo: x.pending.request.plan.hops.map((h) => h.peer) }))),
             true,
             ok.map((x) => this.deliveredAudit(x.pending.request, x.reserved.keyIds)),
-          ),
-        );
+          );
+          // As in the first transaction: past the deadline the client has its 503; roll back and void instead.
+          if (Date.now() >= settleBy) throw timedOut();
+        });
         for (const x of ok) x.pending.resolve(x.reserved.keys);
       } catch (err) {
         // The COMMIT may or may not have happened: the master gets no key, so nobody may use these anywhere.

@@ -41,10 +41,13 @@ export const peerRoutes: FastifyPluginAsyncTypebox<PeerRouteOptions> = async (ap
     if (!caller.ok) throw unauthorized(caller.reason);
     request.peerKme = caller.kmeId;
   });
+  // A batch of reservations for many concurrent requests is larger than any SAE request (the app-wide limit).
   const common = { tags: [TAG] };
+  const bodyLimit = 16 * 1024 * 1024;
   app.post(
     '/kmapi/v1/ext_keys',
     {
+      bodyLimit,
       schema: {
         ...common,
         summary: 'Reserve or relay keys (ETSI GS QKD 020 ext_keys, batched)',
@@ -73,6 +76,7 @@ export const peerRoutes: FastifyPluginAsyncTypebox<PeerRouteOptions> = async (ap
   app.post(
     '/peer/v1/links/:link_id/material',
     {
+      bodyLimit,
       schema: {
         ...common,
         summary: 'Announce material (primary to secondary)',
