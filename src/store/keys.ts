@@ -45,7 +45,9 @@ export interface BindSpec {
  * of owned material and writes the audit events: one statement for any number of keys.
  */
 export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
-  const blocks = spec.keys.flatMap((k) => k.blockSeqs.map((seq, part) => ({ linkId: k.linkId, seq, keyId: k.keyId, part })));
+  const blocks = spec.keys.flatMap((k) =>
+    k.blockSeqs.map((seq, part) => ({ linkId: k.linkId, seq, keyId: k.keyId, part, state: k.state })),
+  );
   const slaves = spec.keys.flatMap((k) => k.localSlaves.map((sae) => [k.keyId, sae] as const));
   // Owned AVAILABLE blocks leave the count when taken; the peer's blocks were never counted here.
   const taken = new Map<string, number>();
@@ -84,7 +86,7 @@ export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
       blocks.map((b) => b.seq),
       blocks.map((b) => b.keyId),
       blocks.map((b) => b.part),
-      blocks.map((b) => spec.keys.find((k) => k.keyId === b.keyId)!.state),
+      blocks.map((b) => b.state),
       spec.pads.map((p) => p.linkId),
       spec.pads.map((p) => p.seq),
       spec.keys.map((k) => k.keyId),
