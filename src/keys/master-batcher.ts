@@ -4,9 +4,9 @@ import { auditBody } from '../audit/event.js';
 import { unavailable } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Forwarder } from '../peers/forwarder.js';
-import { toRanges } from '../peers/ranges.js';
+import { voidEverywhere } from '../peers/void-keys.js';
 import { withTransaction, type Db } from '../store/db.js';
-import { endKeys, settleForwarded } from '../store/keys.js';
+import { settleForwarded } from '../store/keys.js';
 import { setAsideBlocks } from '../store/pool.js';
 import { integrityVerdict, KEK_SUSPECT } from './integrity.js';
 import { reserveAtOrigin, type DeliveredKey, type MasterRequest, type Reserved } from './origin-reserve.js';
@@ -157,20 +157,16 @@ export class MasterDeliveryBatcher {
 
   /** Asks every next hop, then delivers what every hop confirmed and voids the rest. */
   private async forward(items: Array<{ pending: Pending; reserved: Reserved }>): Promise<void> {
-    const outgoing = items.flatMap((x) => x.reserved.outgoing);
     const deadline = Math.min(...items.map((x) => x.pending.request.deadline));
-    const outcomes = await this.deps.forwarder.send(outgoing, deadline);
-    let o = 0;
+    const whys = await this.deps.forwarder.sendGrouped(items.map((x) => x.reserved.outgoing), deadline);
     const ok: typeof items = [];
     const failed: Array<{ item: (typeof items)[number]; why: string }> = [];
-    for (const item of items) {
-      const mine = outcomes.slice(o, (o += item.reserved.outgoing.length));
-      const bad = mine.find((m) => m.outcome !== 'relayed');
+    items.forEach((item, n) => {
       const r = item.pending.request;
-      if (bad) failed.push({ item, why: `${bad.outcome}: ${bad.message ?? ''}` });
-      else if (Date.now() >= r.deadline || r.abandoned()) failed.push({ item, why: 'deadline passed or client gone' });
+      const why = whys[n] ?? (Date.now() >= r.deadline || r.abandoned() ? 'deadline passed or client gone' : undefined);
+      if (why) failed.push({ item, why });
       else ok.push(item);
-    }
+    });
     if (ok.length > 0) {
       try {
         const settleBy = Math.min(...ok.map((x) => x.pending.request.deadline));
@@ -199,24 +195,8 @@ export class MasterDeliveryBatcher {
       // A client that went away is routine; a peer that failed is not.
       const level = item.pending.request.abandoned() ? 'info' : 'warn';
       this.deps.log[level]({ keys: item.reserved.keyIds.length, why }, 'keys for remote slaves voided');
-      for (const s of item.reserved.spent) {
-        this.deps.forwarder.voidLater(s.peer, { keyIds: item.reserved.keyIds, linkId: s.linkId, ranges: toRanges(s.seqs), reason: why });
-      }
     }
-    const keyIds = failed.flatMap((f) => f.item.reserved.keyIds);
-    await withTransaction(this.deps.db, (c) =>
-      endKeys(c, keyIds, 'DESTROYED', (ended) =>
-        auditBody({
-          operation: 'void',
-          outcome: 'failed',
-          actor: `kme:${this.deps.kmeId}`,
-          keyIds: ended,
-          detail: { reason: [...new Set(failed.map((f) => f.why))].join('; ').slice(0, 500) },
-        }),
-      ),
-    ).catch((err: Error) =>
-      this.deps.log.error({ err: { message: err.message } }, 'could not void keys locally; their expiry will destroy them'),
-    );
+    await voidEverywhere(this.deps, failed.map(({ item, why }) => ({ keyIds: item.reserved.keyIds, spent: item.reserved.spent, why })));
     for (const { item, why } of failed) {
       if (item.pending.request.abandoned()) continue;
       item.pending.reject(unavailable(`the KMEs of the slaves could not confirm the keys in time (${why.split(':')[0]}); nothing was delivered, try again`));

@@ -3,6 +3,7 @@ import type { Barrier } from '../barrier/barrier.js';
 import { auditBody } from '../audit/event.js';
 import type { Outgoing } from '../peers/forwarder.js';
 import { toRanges } from '../peers/ranges.js';
+import type { Spent } from '../peers/void-keys.js';
 import type { DbClient } from '../store/db.js';
 import { claimAvailableBlocks, type StoredBlock } from '../store/deliveries.js';
 import { bindKeys, type KeyRow } from '../store/keys.js';
@@ -36,7 +37,7 @@ export interface Reserved {
   keyIds: string[];
   outgoing: Outgoing[];
   /** Per next hop: the material it spent there (for a void). */
-  spent: Array<{ peer: string; linkId: string; seqs: string[] }>;
+  spent: Spent[];
 }
 
 /**

@@ -76,6 +76,19 @@ export class Forwarder {
   }
 
   /**
+   * Sends the messages of several requests at once (each request: its messages to every next hop) and says, per
+   * request, why it failed, or undefined when every next hop relayed it.
+   */
+  async sendGrouped(groups: Outgoing[][], deadline: number): Promise<Array<string | undefined>> {
+    const outcomes = await this.send(groups.flat(), deadline);
+    let o = 0;
+    return groups.map((g) => {
+      const bad = outcomes.slice(o, (o += g.length)).find((m) => m.outcome !== 'relayed');
+      return bad ? `${bad.outcome}: ${bad.message ?? ''}` : undefined;
+    });
+  }
+
+  /**
    * Tells a peer to destroy keys and its copies of material this KME spent (best effort, retried a few times in
    * the background). Never throws.
    */

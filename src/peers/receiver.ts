@@ -7,9 +7,10 @@ import type { Logger } from '../log.js';
 import type { ExtKeys, ExtKeysAck, ExtKeysBatch } from '../schemas/peer.js';
 import { withTransaction, type Db, type DbClient } from '../store/db.js';
 import { claimAvailableBlocks, type StoredBlock } from '../store/deliveries.js';
-import { bindKeys, endKeys, MaterialGoneError, settleForwarded, type KeyRow } from '../store/keys.js';
+import { bindKeys, MaterialGoneError, settleForwarded, type KeyRow } from '../store/keys.js';
 import type { Forwarder, Outgoing } from './forwarder.js';
 import { fromRanges, toRanges } from './ranges.js';
+import { voidEverywhere, type Spent } from './void-keys.js';
 import type { Topology } from './topology.js';
 
 type Ack = ExtKeysAck['acks'][number];
@@ -64,16 +65,10 @@ export class ExtKeysReceiver {
 
     const onward = held.filter((h) => h.outgoing.length > 0);
     if (onward.length > 0) {
-      const outcomes = await this.deps.forwarder.send(onward.flatMap((h) => h.outgoing), deadline);
-      let o = 0;
+      const whys = await this.deps.forwarder.sendGrouped(onward.map((h) => h.outgoing), deadline);
       const ok: typeof onward = [];
       const failed: Array<{ h: (typeof onward)[number]; why: string }> = [];
-      for (const h of onward) {
-        const mine = outcomes.slice(o, (o += h.outgoing.length));
-        const bad = mine.find((m) => m.outcome !== 'relayed');
-        if (bad) failed.push({ h, why: `${bad.outcome}: ${bad.message ?? ''}` });
-        else ok.push(h);
-      }
+      onward.forEach((h, n) => (whys[n] ? failed.push({ h, why: whys[n] }) : ok.push(h)));
       if (ok.length > 0) {
         try {
           await withTransaction(this.deps.db, (c) =>
@@ -89,7 +84,10 @@ export class ExtKeysReceiver {
         }
       }
       if (failed.length > 0) {
-        await this.voidHeld(failed.map((f) => ({ keyIds: f.h.request.keys.map((k) => k.key_id), spent: f.h.spent, why: f.why })));
+        await voidEverywhere(
+          { ...this.deps, kmeId: this.deps.topology.kmeId },
+          failed.map((f) => ({ keyIds: f.h.request.keys.map((k) => k.key_id), spent: f.h.spent, why: f.why })),
+        );
         for (const f of failed) acks[f.h.i] = { key_ids: acks[f.h.i]!.key_ids, status: 'failed', message: f.why };
       }
     }
@@ -230,25 +228,6 @@ export class ExtKeysReceiver {
     return { outgoing, spent };
   }
 
-  private async voidHeld(items: Array<{ keyIds: string[]; spent: Spent[]; why: string }>): Promise<void> {
-    for (const item of items) {
-      for (const s of item.spent) {
-        this.deps.forwarder.voidLater(s.peer, { keyIds: item.keyIds, linkId: s.linkId, ranges: toRanges(s.seqs), reason: item.why });
-      }
-    }
-    await withTransaction(this.deps.db, (c) =>
-      endKeys(c, items.flatMap((x) => x.keyIds), 'DESTROYED', (ended) =>
-        auditBody({
-          operation: 'void',
-          outcome: 'failed',
-          actor: `kme:${this.deps.topology.kmeId}`,
-          keyIds: ended,
-          detail: { reason: [...new Set(items.map((x) => x.why))].join('; ').slice(0, 500) },
-        }),
-      ),
-    ).catch((err: Error) => this.deps.log.error({ err: { message: err.message } }, 'could not void relayed keys locally; expiry will'));
-  }
-
   private reserveAudit(from: string, r: ExtKeys, plan: DeliveryPlan, perKey: string[][]): string {
     return auditBody({
       operation: 'reserve',
@@ -276,12 +255,6 @@ export class ExtKeysReceiver {
       detail: { relayed_to: plan.hops.map((h) => h.peer), kept_for: plan.localSlaves },
     });
   }
-}
-
-interface Spent {
-  peer: string;
-  linkId: string;
-  seqs: string[];
 }
 
 /** The sender's blocks at these positions, locked; throws when one is missing, reserved or not the sender's. */
