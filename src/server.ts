@@ -20,7 +20,7 @@ import { createSource } from './sources/registry.js';
 import { createDb, type Db } from './store/db.js';
 import { migrate } from './store/migrate.js';
 import { ensureLink, nextSeq } from './store/pool.js';
-import { startStatisticsJob } from './store/statistics.js';
+import { startStatisticsJob } from './lifecycle/statistics.js';
 import { postQuantumGroups, tlsServerOptions } from './tls.js';
 
 export interface RunningKms {
@@ -152,8 +152,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     network.start();
     const stopExpiry = startExpiryJob(db, { kmeId: config.kme_id, log });
     closers.unshift(stopExpiry);
-    const stopStatistics = startStatisticsJob(db, log);
-    closers.unshift(async () => stopStatistics());
+    closers.unshift(startStatisticsJob(db, log));
 
     const address = app.server.address();
     const port = typeof address === 'object' && address ? address.port : config.listen.port;

@@ -12,6 +12,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import pkcs11js from 'pkcs11js';
 import type { PKCS11 } from 'pkcs11js';
+import type { Logger } from 'pino';
 import { Share } from './pkcs11-share.js';
 
 export const K = pkcs11js;
@@ -26,6 +27,20 @@ const PIN_BAD = new Set([K.CKR_PIN_INCORRECT, K.CKR_PIN_INVALID, K.CKR_PIN_LEN_R
  * token logged in already must have the PIN of the one that logged in (see login()).
  */
 export const logins = new Map<string, { users: number; pinDigest: Buffer }>();
+
+/** A wrapper opened on the token: count it (the first one's PIN is the one logged in). */
+export function joinLogin(loginKey: string, pinDigest: Buffer): void {
+  const login = logins.get(loginKey);
+  logins.set(loginKey, { users: (login?.users ?? 0) + 1, pinDigest: login?.pinDigest ?? pinDigest });
+}
+
+/** A wrapper closes: true when it was the last on the token, which must then log out. */
+export function leaveLogin(loginKey: string): boolean {
+  const login = logins.get(loginKey);
+  const last = login !== undefined && --login.users === 0;
+  if (last) logins.delete(loginKey);
+  return last;
+}
 
 export interface Target {
   module: string; tokenLabel: string; keyLabel: string; pin: string;
@@ -193,4 +208,21 @@ export function openSession(m: ModuleHandle, t: Target, mayCreate: boolean, onGe
     try { m.p11.C_CloseSession(handle); } catch { /* the session may be gone already */ }
     throw e;
   }
+}
+
+/** How to open a PKCS#11 key wrapper (src/hsm/pkcs11.ts). */
+export interface Pkcs11Options {
+  module: string; tokenLabel: string; pin: string; keyLabel: string; createIfMissing?: boolean; log?: Logger;
+  /**
+   * Longest one PKCS#11 call may take before the calls waiting for it fail with HsmUnavailableError; default 2000
+   * ms. 0: synchronous calls on the main thread with no deadline (see the file comment for when that is safe).
+   */
+  timeoutMs?: number;
+  /**
+   * Test seam, never set outside tests: a module (URL or path) whose `wrapPkcs11(p11, data)` returns a double in
+   * front of the loaded module, for the faults SoftHSM cannot produce (a call that hangs, a device fault reported
+   * as CKR_GENERAL_ERROR). It is imported by the thread that calls the module; `data` reaches it by structured
+   * clone, so a SharedArrayBuffer in it lets a test steer a worker's double.
+   */
+  testHook?: { module: string; data?: unknown };
 }

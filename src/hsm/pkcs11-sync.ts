@@ -10,9 +10,8 @@ import { createHash } from 'node:crypto';
 import type { PKCS11 } from 'pkcs11js';
 import { HsmUnavailableError, IntegrityError, type KeyWrapper, type Sealed } from './key-wrapper.js';
 import { Engine, IV_BYTES, TAG_BYTES } from './pkcs11-engine.js';
-import { logins, ModuleHandle } from './pkcs11-module.js';
+import { joinLogin, leaveLogin, logins, ModuleHandle, type Pkcs11Options } from './pkcs11-module.js';
 import { moduleShare } from './pkcs11-share.js';
-import type { Pkcs11Options } from './pkcs11.js';
 
 export async function openSynchronousWrapper(opts: Pkcs11Options): Promise<KeyWrapper> {
   const { module, tokenLabel, keyLabel, log } = opts;
@@ -29,8 +28,7 @@ export async function openSynchronousWrapper(opts: Pkcs11Options): Promise<KeyWr
   const engine = new Engine(m, target, (level, fields, msg) => log?.[level](fields, msg));
   let session;
   try { session = engine.open(opts.createIfMissing ?? false); } catch (e) { m.leave(); throw e; }
-  const login = logins.get(loginKey);
-  logins.set(loginKey, { users: (login?.users ?? 0) + 1, pinDigest: login?.pinDigest ?? pinDigest });
+  joinLogin(loginKey, pinDigest);
   log?.info({ token: tokenLabel, kekVersion: session.current, versions: [...session.keys.keys()] }, 'PKCS#11 key wrapper open');
   let closed = false;
   const usable = () => {
@@ -57,9 +55,7 @@ export async function openSynchronousWrapper(opts: Pkcs11Options): Promise<KeyWr
     async close(): Promise<void> {
       if (closed) return;
       closed = true;
-      const l = logins.get(loginKey);
-      const lastOnToken = l !== undefined && --l.users === 0;
-      if (lastOnToken) logins.delete(loginKey);
+      const lastOnToken = leaveLogin(loginKey);
       engine.close(lastOnToken);
       m.leave();
     },

@@ -28,30 +28,15 @@
  * event loop, and unbounded: a module that hangs stops the whole KME. Only for an in-process software module.
  */
 import { createHash } from 'node:crypto';
-import type { Logger } from 'pino';
 import { HsmUnavailableError, IntegrityError, type KeyWrapper, type Sealed } from './key-wrapper.js';
 import { DECRYPT, ENCRYPT, pending, type Outcome } from './pkcs11-batch.js';
 import { IV_BYTES, RETRY_MS, TAG_BYTES } from './pkcs11-engine.js';
 import { Lane, type Call } from './pkcs11-lane.js';
-import { logins } from './pkcs11-module.js';
+import { joinLogin, leaveLogin, logins, type Pkcs11Options } from './pkcs11-module.js';
 import { moduleShare } from './pkcs11-share.js';
 import { openSynchronousWrapper } from './pkcs11-sync.js';
 
-export interface Pkcs11Options {
-  module: string; tokenLabel: string; pin: string; keyLabel: string; createIfMissing?: boolean; log?: Logger;
-  /**
-   * Longest one PKCS#11 call may take before the calls waiting for it fail with HsmUnavailableError; default 2000
-   * ms. 0: synchronous calls on the main thread with no deadline (see the file comment for when that is safe).
-   */
-  timeoutMs?: number;
-  /**
-   * Test seam, never set outside tests: a module (URL or path) whose `wrapPkcs11(p11, data)` returns a double in
-   * front of the loaded module, for the faults SoftHSM cannot produce (a call that hangs, a device fault reported
-   * as CKR_GENERAL_ERROR). It is imported by the thread that calls the module; `data` reaches it by structured
-   * clone, so a SharedArrayBuffer in it lets a test steer a worker's double.
-   */
-  testHook?: { module: string; data?: unknown };
-}
+export type { Pkcs11Options } from './pkcs11-module.js';
 
 const DEFAULT_TIMEOUT_MS = 2000;
 const MAX_STALLED = 3;
@@ -153,8 +138,7 @@ export async function openPkcs11KeyWrapper(opts: Pkcs11Options): Promise<KeyWrap
   } finally {
     opened = undefined;
   }
-  const login = logins.get(loginKey);
-  logins.set(loginKey, { users: (login?.users ?? 0) + 1, pinDigest: login?.pinDigest ?? pinDigest });
+  joinLogin(loginKey, pinDigest);
   log?.info({ token: tokenLabel, kekVersion: current, versions }, 'PKCS#11 key wrapper open');
 
   return {
@@ -179,9 +163,7 @@ export async function openPkcs11KeyWrapper(opts: Pkcs11Options): Promise<KeyWrap
       if (closed) return;
       closed = true;
       fail(new HsmUnavailableError(`PKCS#11 key wrapper for ${token} is closed`));
-      const l = logins.get(loginKey);
-      const lastOnToken = l !== undefined && --l.users === 0;
-      if (lastOnToken) logins.delete(loginKey);
+      const lastOnToken = leaveLogin(loginKey);
       // Logging out ends the login for every session of this process on the token, so only the last wrapper does.
       await lane?.close(lastOnToken);
       if (stalled > 0) {

@@ -2,7 +2,7 @@ import type { Barrier } from '../barrier/barrier.js';
 import { auditBody } from '../audit/event.js';
 import type { Logger } from '../log.js';
 import type { Db } from '../store/db.js';
-import { insertIngested, isStored, nextSeq, poolCounts, storedRefs, type SealedBlockRow, type StoredRef } from '../store/pool.js';
+import { insertIngested, nextSeq, poolCounts, storedPositions, storedRefs, type SealedBlockRow, type StoredRef } from '../store/pool.js';
 import { DeviceUnavailableError, type DeviceKey, type LinkSource } from '../sources/link-source.js';
 import { Repeater } from '../lifecycle/repeater.js';
 import { splitOwnership, type PeerRoom } from './ownership.js';
@@ -103,7 +103,7 @@ export class Ingester {
     const blocks = keys.reduce((n, k) => n + k.blocks, 0);
     // After a failed attempt, the attempt may have committed with its reply lost: then the batch is stored and
     // must not be sent again. Checked only after a failure, so the normal path costs nothing.
-    if (held.attempted && (await isStored(db, linkId, firstSeq))) return blocks;
+    if (held.attempted && (await storedPositions(db, linkId, [firstSeq])).has(firstSeq)) return blocks;
     const room = await this.room();
     const owned = role === 'loopback' ? blocks : splitOwnership(blocks, room.own, room.total - room.own);
     const refs: StoredRef[] = [];

@@ -4,7 +4,7 @@ import type { Logger } from '../log.js';
 import type { Material, MaterialAck } from '../schemas/peer.js';
 import { DeviceKeysNotReadyError, type DeviceKey, type LinkSource } from '../sources/link-source.js';
 import type { Db } from '../store/db.js';
-import { insertAnnounced, poolCounts, type SealedBlockRow } from '../store/pool.js';
+import { insertAnnounced, poolCounts, storedPositions, type SealedBlockRow } from '../store/pool.js';
 
 /**
  * The secondary's side of a paired link: the primary announced which device keys fill which positions; read the
@@ -37,7 +37,7 @@ export class SecondaryIngest {
     for (const k of keys) {
       if (k.owner_split > k.blocks) throw new Error(`ref ${k.ref}: owner_split ${k.owner_split} exceeds its ${k.blocks} blocks`);
     }
-    const already = await storedFirsts(db, linkId, keys.map((k) => k.first_seq));
+    const already = await storedPositions(db, linkId, keys.map((k) => k.first_seq));
     const wanted = keys.filter((k) => !already.has(k.first_seq));
     const notReady = new Set<string>();
     let fetched: DeviceKey[] = [];
@@ -98,10 +98,4 @@ export class SecondaryIngest {
       room: Math.max(0, this.deps.maxBlocks - counts.available),
     };
   }
-}
-
-/** Which of these positions are stored already. */
-async function storedFirsts(db: Db, linkId: string, seqs: string[]): Promise<Set<string>> {
-  const { rows } = await db.query('SELECT seq::text AS seq FROM key_block WHERE link_id = $1 AND seq = ANY($2::bigint[])', [linkId, seqs]);
-  return new Set((rows as Array<{ seq: string }>).map((r) => r.seq));
 }

@@ -81,10 +81,13 @@ export async function nextSeq(db: Db, linkId: string): Promise<string> {
   return (rows[0] as { next: string }).next;
 }
 
-/** Whether a position is stored: tells a retried ingest whether an INSERT whose reply was lost did commit. */
-export async function isStored(db: Db, linkId: string, seq: string): Promise<boolean> {
-  const { rows } = await db.query('SELECT 1 FROM key_block WHERE link_id = $1 AND seq = $2', [linkId, seq]);
-  return rows.length > 0;
+/**
+ * Which of these positions are stored: tells a retried ingest whether an INSERT whose reply was lost did commit,
+ * and the secondary which announced positions it holds already.
+ */
+export async function storedPositions(db: Db, linkId: string, seqs: string[]): Promise<Set<string>> {
+  const { rows } = await db.query('SELECT seq::text AS seq FROM key_block WHERE link_id = $1 AND seq = ANY($2::bigint[])', [linkId, seqs]);
+  return new Set((rows as Array<{ seq: string }>).map((r) => r.seq));
 }
 
 /** Which of these device refs this KME stored already (a device may offer a key again after a crash). */

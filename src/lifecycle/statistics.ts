@@ -1,5 +1,6 @@
 import type { Logger } from '../log.js';
-import type { Db } from './db.js';
+import type { Db } from '../store/db.js';
+import { Repeater } from './repeater.js';
 
 /**
  * Keeps the planner's statistics of the pool tables current. The claim and the delivery statements are only fast
@@ -9,20 +10,15 @@ import type { Db } from './db.js';
  *
  * With several replicas this becomes a leader-only job (a later issue); running it twice is harmless meanwhile.
  */
-export function startStatisticsJob(db: Db, log: Logger, opts: { firstMs?: number; everyMs?: number } = {}): () => void {
-  let timer: NodeJS.Timeout | undefined;
-  let stopped = false;
-  const run = async () => {
+export function startStatisticsJob(db: Db, log: Logger, opts: { firstMs?: number; everyMs?: number } = {}): () => Promise<void> {
+  const loop = new Repeater(async () => {
     try {
       await db.query('ANALYZE key_block, qkd_key, key_slave, pool_count');
     } catch (err) {
       log.warn({ err: { message: (err as Error).message } }, 'could not refresh table statistics');
     }
-    if (!stopped) timer = setTimeout(run, opts.everyMs ?? 30_000);
-  };
-  timer = setTimeout(run, opts.firstMs ?? 5_000);
-  return () => {
-    stopped = true;
-    clearTimeout(timer);
-  };
+    return opts.everyMs ?? 30_000;
+  });
+  loop.start(opts.firstMs ?? 5_000);
+  return () => loop.stop();
 }
