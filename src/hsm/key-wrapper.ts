@@ -22,6 +22,7 @@ export interface KeyWrapper {
 
   /**
    * Encrypts `plaintext` under the current KEK with a fresh random 96-bit IV, binding `aad`.
+   * Reads `plaintext` and `aad` before it returns its promise: callers wipe them as soon as the call is made.
    * Safe to call concurrently. Bounded: an HSM that stops answering costs a call at most the implementation's
    * deadline (the PKCS#11 wrapper's `timeoutMs`, unless set to 0), never a wait for the HSM. Throws
    * `HsmUnavailableError` when the HSM cannot be reached, fails, or does not answer in time (the caller answers 503

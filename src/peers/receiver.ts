@@ -115,7 +115,7 @@ export class ExtKeysReceiver {
 
   private async hold(c: DbClient, from: string, valid: Array<{ i: number; request: ExtKeys; plan: DeliveryPlan }>) {
     const { barrier, topology } = this.deps;
-    const rows: KeyRow[] = [];
+    const rows: Array<Promise<KeyRow>> = [];
     const incomingPads: Array<{ linkId: string; seq: string; from: 'peer' }> = [];
     const ownPads: Array<{ linkId: string; seq: string; from: 'owned' }> = [];
     const audits: string[] = [];
@@ -160,7 +160,7 @@ export class ExtKeysReceiver {
         const key = relayed ? xor(Buffer.from(k.value!, 'base64'), assemble(parts, k.qkms_size)) : assemble(parts, k.qkms_size);
         keyBytes.push(key);
         if (relayed) for (const seq of perKey[n]!) incomingPads.push({ linkId, seq, from: 'peer' });
-        rows.push({
+        const row: KeyRow = {
           keyId: k.key_id.toLowerCase(),
           linkId,
           masterSaeId: r.initiator_sae_id,
@@ -170,8 +170,9 @@ export class ExtKeysReceiver {
           localSlaves: plan.localSlaves,
           expiresAt,
           blockSeqs: relayed ? [] : perKey[n]!,
-          ...(relayed ? { wrapped: await barrier.seal(key, { keyId: k.key_id.toLowerCase() }) } : {}),
-        });
+        };
+        // A relayed key is wrapped here; all of a batch's at once (the HSM batches concurrent calls).
+        rows.push(relayed ? barrier.seal(key, { keyId: row.keyId }).then((wrapped) => ({ ...row, wrapped })) : Promise.resolve(row));
       }
       const { outgoing, spent } = await this.onward(r, plan, keyBytes, padSupply, ownPads);
       wipe(keyBytes);
@@ -179,7 +180,7 @@ export class ExtKeysReceiver {
       out.push({ i, request: r, plan, outgoing, spent });
     }
     wipe(openedAll);
-    await bindKeys(c, { keys: rows, from: 'peer', pads: [...incomingPads, ...ownPads], auditBodies: audits });
+    await bindKeys(c, { keys: await Promise.all(rows), from: 'peer', pads: [...incomingPads, ...ownPads], auditBodies: audits });
     return out;
   }
 
