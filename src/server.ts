@@ -9,6 +9,7 @@ import type { KeyWrapper } from './hsm/key-wrapper.js';
 import { openKeyWrapper } from './hsm/open.js';
 import { KeyService } from './keys/key-service.js';
 import { MasterDeliveryBatcher } from './keys/master-batcher.js';
+import { startEraserJob } from './lifecycle/eraser.js';
 import { startExpiryJob } from './lifecycle/expiry.js';
 import type { Logger } from './log.js';
 import { buildNetwork, type Network } from './peers/network.js';
@@ -152,6 +153,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     network.start();
     const stopExpiry = startExpiryJob(db, { kmeId: config.kme_id, log });
     closers.unshift(stopExpiry);
+    closers.unshift(startEraserJob({ db, barrier, log }));
     closers.unshift(startStatisticsJob(db, log));
 
     const address = app.server.address();

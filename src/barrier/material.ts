@@ -19,3 +19,34 @@ export function xor(a: Buffer, b: Buffer): Buffer {
 export function wipe(buffers: Iterable<Buffer | undefined>): void {
   for (const b of buffers) b?.fill(0);
 }
+
+/**
+ * The plaintext of opened chunks, addressed by link and position. Blocks handed out are views into the chunks:
+ * copy what must outlive `wipe()`. The caller wipes when done.
+ */
+export class OpenedChunks {
+  private readonly chunks: Array<{ linkId: string; first: bigint; blocks: number; plain: Buffer }> = [];
+
+  add(chunk: { linkId: string; firstSeq: string; blocks: number }, plain: Buffer): void {
+    this.chunks.push({ linkId: chunk.linkId, first: BigInt(chunk.firstSeq), blocks: chunk.blocks, plain });
+  }
+
+  /** The material of one block; throws when no opened chunk holds it. */
+  block(linkId: string, seq: string): Buffer {
+    const at = BigInt(seq);
+    const c = this.chunks.find((x) => x.linkId === linkId && at >= x.first && at < x.first + BigInt(x.blocks));
+    if (!c) throw new Error(`no opened chunk holds block ${linkId}/${seq}`);
+    const size = c.plain.length / c.blocks;
+    const offset = Number(at - c.first) * size;
+    return c.plain.subarray(offset, offset + size);
+  }
+
+  /** The blocks at these positions, in the order given. */
+  blocks(linkId: string, seqs: readonly string[]): Buffer[] {
+    return seqs.map((s) => this.block(linkId, s));
+  }
+
+  wipe(): void {
+    for (const c of this.chunks) c.plain.fill(0);
+  }
+}

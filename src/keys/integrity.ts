@@ -14,20 +14,19 @@ export async function integrityVerdict(
   err: IntegrityFailures,
 ): Promise<'material' | 'kek' | 'unknown'> {
   if (err.ids.length < err.total) return 'material';
-  const failed = err.ids.flatMap((id) => ('seq' in id ? [id] : []));
-  // A relayed key has no link position: any stored block will do as a probe then.
+  const failed = err.ids.flatMap((id) => ('firstSeq' in id ? [id] : []));
+  // A relayed key has no link position: any stored chunk will do as a probe then.
   const linkId = failed[0]?.linkId ?? null;
   const { rows } = await db.query(
-    `SELECT link_id AS "linkId", seq::text AS seq, wrapped FROM key_block
-      WHERE ($1::text IS NULL OR link_id = $1) AND wrapped IS NOT NULL
-        AND state IN ('AVAILABLE', 'INGESTED', 'RESERVED', 'DELIVERED') AND seq <> ALL($2::bigint[])
-      ORDER BY seq DESC LIMIT 1`,
-    [linkId, failed.filter((f) => f.linkId === linkId).map((f) => f.seq)],
+    `SELECT link_id AS "linkId", first_seq::text AS "firstSeq", blocks, sealed FROM key_chunk
+      WHERE ($1::text IS NULL OR link_id = $1) AND NOT set_aside AND first_seq <> ALL($2::bigint[])
+      ORDER BY first_seq DESC LIMIT 1`,
+    [linkId, failed.filter((f) => f.linkId === linkId).map((f) => f.firstSeq)],
   );
-  const probe = rows[0] as { linkId: string; seq: string; wrapped: Buffer } | undefined;
+  const probe = rows[0] as { linkId: string; firstSeq: string; blocks: number; sealed: Buffer } | undefined;
   if (!probe) return 'unknown';
   try {
-    (await barrier.open(probe.wrapped, { linkId: probe.linkId, seq: probe.seq })).fill(0);
+    (await barrier.open(probe.sealed, { linkId: probe.linkId, firstSeq: probe.firstSeq, blocks: probe.blocks })).fill(0);
     return 'material';
   } catch (e) {
     if (e instanceof IntegrityError) return 'kek';

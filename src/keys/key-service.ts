@@ -127,11 +127,14 @@ export class KeyService {
       const rows = await lockSlaveRows(c, keyIds);
       const destroyKeyIds = checkSlaveMayFetch(rows, keyIds, caller.saeId, master, this.deps.kmeId);
       const material = await materialOfKeys(c, keyIds);
-      const opened = await this.deps.barrier.openAll(
-        material.map((m) => ({ wrapped: m.wrapped, id: m.seq === undefined ? { keyId: m.keyId } : { linkId: m.linkId, seq: m.seq } })),
-      );
+      const relayed = material.keys.filter((k) => k.wrapped !== undefined);
+      const [opened, ownEnvelopes] = await Promise.all([
+        this.deps.barrier.openChunks(material.chunks),
+        this.deps.barrier.openAll(relayed.map((k) => ({ wrapped: k.wrapped!, id: { keyId: k.keyId } }))),
+      ]);
       const byKey = new Map<string, Buffer[]>();
-      material.forEach((m, i) => byKey.set(m.keyId, [...(byKey.get(m.keyId) ?? []), opened[i]!]));
+      for (const k of material.keys) if (k.seqs.length > 0) byKey.set(k.keyId, opened.blocks(k.linkId, k.seqs));
+      relayed.forEach((k, i) => byKey.set(k.keyId, [ownEnvelopes[i]!]));
       const sizeOf = new Map(rows.map((r) => [r.keyId, r.sizeBits]));
       const actor = { actor: `sae:${caller.saeId}`, actorCert: caller.certSha256 };
       const auditBodies = [auditBody({ operation: 'deliver_slave', outcome: 'ok', ...actor, keyIds, detail: { master } })];
@@ -142,7 +145,8 @@ export class KeyService {
       }
       await recordSlaveDelivery(c, { slaveSaeId: caller.saeId, keyIds, destroyKeyIds, auditBodies });
       const answer = keyIds.map((keyId) => ({ key_ID: keyId, key: assemble(byKey.get(keyId) ?? [], sizeOf.get(keyId)!).toString('base64') }));
-      wipe(opened);
+      opened.wipe();
+      wipe(ownEnvelopes);
       return answer;
     });
     return { keys };
@@ -157,9 +161,11 @@ export class KeyService {
       return unavailable(`${KEK_SUSPECT} (the operator must investigate; nothing was taken)`);
     }
     const bad = new Set(err.ids.map((id) => ('keyId' in id ? id.keyId : undefined)).filter((x) => x !== undefined));
+    const chunks = err.ids.flatMap((id) => ('firstSeq' in id ? [id] : []));
     const { rows } = await this.deps.db.query(
-      'SELECT DISTINCT key_id::text AS id FROM key_block WHERE (link_id, seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))',
-      [err.ids.flatMap((id) => ('seq' in id ? [id.linkId] : [])), err.ids.flatMap((id) => ('seq' in id ? [id.seq] : []))],
+      `SELECT DISTINCT q.key_id::text AS id FROM qkd_key q, unnest($1::text[], $2::bigint[], $3::int[]) AS c(link, first, blocks)
+        WHERE q.key_id = ANY($4::uuid[]) AND q.link_id = c.link AND q.seqs && int8range(c.first, c.first + c.blocks)`,
+      [chunks.map((c) => c.linkId), chunks.map((c) => c.firstSeq), chunks.map((c) => c.blocks), keyIds],
     );
     for (const r of rows as Array<{ id: string }>) bad.add(r.id);
     const ids = keyIds.filter((k) => bad.has(k));

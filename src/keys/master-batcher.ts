@@ -7,7 +7,7 @@ import type { Forwarder } from '../peers/forwarder.js';
 import { voidEverywhere } from '../peers/void-keys.js';
 import { withTransaction, type Db } from '../store/db.js';
 import { settleForwarded } from '../store/keys.js';
-import { setAsideBlocks } from '../store/pool.js';
+import { setAsideChunks } from '../store/pool.js';
 import { integrityVerdict, KEK_SUSPECT } from './integrity.js';
 import { reserveAtOrigin, type DeliveredKey, type MasterRequest, type Reserved } from './origin-reserve.js';
 
@@ -141,14 +141,14 @@ export class MasterDeliveryBatcher {
           this.deps.log.error({ verdict }, KEK_SUSPECT);
           throw unavailable(`${KEK_SUSPECT} (the operator must investigate; nothing was taken)`);
         }
-        const blocks = err.ids.flatMap((id) => ('seq' in id ? [id] : []));
-        this.deps.log.error({ blocks: blocks.map((b) => `${b.linkId}/${b.seq}`) }, 'stored key material failed its integrity check: set aside');
-        await setAsideBlocks(this.deps.db, blocks, [
+        const chunks = err.ids.flatMap((id) => ('firstSeq' in id ? [id] : []));
+        this.deps.log.error({ chunks: chunks.map((c) => `${c.linkId}/${c.firstSeq}+${c.blocks}`) }, 'stored key material failed its integrity check: set aside');
+        await setAsideChunks(this.deps.db, chunks, [
           auditBody({
             operation: 'set_aside',
             outcome: 'failed',
             actor: `kme:${this.deps.kmeId}`,
-            detail: { reason: 'integrity check failed', blocks: blocks.map((b) => ({ link_id: b.linkId, seq: b.seq })) },
+            detail: { reason: 'integrity check failed', chunks: chunks.map((c) => ({ link_id: c.linkId, first_seq: c.firstSeq, blocks: c.blocks })) },
           }),
         ]);
       }

@@ -5,7 +5,7 @@ import type { Outgoing } from '../peers/forwarder.js';
 import { toRanges } from '../peers/ranges.js';
 import type { Spent } from '../peers/void-keys.js';
 import type { DbClient } from '../store/db.js';
-import { claimAvailableBlocks, type StoredBlock } from '../store/deliveries.js';
+import { claimOwned, cursorsAfter, type OwnedClaim } from '../store/chunks.js';
 import { bindKeys, type KeyRow } from '../store/keys.js';
 import { assemble, wipe, xor } from '../barrier/material.js';
 import type { DeliveryPlan } from '../peers/routing.js';
@@ -57,50 +57,57 @@ export async function reserveAtOrigin(
   batch: MasterRequest[],
 ): Promise<Array<Reserved | 'expired' | undefined>> {
   const need = (r: MasterRequest) => r.number * r.blocksPerKey;
-  const material = await claimAvailableBlocks(c, linkId, batch.reduce((n, r) => n + need(r), 0));
+  // A client that gave up, or whose time ran out while it queued, takes nothing.
+  const gone = batch.map((r) => r.abandoned() || Date.now() >= r.deadline);
+  const alive = batch.filter((_, i) => !gone[i]);
+  if (alive.length === 0) return batch.map(() => 'expired');
+  const material = await claimOwned(c, linkId, alive.reduce((n, r) => n + need(r), 0));
   const padLinks = new Map<string, number>();
-  for (const r of batch) for (const h of r.plan.hops) if (!h.direct) padLinks.set(h.link.linkId, (padLinks.get(h.link.linkId) ?? 0) + need(r));
-  const pads = new Map<string, StoredBlock[]>();
-  for (const [padLink, n] of padLinks) pads.set(padLink, await claimAvailableBlocks(c, padLink, n));
+  for (const r of alive) for (const h of r.plan.hops) if (!h.direct) padLinks.set(h.link.linkId, (padLinks.get(h.link.linkId) ?? 0) + need(r));
+  const pads = new Map<string, OwnedClaim>();
+  for (const [padLink, n] of padLinks) pads.set(padLink, await claimOwned(c, padLink, n));
 
-  // Plan: which blocks each request gets, in arrival order, while material and every pad it needs last.
+  // Plan: which positions each request gets, in arrival order, while material and every pad it needs last. Served
+  // requests take a prefix of each claim, so the cursors move past exactly what was used.
   let used = 0;
   const padUsed = new Map<string, number>();
-  const plans = batch.map((r) => {
+  const plans = batch.map((r, i) => {
+    if (gone[i]) return undefined;
     const n = need(r);
     const relay = r.plan.hops.filter((h) => !h.direct);
     const fits =
-      used + n <= material.length && relay.every((h) => (padUsed.get(h.link.linkId) ?? 0) + n <= (pads.get(h.link.linkId)?.length ?? 0));
+      used + n <= material.seqs.length && relay.every((h) => (padUsed.get(h.link.linkId) ?? 0) + n <= (pads.get(h.link.linkId)?.seqs.length ?? 0));
     if (!fits) return undefined;
-    const blocks = material.slice(used, (used += n));
+    const seqs = material.seqs.slice(used, (used += n));
     const padsByHop = relay.map((h) => {
       const from = padUsed.get(h.link.linkId) ?? 0;
       padUsed.set(h.link.linkId, from + n);
-      return { hop: h, blocks: pads.get(h.link.linkId)!.slice(from, from + n) };
+      return { hop: h, seqs: pads.get(h.link.linkId)!.seqs.slice(from, from + n) };
     });
-    return { request: r, blocks, padsByHop, keyIds: Array.from({ length: r.number }, () => randomUUID()) };
+    return { request: r, seqs, padsByHop, keyIds: Array.from({ length: r.number }, () => randomUUID()) };
   });
-  // The client gave up or its time ran out while material was claimed: bind nothing for it (its claimed blocks
-  // are released untouched at commit).
-  const gone = plans.map((p) => p !== undefined && (p.request.abandoned() || Date.now() >= p.request.deadline));
-  const served = plans.filter((p, i): p is NonNullable<typeof p> => p !== undefined && !gone[i]);
+  const served = plans.filter((p): p is NonNullable<typeof p> => p !== undefined);
+  // Nothing served: every claimed chunk is released untouched at commit.
   if (served.length === 0) return plans.map((p, i) => (gone[i] ? 'expired' : undefined));
 
-  const toOpen = served.flatMap((p) => [
-    ...p.blocks.map((b) => ({ wrapped: b.wrapped, id: { linkId, seq: b.seq } })),
-    ...p.padsByHop.flatMap((x) => x.blocks.map((b) => ({ wrapped: b.wrapped, id: { linkId: x.hop.link.linkId, seq: b.seq } }))),
-  ]);
-  const opened = await deps.barrier.openAll(toOpen);
+  const cursors = [
+    ...cursorsAfter(material, used),
+    ...[...pads].flatMap(([padLink, claim]) => cursorsAfter(claim, padUsed.get(padLink) ?? 0)),
+  ];
+  const touched = new Set(cursors.map((x) => `${x.linkId}/${x.firstSeq}`));
+  const opened = await deps.barrier.openChunks(
+    [material, ...pads.values()].flatMap((claim) => claim.chunks).filter((ch) => touched.has(`${ch.id.linkId}/${ch.id.firstSeq}`)),
+  );
   const expiresAt = new Date(Date.now() + deps.keyTtlMs);
   const rows: KeyRow[] = [];
   const audits: string[] = [];
-  let o = 0;
   const results = served.map((p) => {
     const { request: r } = p;
     const remote = r.plan.hops.length > 0;
     const per = r.blocksPerKey;
-    const keyBytes = p.keyIds.map(() => assemble(opened.slice(o, (o += per)), r.sizeBits));
-    const padBytes = p.padsByHop.map(() => p.keyIds.map(() => assemble(opened.slice(o, (o += per)), r.sizeBits)));
+    const ofKey = (seqs: string[], i: number) => seqs.slice(i * per, (i + 1) * per);
+    const keyBytes = p.keyIds.map((_, i) => assemble(opened.blocks(linkId, ofKey(p.seqs, i)), r.sizeBits));
+    const padBytes = p.padsByHop.map((x) => p.keyIds.map((_, i) => assemble(opened.blocks(x.hop.link.linkId, ofKey(x.seqs, i)), r.sizeBits)));
     p.keyIds.forEach((keyId, i) =>
       rows.push({
         keyId,
@@ -111,24 +118,23 @@ export async function reserveAtOrigin(
         state: remote ? 'RESERVED' : 'DELIVERED',
         localSlaves: r.plan.localSlaves,
         expiresAt,
-        blockSeqs: p.blocks.slice(i * per, (i + 1) * per).map((b) => b.seq),
+        blockSeqs: ofKey(p.seqs, i),
       }),
     );
-    const seqsOf = (blocks: StoredBlock[], i: number) => blocks.slice(i * per, (i + 1) * per).map((b) => b.seq);
     const outgoing: Outgoing[] = r.plan.hops.map((h) => {
       const padded = p.padsByHop.findIndex((x) => x.hop === h);
-      const blocks = padded >= 0 ? p.padsByHop[padded]!.blocks : p.blocks;
+      const seqs = padded >= 0 ? p.padsByHop[padded]!.seqs : p.seqs;
       return {
         peer: h.peer,
         padLinkId: h.link.linkId,
-        padSeqs: padded >= 0 ? blocks.map((b) => b.seq) : [],
+        padSeqs: padded >= 0 ? seqs : [],
         message: {
           initiator_sae_id: r.masterSaeId,
           target_sae_ids: h.targets,
           keys: p.keyIds.map((key_id, i) => ({
             key_id,
             qkms_size: r.sizeBits,
-            qkms_ranges: toRanges(seqsOf(blocks, i)),
+            qkms_ranges: toRanges(ofKey(seqs, i)),
             ...(padded >= 0 ? { value: xor(keyBytes[i]!, padBytes[padded]![i]!).toString('base64') } : {}),
           })),
           qkms_link_id: h.link.linkId,
@@ -138,20 +144,21 @@ export async function reserveAtOrigin(
         },
       };
     });
-    audits.push(auditOf(deps.kmeId, linkId, r, p.keyIds, p.blocks, p.padsByHop));
+    audits.push(auditOf(deps.kmeId, linkId, r, p.keyIds, p.seqs, p.padsByHop));
     const keys = p.keyIds.map((key_ID, i) => ({ key_ID, key: keyBytes[i]!.toString('base64') }));
     wipe([...keyBytes, ...padBytes.flat()]);
     const spent = r.plan.hops.map((h) => {
       const x = p.padsByHop.find((y) => y.hop === h);
-      return { peer: h.peer, linkId: h.link.linkId, seqs: (x ? x.blocks : p.blocks).map((b) => b.seq) };
+      return { peer: h.peer, linkId: h.link.linkId, seqs: x ? x.seqs : p.seqs };
     });
     return { keys, keyIds: p.keyIds, outgoing, spent };
   });
-  wipe(opened);
+  opened.wipe();
   await bindKeys(c, {
     keys: rows,
     from: 'owned',
-    pads: served.flatMap((p) => p.padsByHop.flatMap((x) => x.blocks.map((b) => ({ linkId: x.hop.link.linkId, seq: b.seq, from: 'owned' as const })))),
+    pads: served.flatMap((p) => p.padsByHop.flatMap((x) => x.seqs.map((seq) => ({ linkId: x.hop.link.linkId, seq, from: 'owned' as const })))),
+    cursors,
     auditBodies: audits,
   });
   let s = 0;
@@ -163,8 +170,8 @@ function auditOf(
   linkId: string,
   r: MasterRequest,
   keyIds: string[],
-  blocks: StoredBlock[],
-  padsByHop: Array<{ hop: { peer: string; link: { linkId: string } }; blocks: StoredBlock[] }>,
+  seqs: string[],
+  padsByHop: Array<{ hop: { peer: string; link: { linkId: string } }; seqs: string[] }>,
 ): string {
   const remote = r.plan.hops.length > 0;
   return auditBody({
@@ -177,7 +184,7 @@ function auditOf(
       link_id: linkId,
       slaves: r.slaveSaeIds,
       size_bits: r.sizeBits,
-      blocks: blocks.map((b) => b.seq),
+      blocks: seqs,
       ...(remote
         ? {
             kme: kmeId,
@@ -185,7 +192,7 @@ function auditOf(
               peer: h.peer,
               link_id: h.link.linkId,
               targets: h.targets,
-              ...(h.direct ? {} : { pad: padsByHop.find((x) => x.hop === h)!.blocks.map((b) => b.seq) }),
+              ...(h.direct ? {} : { pad: padsByHop.find((x) => x.hop === h)!.seqs }),
             })),
           }
         : {}),

@@ -13,7 +13,7 @@ import { Repeater } from './repeater.js';
 export function startStatisticsJob(db: Db, log: Logger, opts: { firstMs?: number; everyMs?: number } = {}): () => Promise<void> {
   const loop = new Repeater(async () => {
     try {
-      await db.query('ANALYZE key_block, qkd_key, key_slave, pool_count');
+      await db.query('ANALYZE key_chunk, erase_queue, qkd_key, key_slave, pool_count');
     } catch (err) {
       log.warn({ err: { message: (err as Error).message } }, 'could not refresh table statistics');
     }

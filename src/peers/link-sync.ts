@@ -71,9 +71,10 @@ export class LinkSync {
   async message(link: LinkInfo): Promise<Sync> {
     const { db, topology } = this.deps;
     const { rows } = await db.query(
-      `SELECT (SELECT min(seq) FROM key_block WHERE link_id = $1 AND owned AND state IN ('INGESTED', 'AVAILABLE', 'RESERVED'))::text AS live,
-              (SELECT max(seq) + 1 FROM key_block WHERE link_id = $1 AND owned)::text AS next`,
-      [link.linkId],
+      `SELECT LEAST((SELECT min(first_seq + next_free) FROM key_chunk WHERE link_id = $1 AND owned AND NOT set_aside AND next_free < blocks),
+                    (SELECT min(lower(seqs)) FROM qkd_key WHERE link_id = $1 AND state = 'RESERVED' AND origin_kme_id = $2))::text AS live,
+              (SELECT next_seq FROM link WHERE link_id = $1)::text AS next`,
+      [link.linkId, topology.kmeId],
     );
     const r = rows[0] as { live: string | null; next: string | null };
     let watermark = r.live ?? r.next;

@@ -6,7 +6,8 @@ import { planDelivery, type DeliveryPlan } from './routing.js';
 import type { Logger } from '../log.js';
 import type { ExtKeys, ExtKeysAck, ExtKeysBatch } from '../schemas/peer.js';
 import { withTransaction, type Db, type DbClient } from '../store/db.js';
-import { claimAvailableBlocks, type StoredBlock } from '../store/deliveries.js';
+import { claimOwned, cursorsAfter, lockPeerChunks, type ChunkRow, type OwnedClaim } from '../store/chunks.js';
+import { ascending } from '../store/positions.js';
 import { bindKeys, MaterialGoneError, settleForwarded, type KeyRow } from '../store/keys.js';
 import type { Forwarder, Outgoing } from './forwarder.js';
 import { fromRanges, toRanges } from './ranges.js';
@@ -106,6 +107,8 @@ export class ExtKeysReceiver {
     for (const k of r.keys) {
       const blocks = Math.ceil(k.qkms_size / link.blockBits);
       if (k.qkms_ranges.reduce((n, x) => n + x.count, 0) !== blocks) throw new Error(`key ${k.key_id}: ${blocks} positions expected`);
+      // Material is stored and read in position order: a key's positions must come in that order too.
+      if (!ascending(fromRanges(k.qkms_ranges, blocks))) throw new Error(`key ${k.key_id}: positions must be ascending`);
       if (k.value !== undefined && Buffer.from(k.value, 'base64').length * 8 !== k.qkms_size) {
         throw new Error(`key ${k.key_id}: value is not ${k.qkms_size} bits`);
       }
@@ -125,15 +128,10 @@ export class ExtKeysReceiver {
     const wanted = valid.map((v) => ({ ...v, perKey: v.request.keys.map((k) => fromRanges(k.qkms_ranges, 1 << 20)) }));
     const seqsByLink = new Map<string, string[]>();
     for (const w of wanted) seqsByLink.set(w.request.qkms_link_id, [...(seqsByLink.get(w.request.qkms_link_id) ?? []), ...w.perKey.flat()]);
-    const stored = new Map<string, Map<string, Buffer>>();
-    for (const [linkId, seqs] of seqsByLink) stored.set(linkId, await peerBlocks(c, linkId, seqs));
-    const openedAll = await barrier.openAll(
-      wanted.flatMap((w) =>
-        w.perKey.flat().map((seq) => ({ wrapped: stored.get(w.request.qkms_link_id)!.get(seq)!, id: { linkId: w.request.qkms_link_id, seq } })),
-      ),
-    );
-    // Own pads for the next hops, claimed once per link for the whole batch (a second claim in the same
-    // transaction would find the rows it locked itself, not skip them) and handed out in order.
+    const chunks: ChunkRow[] = [];
+    for (const [linkId, seqs] of seqsByLink) chunks.push(...(await lockPeerChunks(c, linkId, seqs)));
+    const openedAll = await barrier.openChunks(chunks);
+    // Own pads for the next hops, claimed once per link for the whole batch and handed out in order.
     const padNeed = new Map<string, number>();
     for (const w of wanted) {
       for (const hop of w.plan.hops) {
@@ -141,21 +139,18 @@ export class ExtKeysReceiver {
         padNeed.set(hop.link.linkId, (padNeed.get(hop.link.linkId) ?? 0) + n);
       }
     }
-    const padSupply = new Map<string, { blocks: StoredBlock[]; next: number }>();
+    const padSupply = new Map<string, { claim: OwnedClaim; next: number }>();
     for (const [padLink, n] of padNeed) {
-      const blocks = await claimAvailableBlocks(c, padLink, n);
-      if (blocks.length < n) throw new MaterialGoneError(`not enough key material on link ${padLink} to relay on`);
-      padSupply.set(padLink, { blocks, next: 0 });
+      const claim = await claimOwned(c, padLink, n);
+      if (claim.seqs.length < n) throw new MaterialGoneError(`not enough key material on link ${padLink} to relay on`);
+      padSupply.set(padLink, { claim, next: 0 });
     }
-    let next = 0;
     for (const { i, request: r, plan, perKey } of wanted) {
       const linkId = r.qkms_link_id;
-      const opened = openedAll.slice(next, (next += perKey.flat().length));
       const expiresAt = new Date(Math.min(Date.parse(r.qkms_expires_at), expiresCap));
-      let o = 0;
       const keyBytes: Buffer[] = [];
       for (const [n, k] of r.keys.entries()) {
-        const parts = opened.slice(o, (o += perKey[n]!.length));
+        const parts = openedAll.blocks(linkId, perKey[n]!);
         const relayed = k.value !== undefined;
         const key = relayed ? xor(Buffer.from(k.value!, 'base64'), assemble(parts, k.qkms_size)) : assemble(parts, k.qkms_size);
         keyBytes.push(key);
@@ -179,8 +174,14 @@ export class ExtKeysReceiver {
       audits.push(this.reserveAudit(from, r, plan, perKey));
       out.push({ i, request: r, plan, outgoing, spent });
     }
-    wipe(openedAll);
-    await bindKeys(c, { keys: await Promise.all(rows), from: 'peer', pads: [...incomingPads, ...ownPads], auditBodies: audits });
+    openedAll.wipe();
+    await bindKeys(c, {
+      keys: await Promise.all(rows),
+      from: 'peer',
+      pads: [...incomingPads, ...ownPads],
+      cursors: [...padSupply.values()].flatMap((x) => cursorsAfter(x.claim, x.next)),
+      auditBodies: audits,
+    });
     return out;
   }
 
@@ -189,7 +190,7 @@ export class ExtKeysReceiver {
     r: ExtKeys,
     plan: DeliveryPlan,
     keyBytes: Buffer[],
-    padSupply: Map<string, { blocks: StoredBlock[]; next: number }>,
+    padSupply: Map<string, { claim: OwnedClaim; next: number }>,
     ownPads: Array<{ linkId: string; seq: string; from: 'owned' }>,
   ): Promise<{ outgoing: Outgoing[]; spent: Spent[] }> {
     const outgoing: Outgoing[] = [];
@@ -197,19 +198,21 @@ export class ExtKeysReceiver {
     for (const hop of plan.hops) {
       const perKey = r.keys.map((k) => Math.ceil(k.qkms_size / hop.link.blockBits));
       const supply = padSupply.get(hop.link.linkId)!;
-      const pads = supply.blocks.slice(supply.next, (supply.next += perKey.reduce((a, b) => a + b, 0)));
-      const opened = await this.deps.barrier.openAll(pads.map((b) => ({ wrapped: b.wrapped, id: { linkId: hop.link.linkId, seq: b.seq } })));
+      const pads = supply.claim.seqs.slice(supply.next, (supply.next += perKey.reduce((a, b) => a + b, 0)));
+      const opened = await this.deps.barrier.openChunks(
+        supply.claim.chunks.filter((ch) => pads.some((seq) => inChunk(seq, ch.id))),
+      );
       let o = 0;
       const keys = r.keys.map((k, n) => {
-        const mine = pads.slice(o, o + perKey[n]!).map((b) => b.seq);
-        const pad = assemble(opened.slice(o, (o += perKey[n]!)), k.qkms_size);
+        const mine = pads.slice(o, (o += perKey[n]!));
+        const pad = assemble(opened.blocks(hop.link.linkId, mine), k.qkms_size);
         const value = xor(keyBytes[n]!, pad).toString('base64');
         pad.fill(0);
         return { key_id: k.key_id.toLowerCase(), qkms_size: k.qkms_size, qkms_ranges: toRanges(mine), value };
       });
-      wipe(opened);
-      for (const b of pads) ownPads.push({ linkId: hop.link.linkId, seq: b.seq, from: 'owned' });
-      const seqs = pads.map((b) => b.seq);
+      opened.wipe();
+      for (const seq of pads) ownPads.push({ linkId: hop.link.linkId, seq, from: 'owned' });
+      const seqs = pads;
       spent.push({ peer: hop.peer, linkId: hop.link.linkId, seqs });
       outgoing.push({
         peer: hop.peer,
@@ -258,17 +261,7 @@ export class ExtKeysReceiver {
   }
 }
 
-/** The sender's blocks at these positions, locked; throws when one is missing, reserved or not the sender's. */
-async function peerBlocks(c: DbClient, linkId: string, seqs: string[]): Promise<Map<string, Buffer>> {
-  const { rows } = await c.query(
-    `SELECT seq::text AS seq, wrapped FROM key_block
-      WHERE link_id = $1 AND seq = ANY($2::bigint[]) AND NOT owned AND state IN ('AVAILABLE', 'INGESTED') AND key_id IS NULL
-      ORDER BY seq FOR UPDATE`,
-    [linkId, seqs],
-  );
-  const found = new Map((rows as Array<{ seq: string; wrapped: Buffer }>).map((r) => [r.seq, r.wrapped]));
-  if (found.size !== new Set(seqs).size || found.size !== seqs.length) {
-    throw new MaterialGoneError(`material on link ${linkId} is not available here (missing, already used, or not the sender's)`);
-  }
-  return found;
+function inChunk(seq: string, id: { firstSeq: string; blocks: number }): boolean {
+  const at = BigInt(seq);
+  return at >= BigInt(id.firstSeq) && at < BigInt(id.firstSeq) + BigInt(id.blocks);
 }

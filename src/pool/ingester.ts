@@ -2,7 +2,8 @@ import type { Barrier } from '../barrier/barrier.js';
 import { auditBody } from '../audit/event.js';
 import type { Logger } from '../log.js';
 import type { Db } from '../store/db.js';
-import { insertIngested, nextSeq, poolCounts, storedPositions, storedRefs, type SealedBlockRow, type StoredRef } from '../store/pool.js';
+import { insertIngested, nextSeq, poolCounts, storedRefs, type SealedChunkRow, type StoredRef } from '../store/pool.js';
+import { chunkPieces, sealPieces } from './chunking.js';
 import { DeviceUnavailableError, type DeviceKey, type LinkSource } from '../sources/link-source.js';
 import { Repeater } from '../lifecycle/repeater.js';
 import { splitOwnership, type PeerRoom } from './ownership.js';
@@ -103,11 +104,12 @@ export class Ingester {
     const blocks = keys.reduce((n, k) => n + k.blocks, 0);
     // After a failed attempt, the attempt may have committed with its reply lost: then the batch is stored and
     // must not be sent again. Checked only after a failure, so the normal path costs nothing.
-    if (held.attempted && (await storedPositions(db, linkId, [firstSeq])).has(firstSeq)) return blocks;
+    // This ingester stores positions in order, so the link's next position says whether the batch is in.
+    if (held.attempted && BigInt(await nextSeq(db, linkId)) > BigInt(firstSeq)) return blocks;
     const room = await this.room();
     const owned = role === 'loopback' ? blocks : splitOwnership(blocks, room.own, room.total - room.own);
     const refs: StoredRef[] = [];
-    const sealing: Array<Promise<SealedBlockRow>> = [];
+    const sealing: Array<Promise<SealedChunkRow>> = [];
     let seq = BigInt(firstSeq);
     let ownedLeft = owned;
     const blockBytes = this.opts.blockBits / 8;
@@ -115,13 +117,8 @@ export class Ingester {
       const split = Math.min(k.blocks, ownedLeft);
       ownedLeft -= split;
       refs.push({ ref: k.ref, firstSeq: String(seq), blocks: k.blocks, ownerSplit: split });
-      for (let i = 0; i < k.blocks; i++, seq++) {
-        const material = k.material.subarray(i * blockBytes, (i + 1) * blockBytes);
-        const at = String(seq);
-        const owned = i < split;
-        // All at once: the HSM batches concurrent calls (one worker round trip for many), one by one it cannot.
-        sealing.push(barrier.seal(material, { linkId, seq: at }).then((b) => ({ seq: at, wrapped: b.wrapped, kekVersion: b.kekVersion, owned })));
-      }
+      sealing.push(...sealPieces(barrier, linkId, k.material, blockBytes, chunkPieces(String(seq), k.blocks, split), true));
+      seq += BigInt(k.blocks);
     }
     const rows = await Promise.all(sealing);
     const audit = auditBody({

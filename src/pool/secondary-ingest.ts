@@ -4,7 +4,8 @@ import type { Logger } from '../log.js';
 import type { Material, MaterialAck } from '../schemas/peer.js';
 import { DeviceKeysNotReadyError, type DeviceKey, type LinkSource } from '../sources/link-source.js';
 import type { Db } from '../store/db.js';
-import { insertAnnounced, poolCounts, storedPositions, type SealedBlockRow } from '../store/pool.js';
+import { insertAnnounced, poolCounts, storedRefs, type SealedChunkRow } from '../store/pool.js';
+import { chunkPieces, sealPieces } from './chunking.js';
 
 /**
  * The secondary's side of a paired link: the primary announced which device keys fill which positions; read the
@@ -37,8 +38,8 @@ export class SecondaryIngest {
     for (const k of keys) {
       if (k.owner_split > k.blocks) throw new Error(`ref ${k.ref}: owner_split ${k.owner_split} exceeds its ${k.blocks} blocks`);
     }
-    const already = await storedPositions(db, linkId, keys.map((k) => k.first_seq));
-    const wanted = keys.filter((k) => !already.has(k.first_seq));
+    const already = await storedRefs(db, linkId, keys.map((k) => k.ref));
+    const wanted = keys.filter((k) => !already.has(k.ref));
     const notReady = new Set<string>();
     let fetched: DeviceKey[] = [];
     let pending = wanted;
@@ -57,21 +58,11 @@ export class SecondaryIngest {
     if (fetched.length > 0) {
       const byRef = new Map(wanted.map((k) => [k.ref, k]));
       const blockBytes = this.deps.blockBits / 8;
-      const sealing: Array<Promise<SealedBlockRow>> = [];
+      const sealing: Array<Promise<SealedChunkRow>> = [];
       for (const f of fetched) {
         const k = byRef.get(f.ref)!;
         if (f.material.length !== k.blocks * blockBytes) throw new Error(`device key ${f.ref} is not ${k.blocks} blocks long`);
-        const first = BigInt(k.first_seq);
-        for (let i = 0; i < k.blocks; i++) {
-          const seq = String(first + BigInt(i));
-          const owned = i >= k.owner_split;
-          // All at once: the HSM batches concurrent calls (see the ingester).
-          sealing.push(
-            this.deps.barrier
-              .seal(f.material.subarray(i * blockBytes, (i + 1) * blockBytes), { linkId, seq })
-              .then((b) => ({ seq, wrapped: b.wrapped, kekVersion: b.kekVersion, owned })),
-          );
-        }
+        sealing.push(...sealPieces(this.deps.barrier, linkId, f.material, blockBytes, chunkPieces(k.first_seq, k.blocks, k.owner_split), false));
       }
       const rows = await Promise.all(sealing);
       const audit = auditBody({
@@ -81,13 +72,17 @@ export class SecondaryIngest {
         detail: {
           link_id: linkId,
           announced_by: this.deps.peerKmeId,
-          blocks: rows.length,
-          owned: rows.filter((r) => r.owned).length,
+          blocks: rows.reduce((n, r) => n + r.blocks, 0),
+          owned: rows.reduce((n, r) => n + (r.owned ? r.blocks : 0), 0),
           device_keys: fetched.length,
           ranges: fetched.map((f) => ({ first: byRef.get(f.ref)!.first_seq, count: f.blocks })).slice(0, 64),
         },
       });
-      this.deps.onStored?.(await insertAnnounced(db, linkId, rows, [audit]));
+      const refs = fetched.map((f) => {
+        const k = byRef.get(f.ref)!;
+        return { ref: k.ref, firstSeq: k.first_seq, blocks: k.blocks, ownerSplit: k.owner_split };
+      });
+      this.deps.onStored?.(await insertAnnounced(db, linkId, refs, rows, [audit]));
       await source.release(fetched.map((f) => f.ref));
       for (const f of fetched) f.material.fill(0);
     }

@@ -1,32 +1,13 @@
 import type { DbClient } from './db.js';
 import { insertAuditSql } from '../audit/event.js';
+import { chunksOfKeys, type ChunkRow } from './chunks.js';
+import { queueErasureSql } from './keys.js';
+import { fromMultirange } from './positions.js';
 
 /**
  * The queries of key delivery. Each function runs on a client inside a transaction the caller owns
  * (`withTransaction`), so claiming material, changing its state and writing the audit event commit together.
  */
-
-export interface StoredBlock {
-  seq: string;
-  wrapped: Buffer;
-}
-
-/**
- * Locks up to `count` AVAILABLE blocks of the link that this KME owns, oldest first. Rows another transaction holds are skipped, not
- * waited for: concurrent requests never block each other and never see the same block. Returns fewer rows when
- * the pool has fewer; the caller then rolls back.
- */
-export async function claimAvailableBlocks(c: DbClient, linkId: string, count: number): Promise<StoredBlock[]> {
-  // ORDER BY names the column, not the text alias of the same name: ordering by the alias would sort every
-  // available row as text instead of walking the partial index.
-  const { rows } = await c.query(
-    `SELECT seq::text AS seq, wrapped FROM key_block
-      WHERE link_id = $1 AND state = 'AVAILABLE' AND owned
-      ORDER BY key_block.seq LIMIT $2 FOR UPDATE SKIP LOCKED`,
-    [linkId, count],
-  );
-  return rows as StoredBlock[];
-}
 
 export interface SlaveRow {
   keyId: string;
@@ -59,36 +40,35 @@ export async function lockSlaveRows(c: DbClient, keyIds: string[]): Promise<Slav
   return rows as SlaveRow[];
 }
 
-/** Where a key's material is: blocks of a link (a position each), or a relayed key's own envelope (no seq). */
+/** Where a key's material is: positions of its link (ascending), or a relayed key's own envelope. */
 export interface KeyMaterial {
   keyId: string;
   linkId: string;
-  /** The block's position; undefined for a relayed key's own envelope. */
-  seq?: string;
-  wrapped: Buffer;
+  seqs: string[];
+  wrapped?: Buffer;
 }
 
-/** The material of the given keys: their blocks in key_ID then part order, or a relayed key's envelope. */
-export async function materialOfKeys(c: DbClient, keyIds: string[]): Promise<KeyMaterial[]> {
+/** The material of the given keys (those that still hold any), and the chunks their positions are in. */
+export async function materialOfKeys(c: DbClient, keyIds: string[]): Promise<{ keys: KeyMaterial[]; chunks: ChunkRow[] }> {
   const { rows } = await c.query(
-    `SELECT key_id::text AS "keyId", link_id AS "linkId", seq::text AS seq, wrapped, key_part AS part FROM key_block
-      WHERE key_id = ANY($1::uuid[]) AND wrapped IS NOT NULL
-     UNION ALL
-     SELECT key_id::text, link_id, NULL, wrapped, 0 FROM qkd_key WHERE key_id = ANY($1::uuid[]) AND wrapped IS NOT NULL
-      ORDER BY 1, 5`,
+    `SELECT key_id::text AS "keyId", link_id AS "linkId", seqs::text AS seqs, wrapped FROM qkd_key
+      WHERE key_id = ANY($1::uuid[]) AND (seqs IS NOT NULL OR wrapped IS NOT NULL)`,
     [keyIds],
   );
-  return (rows as Array<KeyMaterial & { seq: string | null }>).map((r) => ({
+  const keys = (rows as Array<{ keyId: string; linkId: string; seqs: string | null; wrapped: Buffer | null }>).map((r) => ({
     keyId: r.keyId,
     linkId: r.linkId,
-    wrapped: r.wrapped,
-    ...(r.seq === null ? {} : { seq: r.seq }),
+    seqs: r.seqs === null ? [] : fromMultirange(r.seqs),
+    ...(r.wrapped ? { wrapped: r.wrapped } : {}),
   }));
+  const chunks = keys.some((k) => k.seqs.length > 0) ? await chunksOfKeys(c, keyIds) : [];
+  return { keys, chunks };
 }
 
 /**
- * Marks the keys delivered to one slave; for the keys no other slave still waits for, erases the material
- * (ciphertext set to NULL, blocks DESTROYED) in the same statement. Audits both.
+ * Marks the keys delivered to one slave; for the keys no other slave still waits for, destroys the material
+ * (a relayed key's envelope set to NULL, positions queued for erasure from their chunks) in the same statement.
+ * Audits both.
  */
 export async function recordSlaveDelivery(
   c: DbClient,
@@ -105,10 +85,9 @@ export async function recordSlaveDelivery(
               destroyed_at = CASE WHEN key_id = ANY($3::uuid[]) THEN now() ELSE destroyed_at END,
               wrapped = CASE WHEN key_id = ANY($3::uuid[]) THEN NULL ELSE wrapped END,
               kek_version = CASE WHEN key_id = ANY($3::uuid[]) THEN NULL ELSE kek_version END
-        WHERE key_id IN (SELECT key_id FROM got)),
-     erased AS (
-       UPDATE key_block SET state = 'DESTROYED', wrapped = NULL, kek_version = NULL
-        WHERE key_id = ANY($3::uuid[])),
+        WHERE key_id IN (SELECT key_id FROM got)
+       RETURNING key_id, link_id, seqs),
+     erased AS (${queueErasureSql('(SELECT * FROM pending WHERE key_id = ANY($3::uuid[]))')}),
 
      audited AS (${insertAuditSql(4)})
      SELECT count(*)::int AS got FROM got`,

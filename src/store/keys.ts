@@ -1,6 +1,9 @@
 import type { DbClient } from './db.js';
 import { insertAuditSql } from '../audit/event.js';
+import { MAX_CHUNK_BLOCKS } from './chunks.js';
+import { MaterialGoneError } from './errors.js';
 import { randomShard } from './pool.js';
+import { toMultirange } from './positions.js';
 
 /**
  * Binding material to key_IDs and moving keys through their lifecycle (DESIGN §5): RESERVED (bound, waiting for
@@ -30,98 +33,113 @@ export interface KeyRow {
 export interface BindSpec {
   keys: KeyRow[];
   /**
-   * Whose material this is: `owned` — this KME's AVAILABLE blocks it claimed (the master's side); `peer` — blocks
-   * the peer owns and reserved here (AVAILABLE, or INGESTED when this end is the primary and has not seen the
-   * confirmation of its own announcement yet).
+   * Whose material this is: `owned` — positions this KME claimed from its own chunks (the master's side; the
+   * claim's cursors move by `cursors`); `peer` — positions the peer owns and reserved here (checked by
+   * `lockPeerChunks` in the same transaction).
    */
   from: 'owned' | 'peer';
   /** One-time pads spent on relays: destroyed at once (they are part of no key). */
   pads: Array<{ linkId: string; seq: string; from: 'owned' | 'peer' }>;
+  /** Where the cursors of the owned chunks claimed in this transaction go (src/store/chunks.ts `cursorsAfter`). */
+  cursors: Array<{ linkId: string; firstSeq: string; nextFree: number }>;
   auditBodies: string[];
 }
 
 /**
- * Binds blocks to new key_IDs, records each key with its local slaves, destroys spent pads, adjusts the counts
- * of owned material and writes the audit events: one statement for any number of keys.
+ * Binds positions to new key_IDs, records each key with its local slaves, moves the owner's cursors, destroys spent
+ * pads (the peer's: marked gone in their chunks; all: queued for erasure), adjusts the counts of owned material and
+ * writes the audit events: one statement for any number of keys. A position bound twice is refused by the database
+ * (MaterialGoneError), so is a peer's pad already spent.
  */
 export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
-  const blocks = spec.keys.flatMap((k) =>
-    k.blockSeqs.map((seq, part) => ({ linkId: k.linkId, seq, keyId: k.keyId, part, state: k.state })),
-  );
   const slaves = spec.keys.flatMap((k) => k.localSlaves.map((sae) => [k.keyId, sae] as const));
-  // Owned AVAILABLE blocks leave the count when taken; the peer's blocks were never counted here.
+  // Owned positions leave the count when taken; the peer's were never counted here.
   const taken = new Map<string, number>();
-  const owned = [...(spec.from === 'owned' ? blocks : []), ...spec.pads.filter((p) => p.from === 'owned')];
-  for (const b of owned) taken.set(b.linkId, (taken.get(b.linkId) ?? 0) + 1);
-  const expected = (from: string) =>
-    `CASE WHEN ${from} = 'owned' THEN b.state = 'AVAILABLE' AND b.owned
-          ELSE b.state IN ('AVAILABLE', 'INGESTED') AND NOT b.owned END`;
-  const { rows } = await c.query(
-    `WITH bound AS (
-       UPDATE key_block b SET state = t.state, key_id = t.key_id, key_part = t.part
-         FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::smallint[], $5::text[]) AS t(link, seq, key_id, part, state)
-        WHERE b.link_id = t.link AND b.seq = t.seq AND b.key_id IS NULL AND ${expected('$25::text')}
-       RETURNING 1),
-     padded AS (
-       UPDATE key_block b SET state = 'DESTROYED', wrapped = NULL, kek_version = NULL
-         FROM unnest($6::text[], $7::bigint[], $26::text[]) AS t(link, seq, origin)
-        WHERE b.link_id = t.link AND b.seq = t.seq AND b.key_id IS NULL AND ${expected('t.origin')}
-       RETURNING 1),
-     keys AS (
-       INSERT INTO qkd_key (key_id, link_id, master_sae_id, origin_kme_id, size_bits, block_count, state,
-                            slaves_pending, expires_at, wrapped, kek_version)
-       SELECT * FROM unnest($8::uuid[], $9::text[], $10::text[], $11::text[], $12::int[], $13::smallint[], $14::text[],
-                            $15::int[], $16::timestamptz[], $17::bytea[], $18::int[])
-       RETURNING 1),
-     slaves AS (INSERT INTO key_slave (key_id, sae_id) SELECT * FROM unnest($19::uuid[], $20::text[])),
-     counted AS (
-       UPDATE pool_count p SET available = available - t.n
-         FROM unnest($21::text[], $22::bigint[]) AS t(link, n)
-        WHERE p.link_id = t.link AND p.shard = $23),
-     audited AS (${insertAuditSql(24)})
-     SELECT (SELECT count(*) FROM bound)::int AS bound, (SELECT count(*) FROM padded)::int AS padded,
-            (SELECT count(*) FROM keys)::int AS keys`,
-    [
-      blocks.map((b) => b.linkId),
-      blocks.map((b) => b.seq),
-      blocks.map((b) => b.keyId),
-      blocks.map((b) => b.part),
-      blocks.map((b) => b.state),
-      spec.pads.map((p) => p.linkId),
-      spec.pads.map((p) => p.seq),
-      spec.keys.map((k) => k.keyId),
-      spec.keys.map((k) => k.linkId),
-      spec.keys.map((k) => k.masterSaeId),
-      spec.keys.map((k) => k.originKmeId),
-      spec.keys.map((k) => k.sizeBits),
-      spec.keys.map((k) => k.blockSeqs.length),
-      spec.keys.map((k) => k.state),
-      spec.keys.map((k) => k.localSlaves.length),
-      spec.keys.map((k) => k.expiresAt.toISOString()),
-      spec.keys.map((k) => k.wrapped?.wrapped ?? null),
-      spec.keys.map((k) => k.wrapped?.kekVersion ?? null),
-      slaves.map(([keyId]) => keyId),
-      slaves.map(([, sae]) => sae),
-      [...taken.keys()],
-      [...taken.values()],
-      randomShard(),
-      spec.auditBodies,
-      spec.from,
-      spec.pads.map((p) => p.from),
-    ],
-  );
-  const r = rows[0] as { bound: number; padded: number; keys: number };
-  if (r.bound !== blocks.length || r.padded !== spec.pads.length || r.keys !== spec.keys.length) {
-    throw new MaterialGoneError(
-      `material not available as expected: bound ${r.bound} of ${blocks.length} blocks, spent ${r.padded} of ${spec.pads.length} pads`,
+  const owned = [
+    ...(spec.from === 'owned' ? spec.keys.flatMap((k) => k.blockSeqs.map(() => k.linkId)) : []),
+    ...spec.pads.filter((p) => p.from === 'owned').map((p) => p.linkId),
+  ];
+  for (const link of owned) taken.set(link, (taken.get(link) ?? 0) + 1);
+  const padsBy = (from: 'owned' | 'peer') => {
+    const byLink = new Map<string, string[]>();
+    for (const p of spec.pads.filter((x) => x.from === from)) byLink.set(p.linkId, [...(byLink.get(p.linkId) ?? []), p.seq]);
+    return byLink;
+  };
+  const peerPads = padsBy('peer');
+  const spentPads = new Map([...padsBy('owned'), ...peerPads]);
+  try {
+    const { rows } = await c.query(
+      `WITH keys AS (
+         INSERT INTO qkd_key (key_id, link_id, master_sae_id, origin_kme_id, size_bits, block_count, state,
+                              slaves_pending, expires_at, wrapped, kek_version, seqs)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::smallint[], $7::text[],
+                              $8::int[], $9::timestamptz[], $10::bytea[], $11::int[], $12::int8multirange[])
+         RETURNING 1),
+       slaves AS (INSERT INTO key_slave (key_id, sae_id) SELECT * FROM unnest($13::uuid[], $14::text[])),
+       cursors AS (
+         UPDATE key_chunk k SET next_free = t.next_free
+           FROM unnest($15::text[], $16::bigint[], $17::int[]) AS t(link, first, next_free)
+          WHERE k.link_id = t.link AND k.first_seq = t.first AND k.owned AND t.next_free > k.next_free
+         RETURNING 1),
+       padded AS (
+         UPDATE key_chunk k SET gone = k.gone + t.seqs
+           FROM unnest($18::text[], $19::int8multirange[]) AS t(link, seqs)
+          WHERE k.link_id = t.link AND NOT k.owned AND NOT k.set_aside
+            AND k.first_seq < upper(t.seqs) AND k.first_seq > lower(t.seqs) - ${MAX_CHUNK_BLOCKS}
+            AND k.first_seq + k.blocks > lower(t.seqs) AND NOT (k.gone && t.seqs)
+         RETURNING (SELECT COALESCE(sum(upper(r) - lower(r)), 0) FROM unnest(t.seqs * int8multirange(int8range(k.first_seq, k.first_seq + k.blocks))) r) AS n),
+       erase AS (INSERT INTO erase_queue (link_id, seqs) SELECT * FROM unnest($20::text[], $21::int8multirange[])),
+       counted AS (
+         UPDATE pool_count p SET available = available - t.n
+           FROM unnest($22::text[], $23::bigint[]) AS t(link, n)
+          WHERE p.link_id = t.link AND p.shard = $24),
+       audited AS (${insertAuditSql(25)})
+       SELECT (SELECT count(*) FROM keys)::int AS keys, (SELECT count(*) FROM cursors)::int AS cursors,
+              (SELECT COALESCE(sum(n), 0) FROM padded)::int AS padded`,
+      [
+        spec.keys.map((k) => k.keyId),
+        spec.keys.map((k) => k.linkId),
+        spec.keys.map((k) => k.masterSaeId),
+        spec.keys.map((k) => k.originKmeId),
+        spec.keys.map((k) => k.sizeBits),
+        spec.keys.map((k) => k.blockSeqs.length),
+        spec.keys.map((k) => k.state),
+        spec.keys.map((k) => k.localSlaves.length),
+        spec.keys.map((k) => k.expiresAt.toISOString()),
+        spec.keys.map((k) => k.wrapped?.wrapped ?? null),
+        spec.keys.map((k) => k.wrapped?.kekVersion ?? null),
+        spec.keys.map((k) => (k.blockSeqs.length > 0 ? toMultirange(k.blockSeqs) : null)),
+        slaves.map(([keyId]) => keyId),
+        slaves.map(([, sae]) => sae),
+        spec.cursors.map((x) => x.linkId),
+        spec.cursors.map((x) => x.firstSeq),
+        spec.cursors.map((x) => x.nextFree),
+        [...peerPads.keys()],
+        [...peerPads.values()].map(toMultirange),
+        [...spentPads.keys()],
+        [...spentPads.values()].map(toMultirange),
+        [...taken.keys()],
+        [...taken.values()],
+        randomShard(),
+        spec.auditBodies,
+      ],
     );
+    const r = rows[0] as { keys: number; cursors: number; padded: number };
+    const peerPadCount = [...peerPads.values()].reduce((n, x) => n + x.length, 0);
+    if (r.keys !== spec.keys.length || r.cursors !== spec.cursors.length || r.padded !== peerPadCount) {
+      throw new MaterialGoneError(
+        `material not available as expected: ${r.keys} of ${spec.keys.length} keys, ${r.cursors} of ${spec.cursors.length} cursors, ` +
+          `${r.padded} of ${peerPadCount} pads`,
+      );
+    }
+  } catch (err) {
+    // 23P01: qkd_key_positions_once — a position is bound to another key already.
+    if ((err as { code?: string }).code === '23P01') throw new MaterialGoneError('material not available as expected: a position is bound already');
+    throw err;
   }
 }
 
-/** Blocks a transaction expected were taken, destroyed or never there: the request fails, nothing changes. */
-export class MaterialGoneError extends Error {
-  override name = 'MaterialGoneError';
-}
+export { MaterialGoneError };
 
 /**
  * After every KME beyond this one confirmed: records where each key went (`relayedTo`, for voids later) and
@@ -145,12 +163,8 @@ export async function settleForwarded(
               kek_version = CASE WHEN q.slaves_pending = 0 THEN NULL ELSE q.kek_version END,
               relayed_to = string_to_array(t.peers, ',')
          FROM t WHERE q.key_id = t.key_id AND q.state = 'RESERVED'
-       RETURNING q.key_id, q.state),
-     b AS (
-       UPDATE key_block SET state = CASE WHEN k.state = 'DESTROYED' THEN 'DESTROYED' ELSE 'DELIVERED' END,
-              wrapped = CASE WHEN k.state = 'DESTROYED' THEN NULL ELSE key_block.wrapped END,
-              kek_version = CASE WHEN k.state = 'DESTROYED' THEN NULL ELSE key_block.kek_version END
-         FROM k WHERE key_block.key_id = k.key_id AND (k.state = 'DESTROYED' OR $3)),
+       RETURNING q.key_id, q.state, q.link_id, q.seqs),
+     erase AS (${queueErasureSql("(SELECT * FROM k WHERE state = 'DESTROYED')")}),
      audited AS (${insertAuditSql(4)})
      SELECT count(*)::int AS n FROM k`,
     [keys.map((k) => k.keyId), keys.map((k) => k.relayedTo.join(',')), toMaster, auditBodies],
@@ -184,10 +198,8 @@ export async function endKeys(
     `WITH k AS (
        UPDATE qkd_key SET state = $2, destroyed_at = now(), wrapped = NULL, kek_version = NULL
         WHERE key_id = ANY($1::uuid[]) AND state IN ('RESERVED', 'DELIVERED')
-       RETURNING key_id),
-     b AS (
-       UPDATE key_block SET state = $2, wrapped = NULL, kek_version = NULL
-        WHERE key_id IN (SELECT key_id FROM k))
+       RETURNING key_id, link_id, seqs),
+     erase AS (${queueErasureSql('k')})
      SELECT key_id::text AS id FROM k`,
     [keyIds, state],
   );
@@ -209,8 +221,20 @@ export async function expiredKeys(c: DbClient, limit: number): Promise<Array<{ k
 }
 
 /**
+ * SQL that queues the positions of the keys in `rows` (a CTE or subquery with link_id and seqs) for erasure from
+ * their chunks: used in the same statement that ends the keys.
+ */
+export function queueErasureSql(rows: string): string {
+  return `INSERT INTO erase_queue (link_id, seqs)
+    SELECT link_id, range_agg(seqs) FROM ${rows} AS ended WHERE seqs IS NOT NULL GROUP BY link_id`;
+}
+
+/**
  * Destroys unreserved copies of material the peer owns (it spent them without reserving them here: a failed
- * relay, an expired reservation). Returns how many blocks were destroyed. Audited by the caller's event.
+ * relay, an expired reservation): `seqs` names them, or `below` the owner's watermark (then only confirmed copies
+ * stored before `storedBefore`). Positions bound to keys here are kept. The destroyed positions are marked gone in
+ * their chunks (no reservation can take them any more) and queued for erasure. Returns how many blocks were
+ * destroyed. Audited by the caller's event.
  */
 export async function destroyPeerCopies(
   c: DbClient,
@@ -218,16 +242,26 @@ export async function destroyPeerCopies(
   where: { seqs?: string[]; below?: string; storedBefore?: Date },
   auditBody: (n: number) => string,
 ): Promise<number> {
+  const target = where.seqs ? toMultirange(where.seqs) : where.below !== undefined ? `{[0,${where.below})}` : '{}';
+  if (target === '{}') return 0;
   const { rows } = await c.query(
-    `WITH gone AS (
-       UPDATE key_block SET state = 'DESTROYED', wrapped = NULL, kek_version = NULL
-        WHERE link_id = $1 AND NOT owned AND state IN ('AVAILABLE', 'INGESTED') AND key_id IS NULL
-          AND ($2::bigint[] IS NULL OR seq = ANY($2::bigint[]))
-          AND ($3::bigint IS NULL OR (seq < $3 AND state = 'AVAILABLE'))
-          AND ($4::timestamptz IS NULL OR ingested_at < $4)
-       RETURNING 1)
-     SELECT count(*)::int AS n FROM gone`,
-    [linkId, where.seqs ?? null, where.below ?? null, where.storedBefore?.toISOString() ?? null],
+    `WITH cand AS (
+       SELECT k.first_seq,
+              ($2::int8multirange * int8multirange(int8range(k.first_seq, k.first_seq + k.blocks))) - k.gone
+                - COALESCE((SELECT range_agg(q.seqs) FROM qkd_key q
+                             WHERE q.link_id = k.link_id AND q.seqs && int8range(k.first_seq, k.first_seq + k.blocks)), '{}') AS newly
+         FROM key_chunk k
+        WHERE k.link_id = $1 AND NOT k.owned AND k.first_seq < upper($2::int8multirange)
+          AND k.first_seq + k.blocks > lower($2::int8multirange)
+          AND ($3::boolean OR k.confirmed) AND ($4::timestamptz IS NULL OR k.ingested_at < $4)
+        ORDER BY k.first_seq FOR UPDATE),
+     gone AS (
+       UPDATE key_chunk k SET gone = k.gone + cand.newly FROM cand
+        WHERE k.link_id = $1 AND k.first_seq = cand.first_seq AND NOT isempty(cand.newly)
+       RETURNING cand.newly),
+     erase AS (INSERT INTO erase_queue (link_id, seqs) SELECT $1, range_agg(newly) FROM gone HAVING count(*) > 0)
+     SELECT COALESCE(sum(upper(r) - lower(r)), 0)::int AS n FROM gone, unnest(gone.newly) AS r`,
+    [linkId, target, where.seqs !== undefined, where.storedBefore?.toISOString() ?? null],
   );
   const n = (rows[0] as { n: number }).n;
   if (n > 0) await c.query(insertAuditSql(1), [[auditBody(n)]]);

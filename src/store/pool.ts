@@ -1,3 +1,4 @@
+import type { ChunkIdentity } from '../barrier/barrier.js';
 import type { Db, DbClient } from './db.js';
 import { insertAuditSql } from '../audit/event.js';
 
@@ -75,22 +76,15 @@ export async function availableBlocks(db: Db | DbClient, linkId: string): Promis
 
 /** The next position in the link's key stream this KME has not stored yet (0 for a new link). */
 export async function nextSeq(db: Db, linkId: string): Promise<string> {
-  const { rows } = await db.query('SELECT COALESCE(max(seq) + 1, 0)::text AS next FROM key_block WHERE link_id = $1', [
-    linkId,
-  ]);
-  return (rows[0] as { next: string }).next;
+  const { rows } = await db.query('SELECT next_seq::text AS next FROM link WHERE link_id = $1', [linkId]);
+  return (rows[0] as { next: string } | undefined)?.next ?? '0';
 }
 
 /**
- * Which of these positions are stored: tells a retried ingest whether an INSERT whose reply was lost did commit,
- * and the secondary which announced positions it holds already.
+ * Which of these device refs this KME stored already: a device may offer a key again after a crash, and the peer
+ * may announce the same refs again after a lost reply. Refs are kept an hour after they were stored (the eraser
+ * drops older ones), far longer than either can happen.
  */
-export async function storedPositions(db: Db, linkId: string, seqs: string[]): Promise<Set<string>> {
-  const { rows } = await db.query('SELECT seq::text AS seq FROM key_block WHERE link_id = $1 AND seq = ANY($2::bigint[])', [linkId, seqs]);
-  return new Set((rows as Array<{ seq: string }>).map((r) => r.seq));
-}
-
-/** Which of these device refs this KME stored already (a device may offer a key again after a crash). */
 export async function storedRefs(db: Db, linkId: string, refs: string[]): Promise<Set<string>> {
   if (refs.length === 0) return new Set();
   const { rows } = await db.query('SELECT ref FROM link_ref WHERE link_id = $1 AND ref = ANY($2::text[])', [linkId, refs]);
@@ -106,42 +100,46 @@ export interface StoredRef {
   ownerSplit: number;
 }
 
-export interface SealedBlockRow {
-  seq: string;
-  wrapped: Buffer;
+/** A sealed chunk ready to store (src/pool/chunking.ts cuts device keys into chunks). */
+export interface SealedChunkRow {
+  firstSeq: string;
+  blocks: number;
+  sealed: Buffer;
   kekVersion: number;
   owned: boolean;
 }
 
 /**
- * Stores sealed blocks read from this end's device (primary or loopback side), their device refs, the count and the
- * ingest audit event, in one statement. `state` is AVAILABLE on a loopback link and INGESTED at a primary (the
- * peer has not confirmed yet). A position or ref already stored fails the whole statement: material is never
- * overwritten, and never stored twice.
+ * Stores sealed chunks read from this end's device (primary or loopback side), their device refs, the count, the
+ * link's next position and the ingest audit event, in one statement. Chunks are confirmed (AVAILABLE) on a loopback
+ * link and not yet (INGESTED) at a primary, whose peer has not confirmed. A position or ref already stored fails the
+ * whole statement: material is never overwritten, and never stored twice.
  */
 export async function insertIngested(
   db: Db,
   linkId: string,
   state: 'AVAILABLE' | 'INGESTED',
   refs: StoredRef[],
-  blocks: SealedBlockRow[],
+  chunks: SealedChunkRow[],
   auditBodies: string[],
 ): Promise<void> {
-  const owned = blocks.filter((b) => b.owned).length;
+  const owned = chunks.reduce((n, c) => n + (c.owned ? c.blocks : 0), 0);
+  const next = chunks.reduce((n, c) => (BigInt(c.firstSeq) + BigInt(c.blocks) > n ? BigInt(c.firstSeq) + BigInt(c.blocks) : n), 0n);
   await db.query(
     `WITH r AS (
        INSERT INTO link_ref (link_id, ref, first_seq, blocks, owner_split, announced)
        SELECT $1, t.ref, t.first, t.blocks, t.split, $2 = 'AVAILABLE'
          FROM unnest($3::text[], $4::bigint[], $5::int[], $6::int[]) AS t(ref, first, blocks, split)),
      ins AS (
-       INSERT INTO key_block (link_id, seq, state, owned, wrapped, kek_version)
-       SELECT $1, t.seq, $2, t.owned, t.wrapped, t.kek
-         FROM unnest($7::bigint[], $8::bytea[], $9::int[], $10::boolean[]) AS t(seq, wrapped, kek, owned)),
+       INSERT INTO key_chunk (link_id, first_seq, blocks, owned, confirmed, sealed, kek_version)
+       SELECT $1, t.first, t.blocks, t.owned, $2 = 'AVAILABLE', t.sealed, t.kek
+         FROM unnest($7::bigint[], $8::int[], $9::bytea[], $10::int[], $11::boolean[]) AS t(first, blocks, sealed, kek, owned)),
      counted AS (
-       UPDATE pool_count SET available = available + CASE WHEN $2 = 'AVAILABLE' THEN $11::bigint ELSE 0 END,
-                             ingested = ingested + CASE WHEN $2 = 'INGESTED' THEN $11::bigint ELSE 0 END
-        WHERE link_id = $1 AND shard = $12),
-     audited AS (${insertAuditSql(13)})
+       UPDATE pool_count SET available = available + CASE WHEN $2 = 'AVAILABLE' THEN $12::bigint ELSE 0 END,
+                             ingested = ingested + CASE WHEN $2 = 'INGESTED' THEN $12::bigint ELSE 0 END
+        WHERE link_id = $1 AND shard = $13),
+     advanced AS (UPDATE link SET next_seq = GREATEST(next_seq, $14::bigint) WHERE link_id = $1),
+     audited AS (${insertAuditSql(15)})
      SELECT 1`,
     [
       linkId,
@@ -150,46 +148,62 @@ export async function insertIngested(
       refs.map((r) => r.firstSeq),
       refs.map((r) => r.blocks),
       refs.map((r) => r.ownerSplit),
-      blocks.map((b) => b.seq),
-      blocks.map((b) => b.wrapped),
-      blocks.map((b) => b.kekVersion),
-      blocks.map((b) => b.owned),
+      ...chunkColumns(chunks),
       owned,
       randomShard(),
+      String(next),
       auditBodies,
     ],
   );
 }
 
+function chunkColumns(chunks: SealedChunkRow[]) {
+  return [
+    chunks.map((c) => c.firstSeq),
+    chunks.map((c) => c.blocks),
+    chunks.map((c) => c.sealed),
+    chunks.map((c) => c.kekVersion),
+    chunks.map((c) => c.owned),
+  ];
+}
+
 /**
- * Secondary side: stores the blocks the primary announced (read from this end's device by the same refs) as
- * AVAILABLE. Positions already stored are left alone (a retried announcement whose reply was lost), so the call
- * is idempotent. Returns how many blocks were new.
+ * Secondary side: stores the chunks of the refs the primary announced (read from this end's device by the same
+ * refs) as AVAILABLE, and the refs themselves. Refs and positions already stored are left alone (a retried
+ * announcement whose reply was lost), so the call is idempotent. Returns how many blocks were new.
  */
 export async function insertAnnounced(
   db: Db,
   linkId: string,
-  blocks: SealedBlockRow[],
+  refs: StoredRef[],
+  chunks: SealedChunkRow[],
   auditBodies: string[],
 ): Promise<number> {
   const { rows } = await db.query(
-    `WITH ins AS (
-       INSERT INTO key_block (link_id, seq, state, owned, wrapped, kek_version)
-       SELECT $1, t.seq, 'AVAILABLE', t.owned, t.wrapped, t.kek
-         FROM unnest($2::bigint[], $3::bytea[], $4::int[], $5::boolean[]) AS t(seq, wrapped, kek, owned)
-       ON CONFLICT (link_id, seq) DO NOTHING
-       RETURNING owned),
+    `WITH r AS (
+       INSERT INTO link_ref (link_id, ref, first_seq, blocks, owner_split, announced)
+       SELECT $1, t.ref, t.first, t.blocks, t.split, true
+         FROM unnest($2::text[], $3::bigint[], $4::int[], $5::int[]) AS t(ref, first, blocks, split)
+       ON CONFLICT (link_id, ref) DO NOTHING),
+     ins AS (
+       INSERT INTO key_chunk (link_id, first_seq, blocks, owned, confirmed, sealed, kek_version)
+       SELECT $1, t.first, t.blocks, t.owned, true, t.sealed, t.kek
+         FROM unnest($6::bigint[], $7::int[], $8::bytea[], $9::int[], $10::boolean[]) AS t(first, blocks, sealed, kek, owned)
+       ON CONFLICT (link_id, first_seq) DO NOTHING
+       RETURNING owned, blocks, first_seq + blocks AS next),
      counted AS (
-       UPDATE pool_count SET available = available + (SELECT count(*) FROM ins WHERE owned)
-        WHERE link_id = $1 AND shard = $6),
-     audited AS (${insertAuditSql(7)} WHERE EXISTS (SELECT 1 FROM ins))
-     SELECT count(*)::int AS n FROM ins`,
+       UPDATE pool_count SET available = available + (SELECT COALESCE(sum(blocks), 0) FROM ins WHERE owned)
+        WHERE link_id = $1 AND shard = $11),
+     advanced AS (UPDATE link SET next_seq = GREATEST(next_seq, (SELECT max(next) FROM ins)) WHERE link_id = $1 AND EXISTS (SELECT 1 FROM ins)),
+     audited AS (${insertAuditSql(12)} WHERE EXISTS (SELECT 1 FROM ins))
+     SELECT COALESCE(sum(blocks), 0)::int AS n FROM ins`,
     [
       linkId,
-      blocks.map((b) => b.seq),
-      blocks.map((b) => b.wrapped),
-      blocks.map((b) => b.kekVersion),
-      blocks.map((b) => b.owned),
+      refs.map((r) => r.ref),
+      refs.map((r) => r.firstSeq),
+      refs.map((r) => r.blocks),
+      refs.map((r) => r.ownerSplit),
+      ...chunkColumns(chunks),
       randomShard(),
       auditBodies,
     ],
@@ -207,78 +221,68 @@ export async function unannouncedRefs(db: Db, linkId: string, limit: number): Pr
   return rows as StoredRef[];
 }
 
+/** The chunks inside the given refs' positions (a chunk never spans device keys). */
+const IN_REFS = `EXISTS (SELECT 1 FROM unnest($2::bigint[], $3::int[]) AS r(f, n) WHERE first_seq >= r.f AND first_seq < r.f + r.n)`;
+
 /**
- * Primary side: the peer holds the material of these refs too. Their blocks become AVAILABLE (still INGESTED ones
+ * Primary side: the peer holds the material of these refs too. Their chunks become AVAILABLE (still INGESTED ones
  * only: the peer may have handed out its own share already) and the refs are marked announced; audited.
  */
 export async function confirmAnnounced(db: Db, linkId: string, refs: StoredRef[], auditBodies: string[]): Promise<void> {
-  const seqs = positionsOf(refs);
   await db.query(
     `WITH up AS (
-       UPDATE key_block SET state = 'AVAILABLE'
-        WHERE link_id = $1 AND seq = ANY($2::bigint[]) AND state = 'INGESTED'
-       RETURNING owned),
-     refs AS (UPDATE link_ref SET announced = true WHERE link_id = $1 AND ref = ANY($3::text[])),
+       UPDATE key_chunk SET confirmed = true
+        WHERE link_id = $1 AND NOT confirmed AND ${IN_REFS}
+       RETURNING owned, blocks),
+     refs AS (UPDATE link_ref SET announced = true WHERE link_id = $1 AND ref = ANY($4::text[])),
      counted AS (
-       UPDATE pool_count SET available = available + (SELECT count(*) FROM up WHERE owned),
-                             ingested = ingested - (SELECT count(*) FROM up WHERE owned)
-        WHERE link_id = $1 AND shard = $4),
-     audited AS (${insertAuditSql(5)})
+       UPDATE pool_count SET available = available + (SELECT COALESCE(sum(blocks), 0) FROM up WHERE owned),
+                             ingested = ingested - (SELECT COALESCE(sum(blocks), 0) FROM up WHERE owned)
+        WHERE link_id = $1 AND shard = $5),
+     audited AS (${insertAuditSql(6)})
      SELECT 1`,
-    [linkId, seqs, refs.map((r) => r.ref), randomShard(), auditBodies],
+    [linkId, refs.map((r) => r.firstSeq), refs.map((r) => r.blocks), refs.map((r) => r.ref), randomShard(), auditBodies],
   );
 }
 
 /**
- * Primary side: the peer's device does not have these refs and the primary gave up waiting. Their blocks, never
- * handed out, are destroyed (ciphertext erased); audited.
+ * Primary side: the peer's device does not have these refs and the primary gave up waiting. Their chunks, never
+ * handed out, are deleted (ciphertext and all); audited.
  */
 export async function destroyUnconfirmed(db: Db, linkId: string, refs: StoredRef[], auditBodies: string[]): Promise<void> {
-  const seqs = positionsOf(refs);
   await db.query(
     `WITH gone AS (
-       UPDATE key_block SET state = 'DESTROYED', wrapped = NULL, kek_version = NULL
-        WHERE link_id = $1 AND seq = ANY($2::bigint[]) AND state = 'INGESTED'
-       RETURNING owned),
-     refs AS (UPDATE link_ref SET announced = true WHERE link_id = $1 AND ref = ANY($3::text[])),
+       DELETE FROM key_chunk WHERE link_id = $1 AND NOT confirmed AND ${IN_REFS}
+       RETURNING owned, blocks),
+     refs AS (UPDATE link_ref SET announced = true WHERE link_id = $1 AND ref = ANY($4::text[])),
      counted AS (
-       UPDATE pool_count SET ingested = ingested - (SELECT count(*) FROM gone WHERE owned)
-        WHERE link_id = $1 AND shard = $4),
-     audited AS (${insertAuditSql(5)})
+       UPDATE pool_count SET ingested = ingested - (SELECT COALESCE(sum(blocks), 0) FROM gone WHERE owned)
+        WHERE link_id = $1 AND shard = $5),
+     audited AS (${insertAuditSql(6)})
      SELECT 1`,
-    [linkId, seqs, refs.map((r) => r.ref), randomShard(), auditBodies],
+    [linkId, refs.map((r) => r.firstSeq), refs.map((r) => r.blocks), refs.map((r) => r.ref), randomShard(), auditBodies],
   );
 }
 
-/** Every position the refs cover, in order. */
-export function positionsOf(refs: ReadonlyArray<{ firstSeq: string; blocks: number }>): string[] {
-  const out: string[] = [];
-  for (const r of refs) {
-    const first = BigInt(r.firstSeq);
-    for (let i = 0; i < r.blocks; i++) out.push(String(first + BigInt(i)));
-  }
-  return out;
-}
-
 /**
- * Sets blocks aside that failed their integrity check: COMPROMISED (ciphertext kept for investigation, never handed
- * out), out of the count, audited. Only still-AVAILABLE blocks move, so the call is idempotent. Returns how many
- * moved. Runs in its own transaction: the request that found them has rolled back.
+ * Sets chunks aside that failed their integrity check: COMPROMISED (ciphertext kept for investigation, never handed
+ * out), their free positions out of the count, audited. Only chunks not set aside yet move, so the call is
+ * idempotent. Returns how many moved. Runs in its own transaction: the request that found them has rolled back.
  */
-export async function setAsideBlocks(db: Db, blocks: Array<{ linkId: string; seq: string }>, auditBodies: string[]): Promise<number> {
+export async function setAsideChunks(db: Db, chunks: ChunkIdentity[], auditBodies: string[]): Promise<number> {
   const { rows } = await db.query(
     `WITH gone AS (
-       UPDATE key_block b SET state = 'COMPROMISED'
-         FROM unnest($1::text[], $2::bigint[]) AS t(link, seq)
-        WHERE b.link_id = t.link AND b.seq = t.seq AND b.state = 'AVAILABLE'
-       RETURNING b.link_id, b.owned),
+       UPDATE key_chunk k SET set_aside = true
+         FROM unnest($1::text[], $2::bigint[]) AS t(link, first)
+        WHERE k.link_id = t.link AND k.first_seq = t.first AND NOT k.set_aside
+       RETURNING k.link_id, k.owned, k.confirmed, k.blocks - k.next_free AS free),
      counted AS (
        UPDATE pool_count p SET available = available - g.n
-         FROM (SELECT link_id, count(*) AS n FROM gone WHERE owned GROUP BY link_id) AS g
+         FROM (SELECT link_id, sum(free) AS n FROM gone WHERE owned AND confirmed GROUP BY link_id) AS g
         WHERE p.link_id = g.link_id AND p.shard = $3),
      audited AS (${insertAuditSql(4)})
      SELECT count(*)::int AS n FROM gone`,
-    [blocks.map((b) => b.linkId), blocks.map((b) => b.seq), randomShard(), auditBodies],
+    [chunks.map((c) => c.linkId), chunks.map((c) => c.firstSeq), randomShard(), auditBodies],
   );
   return (rows[0] as { n: number }).n;
 }

@@ -1,0 +1,118 @@
+import type { ChunkIdentity } from '../barrier/barrier.js';
+import type { DbClient } from './db.js';
+import { MaterialGoneError } from './errors.js';
+import { mergedRanges } from './positions.js';
+
+/**
+ * Reading and claiming chunks of material (migrations/0003_chunks.sql). Every function runs on a client inside a
+ * transaction the caller owns. Lock order: chunks are always locked in ascending position order within a link,
+ * and a transaction only ever waits for a chunk above every chunk it already holds, so claims, relays and the
+ * eraser cannot deadlock.
+ */
+
+/** Longest chunk the schema allows; lookups by position search this far back. */
+export const MAX_CHUNK_BLOCKS = 4096;
+
+/** A stored chunk: its identity and envelope. */
+export interface ChunkRow {
+  id: ChunkIdentity;
+  sealed: Buffer;
+}
+
+/** Free positions of owned chunks, claimed (locked) in order by one transaction. */
+export interface OwnedClaim {
+  linkId: string;
+  chunks: ChunkRow[];
+  /** The free positions found, ascending: a prefix of them is used, the rest stays free (`cursorsAfter`). */
+  seqs: string[];
+  /** Where each claimed chunk's cursor stood. */
+  cursors: Array<{ firstSeq: string; nextFree: number; blocks: number }>;
+}
+
+/**
+ * Locks owned, confirmed chunks with free positions, lowest first, until `count` free positions are found (fewer
+ * when the pool has fewer). Chunks another transaction holds are skipped, so concurrent claims use different chunks;
+ * only when nothing unlocked is left does a claim wait for a held chunk (whose holder may leave positions free).
+ * Moves no cursor: `cursorsAfter` says where the cursors go once the caller knows how many positions it used.
+ */
+export async function claimOwned(c: DbClient, linkId: string, count: number): Promise<OwnedClaim> {
+  const claim: OwnedClaim = { linkId, chunks: [], seqs: [], cursors: [] };
+  let after = '-1';
+  while (claim.seqs.length < count) {
+    const row = (await nextFreeChunk(c, linkId, after, 'SKIP LOCKED')) ?? (await nextFreeChunk(c, linkId, after, ''));
+    if (!row) break;
+    const first = BigInt(row.first);
+    const take = Math.min(row.blocks - row.next_free, count - claim.seqs.length);
+    for (let i = 0; i < take; i++) claim.seqs.push(String(first + BigInt(row.next_free + i)));
+    claim.chunks.push({ id: { linkId, firstSeq: row.first, blocks: row.blocks }, sealed: row.sealed });
+    claim.cursors.push({ firstSeq: row.first, nextFree: row.next_free, blocks: row.blocks });
+    after = row.first;
+  }
+  return claim;
+}
+
+async function nextFreeChunk(c: DbClient, linkId: string, after: string, wait: 'SKIP LOCKED' | '') {
+  const { rows } = await c.query(
+    `SELECT first_seq::text AS first, blocks, next_free, sealed FROM key_chunk
+      WHERE link_id = $1 AND owned AND confirmed AND NOT set_aside AND next_free < blocks AND first_seq > $2
+      ORDER BY first_seq LIMIT 1 FOR UPDATE ${wait}`,
+    [linkId, after],
+  );
+  return rows[0] as { first: string; blocks: number; next_free: number; sealed: Buffer } | undefined;
+}
+
+/** The cursors of a claim after its first `used` positions were taken (only the chunks that moved). */
+export function cursorsAfter(claim: OwnedClaim, used: number): Array<{ linkId: string; firstSeq: string; nextFree: number }> {
+  const out: Array<{ linkId: string; firstSeq: string; nextFree: number }> = [];
+  let left = used;
+  for (const cur of claim.cursors) {
+    if (left <= 0) break;
+    const take = Math.min(cur.blocks - cur.nextFree, left);
+    left -= take;
+    out.push({ linkId: claim.linkId, firstSeq: cur.firstSeq, nextFree: cur.nextFree + take });
+  }
+  return out;
+}
+
+/**
+ * The peer's side of a link: the chunks holding these positions of material the peer owns, locked against the
+ * eraser and the ownership watermark (FOR SHARE: concurrent reservations do not wait for each other). Throws
+ * `MaterialGoneError` when a position is not stored here, is this end's own, was set aside or destroyed. Whether a
+ * position is already bound to a key is the database's to refuse (qkd_key_positions_once) when the key is bound.
+ */
+export async function lockPeerChunks(c: DbClient, linkId: string, seqs: readonly string[]): Promise<ChunkRow[]> {
+  const ranges = mergedRanges(seqs);
+  const { rows } = await c.query(
+    `SELECT DISTINCT ON (k.first_seq) k.first_seq::text AS first, k.blocks, k.sealed,
+            k.owned OR k.set_aside OR EXISTS (
+              SELECT 1 FROM unnest($2::bigint[], $3::bigint[]) AS q(lo, hi) WHERE k.gone && int8range(q.lo, q.hi)) AS bad
+       FROM unnest($2::bigint[], $3::bigint[]) AS r(lo, hi)
+       JOIN key_chunk k ON k.link_id = $1 AND k.first_seq < r.hi AND k.first_seq > r.lo - ${MAX_CHUNK_BLOCKS}
+                       AND k.first_seq + k.blocks > r.lo
+      ORDER BY k.first_seq FOR SHARE OF k`,
+    [linkId, ranges.map((r) => String(r.lo)), ranges.map((r) => String(r.hi))],
+  );
+  const found = rows as Array<{ first: string; blocks: number; sealed: Buffer; bad: boolean }>;
+  const covered = (seq: bigint) => found.some((f) => !f.bad && seq >= BigInt(f.first) && seq < BigInt(f.first) + BigInt(f.blocks));
+  if (found.some((f) => f.bad) || !seqs.every((s) => covered(BigInt(s)))) {
+    throw new MaterialGoneError(`material on link ${linkId} is not available here (missing, already used, or not the sender's)`);
+  }
+  return found.map((f) => ({ id: { linkId, firstSeq: f.first, blocks: f.blocks }, sealed: f.sealed }));
+}
+
+/** The chunks holding the material of these keys (bound positions: no lock needed, the keys' rows are locked). */
+export async function chunksOfKeys(c: DbClient, keyIds: readonly string[]): Promise<ChunkRow[]> {
+  const { rows } = await c.query(
+    `SELECT DISTINCT ON (k.link_id, k.first_seq) k.link_id AS link, k.first_seq::text AS first, k.blocks, k.sealed
+       FROM qkd_key q CROSS JOIN LATERAL unnest(q.seqs) AS r
+       JOIN key_chunk k ON k.link_id = q.link_id AND k.first_seq < upper(r) AND k.first_seq > lower(r) - ${MAX_CHUNK_BLOCKS}
+                       AND k.first_seq + k.blocks > lower(r)
+      WHERE q.key_id = ANY($1::uuid[]) AND q.seqs IS NOT NULL
+      ORDER BY k.link_id, k.first_seq`,
+    [keyIds],
+  );
+  return (rows as Array<{ link: string; first: string; blocks: number; sealed: Buffer }>).map((r) => ({
+    id: { linkId: r.link, firstSeq: r.first, blocks: r.blocks },
+    sealed: r.sealed,
+  }));
+}
