@@ -6,6 +6,7 @@ import type { Network } from './network.js';
 import { RELAY_KEYS } from './network.js';
 import type { Phase } from './report.js';
 import { AUTOCANNON_RPS, ENC1, PHASES } from './settings.js';
+import { enter } from './timeline.js';
 
 // Keys each phase may take from KME_A's pool on A-B (warm-up included); phase i gets whatever the others leave.
 export const NETWORK_PLAN: Record<string, number> = { g: 40_000, h: 40_000, j: RELAY_KEYS };
@@ -33,6 +34,7 @@ export async function networkPhases(t: NetworkTarget, record: (p: Phase) => void
     console.log(`\n[${id}] ${what} pool ${now.toLocaleString('en-US')} keys; this phase may use ${keys.toLocaleString('en-US')}`);
 
   if (PHASES.has('g')) {
+    enter('g'); // a timeline window per phase, for the RSS samples
     const { now, keys } = await allowance('g');
     const phase: Phase = {
       id: 'g',
@@ -48,6 +50,7 @@ export async function networkPhases(t: NetworkTarget, record: (p: Phase) => void
   }
 
   if (PHASES.has('h')) {
+    enter('h');
     const { keys } = await allowance('h');
     const phase: Phase = {
       id: 'h',
@@ -64,6 +67,7 @@ export async function networkPhases(t: NetworkTarget, record: (p: Phase) => void
   }
 
   if (PHASES.has('i')) {
+    enter('i');
     const { now, keys } = await allowance('i');
     const phase: Phase = {
       id: 'i',
@@ -83,6 +87,7 @@ export async function networkPhases(t: NetworkTarget, record: (p: Phase) => void
   }
 
   if (PHASES.has('j')) {
+    enter('j');
     // Bounded by KME_A's material on A-B and by KME_B's pads on B-C (its reach towards KME_C).
     const { now, keys } = await allowanceFor(NETWORK_PLAN, net.storedRelayed)('j');
     const phase: Phase = {

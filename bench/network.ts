@@ -17,6 +17,7 @@ import { onCleanup } from './cleanup.js';
 import { JsonClient } from './client.js';
 import { fillPool } from './measure.js';
 import { createDatabase, databaseFacts, freePort, identity, startKme, unannouncedBlocks } from './setup.js';
+import { enter } from './timeline.js';
 import { ADMIN_URL, ANALYZE, DB_POOL, FILL_BPS, LINK_BPS, MAX_KEY_COUNT, NET_FILL_SECONDS, NET_FILL_TARGET } from './settings.js';
 
 export const NET_KMES = [
@@ -130,11 +131,13 @@ export async function startNetwork(root: string, pki: DemoPki, token: SoftHsmTok
 
   console.log(`\nnetwork: KME_A — KME_B — KME_C on ports ${NET_KMES.map((k) => ports[k.id]).join(', ')}, ` +
     `databases ${NET_KMES.map((k) => new URL(databases[k.id]).pathname.slice(1)).join(', ')}`);
+  enter('network fill');
   await startAll(FILL_BPS);
   const direct = await fillPool(storedDirect, NET_FILL_TARGET, NET_FILL_SECONDS, "KME_A's pool on A-B");
   const relayed = await fillPool(storedRelayed, Math.min(RELAY_KEYS, NET_FILL_TARGET), 20, "the relayed pair A→C (KME_B's pads on B-C)");
   await stopAll();
   const db = await Promise.all(NET_KMES.map((k) => databaseFacts(databases[k.id], ANALYZE)));
+  enter('network settle');
   await startAll(LINK_BPS);
   // Material the fast links stored but had not announced when they stopped is announced now: wait for that, so that
   // it does not run beside the measurements. Keys for a remote slave count once the links are up again (link sync).

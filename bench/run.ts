@@ -4,26 +4,39 @@
 // Stages: set up real parts (PostgreSQL databases, SoftHSM2 token, dev PKI, the reference server) →
 // single KME: fill its key pool with a KME whose simulated link runs very fast → restart it with a link at a
 // realistic rate (so that refilling the pool at 200 Mbit/s does not steal CPU from the requests being measured) →
-// phases a–f (single-phases.ts) → stop it →
+// phases a–f (single-phases.ts) → phase k: the paced load of phase e without and then with ingest from a very fast
+// link (ingest-phase.ts) → phase l: phase b's load on a fresh pool and on one that turned over BENCH_TURNOVER keys,
+// on a database of its own (turnover-phase.ts) → stop it →
 // network: three KMEs in a line, filled and restarted the same way (network.ts) → phases g–j (network-phases.ts),
 // each also compared with its single-KME counterpart → report.
+// Throughout: every KME's resident memory every second (memory.ts); the single KME's database size around the fill
+// (bytes per megabit ingested), phase c and l's turnover (bytes per key delivered) (growth.ts).
 //
-// Environment knobs (all optional): DATABASE_URL (admin URL), BENCH_SECONDS (10), BENCH_PHASES ("abcdefghij"),
+// Run time: about 7 min for a–j; phase k adds about 4 × (2 + BENCH_SECONDS) s and two KME starts (under a
+// minute); phase l adds its fill, four KME starts, 2 × 2 × (2 + BENCH_SECONDS) s of measurement and the turnover,
+// BENCH_TURNOVER keys at the rate the KME delivers while it ingests (at ~6,000 keys/s, 2,000,000 keys take ~6 min).
+//
+// Environment knobs (all optional): DATABASE_URL (admin URL), BENCH_SECONDS (10), BENCH_PHASES ("abcdefklghij"),
 // BENCH_FILL (keys to pre-fill, 700000), BENCH_FILL_SECONDS (budget, 75), BENCH_NET_FILL (keys KME_A pre-fills on
 // link A-B; BENCH_FILL if only that is set, else 300000), BENCH_NET_FILL_SECONDS (likewise; else 90),
-// BENCH_LINK_BPS (link rate while measuring, 1e6), BENCH_DB_POOL (KME database pool size; default: the KME's own),
-// BENCH_CPU_PROF=1 (profile the measured single KME with --cpu-prof and print where its time went),
+// BENCH_LINK_BPS (link rate while measuring, 1e6), BENCH_INGEST_BPS (link rate while ingest is measured in k and
+// while l turns its pool over, 400e6), BENCH_TURNOVER (keys phase l delivers between its measurements, 2000000),
+// BENCH_TURNOVER_SECONDS (its time budget, 900), BENCH_TURNOVER_POOL (phase l's pool cap, 200000),
+// BENCH_DB_POOL (KME database pool size; default: the KME's own),
+// BENCH_CPU_PROF=1 (profile every single-KME process with --cpu-prof; print where its time went in each phase),
 // BENCH_ANALYZE=1 (run ANALYZE after filling, as autovacuum would on a server where it is on; off by default so the
 // KME is measured as it behaves by itself), BENCH_KME_LOG_LEVEL (the KMEs' log level, warn; only warn and above is
 // summarised), BENCH_OUT (results file, default bench/results/latest.json).
 import { execFileSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { cleanup, cleanUpOnSignals } from './cleanup.js';
 import { tlsFor } from './client.js';
 import { NET_KMES, startNetwork } from './network.js';
 import { networkPhases } from './network-phases.js';
-import { summarizeProfile, type ProfileSummary } from './profile.js';
+import { printGrowth } from './growth.js';
+import { printIngest } from './ingest-phase.js';
+import { kmeMemory, printMemory, type MemoryReport } from './memory.js';
+import { printProfile, printProfileByWindow, profileByWindow } from './profile.js';
 import {
   crossToSingle,
   machine,
@@ -44,16 +57,24 @@ import {
   FILL_BPS,
   FIXED_RATE,
   FRESH_WORKERS,
+  INGEST_BPS,
+  INGEST_TARGET_BPS,
   LINK_BPS,
   MAX_KEY_COUNT,
   NETWORK_PHASES,
   PHASES,
+  RSS_GOAL_MIB,
+  RSS_INTERVAL_MS,
   SECONDS,
   SINGLE_PHASES,
+  TURNOVER,
+  TURNOVER_POOL,
+  TURNOVER_SECONDS,
   WARMUP,
 } from './settings.js';
 import { createPki, createToken, identity, REPO, startReference, tempRoot } from './setup.js';
 import { singleKme } from './single-kme.js';
+import { allWindows, enter, leave } from './timeline.js';
 
 const any = (ids: string) => [...ids].some((id) => PHASES.has(id));
 /** The warning every KME on a seeded simulated link prints at each start: expected here, counted apart. */
@@ -62,6 +83,8 @@ const SEEDED_NOTICE = /whoever holds the seed holds every key/;
 async function main(): Promise<void> {
   cleanUpOnSignals();
   const began = Date.now();
+  enter('set-up');
+  kmeMemory.start(RSS_INTERVAL_MS);
   console.log(`KMS benchmark — ${SECONDS} s per measurement after ${WARMUP} s of warm-up, phases ${[...PHASES].join('')}`);
   const code = codeVersion();
   console.log(`code: ${code.commit.slice(0, 12)}${code.uncommitted.length ? ` + uncommitted: ${code.uncommitted.join(', ')}` : ''}`);
@@ -83,7 +106,7 @@ async function main(): Promise<void> {
   };
 
   // ── Single KME (a–f), stopped before the network starts so that it takes no CPU from it.
-  const single = any(SINGLE_PHASES) ? await singleKme(root, pki, token, ref.url, done, readProfile) : undefined;
+  const single = any(SINGLE_PHASES) ? await singleKme(root, pki, token, ref.url, done) : undefined;
 
   // ── Network of three KMEs (g–j).
   let network: Awaited<ReturnType<typeof startNetwork>> | undefined;
@@ -92,6 +115,10 @@ async function main(): Promise<void> {
     await networkPhases({ net: network, referenceUrl: ref.url, A, tlsA, tlsB }, done);
     await network.stop(); // before reading the logs: complete only once the KMEs have exited
   }
+  leave();
+  kmeMemory.sample(); // a last look before the report (every KME has stopped: nothing is read after it exits)
+  kmeMemory.stop();
+  const memory = kmeMemory.report(RSS_GOAL_MIB);
 
   // ── Results.
   const kmeLog = single ? serverLog(single.children) : undefined;
@@ -106,8 +133,16 @@ async function main(): Promise<void> {
       return s ? crossToSingle(p, s) : undefined;
     })
     .filter((r): r is CrossToSingle => r !== undefined);
-  const targetsMet = checkTargets(phases);
+  const targetsMet = checkTargets(phases, memory, single);
+  // Per phase, from the profiles of every single-KME process (the clock windows of timeline.ts).
+  const profileByPhase = single && CPU_PROF ? profileByWindow(single.profileDirs, allWindows()) : undefined;
   printCrossToSingle(cross);
+  if (single?.ingest) {
+    console.log('\n── Ingest with concurrent delivery (phase k)');
+    printIngest(single.ingest);
+  }
+  if (single?.growth) printGrowth(single.growth);
+  printMemory(memory);
   printTargets(targetsMet);
   if (kmeLog) {
     console.log(`\n── KME log (warn and above): ${kmeLog.count} line(s)`);
@@ -120,6 +155,7 @@ async function main(): Promise<void> {
   }
   if (refLog.count) console.log(`── reference server log: ${refLog.count} line(s)\n   ${refLog.sample.join('\n   ')}`);
   if (single?.profile) printProfile(single.profile);
+  if (profileByPhase) printProfileByWindow(profileByPhase);
 
   const out = process.env.BENCH_OUT ?? join(REPO, 'bench', 'results', 'latest.json');
   writeJson(out, {
@@ -138,11 +174,20 @@ async function main(): Promise<void> {
       measure_link_bits_per_second: LINK_BPS,
       kme_db_pool_size: DB_POOL ?? 'KME default',
       cpu_profile: CPU_PROF,
+      ingest_link_bits_per_second: INGEST_BPS,
+      turnover_keys: TURNOVER,
+      turnover_seconds_budget: TURNOVER_SECONDS,
+      turnover_pool: TURNOVER_POOL,
+      rss_interval_seconds: RSS_INTERVAL_MS / 1000,
       postgres_autovacuum: single?.db.autovacuum ?? network?.facts.postgres_autovacuum,
       analyzed_after_fill: ANALYZE,
       phases: [...PHASES].join(''),
     },
     fill: single?.fill,
+    ingest_with_delivery: single?.ingest,
+    turnover: single?.turnover,
+    growth: single?.growth,
+    memory,
     network: network
       ? {
           kmes: 'KME_A (SAE_A) — KME_B (SAE_B) — KME_C (SAE_C); links A-B and B-C, seeded simulators; SoftHSM2 KEK per KME',
@@ -161,17 +206,21 @@ async function main(): Promise<void> {
     network_kme_logs: networkLogs,
     reference_log: refLog,
     cpu_profile: single?.profile,
+    cpu_profile_by_phase: profileByPhase,
     total_seconds: Math.round((Date.now() - began) / 1000),
   });
   console.log(`\nresults written to ${out} (${Math.round((Date.now() - began) / 1000)} s in all)`);
 }
 
-function checkTargets(phases: Phase[]): Target[] {
+function checkTargets(phases: Phase[], memory: MemoryReport, single?: Awaited<ReturnType<typeof singleKme>>): Target[] {
   const get = (id: string) => phases.find((p) => p.id === id)?.kme;
   const b = get('b');
   const c = get('c');
   const e = get('e');
+  const k = single?.ingest;
+  const l = single?.turnover;
   const n = (x: number) => Math.round(x).toLocaleString('en-US');
+  const kmes = Object.entries(memory.max_by_kme);
   return [
     { what: 'enc_keys, 1 key per request (phase b)', goal: '≥ 2,000 req/s', measured: b ? `${n(b.rpsMedian)} req/s` : '–', met: b ? b.rpsMedian >= 2000 && b.non2xx === 0 : null },
     {
@@ -181,6 +230,30 @@ function checkTargets(phases: Phase[]): Target[] {
       met: e ? e.p99Ms <= 20 && e.non2xx === 0 && e.rpsMean >= FIXED_RATE * 0.95 : null,
     },
     { what: 'enc_keys, 128 keys per request (phase c)', goal: '≥ 20,000 keys/s', measured: c ? `${n(c.rpsMedian * 128)} keys/s` : '–', met: c ? c.rpsMedian * 128 >= 20_000 && c.non2xx === 0 : null },
+    {
+      what: `sustained ingest with ${FIXED_RATE} req/s of enc_keys (phase k)`,
+      goal: `≥ ${INGEST_TARGET_BPS / 1e6} Mbit/s (${n(INGEST_TARGET_BPS / 256)} keys/s)`,
+      measured: k ? `${k.megabits_per_second} Mbit/s (${n(k.keys_per_second)} keys/s)` : '–',
+      met: k ? k.megabits_per_second * 1e6 >= INGEST_TARGET_BPS : null,
+    },
+    {
+      what: 'enc_keys p99 during ingest over without (phase k)',
+      goal: '≤ 1.2× (a rise of at most 20%)',
+      measured: k?.p99_ratio !== undefined ? `${k.p99_ratio}× (${k.p99_ms_with_ingest} ms over ${k.p99_ms_without_ingest} ms)` : '–',
+      met: k?.p99_ratio !== undefined ? k.p99_ratio <= 1.2 : null,
+    },
+    {
+      what: `enc_keys after turning over ${l ? n(l.turnover.keys_delivered) : n(TURNOVER)} keys, over a fresh pool (phase l)`,
+      goal: '≥ 0.9×',
+      measured: l?.ratio !== undefined ? `${l.ratio}× (${l.ratio_per_reference ?? '–'}× per reference run)` : '–',
+      met: l?.ratio !== undefined ? l.ratio >= 0.9 && !l.turnover.stopped_early : null,
+    },
+    {
+      what: `resident memory of each KME (VmRSS every ${memory.interval_seconds} s, whole run)`,
+      goal: `≤ ${RSS_GOAL_MIB} MiB`,
+      measured: kmes.length ? kmes.map(([name, m]) => `${name} ${m.max_mib} MiB`).join(', ') : '–',
+      met: kmes.length ? kmes.every(([, m]) => m.max_mib <= RSS_GOAL_MIB) : null,
+    },
   ];
 }
 
@@ -192,19 +265,6 @@ function codeVersion() {
   } catch {
     return { commit: 'unknown (no git)', uncommitted: [] };
   }
-}
-
-function readProfile(dir: string): ProfileSummary | undefined {
-  const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
-  return file ? summarizeProfile(join(dir, file)) : undefined;
-}
-
-function printProfile(p: ProfileSummary) {
-  console.log(`\n── KME CPU profile (measured KME process, ${p.totalMs.toLocaleString('en-US')} ms sampled)`);
-  console.log('   by area:');
-  for (const a of p.byArea.slice(0, 12)) console.log(`     ${a.pct.toFixed(1).padStart(5)}%  ${a.area}`);
-  console.log('   top functions by self time:');
-  for (const f of p.topFunctions) console.log(`     ${f.pct.toFixed(1).padStart(5)}%  ${f.fn}  ${f.where}`);
 }
 
 main()

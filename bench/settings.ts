@@ -5,9 +5,11 @@ export const ADMIN_URL = process.env.DATABASE_URL ?? 'postgresql://postgres@127.
 export const SECONDS = num('BENCH_SECONDS', 10);
 export const WARMUP = 2;
 export const CONNECTIONS = 32;
-export const ALL_PHASES = 'abcdefghij';
+export const ALL_PHASES = 'abcdefklghij';
 export const PHASES = new Set((process.env.BENCH_PHASES ?? ALL_PHASES).split(''));
-export const SINGLE_PHASES = 'abcdef';
+export const SINGLE_PHASES = 'abcdefkl';
+/** The phases that run on the measuring KME restarted after filling (k and l restart it their own way). */
+export const MEASURING_PHASES = 'abcdef';
 export const NETWORK_PHASES = 'ghij';
 export const FILL_TARGET = num('BENCH_FILL', 700_000);
 export const FILL_SECONDS = num('BENCH_FILL_SECONDS', 75);
@@ -19,6 +21,23 @@ export const CPU_PROF = process.env.BENCH_CPU_PROF === '1';
 export const ANALYZE = process.env.BENCH_ANALYZE === '1';
 export const FRESH_WORKERS = 16;
 export const FIXED_RATE = 500;
+
+/**
+ * Phases k and l: the link rate while the KME ingests at full speed. The target is 128 Mbit/s (500,000 keys of 256
+ * bits per second); the simulator offers far more, so that what is measured is what the KME takes, not what the link
+ * gives.
+ */
+export const INGEST_BPS = num('BENCH_INGEST_BPS', 400e6);
+export const INGEST_TARGET_BPS = 128e6;
+/** Phase l: keys delivered (128 per request, at full speed, while ingest refills) before the second measurement. */
+export const TURNOVER = num('BENCH_TURNOVER', 2_000_000);
+/** Phase l: at most this long for the turnover; past it the phase measures what turned over by then, and says so. */
+export const TURNOVER_SECONDS = num('BENCH_TURNOVER_SECONDS', 900);
+/** Phase l: its own pool's cap, so the pool is refilled to the same size before both of its measurements. */
+export const TURNOVER_POOL = num('BENCH_TURNOVER_POOL', 200_000);
+/** RSS of every KME, sampled this often through the whole run. */
+export const RSS_INTERVAL_MS = 1000;
+export const RSS_GOAL_MIB = 300;
 
 /** Network part: keys KME_A must own on link A-B (BENCH_FILL when only that is given, so a smoke run stays short). */
 export const NET_FILL_TARGET = num('BENCH_NET_FILL', process.env.BENCH_FILL ? FILL_TARGET : 300_000);

@@ -11,6 +11,7 @@ import { ensureDemoPki, type DemoPki } from '../src/pki/dev-pki.js';
 import { startChild, waitForLine, type Child } from './children.js';
 import { onCleanup } from './cleanup.js';
 import { JsonClient, type Identity } from './client.js';
+import { kmeMemory } from './memory.js';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -85,7 +86,9 @@ export function writeKmeConfig(root: string, pki: DemoPki, token: SoftHsmToken, 
       },
     ],
   };
-  const path = join(root, `kme-${s.rateBitsPerSecond}.json`);
+  // Named by everything that differs between starts: two KMEs on different databases, or the same one restarted
+  // with another cap, never read each other's file.
+  const path = join(root, `kme-${s.port}-${s.rateBitsPerSecond}-${s.maxKeyCount}.json`);
   writeFileSync(path, JSON.stringify(config, null, 2));
   return path;
 }
@@ -116,6 +119,7 @@ export async function startKme(
     REPO,
   );
   onCleanup(`stop the ${name}`, child.stop);
+  kmeMemory.track(child);
   const client = new JsonClient(`https://127.0.0.1:${port}`, who);
   try {
     const deadline = Date.now() + 60_000;

@@ -1,68 +1,96 @@
 // The single-KME part: KME_B with SAE_A and SAE_B on a loopback link, on a fresh database — a fast link to fill the
-// pool, a restart at the measuring rate, phases a–f (single-phases.ts), and a stop, so that it takes no CPU from
-// what runs after it.
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+// pool, a restart at the measuring rate, phases a–f (single-phases.ts), phase k (ingest-phase.ts: restarts of its
+// own), phase l (turnover-phase.ts: a database of its own), and a stop, so that it takes no CPU from what runs
+// after it. The database is measured around the fill (growth per megabit ingested) and around phase c (growth per
+// key delivered).
 import type { SoftHsmToken } from '../hsm-mock/softhsm-token.js';
 import type { DemoPki } from '../src/pki/dev-pki.js';
-import type { Child } from './children.js';
-import { onCleanup } from './cleanup.js';
-import { JsonClient, tlsFor } from './client.js';
+import { tlsFor } from './client.js';
+import { deliveryGrowth, growthPoint, ingestGrowth, type GrowthReport, type IngestGrowth } from './growth.js';
+import { ingestPhase, type IngestResult } from './ingest-phase.js';
+import { KmeHost } from './kme-host.js';
 import { fillPool } from './measure.js';
-import type { ProfileSummary } from './profile.js';
+import { summarizeProfile, type ProfileSummary } from './profile.js';
 import type { Phase } from './report.js';
-import { ADMIN_URL, ANALYZE, CPU_PROF, DB_POOL, FILL_BPS, FILL_SECONDS, FILL_TARGET, LINK_BPS, MAX_KEY_COUNT } from './settings.js';
-import { createDatabase, databaseFacts, freePort, identity, startKme, writeKmeConfig } from './setup.js';
+import { ANALYZE, CPU_PROF, FILL_BPS, FILL_SECONDS, FILL_TARGET, LINK_BPS, MAX_KEY_COUNT, MEASURING_PHASES, PHASES } from './settings.js';
+import { databaseFacts, identity } from './setup.js';
 import { singlePhases } from './single-phases.js';
+import { enter, leave } from './timeline.js';
+import { turnoverPhase, type TurnoverResult } from './turnover-phase.js';
 
-/** `readProfile` reads the measured KME's CPU profile (BENCH_CPU_PROF=1) from the folder it wrote it to. */
-export async function singleKme(
-  root: string,
-  pki: DemoPki,
-  token: SoftHsmToken,
-  referenceUrl: string,
-  done: (p: Phase) => void,
-  readProfile: (dir: string) => ProfileSummary | undefined,
-) {
-  const databaseUrl = await createDatabase(ADMIN_URL);
-  const port = await freePort();
-  const A = identity(pki, 'SAE_A');
-  const kmeUrl = `https://127.0.0.1:${port}`;
-  const kmeEnv = { databaseUrl, token };
-  const children: Child[] = [];
-  console.log(`\nsingle KME: database ${new URL(databaseUrl).pathname.slice(1)}`);
+const KEY_BITS = 256;
 
-  const config = (rate: number) =>
-    writeKmeConfig(root, pki, token, { port, rateBitsPerSecond: rate, maxKeyCount: MAX_KEY_COUNT, dbPoolSize: DB_POOL });
-  const filler = await startKme(config(FILL_BPS), kmeEnv, port, A);
-  children.push(filler);
-  console.log(`KME on ${kmeUrl}`);
+export async function singleKme(root: string, pki: DemoPki, token: SoftHsmToken, referenceUrl: string, done: (p: Phase) => void) {
+  const host = await KmeHost.create(root, pki, token, { profile: CPU_PROF });
+  const hosts = [host];
+  const tlsA = tlsFor(host.A);
+  console.log(`\nsingle KME: database ${host.databaseName}`);
 
-  const status = new JsonClient(kmeUrl, A);
-  onCleanup('close the status client', () => status.close());
-  const stored = async () => {
-    const r = await status.call('GET', '/api/v1/keys/SAE_B/status');
-    if (r.status !== 200) throw new Error(`status answered ${r.status}: ${JSON.stringify(r.body)}`);
-    return r.body.stored_key_count as number;
-  };
-
-  // Fill the pool with the fast link, then restart the KME with the measuring link rate.
-  const fill = await fillPool(stored, FILL_TARGET, FILL_SECONDS);
-  await filler.stop();
-  const db = await databaseFacts(databaseUrl, ANALYZE);
+  // Fill the pool with the fast link; the database before and after says what ingest costs on disk.
+  enter('fill');
+  await host.start({ rateBps: FILL_BPS, maxKeyCount: MAX_KEY_COUNT });
+  console.log(`KME on ${host.url}`);
+  const beforeFill = await growthPoint(host.databaseUrl, host.poolReading);
+  const fill = await fillPool(host.stored, FILL_TARGET, FILL_SECONDS);
+  const afterFill = await growthPoint(host.databaseUrl, host.poolReading);
+  await host.stop();
+  leave();
+  const ingest: IngestGrowth = ingestGrowth(`filling, ${FILL_BPS / 1e6} Mbit/s link`, beforeFill, afterFill, KEY_BITS);
+  const growth: GrowthReport = { ingest, delivery: [] };
+  const db = await databaseFacts(host.databaseUrl, ANALYZE);
+  growth.postgres_autovacuum = db.autovacuum;
   if (db.autovacuum !== 'on') {
     console.log(`note: autovacuum is ${db.autovacuum} on this PostgreSQL: tables are never analyzed, so the planner sees ` +
       `empty statistics${ANALYZE ? ' (ANALYZE was run after filling: BENCH_ANALYZE=1)' : ' (BENCH_ANALYZE=1 runs ANALYZE after filling)'}`);
   }
-  const profDir = join(root, 'prof');
-  mkdirSync(profDir);
-  const kme = await startKme(config(LINK_BPS), kmeEnv, port, A, CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []);
-  children.push(kme);
-  console.log(`KME restarted with a ${LINK_BPS / 1e6} Mbit/s link for the measurements (pool: ${(await stored()).toLocaleString('en-US')} keys)`);
 
-  await singlePhases({ urls: { kme: kmeUrl, reference: referenceUrl }, A, tlsA: tlsFor(A), tlsB: tlsFor(identity(pki, 'SAE_B')), stored }, done);
+  // Phases a–f on one process at the measuring link rate (its whole profile is the bench's classic CPU summary).
+  let profile: ProfileSummary | undefined;
+  if ([...MEASURING_PHASES].some((id) => PHASES.has(id))) {
+    const measuring = await host.start({ rateBps: LINK_BPS, maxKeyCount: MAX_KEY_COUNT });
+    console.log(`KME restarted with a ${LINK_BPS / 1e6} Mbit/s link for the measurements (pool: ${(await host.stored()).toLocaleString('en-US')} keys)`);
+    // Phase c delivers the most keys with the least else going on: the database around it gives growth per key.
+    const around = async (id: string, run: () => Promise<void>) => {
+      if (id !== 'c') return run();
+      const a = await growthPoint(host.databaseUrl, host.poolReading);
+      await run();
+      const b = await growthPoint(host.databaseUrl, host.poolReading);
+      const g = deliveryGrowth('phase c, 128-key enc_keys', a, b, { ingestBytesPerKey: ingest.bytes_per_key });
+      if (g) growth.delivery.push(g);
+    };
+    await singlePhases(
+      { urls: { kme: host.url, reference: referenceUrl }, A: host.A, tlsA, tlsB: tlsFor(identity(pki, 'SAE_B')), stored: host.stored, around },
+      done,
+    );
+    await host.stop(); // before reading its log and profile: both are complete only once it has exited
+    leave();
+    const dir = host.started.find((s) => s.child === measuring)?.profileDir;
+    profile = dir ? summarizeProfile(dir) : undefined;
+  }
 
-  await kme.stop(); // before reading its log and profile: both are complete only once it has exited
-  status.close();
-  return { children, fill, db, profile: CPU_PROF ? readProfile(profDir) : undefined };
+  let ingestResult: IngestResult | undefined;
+  if (PHASES.has('k')) {
+    ingestResult = await ingestPhase(host, tlsA, done);
+    leave();
+  }
+
+  let turnover: TurnoverResult | undefined;
+  if (PHASES.has('l')) {
+    const l = await turnoverPhase({ root, pki, token, referenceUrl, tlsA, ingestBytesPerKey: ingest.bytes_per_key }, done);
+    hosts.push(l.host);
+    turnover = l.result;
+    if (l.growth) growth.delivery.push(l.growth);
+    leave();
+  }
+
+  return {
+    children: hosts.flatMap((h) => h.children),
+    profileDirs: hosts.flatMap((h) => h.started.map((s) => s.profileDir).filter((d): d is string => d !== undefined)),
+    fill,
+    db,
+    growth,
+    ingest: ingestResult,
+    turnover,
+    profile,
+  };
 }

@@ -4,9 +4,11 @@ import { freshConnections, paced } from './load.js';
 import { allowanceFor, decKeysRun, fetchKeyIds, twoServers, type Server } from './measure.js';
 import type { Phase } from './report.js';
 import { AUTOCANNON_RPS, ENC1, FIXED_RATE, FRESH_WORKERS, PHASES, SECONDS, WARMUP } from './settings.js';
+import { enter } from './timeline.js';
 
-// Keys each phase may take from the pool (warm-up included); phase c gets whatever the others leave.
-export const SINGLE_PLAN: Record<string, number> = { b: 40_000, d: 40_000, e: 7_000, f: 30_000 };
+// Keys each phase may take from the pool (warm-up included); phase c gets whatever the others leave. Phase k runs
+// later on the same pool: its paced load without ingest draws FIXED_RATE keys a second before its ingest refills.
+export const SINGLE_PLAN: Record<string, number> = { b: 40_000, d: 40_000, e: 7_000, f: 30_000, k: 2 * FIXED_RATE * (WARMUP + SECONDS) + 5_000 };
 
 export interface SingleTarget {
   urls: Record<Server, string>;
@@ -16,28 +18,36 @@ export interface SingleTarget {
   tlsB: ReturnType<typeof tlsFor>;
   /** Keys the KME could hand out to SAE_A for SAE_B now. */
   stored: () => Promise<number>;
+  /** Runs around each selected phase (e.g. to measure the database before and after it); by default just runs it. */
+  around?: (id: string, run: () => Promise<void>) => Promise<void>;
 }
 
 /** Runs the selected phases of a–f in order; `done` records and prints each as it ends. */
 export async function singlePhases(t: SingleTarget, done: (p: Phase) => void): Promise<void> {
   const { urls, tlsA, tlsB } = t;
   const allowance = allowanceFor(SINGLE_PLAN, t.stored);
+  // Each phase is a window of the timeline (RSS samples and CPU profiles are told apart by it).
+  const step = async (id: string, run: () => Promise<void>) => {
+    if (!PHASES.has(id)) return;
+    enter(id);
+    await (t.around ? t.around(id, run) : run());
+  };
 
-  if (PHASES.has('a')) {
+  await step('a', async () => {
     const phase: Phase = { id: 'a', title: 'GET status', keysPerRequest: 0, rpsMethod: AUTOCANNON_RPS, notes: [] };
     await twoServers(phase, (s) => ({ url: urls[s], tls: tlsA, path: '/api/v1/keys/SAE_B/status' }));
     done(phase);
-  }
+  });
 
-  if (PHASES.has('b')) {
+  await step('b', async () => {
     const { now, keys } = await allowance('b');
     const phase: Phase = { id: 'b', title: 'GET enc_keys?number=1 (256 bits)', keysPerRequest: 1, rpsMethod: AUTOCANNON_RPS, notes: [] };
     console.log(`\n[b] pool ${now.toLocaleString('en-US')} keys; this phase may use ${keys.toLocaleString('en-US')}`);
     await twoServers(phase, (s) => ({ url: urls[s], tls: tlsA, path: ENC1 }), keys);
     done(phase);
-  }
+  });
 
-  if (PHASES.has('c')) {
+  await step('c', async () => {
     const { now, keys } = await allowance('c');
     const phase: Phase = { id: 'c', title: 'POST enc_keys {number:128,size:256}', keysPerRequest: 128, rpsMethod: AUTOCANNON_RPS, notes: [] };
     console.log(`\n[c] pool ${now.toLocaleString('en-US')} keys; this phase may use ${keys.toLocaleString('en-US')}`);
@@ -47,17 +57,17 @@ export async function singlePhases(t: SingleTarget, done: (p: Phase) => void): P
       keys,
     );
     done(phase);
-  }
+  });
 
-  if (PHASES.has('d')) {
+  await step('d', async () => {
     const { keys } = await allowance('d');
     const phase: Phase = { id: 'd', title: 'GET dec_keys?key_ID=… (each ID once, as SAE_B)', keysPerRequest: 1, rpsMethod: AUTOCANNON_RPS, notes: [] };
     const ids = await fetchKeyIds(urls.kme, t.A, keys, { slave: 'SAE_B', label: 'd' });
     await decKeysRun(phase, ids, { urls, tls: tlsB, master: 'SAE_A' });
     done(phase);
-  }
+  });
 
-  if (PHASES.has('e')) {
+  await step('e', async () => {
     const { keys } = await allowance('e');
     const phase: Phase = {
       id: 'e',
@@ -73,9 +83,9 @@ export async function singlePhases(t: SingleTarget, done: (p: Phase) => void): P
       phase[server] = await paced({ ...spec, durationS: SECONDS });
     }
     done(phase);
-  }
+  });
 
-  if (PHASES.has('f')) {
+  await step('f', async () => {
     const { keys } = await allowance('f');
     for (const mode of ['full', 'resumed'] as const) {
       const phase: Phase = {
@@ -97,5 +107,5 @@ export async function singlePhases(t: SingleTarget, done: (p: Phase) => void): P
       }
       done(phase);
     }
-  }
+  });
 }

@@ -17,21 +17,24 @@ export async function integrityVerdict(
   const failed = err.ids.flatMap((id) => ('firstSeq' in id ? [id] : []));
   // A relayed key has no link position: any stored chunk will do as a probe then.
   const linkId = failed[0]?.linkId ?? null;
+  // Up to three other chunks, so that a second damaged chunk does not pass for a wrong key.
   const { rows } = await db.query(
     `SELECT link_id AS "linkId", first_seq::text AS "firstSeq", blocks, sealed FROM key_chunk
       WHERE ($1::text IS NULL OR link_id = $1) AND NOT set_aside AND first_seq <> ALL($2::bigint[])
-      ORDER BY first_seq DESC LIMIT 1`,
+      ORDER BY first_seq DESC LIMIT 3`,
     [linkId, failed.filter((f) => f.linkId === linkId).map((f) => f.firstSeq)],
   );
-  const probe = rows[0] as { linkId: string; firstSeq: string; blocks: number; sealed: Buffer } | undefined;
-  if (!probe) return 'unknown';
-  try {
-    (await barrier.open(probe.sealed, { linkId: probe.linkId, firstSeq: probe.firstSeq, blocks: probe.blocks })).fill(0);
-    return 'material';
-  } catch (e) {
-    if (e instanceof IntegrityError) return 'kek';
-    throw e;
+  const probes = rows as Array<{ linkId: string; firstSeq: string; blocks: number; sealed: Buffer }>;
+  if (probes.length === 0) return 'unknown';
+  for (const probe of probes) {
+    try {
+      (await barrier.open(probe.sealed, { linkId: probe.linkId, firstSeq: probe.firstSeq, blocks: probe.blocks })).fill(0);
+      return 'material';
+    } catch (e) {
+      if (!(e instanceof IntegrityError)) throw e;
+    }
   }
+  return 'kek';
 }
 
 export const KEK_SUSPECT =

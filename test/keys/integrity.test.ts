@@ -2,6 +2,7 @@ import t from 'tap';
 import { createMockKeyWrapper } from '../../hsm-mock/mock-key-wrapper.js';
 import { etsiErrorProblem } from '../helpers/etsi.js';
 import { startTestKms, type TestKms } from '../helpers/kms.js';
+import { availableOwned } from '../helpers/pool-state.js';
 
 // Stored material that fails its integrity check (the review found that one bad block at the head of the claim
 // order made every enc_keys of its link answer 503 until someone intervened). It must be set aside — COMPROMISED,
@@ -11,42 +12,50 @@ import { startTestKms, type TestKms } from '../helpers/kms.js';
 let k: TestKms;
 const kek = Buffer.alloc(32, 3);
 t.before(async () => {
-  k = await startTestKms({ keys: { max_key_count: 400 }, wrapper: createMockKeyWrapper({ kek }) });
+  k = await startTestKms({ keys: { max_key_count: 1000 }, wrapper: createMockKeyWrapper({ kek }) });
 });
 t.teardown(() => k?.close());
 
-const headBlocks = async (n: number) =>
+/** The first chunks in claim order (their first positions). */
+const headChunks = async (n: number) =>
   (
     await k.kms.db.query(
-      `SELECT seq::text AS seq FROM key_block WHERE state = 'AVAILABLE' AND owned ORDER BY seq LIMIT $1`,
+      `SELECT first_seq::text AS first FROM key_chunk WHERE owned AND confirmed AND NOT set_aside AND next_free < blocks
+        ORDER BY first_seq LIMIT $1`,
       [n],
     )
-  ).rows.map((r) => r.seq as string);
+  ).rows.map((r) => r.first as string);
 
-t.test('corrupted blocks at the head of the claim order are set aside and the link keeps serving', async (t) => {
-  await k.kms.ingesters.get('KME_T-loopback')!.stop(); // hold the pool still
-  const bad = await headBlocks(2);
-  // Flip one ciphertext byte of each: what a disk fault or a tampering DBA would leave.
-  await k.kms.db.query(
-    `UPDATE key_block SET wrapped = overlay(wrapped PLACING decode(lpad(to_hex(get_byte(wrapped, 30) # 1), 2, '0'), 'hex') FROM 31 FOR 1)
-      WHERE seq = ANY($1::bigint[])`,
-    [bad],
+/** Flips one byte of each chunk's envelope: what a disk fault or a tampering DBA would leave. */
+const corrupt = (firsts: string[], at: number) =>
+  k.kms.db.query(
+    `UPDATE key_chunk SET sealed = overlay(sealed PLACING decode(lpad(to_hex(get_byte(sealed, $2) # 1), 2, '0'), 'hex') FROM $2 + 1 FOR 1)
+      WHERE first_seq = ANY($1::bigint[])`,
+    [firsts, at],
   );
+
+t.test('corrupted chunks at the head of the claim order are set aside and the link keeps serving', async (t) => {
+  await k.kms.ingesters.get('KME_T-loopback')!.stop(); // hold the pool still
+  const bad = await headChunks(2);
+  await corrupt(bad.slice(0, 1), 30); // in the wrapped data key
+  await corrupt(bad.slice(1), 200); // in the data
   const a = k.client('SAE_A');
   for (let i = 0; i < 5; i++) {
     const res = await a.get('/api/v1/keys/SAE_B/enc_keys');
     t.equal(res.status, 200, `request ${i + 1} is served (${res.status === 200 ? 'ok' : res.text})`);
   }
-  const { rows } = await k.kms.db.query(`SELECT seq::text AS seq, state, wrapped IS NOT NULL AS kept FROM key_block WHERE seq = ANY($1::bigint[]) ORDER BY seq`, [bad]);
-  t.same(rows, bad.map((seq) => ({ seq, state: 'COMPROMISED', kept: true })), 'both set aside, ciphertext kept for investigation');
+  const { rows } = await k.kms.db.query(
+    `SELECT first_seq::text AS first, set_aside, length(sealed) > 0 AS kept FROM key_chunk WHERE first_seq = ANY($1::bigint[]) ORDER BY first_seq`,
+    [bad],
+  );
+  t.same(rows, bad.map((first) => ({ first, set_aside: true, kept: true })), 'both set aside, ciphertext kept for investigation');
   const audit = await k.kms.db.query(`SELECT body FROM audit_event WHERE operation = 'set_aside' ORDER BY seq`);
   const bodies = audit.rows.map((r) => JSON.parse(r.body));
   t.ok(bodies.every((b) => b.outcome === 'failed' && b.detail.reason === 'integrity check failed'), 'audited as failed integrity checks');
-  t.same(bodies.flatMap((b) => b.detail.blocks.map((x: { seq: string }) => x.seq)).sort(), [...bad].sort(), 'naming exactly the bad blocks');
+  t.same(bodies.flatMap((b) => b.detail.chunks.map((x: { first_seq: string }) => x.first_seq)).sort(), [...bad].sort(), 'naming exactly the bad chunks');
   t.match(k.logs(), /failed its integrity check: set aside/, 'logged');
   const status = await a.get('/api/v1/keys/SAE_B/status');
-  const { rows: counted } = await k.kms.db.query(`SELECT count(*)::int AS n FROM key_block WHERE state = 'AVAILABLE' AND owned`);
-  t.equal(status.body.stored_key_count, counted[0].n, 'stored_key_count no longer counts them');
+  t.equal(status.body.stored_key_count, await availableOwned(k.kms.db), 'stored_key_count no longer counts them');
 });
 
 t.test('a KME whose KEK does not open its material: a clear 503, and nothing set aside', async (t) => {
@@ -54,11 +63,11 @@ t.test('a KME whose KEK does not open its material: a clear 503, and nothing set
   const wrong = await startTestKms({ databaseUrl: k.db.url, fill: false, wrapper: createMockKeyWrapper({ kek: Buffer.alloc(32, 4) }) });
   t.teardown(() => wrong.kms.close());
   await wrong.kms.ingesters.get('KME_T-loopback')!.stop();
-  const before = await wrong.kms.db.query(`SELECT count(*)::int AS n FROM key_block WHERE state = 'COMPROMISED'`);
+  const before = await wrong.kms.db.query('SELECT count(*)::int AS n FROM key_chunk WHERE set_aside');
   const res = await wrong.client('SAE_A').get('/api/v1/keys/SAE_B/enc_keys');
   t.equal(res.status, 503);
   t.notOk(etsiErrorProblem(res));
   t.match(res.body.message, /right HSM token and key/);
-  const after = await wrong.kms.db.query(`SELECT count(*)::int AS n FROM key_block WHERE state = 'COMPROMISED'`);
-  t.equal(after.rows[0].n, before.rows[0].n, 'no block was set aside');
+  const after = await wrong.kms.db.query('SELECT count(*)::int AS n FROM key_chunk WHERE set_aside');
+  t.equal(after.rows[0].n, before.rows[0].n, 'no chunk was set aside');
 });

@@ -3,6 +3,7 @@ import t from 'tap';
 import { OPENAPI_FILES } from '../../src/routes/openapi-document.js';
 import { eventually } from '../helpers/etsi.js';
 import { startTestKms, type TestKms } from '../helpers/kms.js';
+import { availableOwned, eraseNow, heldMaterial } from '../helpers/pool-state.js';
 
 // Every request form and error case of ../shared/etsi-gs-qkd-014.md, over real mutual TLS, against a real
 // database. One KME for the whole file; the pool is refilled by its simulator as tests take keys.
@@ -51,8 +52,7 @@ t.test('status count is exact: it drops by exactly the blocks delivered', async 
     t.equal(got.status, 200);
     const after = (await A().get('/api/v1/keys/SAE_B/status')).body.stored_key_count;
     t.equal(before - after, 6);
-    const { rows } = await k.kms.db.query("SELECT count(*)::int AS n FROM key_block WHERE state = 'AVAILABLE'");
-    t.equal(rows[0].n, after, 'status equals the number of AVAILABLE rows');
+    t.equal(await availableOwned(k.kms.db), after, 'status equals the number of free positions in the pool');
   } finally {
     k.kms.ingesters.get('KME_T-loopback')!.start();
   }
@@ -150,22 +150,24 @@ t.test('multicast: each additional slave fetches the same key once', async (t) =
     const again = await k.client(sae).post('/api/v1/keys/SAE_A/dec_keys', { key_IDs: ids });
     t.equal(again.status, 400, `${sae} gets them only once`);
   }
-  const { rows } = await k.kms.db.query(
-    "SELECT count(*)::int AS n FROM key_block WHERE key_id = ANY($1::uuid[]) AND (state <> 'DESTROYED' OR wrapped IS NOT NULL)",
-    [ids.map((i: { key_ID: string }) => i.key_ID)],
-  );
-  t.equal(rows[0].n, 0, 'material erased once every named slave has it');
+  const keyIds = ids.map((i: { key_ID: string }) => i.key_ID);
+  const { rows } = await k.kms.db.query("SELECT count(*)::int AS n FROM qkd_key WHERE key_id = ANY($1::uuid[]) AND state <> 'DESTROYED'", [keyIds]);
+  t.equal(rows[0].n, 0, 'keys destroyed once every named slave has them');
+  await eraseNow(k.kms.db, k.kms.wrapper);
+  t.equal(await heldMaterial(k.kms.db, keyIds), 0, 'and their material erased from the stored chunks');
 });
 
 t.test('material is kept until the last slave has fetched', async (t) => {
   const enc = await A().post('/api/v1/keys/SAE_B/enc_keys', { additional_slave_SAE_IDs: ['SAE_C'] });
   const id = enc.body.keys[0].key_ID;
   await B().get(`/api/v1/keys/SAE_A/dec_keys?key_ID=${id}`);
-  const held = await k.kms.db.query('SELECT count(*)::int AS n FROM key_block WHERE key_id = $1 AND wrapped IS NOT NULL', [id]);
-  t.equal(held.rows[0].n, 1, 'SAE_C still waits, so the material stays');
+  await eraseNow(k.kms.db, k.kms.wrapper);
+  t.equal(await heldMaterial(k.kms.db, [id]), 1, 'SAE_C still waits, so the material stays');
   await k.client('SAE_C').get(`/api/v1/keys/SAE_A/dec_keys?key_ID=${id}`);
-  const gone = await k.kms.db.query("SELECT state, wrapped FROM key_block WHERE key_id = $1", [id]);
-  t.same(gone.rows, [{ state: 'DESTROYED', wrapped: null }]);
+  const gone = await k.kms.db.query('SELECT state FROM qkd_key WHERE key_id = $1', [id]);
+  t.same(gone.rows, [{ state: 'DESTROYED' }]);
+  await eraseNow(k.kms.db, k.kms.wrapper);
+  t.equal(await heldMaterial(k.kms.db, [id]), 0, 'erased from its chunk once the last slave has it');
 });
 
 type Case = [name: string, method: 'GET' | 'POST', path: string, body: string | undefined, status: number, message?: string | RegExp];

@@ -1,0 +1,109 @@
+// One KME (KME_B, with SAE_A and SAE_B on its loopback link) on a fresh database of its own, which the parts of the
+// single-KME stage and the soak start and restart with the link rate and pool cap each needs: a very fast link to
+// fill, a realistic one to measure, a fast one with room to measure ingest. One place for that, so that every start
+// gets the same config, the same RSS tracking and (BENCH_CPU_PROF=1) a profile folder of its own.
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { SoftHsmToken } from '../hsm-mock/softhsm-token.js';
+import type { DemoPki } from '../src/pki/dev-pki.js';
+import type { Child } from './children.js';
+import { onCleanup } from './cleanup.js';
+import { JsonClient, type Identity } from './client.js';
+import type { PoolReading } from './growth.js';
+import { ADMIN_URL, DB_POOL } from './settings.js';
+import { createDatabase, freePort, identity, startKme, writeKmeConfig } from './setup.js';
+import { current } from './timeline.js';
+
+export interface LinkSettings {
+  /** The simulated link's secure key rate. */
+  rateBps: number;
+  /** max_key_count: the pool cap, which also bounds how much the link may ingest. */
+  maxKeyCount: number;
+}
+
+/** A KME process this host started, with where its CPU profile went (if profiled) and what it was started for. */
+export interface Started {
+  child: Child;
+  label: string;
+  link: LinkSettings;
+  profileDir?: string;
+}
+
+export class KmeHost {
+  readonly A: Identity;
+  readonly url: string;
+  readonly started: Started[] = [];
+  private running: Child | undefined;
+  private readonly status: JsonClient;
+
+  private constructor(
+    private readonly root: string,
+    private readonly pki: DemoPki,
+    private readonly token: SoftHsmToken,
+    readonly databaseUrl: string,
+    readonly port: number,
+    /** Node flags for every start, e.g. --cpu-prof; `profile` says whether each start profiles into its own folder. */
+    private readonly profile: boolean,
+  ) {
+    this.A = identity(pki, 'SAE_A');
+    this.url = `https://127.0.0.1:${port}`;
+    this.status = new JsonClient(this.url, this.A);
+    onCleanup('close the status client', () => this.status.close());
+  }
+
+  static async create(root: string, pki: DemoPki, token: SoftHsmToken, opts: { profile: boolean }): Promise<KmeHost> {
+    return new KmeHost(root, pki, token, await createDatabase(ADMIN_URL), await freePort(), opts.profile);
+  }
+
+  get databaseName(): string {
+    return new URL(this.databaseUrl).pathname.slice(1);
+  }
+
+  get children(): Child[] {
+    return this.started.map((s) => s.child);
+  }
+
+  /** Starts the KME (stopping the running one first) and resolves once GET status answers. */
+  async start(link: LinkSettings): Promise<Child> {
+    await this.stop();
+    const config = writeKmeConfig(this.root, this.pki, this.token, {
+      port: this.port,
+      rateBitsPerSecond: link.rateBps,
+      maxKeyCount: link.maxKeyCount,
+      dbPoolSize: DB_POOL,
+    });
+    let profileDir: string | undefined;
+    if (this.profile) {
+      profileDir = join(this.root, 'prof', `${this.port}-${this.started.length}`);
+      mkdirSync(profileDir, { recursive: true });
+    }
+    const args = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+    const child = await startKme(config, { databaseUrl: this.databaseUrl, token: this.token }, this.port, this.A, args);
+    this.started.push({ child, label: current() ?? '–', link, ...(profileDir ? { profileDir } : {}) });
+    this.running = child;
+    return child;
+  }
+
+  /** Stops the running KME; resolves once it has exited (its log and profile are complete then). */
+  async stop(): Promise<void> {
+    await this.running?.stop();
+    this.running = undefined;
+  }
+
+  /** The ETSI status for SAE_A → SAE_B. */
+  async statusBody(): Promise<Record<string, any>> {
+    const r = await this.status.call('GET', '/api/v1/keys/SAE_B/status');
+    if (r.status !== 200) throw new Error(`status answered ${r.status}: ${JSON.stringify(r.body)}`);
+    return r.body as Record<string, any>;
+  }
+
+  /** Keys SAE_A could get for SAE_B now. */
+  readonly stored = async (): Promise<number> => (await this.statusBody()).stored_key_count as number;
+
+  /** The pool and the link's ingest count (status_extension.qkms_link, when the KME reports it). */
+  readonly poolReading = async (): Promise<PoolReading> => {
+    const s = await this.statusBody();
+    const blocks = s.status_extension?.qkms_link?.ingested_blocks;
+    return { stored: s.stored_key_count as number, ...(typeof blocks === 'number' ? { ingestedBlocks: blocks } : {}) };
+  };
+}
