@@ -15,7 +15,6 @@ import type { KmeHost } from './kme-host.js';
 import { paced, type PhaseResult } from './load.js';
 import type { Phase } from './report.js';
 import { ENC1, FIXED_RATE, INGEST_BPS, INGEST_TARGET_BPS, LINK_BPS, MAX_KEY_COUNT, SECONDS, WARMUP } from './settings.js';
-import { enter } from './timeline.js';
 
 const KEY_BITS = 256;
 
@@ -59,8 +58,7 @@ export async function ingestPhase(host: KmeHost, tlsA: ReturnType<typeof tlsFor>
   const notes: string[] = [];
 
   // ── k0: no ingest (the measuring link), a fresh process like k's.
-  enter('k0');
-  await host.start({ rateBps: LINK_BPS, maxKeyCount: MAX_KEY_COUNT });
+  await host.start({ rateBps: LINK_BPS, maxKeyCount: MAX_KEY_COUNT }, 'k0');
   const before = await host.stored();
   const k0: Phase = { id: 'k0', title: title(`without ingest (${LINK_BPS / 1e6} Mbit/s link), fresh process`), keysPerRequest: 1, rpsMethod: RPS_METHOD, notes: [] };
   console.log(`\n[k0] pool ${before.toLocaleString('en-US')} keys; the paced load needs about ${(FIXED_RATE * (WARMUP + SECONDS)).toLocaleString('en-US')}`);
@@ -69,11 +67,10 @@ export async function ingestPhase(host: KmeHost, tlsA: ReturnType<typeof tlsFor>
   done(k0);
 
   // ── k: the same load while the KME ingests from a link far faster than the target.
-  enter('k');
   const stored = await host.stored();
   // Room for the whole phase even at the link's full rate (the cap is only a number: nothing is allocated by it).
   const cap = stored + Math.ceil((INGEST_BPS / KEY_BITS) * (WARMUP + SECONDS + 60));
-  await host.start({ rateBps: INGEST_BPS, maxKeyCount: cap });
+  await host.start({ rateBps: INGEST_BPS, maxKeyCount: cap }, 'k');
   console.log(`\n[k] KME restarted with a ${INGEST_BPS / 1e6} Mbit/s link and max_key_count ${cap.toLocaleString('en-US')} (pool ${stored.toLocaleString('en-US')} keys)`);
 
   let start: { at: number; stored: number; blocks?: number } | undefined;

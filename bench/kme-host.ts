@@ -12,7 +12,11 @@ import { JsonClient, type Identity } from './client.js';
 import type { PoolReading } from './growth.js';
 import { ADMIN_URL, DB_POOL } from './settings.js';
 import { createDatabase, freePort, identity, startKme, writeKmeConfig } from './setup.js';
-import { current } from './timeline.js';
+import { enter } from './timeline.js';
+
+/** The timeline window of a KME's start (see KmeHost.start); the per-phase CPU summary leaves these out. */
+export const startWindow = (label: string) => `${label} (KME start)`;
+export const isStartWindow = (label: string) => label.endsWith(' (KME start)');
 
 export interface LinkSettings {
   /** The simulated link's secure key rate. */
@@ -63,9 +67,14 @@ export class KmeHost {
     return this.started.map((s) => s.child);
   }
 
-  /** Starts the KME (stopping the running one first) and resolves once GET status answers. */
-  async start(link: LinkSettings): Promise<Child> {
+  /**
+   * Starts the KME (stopping the running one first) and resolves once GET status answers. The timeline gets a
+   * window `label (KME start)` for the start (module loading, migrations: not what a phase measures) and then
+   * `label` from the moment the KME answers.
+   */
+  async start(link: LinkSettings, label: string): Promise<Child> {
     await this.stop();
+    enter(startWindow(label));
     const config = writeKmeConfig(this.root, this.pki, this.token, {
       port: this.port,
       rateBitsPerSecond: link.rateBps,
@@ -79,7 +88,8 @@ export class KmeHost {
     }
     const args = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
     const child = await startKme(config, { databaseUrl: this.databaseUrl, token: this.token }, this.port, this.A, args);
-    this.started.push({ child, label: current() ?? '–', link, ...(profileDir ? { profileDir } : {}) });
+    enter(label);
+    this.started.push({ child, label, link, ...(profileDir ? { profileDir } : {}) });
     this.running = child;
     return child;
   }

@@ -35,6 +35,7 @@ import { NET_KMES, startNetwork } from './network.js';
 import { networkPhases } from './network-phases.js';
 import { printGrowth } from './growth.js';
 import { printIngest } from './ingest-phase.js';
+import { isStartWindow } from './kme-host.js';
 import { kmeMemory, printMemory, type MemoryReport } from './memory.js';
 import { printProfile, printProfileByWindow, profileByWindow } from './profile.js';
 import {
@@ -135,7 +136,7 @@ async function main(): Promise<void> {
     .filter((r): r is CrossToSingle => r !== undefined);
   const targetsMet = checkTargets(phases, memory, single);
   // Per phase, from the profiles of every single-KME process (the clock windows of timeline.ts).
-  const profileByPhase = single && CPU_PROF ? profileByWindow(single.profileDirs, allWindows()) : undefined;
+  const profileByPhase = single && CPU_PROF ? profileByWindow(single.profileDirs, allWindows().filter((w) => !isStartWindow(w.label))) : undefined;
   printCrossToSingle(cross);
   if (single?.ingest) {
     console.log('\n── Ingest with concurrent delivery (phase k)');

@@ -15,7 +15,7 @@ import type { Phase } from './report.js';
 import { ANALYZE, CPU_PROF, FILL_BPS, FILL_SECONDS, FILL_TARGET, LINK_BPS, MAX_KEY_COUNT, MEASURING_PHASES, PHASES } from './settings.js';
 import { databaseFacts, identity } from './setup.js';
 import { singlePhases } from './single-phases.js';
-import { enter, leave } from './timeline.js';
+import { leave } from './timeline.js';
 import { turnoverPhase, type TurnoverResult } from './turnover-phase.js';
 
 const KEY_BITS = 256;
@@ -27,8 +27,7 @@ export async function singleKme(root: string, pki: DemoPki, token: SoftHsmToken,
   console.log(`\nsingle KME: database ${host.databaseName}`);
 
   // Fill the pool with the fast link; the database before and after says what ingest costs on disk.
-  enter('fill');
-  await host.start({ rateBps: FILL_BPS, maxKeyCount: MAX_KEY_COUNT });
+  await host.start({ rateBps: FILL_BPS, maxKeyCount: MAX_KEY_COUNT }, 'fill');
   console.log(`KME on ${host.url}`);
   const beforeFill = await growthPoint(host.databaseUrl, host.poolReading);
   const fill = await fillPool(host.stored, FILL_TARGET, FILL_SECONDS);
@@ -47,7 +46,7 @@ export async function singleKme(root: string, pki: DemoPki, token: SoftHsmToken,
   // Phases a–f on one process at the measuring link rate (its whole profile is the bench's classic CPU summary).
   let profile: ProfileSummary | undefined;
   if ([...MEASURING_PHASES].some((id) => PHASES.has(id))) {
-    const measuring = await host.start({ rateBps: LINK_BPS, maxKeyCount: MAX_KEY_COUNT });
+    const measuring = await host.start({ rateBps: LINK_BPS, maxKeyCount: MAX_KEY_COUNT }, 'a–f');
     console.log(`KME restarted with a ${LINK_BPS / 1e6} Mbit/s link for the measurements (pool: ${(await host.stored()).toLocaleString('en-US')} keys)`);
     // Phase c delivers the most keys with the least else going on: the database around it gives growth per key.
     const around = async (id: string, run: () => Promise<void>) => {

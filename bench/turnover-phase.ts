@@ -30,7 +30,6 @@ import {
   TURNOVER_POOL,
   TURNOVER_SECONDS,
 } from './settings.js';
-import { enter } from './timeline.js';
 
 export interface TurnoverResult {
   pool_cap: number;
@@ -67,13 +66,11 @@ export async function turnoverPhase(
     `turnover of ${TURNOVER.toLocaleString('en-US')} keys (at most ${TURNOVER_SECONDS} s)`);
   const link = (rateBps: number) => ({ rateBps, maxKeyCount: TURNOVER_POOL });
 
-  enter('l fill');
-  await host.start(link(FILL_BPS));
+  await host.start(link(FILL_BPS), 'l fill');
   await fillPool(host.stored, TURNOVER_POOL, FILL_SECONDS, "phase l's pool");
 
   const measure = async (id: 'l0' | 'l', what: string): Promise<{ phase: Phase; pool: number }> => {
-    enter(id);
-    await host.start(link(LINK_BPS));
+    await host.start(link(LINK_BPS), id);
     const pool = await host.stored();
     const phase: Phase = { id, title: `GET enc_keys?number=1 (256 bits), ${what}`, keysPerRequest: 1, rpsMethod: AUTOCANNON_RPS, notes: [] };
     console.log(`\n[${id}] pool ${pool.toLocaleString('en-US')} keys`);
@@ -84,8 +81,7 @@ export async function turnoverPhase(
   const fresh = await measure('l0', `fresh pool (only ever filled), fresh process`);
   done(fresh.phase);
 
-  enter('l turnover');
-  await host.start(link(INGEST_BPS));
+  await host.start(link(INGEST_BPS), 'l turnover');
   const before = await growthPoint(host.databaseUrl, host.poolReading);
   console.log(`[l] turning the pool over: ${TURNOVER.toLocaleString('en-US')} keys, 128 per request, ingest at ${INGEST_BPS / 1e6} Mbit/s refilling…`);
   let last = { delivered: 0, seconds: 0 };

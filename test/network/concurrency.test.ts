@@ -2,6 +2,7 @@ import t from 'tap';
 import type { EtsiClient, Response } from '../helpers/client.js';
 import { etsiErrorProblem, windows } from '../helpers/etsi.js';
 import { startTestNetwork, type TestNetwork } from '../helpers/network.js';
+import { availableOwned, poolViolations } from '../helpers/pool-state.js';
 
 // Masters at BOTH ends of one link ask for keys at the same time, many connections each: no material is ever
 // handed to two requests, whichever end they asked at; every slave gets exactly its master's keys from its own KME;
@@ -112,9 +113,11 @@ t.test(`${CLIENTS_PER_END} masters at each end, ${REQUESTS_PER_END} requests eac
 });
 
 t.test('the two databases agree: each key on the same positions, owned by its master\'s end', async (t) => {
-  const q = `SELECT k.key_id::text AS key, k.origin_kme_id AS origin, array_agg(b.seq ORDER BY b.key_part)::text[] AS seqs,
-                    bool_and(b.owned) AS all_owned, bool_or(b.owned) AS any_owned
-               FROM qkd_key k JOIN key_block b USING (key_id) GROUP BY k.key_id, k.origin_kme_id`;
+  // Ownership from the device refs both ends record: positions [first, first + owner_split) are the primary's (KME_A).
+  const q = `WITH primary_part AS (SELECT range_agg(int8range(first_seq, first_seq + owner_split)) AS p FROM link_ref)
+             SELECT k.key_id::text AS key, k.origin_kme_id AS origin, k.seqs::text AS seqs,
+                    k.seqs <@ p.p AS all_primary, k.seqs && p.p AS any_primary
+               FROM qkd_key k, primary_part p WHERE k.seqs IS NOT NULL`;
   const a = new Map((await net.kme('KME_A').kms.db.query(q)).rows.map((r) => [r.key, r]));
   const b = new Map((await net.kme('KME_B').kms.db.query(q)).rows.map((r) => [r.key, r]));
   t.ok(a.size > 0 && a.size === b.size, `the same keys at both ends (${a.size} / ${b.size})`);
@@ -122,16 +125,16 @@ t.test('the two databases agree: each key on the same positions, owned by its ma
   for (const [key, ra] of a) {
     const rb = b.get(key);
     if (!rb) bad.push(`${key} missing at KME_B`);
-    else if (ra.seqs.join() !== rb.seqs.join()) bad.push(`${key}: positions differ`);
-    else if (ra.origin === 'KME_A' ? !ra.all_owned || rb.any_owned : ra.any_owned || !rb.all_owned) bad.push(`${key}: owned by the wrong end`);
+    else if (ra.seqs !== rb.seqs) bad.push(`${key}: positions differ`);
+    else if (ra.origin === 'KME_A' ? !ra.all_primary || !rb.all_primary : ra.any_primary || rb.any_primary) bad.push(`${key}: owned by the wrong end`);
   }
   t.same(bad.slice(0, 5), [], 'positions and ownership agree');
   for (const id of ['KME_A', 'KME_B']) {
-    const { rows } = await net.kme(id).kms.db.query(`
-      SELECT (SELECT COALESCE(sum(available), 0)::int FROM pool_count) AS counted,
-             (SELECT count(*)::int FROM key_block WHERE state = 'AVAILABLE' AND owned) AS available,
-             (SELECT count(*)::int FROM key_block WHERE key_id IS NOT NULL AND state = 'AVAILABLE') AS bound_available`);
-    t.equal(rows[0].counted, rows[0].available, `${id}: the count is exact (${rows[0].available})`);
-    t.equal(rows[0].bound_available, 0, `${id}: no bound block is AVAILABLE`);
+    const { db } = net.kme(id).kms;
+    const { rows } = await db.query('SELECT COALESCE(sum(available), 0)::int AS counted FROM pool_count');
+    const available = await availableOwned(db);
+    t.equal(rows[0].counted, available, `${id}: the count is exact (${available})`);
+    const v = await poolViolations(db);
+    t.same(v, { multiBound: 0, freeButBound: 0, wrongCount: 0, takenUnbound: 0 }, `${id}: no position bound twice, none free and bound, none lost`);
   }
 });

@@ -24,19 +24,23 @@ async function exchange(t: Test, net: TestNetwork) {
 }
 
 /**
- * The two ends hold the same positions: everything the secondary stored, the primary holds; everything the primary
- * holds as confirmed, the secondary stored; and the primary's stream has no gap. (The primary keeps ingesting while
- * this runs, so its newest, unconfirmed positions may not be at the secondary yet.)
+ * The two ends hold the same positions: every device key the secondary stored, the primary stored at the same
+ * positions; every chunk the primary holds as confirmed is at the secondary; and the primary's stream has no gap.
+ * (The primary keeps ingesting while this runs, so its newest, unconfirmed positions may not be at the secondary yet.)
  */
 async function samePositions(t: Test, net: TestNetwork) {
-  const a = await net.kme('KME_A').query(`SELECT seq::text AS seq, state = 'INGESTED' AS pending FROM key_block ORDER BY key_block.seq`);
-  const b = new Set((await net.kme('KME_B').query(`SELECT seq::text AS seq FROM key_block`)).map((r) => r.seq as string));
-  const all = new Set(a.map((r) => r.seq as string));
-  const confirmed = a.filter((r) => !r.pending).map((r) => r.seq as string);
-  const last = Number(a[a.length - 1]?.seq ?? -1);
-  t.equal(a.length, last + 1, `KME_A: positions 0..${last} without a gap`);
-  t.same([...b].filter((seq) => !all.has(seq)).slice(0, 5), [], `KME_B holds nothing KME_A does not (${b.size} positions)`);
-  t.same(confirmed.filter((seq) => !b.has(seq)).slice(0, 5), [], `every position KME_A holds as confirmed is at KME_B (${confirmed.length})`);
+  const refs = `SELECT ref, first_seq::text || '+' || blocks AS at, first_seq::text AS first, blocks FROM link_ref ORDER BY first_seq`;
+  const a = await net.kme('KME_A').query(refs);
+  const b = await net.kme('KME_B').query(refs);
+  const atA = new Map(a.map((r) => [r.ref as string, r.at as string]));
+  const gaps = a.filter((r, i) => i > 0 && BigInt(r.first as string) !== BigInt(a[i - 1]!.first as string) + BigInt(a[i - 1]!.blocks as number));
+  t.same(gaps.slice(0, 3), [], `KME_A: its ${a.length} device keys fill its stream without a gap`);
+  t.equal(a[0]?.first ?? '0', '0', 'from position 0');
+  t.same(b.filter((r) => atA.get(r.ref as string) !== r.at).slice(0, 5), [], `KME_B stored each of its ${b.length} device keys where KME_A did`);
+  const chunks = 'SELECT first_seq::text AS first, blocks FROM key_chunk WHERE confirmed ORDER BY first_seq';
+  const atB = new Set((await net.kme('KME_B').query(chunks)).map((r) => `${r.first}+${r.blocks}`));
+  const confirmed = (await net.kme('KME_A').query(chunks)).map((r) => `${r.first}+${r.blocks}`);
+  t.same(confirmed.filter((c) => !atB.has(c)).slice(0, 5), [], `every chunk KME_A holds as confirmed is at KME_B (${confirmed.length})`);
 }
 
 t.test('ETSI 014 devices (kms sim): pairing by device key IDs, through a device outage', async (t) => {
@@ -130,7 +134,7 @@ t.test('key files dropped at both ends: matched by name, ingested once, erased o
   t.ok(gone, 'every file erased at both ends once stored');
   drop(10, 40);
   await eventually(async () => readdirSync(dirA).length === 0 && readdirSync(dirB).length === 0, 10_000);
-  const [a] = await net.kme('KME_A').query(`SELECT count(*)::int AS n FROM key_block`);
+  const [a] = await net.kme('KME_A').query(`SELECT sum(blocks)::int AS n FROM link_ref`);
   t.equal(a!.n, 50 * 16, 'each file stored once: 50 files of 16 blocks');
   await samePositions(t, net);
   t.notOk(existsSync(join(dirA, 'qkd-000000.key')));

@@ -4,6 +4,9 @@ import pg from 'pg';
 import type { EtsiClient } from '../helpers/client.js';
 import { databaseHaystack, findLeaks } from '../helpers/leak-scan.js';
 import { startTestKms, type TestKms } from '../helpers/kms.js';
+import { eraseNow, heldMaterial } from '../helpers/pool-state.js';
+import { Barrier } from '../../src/barrier/barrier.js';
+import { intervalsOf } from '../../src/store/positions.js';
 
 // Issue 2 items 4 and 11 (DESIGN §3.1): storage only ever sees ciphertext, IDs and metadata. After delivering a
 // few hundred keys in every life stage (fetched by every slave and erased, fetched by some slaves, not fetched),
@@ -93,7 +96,7 @@ t.test('no delivered key in any column of any table, as text or as bytea', async
   const keys = delivered.map((x) => Buffer.from(x.key, 'base64'));
   const { hay, tables, columns, rows } = await databaseHaystack(k.db.url);
   t.comment(`scanned ${tables.length} tables, ${columns} columns, ${rows} values`);
-  for (const table of ['audit_event', 'key_block', 'key_slave', 'link', 'pgmigrations', 'pool_count', 'qkd_key']) {
+  for (const table of ['audit_event', 'erase_queue', 'key_chunk', 'key_slave', 'link', 'link_ref', 'pgmigrations', 'pool_count', 'qkd_key']) {
     t.ok(tables.includes(table), `${table} was scanned`);
   }
   t.notOk(tables.includes('scan_canary'), 'the canary table is gone');
@@ -113,23 +116,36 @@ t.test('no delivered key in the logs', async (t) => {
   t.same(leaks.slice(0, 5).map((l) => `${delivered[l.key]!.key_ID}: ${l.how}`), [], 'no delivered key material in the logs');
 });
 
-t.test('stored blocks are barrier envelopes, longer than the material', async (t) => {
+t.test('stored chunks are barrier envelopes; destroyed positions are erased from them', async (t) => {
   const blockBytes = k.config.keys.key_size / 8;
-  const { rows } = await k.kms.db.query<{ wrapped: Buffer; kek_version: number; state: string }>(
-    'SELECT wrapped, kek_version, state FROM key_block WHERE wrapped IS NOT NULL',
+  await eraseNow(k.kms.db, k.kms.wrapper);
+  const { rows } = await k.kms.db.query<{ link: string; first: string; blocks: number; sealed: Buffer; kek_version: number; gone: string }>(
+    'SELECT link_id AS link, first_seq::text AS first, blocks, sealed, kek_version, gone::text AS gone FROM key_chunk',
   );
-  t.ok(rows.length >= 1_000, `${rows.length} wrapped blocks`);
+  t.ok(rows.reduce((n, r) => n + r.blocks, 0) >= 1_000, `${rows.length} chunks`);
   const bad = rows.filter(
-    (r) =>
-      r.wrapped.length <= blockBytes ||
-      r.wrapped[0] !== 1 ||
-      r.wrapped.readUInt32BE(1) !== r.kek_version ||
-      r.wrapped.length !== 1 + 4 + 12 + blockBytes + 16,
+    (r) => r.sealed[0] !== 2 || r.sealed.readUInt32BE(1) !== r.kek_version || r.sealed.length !== 1 + 4 + 12 + 48 + 12 + r.blocks * blockBytes + 16,
   );
-  t.equal(bad.length, 0, 'every envelope: format byte 1, its KEK version, IV, ciphertext and tag');
-  t.ok(rows.some((r) => r.state === 'DELIVERED'), 'delivered-but-unfetched blocks are among them');
-  const { rows: erased } = await k.kms.db.query(
-    "SELECT count(*)::int AS n FROM key_block WHERE state = 'DESTROYED' AND (wrapped IS NOT NULL OR kek_version IS NOT NULL)",
-  );
-  t.equal(erased[0].n, 0, 'destroyed blocks hold no ciphertext');
+  t.equal(bad.length, 0, 'every envelope: format byte 2, its KEK version, the wrapped data key, IV, ciphertext and tag');
+  const { rows: waiting } = await k.kms.db.query("SELECT key_id::text AS id FROM qkd_key WHERE state = 'DELIVERED'");
+  const held = await heldMaterial(k.kms.db, waiting.map((r) => r.id as string));
+  t.ok(held > 0, `delivered-but-unfetched keys still hold their material (${held} positions)`);
+  const { rows: ended } = await k.kms.db.query("SELECT key_id::text AS id FROM qkd_key WHERE state IN ('DESTROYED', 'EXPIRED')");
+  t.ok(ended.length > 0, `${ended.length} keys destroyed`);
+  t.equal(await heldMaterial(k.kms.db, ended.map((r) => r.id as string)), 0, 'destroyed keys hold no material in any stored chunk');
+  // And the envelopes themselves agree: every position marked gone opens to zeros.
+  const barrier = new Barrier(k.kms.wrapper);
+  let goneBlocks = 0;
+  const notZero: string[] = [];
+  for (const r of rows.filter((x) => x.gone !== '{}')) {
+    const plain = await barrier.open(r.sealed, { linkId: r.link, firstSeq: r.first, blocks: r.blocks });
+    for (const g of intervalsOf(r.gone)) {
+      goneBlocks += Number(g.hi - g.lo);
+      const part = plain.subarray(Number(g.lo - BigInt(r.first)) * blockBytes, Number(g.hi - BigInt(r.first)) * blockBytes);
+      if (part.some((b) => b !== 0)) notZero.push(`${r.link}/${g.lo}..${g.hi}`);
+    }
+    plain.fill(0);
+  }
+  t.ok(goneBlocks > 0, `${goneBlocks} destroyed positions inside chunks still stored`);
+  t.same(notZero.slice(0, 3), [], 'every destroyed position opens to zeros');
 });
