@@ -45,6 +45,7 @@ export async function fillPool(stored: () => Promise<number>, target: number, bu
   const start = Date.now();
   let last = { t: start, n: await stored() };
   let n = last.n;
+  const first = n;
   let lastPrint = 0;
   if (n >= target) {
     console.log(`${what} holds ${n.toLocaleString('en-US')} keys already (target ${target.toLocaleString('en-US')})`);
@@ -62,7 +63,8 @@ export async function fillPool(stored: () => Promise<number>, target: number, bu
     }
   }
   const seconds = (Date.now() - start) / 1000;
-  const rate = Math.round(n / seconds);
+  // What came in while we watched: a pool that was not empty at the start (a refill) must not count as speed.
+  const rate = Math.round((n - first) / seconds);
   if (n < target) {
     console.log(`  filling is slower than planned (${rate.toLocaleString('en-US')} keys/s): stopping at ${n.toLocaleString('en-US')} keys; ` +
       'the phases cap their requests to what the pool holds (the 128-key phase first)');

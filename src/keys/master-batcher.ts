@@ -9,22 +9,17 @@ import { withTransaction, type Db } from '../store/db.js';
 import { settleForwarded } from '../store/keys.js';
 import { setAsideChunks } from '../store/pool.js';
 import { integrityVerdict, KEK_SUSPECT } from './integrity.js';
+import { GroupCommitQueue, type Pending as GroupPending } from './group-commit.js';
 import { reserveAtOrigin, type DeliveredKey, type MasterRequest, type Reserved } from './origin-reserve.js';
 
 export type { DeliveredKey, MasterRequest } from './origin-reserve.js';
 
-interface Pending {
-  request: MasterRequest;
-  resolve: (keys: DeliveredKey[]) => void;
-  reject: (err: unknown) => void;
-}
+type Pending = GroupPending<MasterRequest, DeliveredKey[]>;
 
 /**
- * Group commit for Get key. A commit is the expensive part of a delivery (a WAL flush), so requests for the same
- * material link that arrive while earlier transactions are in flight share the next one: one claim, one write, one
- * commit — and, for keys whose slaves sit at other KMEs, one round trip per next hop — with one audit event per
- * request. With no contention a request runs alone at once, so this adds no latency; under load it multiplies
- * throughput.
+ * Group commit for Get key (src/keys/group-commit.ts), one queue per material link: concurrent requests share one
+ * claim, one write, one commit — and, for keys whose slaves sit at other KMEs, one round trip per next hop — with one
+ * audit event per request.
  *
  * Each request is all-or-nothing: all its keys or a 503. Keys for slaves at other KMEs are answered only after
  * every KME on their way confirmed (ETSI GS QKD 020: no key is released before it reached every target); when one
@@ -35,8 +30,7 @@ interface Pending {
  * peers were asked is not delivered: its reserved keys are voided (burned, never handed out).
  */
 export class MasterDeliveryBatcher {
-  private readonly queues = new Map<string, Pending[]>();
-  private readonly inFlight = new Map<string, number>();
+  private readonly queue: GroupCommitQueue<MasterRequest, DeliveredKey[]>;
 
   constructor(
     private readonly deps: {
@@ -52,56 +46,22 @@ export class MasterDeliveryBatcher {
       maxBlocksPerBatch?: number;
       maxQueued: number;
     },
-  ) {}
-
-  deliver(request: MasterRequest): Promise<DeliveredKey[]> {
-    const linkId = request.plan.material.linkId;
-    const queue = this.queues.get(linkId) ?? [];
-    if (queue.length >= this.deps.maxQueued) {
-      return Promise.reject(unavailable(`too many key requests waiting on link ${linkId}; try again later`));
-    }
-    return new Promise((resolve, reject) => {
-      // The deadline holds even while a transaction is stuck on a stalled database: the client gets its 503 then.
-      // A transaction that does get through afterwards finds the deadline passed before its COMMIT and rolls back
-      // (reserveAtOrigin, forward); only one already inside its COMMIT can still land, and its keys are burned.
-      const timer = setTimeout(() => reject(timedOut()), Math.max(0, request.deadline - Date.now()));
-      queue.push({
-        request,
-        resolve: (keys) => (clearTimeout(timer), resolve(keys)),
-        reject: (err) => (clearTimeout(timer), reject(err)),
-      });
-      this.queues.set(linkId, queue);
-      this.pump(linkId);
+  ) {
+    this.queue = new GroupCommitQueue({
+      maxInFlight: deps.maxInFlight ?? 8,
+      maxQueued: deps.maxQueued,
+      maxWeight: deps.maxBlocksPerBatch ?? 512,
+      weight: (r) => r.number * r.blocksPerKey,
+      deadline: (r) => r.deadline,
+      abandoned: (r) => r.abandoned(),
+      run: (linkId, batch) => this.run(linkId, batch),
+      full: (linkId) => unavailable(`too many key requests waiting on link ${linkId}; try again later`),
+      timedOut,
     });
   }
 
-  private pump(linkId: string): void {
-    const queue = this.queues.get(linkId);
-    const maxInFlight = this.deps.maxInFlight ?? 8;
-    const maxBlocks = this.deps.maxBlocksPerBatch ?? 512;
-    while (queue && queue.length > 0 && (this.inFlight.get(linkId) ?? 0) < maxInFlight) {
-      const batch: Pending[] = [];
-      let blocks = 0;
-      const now = Date.now();
-      while (queue.length > 0) {
-        const next = queue[0]!;
-        if (next.request.deadline <= now || next.request.abandoned()) {
-          queue.shift();
-          next.reject(timedOut());
-          continue;
-        }
-        const need = next.request.number * next.request.blocksPerKey;
-        if (batch.length > 0 && blocks + need > maxBlocks) break;
-        batch.push(queue.shift()!);
-        blocks += need;
-      }
-      if (batch.length === 0) break;
-      this.inFlight.set(linkId, (this.inFlight.get(linkId) ?? 0) + 1);
-      void this.run(linkId, batch).finally(() => {
-        this.inFlight.set(linkId, (this.inFlight.get(linkId) ?? 1) - 1);
-        this.pump(linkId);
-      });
-    }
+  deliver(request: MasterRequest): Promise<DeliveredKey[]> {
+    return this.queue.submit(request.plan.material.linkId, request);
   }
 
   private async run(linkId: string, batch: Pending[]): Promise<void> {

@@ -129,7 +129,9 @@ export class ExtKeysReceiver {
     const seqsByLink = new Map<string, string[]>();
     for (const w of wanted) seqsByLink.set(w.request.qkms_link_id, [...(seqsByLink.get(w.request.qkms_link_id) ?? []), ...w.perKey.flat()]);
     const chunks: ChunkRow[] = [];
-    for (const [linkId, seqs] of seqsByLink) chunks.push(...(await lockPeerChunks(c, linkId, seqs)));
+    // Keys relayed with a value spend the positions here as one-time pads.
+    const spends = wanted.some((w) => w.request.keys.some((k) => k.value !== undefined));
+    for (const [linkId, seqs] of seqsByLink) chunks.push(...(await lockPeerChunks(c, linkId, seqs, spends)));
     const openedAll = await barrier.openChunks(chunks);
     // Own pads for the next hops, claimed once per link for the whole batch and handed out in order.
     const padNeed = new Map<string, number>();

@@ -76,21 +76,23 @@ export function cursorsAfter(claim: OwnedClaim, used: number): Array<{ linkId: s
 
 /**
  * The peer's side of a link: the chunks holding these positions of material the peer owns, locked against the
- * eraser and the ownership watermark (FOR SHARE: concurrent reservations do not wait for each other). Throws
+ * eraser and the ownership watermark. Reservations lock FOR SHARE (concurrent ones do not wait for each other); a
+ * transaction that `spends` positions here (one-time pads, marked gone in the chunk) locks FOR UPDATE from the start,
+ * since two holders of a share lock that both upgrade would deadlock. Throws
  * `MaterialGoneError` when a position is not stored here, is this end's own, was set aside or destroyed. Whether a
  * position is already bound to a key is the database's to refuse (qkd_key_positions_once) when the key is bound.
  */
-export async function lockPeerChunks(c: DbClient, linkId: string, seqs: readonly string[]): Promise<ChunkRow[]> {
+export async function lockPeerChunks(c: DbClient, linkId: string, seqs: readonly string[], spends: boolean): Promise<ChunkRow[]> {
   const ranges = mergedRanges(seqs);
   const { rows } = await c.query(
-    `SELECT DISTINCT ON (k.first_seq) k.first_seq::text AS first, k.blocks, k.sealed,
+    `SELECT k.first_seq::text AS first, k.blocks, k.sealed,
             k.owned OR k.set_aside OR EXISTS (
               SELECT 1 FROM unnest($2::bigint[], $3::bigint[]) AS q(lo, hi) WHERE k.gone && int8range(q.lo, q.hi)) AS bad
-       FROM unnest($2::bigint[], $3::bigint[]) AS r(lo, hi)
-       JOIN key_chunk k ON k.link_id = $1 AND k.first_seq < r.hi AND k.first_seq > r.lo - ${MAX_CHUNK_BLOCKS}
-                       AND k.first_seq + k.blocks > r.lo
-      ORDER BY k.first_seq FOR SHARE OF k`,
-    [linkId, ranges.map((r) => String(r.lo)), ranges.map((r) => String(r.hi))],
+       FROM key_chunk k
+      WHERE k.link_id = $1 AND k.first_seq < $5::bigint AND k.first_seq > $4::bigint - ${MAX_CHUNK_BLOCKS}
+        AND EXISTS (SELECT 1 FROM unnest($2::bigint[], $3::bigint[]) AS r(lo, hi) WHERE k.first_seq < r.hi AND k.first_seq + k.blocks > r.lo)
+      ORDER BY k.first_seq ${spends ? 'FOR UPDATE' : 'FOR SHARE'}`,
+    [linkId, ranges.map((r) => String(r.lo)), ranges.map((r) => String(r.hi)), String(ranges[0]?.lo ?? 0n), String(ranges[ranges.length - 1]?.hi ?? 0n)],
   );
   const found = rows as Array<{ first: string; blocks: number; sealed: Buffer; bad: boolean }>;
   const covered = (seq: bigint) => found.some((f) => !f.bad && seq >= BigInt(f.first) && seq < BigInt(f.first) + BigInt(f.blocks));
