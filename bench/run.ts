@@ -106,7 +106,7 @@ async function main(): Promise<void> {
     printPhase(p, phases.find((q) => q.id === p.counterpart));
   };
 
-  // ── Single KME (a–f), stopped before the network starts so that it takes no CPU from it.
+  // ── Single KME (a–f, k, l), stopped before the network starts so that it takes no CPU from it.
   const single = any(SINGLE_PHASES) ? await singleKme(root, pki, token, ref.url, done) : undefined;
 
   // ── Network of three KMEs (g–j).

@@ -1,7 +1,7 @@
 // `npm run soak` (not in CI): does the KME's memory stay flat under a long mixed load? One KME on PostgreSQL and
 // SoftHSM2, set up as the bench sets up its single KME (setup.ts, kme-host.ts): a fast link fills a pool, then the
-// KME restarts with a link that refills at twice the rate the load takes keys, so the pool never runs dry and
-// ingest runs all along. Then SOAK_SECONDS of open-loop mixed load (mixed-load.ts): enc_keys for 1 key and for
+// KME restarts with a link that refills at least twice as fast as the load takes keys, so the pool never runs dry
+// and ingest runs all along. Then SOAK_SECONDS of open-loop mixed load (mixed-load.ts): enc_keys for 1 key and for
 // 128 keys, dec_keys for keys delivered, status. Every SOAK_SAMPLE_SECONDS: the KME's VmRSS, the pool, and what the
 // load saw since the last sample. At the end: first, last and highest RSS and the slope in MiB per minute, over
 // the whole run and over its second half (the first half includes the heap growing to its working size), and
@@ -85,7 +85,8 @@ async function main(): Promise<void> {
     `RSS every ${SAMPLE_SECONDS} s; database ${host.databaseName}`);
 
   await host.start({ rateBps: FILL_BPS, maxKeyCount: POOL }, 'soak fill');
-  await fillPool(host.stored, POOL / 2, FILL_SECONDS, 'the soak pool');
+  // Full before the load starts: from then on ingest refills what is delivered, as it would at a steady state.
+  await fillPool(host.stored, POOL * 0.98, FILL_SECONDS, 'the soak pool');
   const kme = await host.start({ rateBps: linkBps, maxKeyCount: POOL }, 'soak');
   const pid = kme.proc.pid!;
   console.log(`KME restarted (pid ${pid}) with a ${linkBps / 1e6} Mbit/s link; pool ${(await host.stored()).toLocaleString('en-US')} keys\n`);

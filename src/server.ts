@@ -111,6 +111,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       figures,
       limits: config.keys,
       deadlineMs: config.requests.deadline_ms,
+      maxQueued: config.requests.max_queued,
     });
     const app = await buildApp({
       keys,

@@ -2,17 +2,17 @@ import type { Barrier } from '../barrier/barrier.js';
 import { IntegrityFailures } from '../barrier/barrier.js';
 import type { KeyLimits } from '../config/schema.js';
 import { auditBody } from '../audit/event.js';
-import { badRequest, EtsiMessage, unauthorized, unavailable } from '../errors.js';
+import { badRequest, KmsError, unavailable } from '../errors.js';
 import type { LinkSync } from '../peers/link-sync.js';
 import type { LinkFigures } from '../pool/link-figures.js';
 import type { Topology } from '../peers/topology.js';
 import { isConnectionError, withTransaction, type Db } from '../store/db.js';
 import { availableBlocks } from '../store/pool.js';
-import { lockSlaveRows, materialOfKeys, recordSlaveDelivery, type SlaveRow } from '../store/deliveries.js';
 import { endKeys } from '../store/keys.js';
 import { integrityVerdict, KEK_SUSPECT } from './integrity.js';
+import { GroupCommitQueue, type Pending } from './group-commit.js';
 import { MasterDeliveryBatcher } from './master-batcher.js';
-import { assemble, wipe } from '../barrier/material.js';
+import { deliverToSlaves, type SlaveRequest } from './slave-delivery.js';
 import { checkExtensions, checkKeyIds, checkKeyRequest } from './request-rules.js';
 import { planDelivery } from '../peers/routing.js';
 import type { EtsiStatus, KeyContainer, KeyRequest, SaeCaller } from './types.js';
@@ -30,6 +30,8 @@ export interface KeyServiceDeps {
   limits: KeyLimits;
   /** How long a Get key request may take end to end before it gets a 503 and takes nothing. */
   deadlineMs: number;
+  /** Get key with key IDs requests that may wait for a transaction (more get a 503 at once). */
+  maxQueued: number;
 }
 
 /**
@@ -43,7 +45,21 @@ export interface KeyServiceDeps {
  * after commit (lost response) leaves the keys out of the pool for good, and their time-to-live destroys them.
  */
 export class KeyService {
-  constructor(private readonly deps: KeyServiceDeps) {}
+  /** Group commit for Get key with key IDs: concurrent requests share one transaction (src/keys/group-commit.ts). */
+  private readonly slaves: GroupCommitQueue<SlaveRequest, KeyContainer>;
+
+  constructor(private readonly deps: KeyServiceDeps) {
+    this.slaves = new GroupCommitQueue({
+      maxInFlight: 8,
+      maxQueued: deps.maxQueued,
+      maxWeight: 1_024,
+      weight: (r) => r.keyIds.length,
+      deadline: (r) => r.deadline,
+      run: (_, batch) => this.fetchForSlaves(batch),
+      full: () => unavailable('too many key requests waiting; try again later'),
+      timedOut: slaveTimedOut,
+    });
+  }
 
   async status(caller: SaeCaller, slave: string): Promise<EtsiStatus> {
     const { limits, topology } = this.deps;
@@ -114,42 +130,37 @@ export class KeyService {
       throw badRequest(`master SAE ${master} is not registered at this KME or in its network`);
     }
     const keyIds = checkKeyIds(requestedIds, this.deps.limits);
-    try {
-      return await this.fetchForSlave(caller, master, keyIds);
-    } catch (err) {
-      if (err instanceof IntegrityFailures) throw await this.setAsideKeys(caller, keyIds, err);
-      return databaseDown(err);
-    }
+    return this.slaves.submit('dec_keys', { caller, master, keyIds, deadline: Date.now() + this.deps.deadlineMs }).catch(databaseDown);
   }
 
-  private async fetchForSlave(caller: SaeCaller, master: string, keyIds: string[]): Promise<KeyContainer> {
-    const keys = await withTransaction(this.deps.db, async (c) => {
-      const rows = await lockSlaveRows(c, keyIds);
-      const destroyKeyIds = checkSlaveMayFetch(rows, keyIds, caller.saeId, master, this.deps.kmeId);
-      const material = await materialOfKeys(c, keyIds);
-      const relayed = material.keys.filter((k) => k.wrapped !== undefined);
-      const [opened, ownEnvelopes] = await Promise.all([
-        this.deps.barrier.openChunks(material.chunks),
-        this.deps.barrier.openAll(relayed.map((k) => ({ wrapped: k.wrapped!, id: { keyId: k.keyId } }))),
-      ]);
-      const byKey = new Map<string, Buffer[]>();
-      for (const k of material.keys) if (k.seqs.length > 0) byKey.set(k.keyId, opened.blocks(k.linkId, k.seqs));
-      relayed.forEach((k, i) => byKey.set(k.keyId, [ownEnvelopes[i]!]));
-      const sizeOf = new Map(rows.map((r) => [r.keyId, r.sizeBits]));
-      const actor = { actor: `sae:${caller.saeId}`, actorCert: caller.certSha256 };
-      const auditBodies = [auditBody({ operation: 'deliver_slave', outcome: 'ok', ...actor, keyIds, detail: { master } })];
-      if (destroyKeyIds.length > 0) {
-        auditBodies.push(
-          auditBody({ operation: 'destroy', outcome: 'ok', ...actor, keyIds: destroyKeyIds, detail: { reason: 'all slaves served' } }),
-        );
+  /** One transaction for a batch of dec_keys requests; settles every request of the batch, never throws. */
+  private async fetchForSlaves(batch: Array<Pending<SlaveRequest, KeyContainer>>): Promise<void> {
+    const deadline = Math.min(...batch.map((p) => p.request.deadline));
+    try {
+      const answers = await withTransaction(this.deps.db, async (c) => {
+        const answers = await deliverToSlaves(c, { barrier: this.deps.barrier, kmeId: this.deps.kmeId }, batch.map((p) => p.request));
+        // Past the deadline the client has its 503: roll back rather than mark keys delivered nobody receives.
+        if (Date.now() >= deadline && answers.some((a) => !(a instanceof KmsError))) throw slaveTimedOut();
+        return answers;
+      });
+      batch.forEach((p, i) => {
+        const a = answers[i]!;
+        if (a instanceof KmsError) p.reject(a);
+        else p.resolve(a);
+      });
+    } catch (err) {
+      if (err instanceof IntegrityFailures && batch.length > 1) {
+        // Whose keys failed? One by one, each request finds out for itself (and the others are served).
+        for (const p of batch) await this.fetchForSlaves([p]);
+        return;
       }
-      await recordSlaveDelivery(c, { slaveSaeId: caller.saeId, keyIds, destroyKeyIds, auditBodies });
-      const answer = keyIds.map((keyId) => ({ key_ID: keyId, key: assemble(byKey.get(keyId) ?? [], sizeOf.get(keyId)!).toString('base64') }));
-      opened.wipe();
-      wipe(ownEnvelopes);
-      return answer;
-    });
-    return { keys };
+      if (err instanceof IntegrityFailures) {
+        const r = batch[0]!.request;
+        batch[0]!.reject(await this.setAsideKeys(r.caller, r.keyIds, err));
+        return;
+      }
+      for (const p of batch) p.reject(err);
+    }
   }
 
   /**
@@ -192,37 +203,7 @@ export class KeyService {
   }
 }
 
-/**
- * The 401/400 rules of Get key with key IDs, decided on the locked slave rows. Returns the keys whose material
- * may be erased after this delivery (no other slave here still waits for them).
- *
- * A key is fetchable when it was delivered to its master here, or — reserved here for a master at another KME —
- * once that KME reserved it here (its master only learns the key_ID after every KME confirmed). Never past its
- * time-to-live.
- */
-function checkSlaveMayFetch(rows: SlaveRow[], keyIds: string[], caller: string, master: string, self: string): string[] {
-  const destroy: string[] = [];
-  const notFound: string[] = [];
-  for (const keyId of keyIds) {
-    const slaves = rows.filter((r) => r.keyId === keyId);
-    const mine = slaves.find((r) => r.saeId === caller);
-    if (slaves.length > 0 && !mine) {
-      // §6.3: only an SAE named as slave or additional slave in the Get key request may fetch the key.
-      throw unauthorized(`SAE ${caller} was not named as a slave for one or more of the keys requested`);
-    }
-    const fetchable =
-      mine !== undefined &&
-      !mine.expired &&
-      (mine.keyState === 'DELIVERED' || (mine.keyState === 'RESERVED' && mine.originKmeId !== self));
-    if (!mine || !fetchable || mine.delivered || mine.masterSaeId !== master) {
-      notFound.push(keyId);
-      continue;
-    }
-    if (slaves.every((r) => r === mine || r.delivered)) destroy.push(keyId);
-  }
-  if (notFound.length > 0) throw badRequest(EtsiMessage.keysNotFound, notFound.map((key_ID) => ({ key_ID })));
-  return destroy;
-}
+const slaveTimedOut = () => unavailable('key request timed out waiting for the key store; nothing was taken, try again');
 
 /** Connection-level database failures become a 503 that says so; KmsErrors pass through unchanged. */
 function databaseDown(err: unknown): never {

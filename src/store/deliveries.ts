@@ -66,33 +66,35 @@ export async function materialOfKeys(c: DbClient, keyIds: string[]): Promise<{ k
 }
 
 /**
- * Marks the keys delivered to one slave; for the keys no other slave still waits for, destroys the material
- * (a relayed key's envelope set to NULL, positions queued for erasure from their chunks) in the same statement.
- * Audits both.
+ * Marks keys delivered to slaves (any number of slaves, each with its keys); for the keys no slave still waits for,
+ * destroys the material (a relayed key's envelope set to NULL, positions queued for erasure from their chunks) in
+ * the same statement. Audits all of it.
  */
-export async function recordSlaveDelivery(
+export async function recordSlaveDeliveries(
   c: DbClient,
-  d: { slaveSaeId: string; keyIds: string[]; destroyKeyIds: string[]; auditBodies: string[] },
+  d: { deliveries: Array<{ slaveSaeId: string; keyIds: string[] }>; destroyKeyIds: string[]; auditBodies: string[] },
 ): Promise<void> {
+  const pairs = d.deliveries.flatMap((x) => x.keyIds.map((keyId) => [keyId, x.slaveSaeId] as const));
   const { rows } = await c.query(
     `WITH got AS (
        UPDATE key_slave SET delivered_at = now()
-        WHERE key_id = ANY($1::uuid[]) AND sae_id = $2 AND delivered_at IS NULL
-       RETURNING key_id),
+         FROM unnest($1::uuid[], $2::text[]) AS t(key_id, sae_id)
+        WHERE key_slave.key_id = t.key_id AND key_slave.sae_id = t.sae_id AND key_slave.delivered_at IS NULL
+       RETURNING key_slave.key_id),
+     per_key AS (SELECT key_id, count(*)::int AS n FROM got GROUP BY key_id),
      pending AS (
-       UPDATE qkd_key SET slaves_pending = slaves_pending - 1,
-              state = CASE WHEN key_id = ANY($3::uuid[]) THEN 'DESTROYED' ELSE state END,
-              destroyed_at = CASE WHEN key_id = ANY($3::uuid[]) THEN now() ELSE destroyed_at END,
-              wrapped = CASE WHEN key_id = ANY($3::uuid[]) THEN NULL ELSE wrapped END,
-              kek_version = CASE WHEN key_id = ANY($3::uuid[]) THEN NULL ELSE kek_version END
-        WHERE key_id IN (SELECT key_id FROM got)
-       RETURNING key_id, link_id, seqs),
+       UPDATE qkd_key q SET slaves_pending = q.slaves_pending - p.n,
+              state = CASE WHEN q.key_id = ANY($3::uuid[]) THEN 'DESTROYED' ELSE q.state END,
+              destroyed_at = CASE WHEN q.key_id = ANY($3::uuid[]) THEN now() ELSE q.destroyed_at END,
+              wrapped = CASE WHEN q.key_id = ANY($3::uuid[]) THEN NULL ELSE q.wrapped END,
+              kek_version = CASE WHEN q.key_id = ANY($3::uuid[]) THEN NULL ELSE q.kek_version END
+         FROM per_key p WHERE q.key_id = p.key_id
+       RETURNING q.key_id, q.link_id, q.seqs),
      erased AS (${queueErasureSql('(SELECT * FROM pending WHERE key_id = ANY($3::uuid[]))')}),
-
      audited AS (${insertAuditSql(4)})
      SELECT count(*)::int AS got FROM got`,
-    [d.keyIds, d.slaveSaeId, d.destroyKeyIds, d.auditBodies],
+    [pairs.map(([k]) => k), pairs.map(([, s]) => s), d.destroyKeyIds, d.auditBodies],
   );
   const got = (rows[0] as { got: number }).got;
-  if (got !== d.keyIds.length) throw new Error(`expected to deliver ${d.keyIds.length} keys to the slave, got ${got}`);
+  if (got !== pairs.length) throw new Error(`expected to deliver ${pairs.length} keys to slaves, got ${got}`);
 }

@@ -45,9 +45,15 @@ export async function heldMaterial(db: Queryable, keyIds: string[]): Promise<num
   return rows[0]!.n as number;
 }
 
-/** Runs the eraser now (instead of waiting for its next pass). */
+/** Runs the eraser now (instead of waiting for its next pass), until the queue is empty: the KME's own pass may hold entries. */
 export async function eraseNow(db: Parameters<typeof eraseQueued>[0]['db'], wrapper: KeyWrapper): Promise<void> {
-  await eraseQueued({ db, barrier: new Barrier(wrapper) });
+  for (let i = 0; i < 100; i++) {
+    await eraseQueued({ db, barrier: new Barrier(wrapper) });
+    const { rows } = await db.query('SELECT count(*)::int AS n FROM erase_queue');
+    if ((rows[0] as { n: number }).n === 0) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('the erase queue did not empty');
 }
 
 /**
