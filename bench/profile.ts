@@ -1,9 +1,13 @@
 // Reads V8 .cpuprofile files (from `node --cpu-prof`) and lists where the time went: the top functions by self time,
 // and the same time grouped by the package or Node subsystem the code belongs to.
 //
-// Per phase: a KME process writes one profile per thread when it exits, covering its whole life. The bench marks
-// each phase as a window on the monotonic clock V8 stamps samples with (timeline.ts), so the samples of a phase are
-// those whose time falls in its window: per-phase costs from one profile, without talking to the KME while it runs.
+// Per phase: a KME process writes its profile when it exits, covering its whole life. The bench marks each phase
+// as a window on the monotonic clock V8 stamps samples with (timeline.ts), so the samples of a phase are those whose
+// time falls in its window: per-phase costs from one profile, without talking to the KME while it runs.
+//
+// Main thread only. A process writes one file per thread that got --cpu-prof, but the KME starts its PKCS#11 worker
+// with `execArgv: []`, so that worker is never profiled; the other file is the module loader's thread (tsx hooks),
+// idle once the KME has started. The HSM's share shows on the main thread as postMessage and the hsm area.
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -24,8 +28,6 @@ interface RawProfile {
 /** A profile ready to be cut by time: each sample's node and time (µs, monotonic clock), in order. */
 export interface LoadedProfile {
   file: string;
-  /** Node names profile files CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile; thread 0 is the main thread. */
-  thread: 'main' | 'worker';
   startUs: number;
   endUs: number;
   nodes: Map<number, ProfileNode>;
@@ -49,10 +51,8 @@ export function loadProfile(path: string): LoadedProfile {
     t += prof.timeDeltas[i] ?? 0;
     sampleUs[i] = t;
   }
-  const parts = path.split('.');
   return {
     file: path,
-    thread: parts[parts.length - 3] === '0' ? 'main' : 'worker',
     startUs: prof.startTime,
     endUs: prof.endTime,
     nodes: new Map(prof.nodes.map((n) => [n.id, n])),
@@ -62,11 +62,14 @@ export function loadProfile(path: string): LoadedProfile {
   };
 }
 
-/** The profile files in `dir`, main thread first (a folder holds one per thread of the process that wrote it). */
-export function profileFiles(dir: string): string[] {
-  const files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')).map((f) => join(dir, f));
-  const isMain = (f: string) => f.split('.').at(-3) === '0';
-  return [...files.filter(isMain), ...files.filter((f) => !isMain(f))];
+/** Node names profile files CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile; thread 0 is the main thread. */
+const isMainThread = (file: string) => file.split('.').at(-3) === '0';
+
+/** The main thread's profile in `dir` (the folder of one KME process), if it wrote one. */
+export function mainProfile(dir: string): string | undefined {
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.cpuprofile') && isMainThread(f))
+    .map((f) => join(dir, f))[0];
 }
 
 /**
@@ -111,20 +114,14 @@ export function summarize(profiles: LoadedProfile[], opts: { fromUs?: number; to
 
 /** The whole main-thread profile in `dir` (idle included), as the bench has always reported it. */
 export function summarizeProfile(dir: string, top = 15): ProfileSummary | undefined {
-  const main = profileFiles(dir)[0];
-  return main && main.split('.').at(-3) === '0' ? summarize([loadProfile(main)], { top }) : undefined;
+  const main = mainProfile(dir);
+  return main ? summarize([loadProfile(main)], { top }) : undefined;
 }
 
+/** The KME's main thread (JavaScript, TLS, HTTP, pg) in one window: busy time, its share of the window, and where it went. */
 export interface WindowProfile {
   label: string;
   window_ms: number;
-  /** The KME's main thread (JavaScript, TLS, HTTP, pg): busy time, its share of the window, and where it went. */
-  main: ThreadCost;
-  /** Its worker threads together (the PKCS#11 worker): busy time can exceed the window with several. */
-  workers?: ThreadCost;
-}
-
-interface ThreadCost {
   busy_ms: number;
   busy_pct_of_window: number;
   top_areas: Array<{ area: string; pct: number }>;
@@ -136,24 +133,21 @@ interface ThreadCost {
  * some profile covers. Shares are of busy time (idle left out); busy_pct_of_window says how loaded the thread was.
  */
 export function profileByWindow(dirs: string[], windows: Array<{ label: string; fromUs: number; toUs: number }>, top = 6): WindowProfile[] {
-  const loaded = dirs.flatMap((d) => profileFiles(d).map(loadProfile));
+  const main = dirs.flatMap((d) => mainProfile(d) ?? []).map(loadProfile);
   const out: WindowProfile[] = [];
   for (const w of windows) {
-    const overlapping = loaded.filter((p) => p.startUs < w.toUs && p.endUs > w.fromUs);
-    const main = overlapping.filter((p) => p.thread === 'main');
-    if (main.length === 0) continue;
+    const overlapping = main.filter((p) => p.startUs < w.toUs && p.endUs > w.fromUs);
+    if (overlapping.length === 0) continue;
     const windowMs = (w.toUs - w.fromUs) / 1000;
-    const cost = (ps: LoadedProfile[]): ThreadCost => {
-      const s = summarize(ps, { fromUs: w.fromUs, toUs: w.toUs, top, busyOnly: true });
-      return {
-        busy_ms: s.totalMs,
-        busy_pct_of_window: Math.round((1000 * s.totalMs) / Math.max(windowMs, 1)) / 10,
-        top_areas: s.byArea.slice(0, top).map((a) => ({ area: a.area, pct: a.pct })),
-        top_functions: s.topFunctions.map((f) => ({ fn: f.fn, where: f.where, pct: f.pct })),
-      };
-    };
-    const workers = overlapping.filter((p) => p.thread === 'worker');
-    out.push({ label: w.label, window_ms: Math.round(windowMs), main: cost(main), ...(workers.length ? { workers: cost(workers) } : {}) });
+    const s = summarize(overlapping, { fromUs: w.fromUs, toUs: w.toUs, top, busyOnly: true });
+    out.push({
+      label: w.label,
+      window_ms: Math.round(windowMs),
+      busy_ms: s.totalMs,
+      busy_pct_of_window: Math.round((1000 * s.totalMs) / Math.max(windowMs, 1)) / 10,
+      top_areas: s.byArea.slice(0, top).map((a) => ({ area: a.area, pct: a.pct })),
+      top_functions: s.topFunctions.map((f) => ({ fn: f.fn, where: f.where, pct: f.pct })),
+    });
   }
   return out;
 }
@@ -168,14 +162,12 @@ export function printProfile(p: ProfileSummary): void {
 
 export function printProfileByWindow(rows: WindowProfile[]): void {
   if (rows.length === 0) return;
-  console.log('\n── KME CPU by phase (shares of busy time; busy = share of the phase\'s wall time the thread worked)');
+  console.log("\n── KME CPU by phase (main thread; shares of its busy time; busy = share of the phase's wall time it worked)");
   const list = (xs: Array<{ pct: number; name: string }>) => xs.map((x) => `${x.pct.toFixed(1)}% ${x.name}`).join(', ');
   for (const r of rows) {
-    console.log(`   ${r.label} (${(r.window_ms / 1000).toFixed(1)} s): main thread busy ${r.main.busy_pct_of_window}%` +
-      (r.workers ? `, worker threads busy ${r.workers.busy_pct_of_window}%` : ''));
-    console.log(`     areas: ${list(r.main.top_areas.map((a) => ({ pct: a.pct, name: a.area })))}`);
-    console.log(`     functions: ${list(r.main.top_functions.map((f) => ({ pct: f.pct, name: f.where ? `${f.fn} (${f.where})` : f.fn })))}`);
-    if (r.workers) console.log(`     workers: ${list(r.workers.top_functions.slice(0, 4).map((f) => ({ pct: f.pct, name: f.where ? `${f.fn} (${f.where})` : f.fn })))}`);
+    console.log(`   ${r.label} (${(r.window_ms / 1000).toFixed(1)} s): busy ${r.busy_pct_of_window}%`);
+    console.log(`     areas: ${list(r.top_areas.map((a) => ({ pct: a.pct, name: a.area })))}`);
+    console.log(`     functions: ${list(r.top_functions.map((f) => ({ pct: f.pct, name: f.where ? `${f.fn} (${f.where})` : f.fn })))}`);
   }
 }
 

@@ -51,7 +51,7 @@ export function parseConfig(raw: unknown, origin = 'config'): Config {
     throw new ConfigError(`${origin} is invalid:\n${lines.join('\n')}`);
   }
   const config = withDefaults as Config;
-  config.links ??= [{ link_id: `${config.kme_id}-loopback`, max_blocks_per_batch: 1_000, source: Value.Default(SOURCE_SCHEMAS.simulator, { type: 'simulator' }) as Config['links'][number]['source'] }];
+  config.links ??= [{ link_id: `${config.kme_id}-loopback`, max_blocks_per_batch: 16_384, source: Value.Default(SOURCE_SCHEMAS.simulator, { type: 'simulator' }) as Config['links'][number]['source'] }];
   checkKeyLimits(config.keys, origin);
   checkSaes(config, origin);
   checkNetwork(config, (field, why) => {

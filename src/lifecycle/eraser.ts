@@ -1,6 +1,6 @@
 import type { Barrier } from '../barrier/barrier.js';
 import type { Logger } from '../log.js';
-import { withTransaction, type Db } from '../store/db.js';
+import { byteaArray, withTransaction, type Db } from '../store/db.js';
 import { MAX_CHUNK_BLOCKS } from '../store/chunks.js';
 import { intervalsOf } from '../store/positions.js';
 import { Repeater } from './repeater.js';
@@ -96,11 +96,12 @@ async function eraseBatch(db: Db, barrier: Barrier, batch: number): Promise<Eras
       const live = found.filter((x) => !x.allGone);
       const resealed = await Promise.all(live.map((x) => reseal(barrier, link.linkId, x)));
       if (live.length > 0) {
+        const sealed = byteaArray(resealed.map((r) => r.wrapped), 5);
         await c.query(
           `UPDATE key_chunk k SET sealed = t.sealed, kek_version = t.kek, gone = t.gone
-             FROM unnest($2::bigint[], $3::bytea[], $4::int[], $5::int8multirange[]) AS t(first, sealed, kek, gone)
+             FROM unnest($2::bigint[], ${sealed.sql}, $3::int[], $4::int8multirange[]) AS t(first, sealed, kek, gone)
             WHERE k.link_id = $1 AND k.first_seq = t.first`,
-          [link.linkId, live.map((x) => x.first), resealed.map((r) => r.wrapped), resealed.map((r) => r.kekVersion), live.map((x) => x.gone)],
+          [link.linkId, live.map((x) => x.first), resealed.map((r) => r.kekVersion), live.map((x) => x.gone), ...sealed.params],
         );
         figures.resealed += live.length;
       }

@@ -30,13 +30,15 @@ export interface IngesterOptions {
 }
 
 /**
- * Moves material from this end's device into the pool: take, seal each block through the barrier, store the batch
- * with its device refs and audit event in one statement, release it at the device. Stops at the pool cap and
+ * Moves material from this end's device into the pool: take, seal it through the barrier in chunks (one HSM call per
+ * chunk, all of a batch's at once: src/pool/chunking.ts), store the batch with its device refs and audit event in one
+ * statement, release it at the device. Stops at the pool cap and
  * resumes as keys are delivered. Survives database, HSM and device outages: it logs once, backs off and carries on.
  *
  * What it took from the device stays in memory until stored. After a failure it asks the database whether the
- * batch's first position is stored: an INSERT whose reply was lost did commit, and the batch is done — it is
- * never sent again (the pool would refuse the positions for good and ingest would wedge).
+ * link's next position is past the batch's first (this ingester stores positions in order): an INSERT whose reply
+ * was lost did commit, and the batch is done — it is never sent again (the pool would refuse the positions for good
+ * and ingest would wedge).
  *
  * One ingester per link and per KME (with several replicas, a later issue runs it on the leader only).
  */
@@ -104,7 +106,6 @@ export class Ingester {
     const blocks = keys.reduce((n, k) => n + k.blocks, 0);
     // After a failed attempt, the attempt may have committed with its reply lost: then the batch is stored and
     // must not be sent again. Checked only after a failure, so the normal path costs nothing.
-    // This ingester stores positions in order, so the link's next position says whether the batch is in.
     if (held.attempted && BigInt(await nextSeq(db, linkId)) > BigInt(firstSeq)) return blocks;
     const room = await this.room();
     const owned = role === 'loopback' ? blocks : splitOwnership(blocks, room.own, room.total - room.own);

@@ -68,3 +68,13 @@ export function isConnectionError(err: unknown): boolean {
     e.message ?? '',
   );
 }
+
+/**
+ * An SQL `bytea[]` built from one parameter per buffer, starting at `$first`. node-postgres sends a Buffer parameter
+ * as raw bytes but an array of Buffers as hex text: twice the bytes on the wire, and parsed by the server. For sealed
+ * chunks (megabytes a second at link speed) that difference is most of an ingest statement's cost.
+ */
+export function byteaArray(buffers: ReadonlyArray<Buffer>, first: number): { sql: string; params: Buffer[] } {
+  if (buffers.length === 0) return { sql: 'ARRAY[]::bytea[]', params: [] };
+  return { sql: `ARRAY[${buffers.map((_, i) => `$${first + i}::bytea`).join(',')}]`, params: [...buffers] };
+}

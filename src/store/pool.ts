@@ -1,5 +1,5 @@
 import type { ChunkIdentity } from '../barrier/barrier.js';
-import type { Db, DbClient } from './db.js';
+import { byteaArray, type Db, type DbClient } from './db.js';
 import { insertAuditSql } from '../audit/event.js';
 
 /**
@@ -124,6 +124,7 @@ export async function insertIngested(
   auditBodies: string[],
 ): Promise<void> {
   const owned = chunks.reduce((n, c) => n + (c.owned ? c.blocks : 0), 0);
+  const sealed = byteaArray(chunks.map((c) => c.sealed), 15);
   const next = chunks.reduce((n, c) => (BigInt(c.firstSeq) + BigInt(c.blocks) > n ? BigInt(c.firstSeq) + BigInt(c.blocks) : n), 0n);
   await db.query(
     `WITH r AS (
@@ -133,13 +134,13 @@ export async function insertIngested(
      ins AS (
        INSERT INTO key_chunk (link_id, first_seq, blocks, owned, confirmed, sealed, kek_version)
        SELECT $1, t.first, t.blocks, t.owned, $2 = 'AVAILABLE', t.sealed, t.kek
-         FROM unnest($7::bigint[], $8::int[], $9::bytea[], $10::int[], $11::boolean[]) AS t(first, blocks, sealed, kek, owned)),
+         FROM unnest($7::bigint[], $8::int[], ${sealed.sql}, $9::int[], $10::boolean[]) AS t(first, blocks, sealed, kek, owned)),
      counted AS (
-       UPDATE pool_count SET available = available + CASE WHEN $2 = 'AVAILABLE' THEN $12::bigint ELSE 0 END,
-                             ingested = ingested + CASE WHEN $2 = 'INGESTED' THEN $12::bigint ELSE 0 END
-        WHERE link_id = $1 AND shard = $13),
-     advanced AS (UPDATE link SET next_seq = GREATEST(next_seq, $14::bigint) WHERE link_id = $1),
-     audited AS (${insertAuditSql(15)})
+       UPDATE pool_count SET available = available + CASE WHEN $2 = 'AVAILABLE' THEN $11::bigint ELSE 0 END,
+                             ingested = ingested + CASE WHEN $2 = 'INGESTED' THEN $11::bigint ELSE 0 END
+        WHERE link_id = $1 AND shard = $12),
+     advanced AS (UPDATE link SET next_seq = GREATEST(next_seq, $13::bigint) WHERE link_id = $1),
+     audited AS (${insertAuditSql(14)})
      SELECT 1`,
     [
       linkId,
@@ -153,18 +154,14 @@ export async function insertIngested(
       randomShard(),
       String(next),
       auditBodies,
+      ...sealed.params,
     ],
   );
 }
 
+/** Positions, lengths, KEK versions and owners of chunks, as arrays; their envelopes go separately (byteaArray). */
 function chunkColumns(chunks: SealedChunkRow[]) {
-  return [
-    chunks.map((c) => c.firstSeq),
-    chunks.map((c) => c.blocks),
-    chunks.map((c) => c.sealed),
-    chunks.map((c) => c.kekVersion),
-    chunks.map((c) => c.owned),
-  ];
+  return [chunks.map((c) => c.firstSeq), chunks.map((c) => c.blocks), chunks.map((c) => c.kekVersion), chunks.map((c) => c.owned)];
 }
 
 /**
@@ -179,6 +176,7 @@ export async function insertAnnounced(
   chunks: SealedChunkRow[],
   auditBodies: string[],
 ): Promise<number> {
+  const sealed = byteaArray(chunks.map((c) => c.sealed), 12);
   const { rows } = await db.query(
     `WITH r AS (
        INSERT INTO link_ref (link_id, ref, first_seq, blocks, owner_split, announced)
@@ -188,14 +186,14 @@ export async function insertAnnounced(
      ins AS (
        INSERT INTO key_chunk (link_id, first_seq, blocks, owned, confirmed, sealed, kek_version)
        SELECT $1, t.first, t.blocks, t.owned, true, t.sealed, t.kek
-         FROM unnest($6::bigint[], $7::int[], $8::bytea[], $9::int[], $10::boolean[]) AS t(first, blocks, sealed, kek, owned)
+         FROM unnest($6::bigint[], $7::int[], ${sealed.sql}, $8::int[], $9::boolean[]) AS t(first, blocks, sealed, kek, owned)
        ON CONFLICT (link_id, first_seq) DO NOTHING
        RETURNING owned, blocks, first_seq + blocks AS next),
      counted AS (
        UPDATE pool_count SET available = available + (SELECT COALESCE(sum(blocks), 0) FROM ins WHERE owned)
-        WHERE link_id = $1 AND shard = $11),
+        WHERE link_id = $1 AND shard = $10),
      advanced AS (UPDATE link SET next_seq = GREATEST(next_seq, (SELECT max(next) FROM ins)) WHERE link_id = $1 AND EXISTS (SELECT 1 FROM ins)),
-     audited AS (${insertAuditSql(12)} WHERE EXISTS (SELECT 1 FROM ins))
+     audited AS (${insertAuditSql(11)} WHERE EXISTS (SELECT 1 FROM ins))
      SELECT COALESCE(sum(blocks), 0)::int AS n FROM ins`,
     [
       linkId,
@@ -206,6 +204,7 @@ export async function insertAnnounced(
       ...chunkColumns(chunks),
       randomShard(),
       auditBodies,
+      ...sealed.params,
     ],
   );
   return (rows[0] as { n: number }).n;

@@ -1,0 +1,10 @@
+import { startTestKms } from './test/helpers/kms.js';
+const k = await startTestKms({ keys: { max_key_count: 100_000_000 }, rate: Number(process.env.RATE ?? 400e6), fill: false, hsm: (process.env.HSM as 'mock' | 'softhsm') ?? 'softhsm' });
+const count = async () => Number((await k.kms.db.query('SELECT COALESCE(sum(available),0)::bigint AS n FROM pool_count')).rows[0].n);
+await new Promise((r) => setTimeout(r, 2000));
+const a = await count(); const t0 = Date.now();
+await new Promise((r) => setTimeout(r, Number(process.env.SECS ?? 10) * 1000));
+const b = await count(); const dt = (Date.now() - t0) / 1000;
+console.log((globalThis as any).__seal, (globalThis as any).__ins); console.log(`ingest ${((b - a) / dt).toFixed(0)} blocks/s = ${(((b - a) * 256) / dt / 1e6).toFixed(1)} Mbit/s; rss ${(process.memoryUsage().rss / 2**20).toFixed(0)} MiB`);
+await k.close();
+process.exit(0);
