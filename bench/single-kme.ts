@@ -1,6 +1,6 @@
 // The single-KME part: KME_B with SAE_A and SAE_B on a loopback link, on a fresh database — a fast link to fill the
 // pool, a restart at the measuring rate, phases a–f (single-phases.ts), phase k (ingest-phase.ts: restarts of its
-// own), phase l (turnover-phase.ts: a database of its own), and a stop, so that it takes no CPU from what runs
+// own), phase l (turnover-phase.ts: databases of its own), and a stop, so that it takes no CPU from what runs
 // after it. The database is measured around the fill (growth per megabit ingested) and around phase c (growth per
 // key delivered).
 import type { SoftHsmToken } from '../hsm-mock/softhsm-token.js';
@@ -76,7 +76,7 @@ export async function singleKme(root: string, pki: DemoPki, token: SoftHsmToken,
   let turnover: TurnoverResult | undefined;
   if (PHASES.has('l')) {
     const l = await turnoverPhase({ root, pki, token, referenceUrl, tlsA, ingestBytesPerKey: ingest.bytes_per_key }, done);
-    hosts.push(l.host);
+    hosts.push(...l.hosts);
     turnover = l.result;
     if (l.growth) growth.delivery.push(l.growth);
     leave();
