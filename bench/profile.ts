@@ -137,8 +137,8 @@ export function profileByWindow(dirs: string[], windows: Array<{ label: string; 
   const out: WindowProfile[] = [];
   for (const w of windows) {
     const overlapping = main.filter((p) => p.startUs < w.toUs && p.endUs > w.fromUs);
-    if (overlapping.length === 0) continue;
     const windowMs = (w.toUs - w.fromUs) / 1000;
+    if (overlapping.length === 0 || windowMs < 1000) continue; // under a second: too few samples to say anything
     const s = summarize(overlapping, { fromUs: w.fromUs, toUs: w.toUs, top, busyOnly: true });
     out.push({
       label: w.label,

@@ -123,6 +123,8 @@ export async function turnoverPhase(
   });
 
   const turned = await measure(T, 'l', `after the pool turned over ${n(turnover.keys_delivered)} keys`);
+  turned.phase.notes.push(...notes);
+  done(turned.phase);
   const fresh2 = await measure(F, 'l0b', 'fresh pool (only ever filled), after the turnover (second database)');
 
   const rps = (p: Phase, s: 'kme' | 'reference') => p[s]?.rpsMedian;
@@ -143,8 +145,6 @@ export async function turnoverPhase(
     seconds: Math.round((Date.now() - began) / 1000),
     notes,
   };
-  turned.phase.notes.push(...notes);
-  done(turned.phase);
   fresh2.phase.notes.push(
     `l over the mean of l0 and l0b (after/before turning over ${n(turnover.keys_delivered)} keys): ${result.ratio ?? '–'}× req/s ` +
       `(${result.ratio_per_reference ?? '–'}× as shares of their reference runs); goal ≥ 0.9×; phase l took ${result.seconds} s`,

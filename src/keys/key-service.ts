@@ -7,7 +7,7 @@ import type { LinkSync } from '../peers/link-sync.js';
 import type { LinkFigures } from '../pool/link-figures.js';
 import type { Topology } from '../peers/topology.js';
 import { isConnectionError, withTransaction, type Db } from '../store/db.js';
-import { availableBlocks } from '../store/pool.js';
+import { availableBlocks, setAsideChunks } from '../store/pool.js';
 import { endKeys } from '../store/keys.js';
 import { integrityVerdict, KEK_SUSPECT } from './integrity.js';
 import { GroupCommitQueue, type Pending } from './group-commit.js';
@@ -164,8 +164,8 @@ export class KeyService {
   }
 
   /**
-   * Keys whose stored material failed its integrity check: destroyed as compromised (audited), then a 503 — unless
-   * the key-encryption key is the suspect (nothing destroyed then).
+   * Keys whose stored material failed its integrity check: destroyed as compromised and their chunks set aside
+   * (audited), then a 503 — unless the key-encryption key is the suspect (nothing destroyed then).
    */
   private async setAsideKeys(caller: SaeCaller, keyIds: string[], err: IntegrityFailures): Promise<Error> {
     if ((await integrityVerdict(this.deps.db, this.deps.barrier, err)) !== 'material') {
@@ -180,6 +180,18 @@ export class KeyService {
     );
     for (const r of rows as Array<{ id: string }>) bad.add(r.id);
     const ids = keyIds.filter((k) => bad.has(k));
+    // The chunks themselves are set aside too: nothing else is handed out of them, and their ciphertext is kept.
+    if (chunks.length > 0) {
+      await setAsideChunks(this.deps.db, chunks, [
+        auditBody({
+          operation: 'set_aside',
+          outcome: 'failed',
+          actor: `sae:${caller.saeId}`,
+          actorCert: caller.certSha256,
+          detail: { reason: 'integrity check failed', chunks: chunks.map((c) => ({ link_id: c.linkId, first_seq: c.firstSeq, blocks: c.blocks })) },
+        }),
+      ]).catch(() => undefined);
+    }
     await withTransaction(this.deps.db, (c) =>
       endKeys(c, ids, 'DESTROYED', (ended) =>
         auditBody({

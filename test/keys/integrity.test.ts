@@ -58,6 +58,44 @@ t.test('corrupted chunks at the head of the claim order are set aside and the li
   t.equal(status.body.stored_key_count, await availableOwned(k.kms.db), 'stored_key_count no longer counts them');
 });
 
+t.test('dec_keys: a key whose chunk was damaged after delivery is destroyed as compromised; requests batched with it are served', async (t) => {
+  const a = k.client('SAE_A');
+  const b = k.client('SAE_B');
+  const first = await a.get('/api/v1/keys/SAE_B/enc_keys');
+  t.equal(first.status, 200, first.text);
+  const damagedId: string = first.body.keys[0].key_ID;
+  // The next keys come from another chunk: corrupting the first key's chunk must not touch them.
+  const { rows } = await k.kms.db.query(
+    `SELECT c.first_seq::text AS first FROM qkd_key q JOIN key_chunk c ON c.link_id = q.link_id
+        AND int8range(c.first_seq, c.first_seq + c.blocks) && q.seqs WHERE q.key_id = $1`,
+    [damagedId],
+  );
+  await k.kms.db.query('UPDATE key_chunk SET next_free = blocks WHERE first_seq = $1', [rows[0]!.first]); // hand out nothing more from it
+  const healthy = await Promise.all(Array.from({ length: 6 }, () => a.get('/api/v1/keys/SAE_B/enc_keys')));
+  t.ok(healthy.every((r) => r.status === 200), 'six more keys from other chunks');
+  await corrupt([rows[0]!.first as string], 200);
+
+  const answers = await Promise.all([
+    b.get(`/api/v1/keys/SAE_A/dec_keys?key_ID=${damagedId}`),
+    ...healthy.map((h) => b.get(`/api/v1/keys/SAE_A/dec_keys?key_ID=${h.body.keys[0].key_ID}`)),
+  ]);
+  t.equal(answers[0]!.status, 503, 'the damaged key: 503');
+  t.notOk(etsiErrorProblem(answers[0]!));
+  t.match(answers[0]!.body.message, /failed its integrity check: destroyed as compromised/);
+  t.same(
+    answers.slice(1).map((r, i) => (r.status === 200 ? r.body : r.text)),
+    healthy.map((h) => h.body),
+    'every other request of the same moment gets its key',
+  );
+  const { rows: state } = await k.kms.db.query(
+    `SELECT (SELECT state FROM qkd_key WHERE key_id = $1) AS key, (SELECT set_aside FROM key_chunk WHERE first_seq = $2) AS chunk`,
+    [damagedId, rows[0]!.first],
+  );
+  t.same(state[0], { key: 'DESTROYED', chunk: true }, 'the key destroyed, its chunk set aside');
+  const again = await b.get(`/api/v1/keys/SAE_A/dec_keys?key_ID=${damagedId}`);
+  t.equal(again.status, 400, 'and it is never handed out');
+});
+
 t.test('a KME whose KEK does not open its material: a clear 503, and nothing set aside', async (t) => {
   await k.kms.close();
   const wrong = await startTestKms({ databaseUrl: k.db.url, fill: false, wrapper: createMockKeyWrapper({ kek: Buffer.alloc(32, 4) }) });
