@@ -46,15 +46,20 @@ CREATE TABLE key_chunk (
   sealed      bytea NOT NULL,
   kek_version integer NOT NULL CHECK (kek_version > 0),
   ingested_at timestamptz NOT NULL DEFAULT now(),
+  -- Every position taken. Only this, not next_free itself, is in the claim index's predicate: a claim that moves the
+  -- cursor without using up the chunk changes no indexed column, so PostgreSQL updates the row in place (a HOT
+  -- update: no new index entries, dead versions pruned on the page) — thousands of claims a second on one chunk
+  -- would otherwise leave as many dead entries in the index for every later claim to step over.
+  exhausted   boolean GENERATED ALWAYS AS (next_free >= blocks) STORED,
   PRIMARY KEY (link_id, first_seq),
   CHECK (owned OR next_free = 0),
   CHECK (gone <@ int8multirange(int8range(first_seq, first_seq + blocks)))
-);
+) WITH (fillfactor = 50); -- room on each page for those in-place updates
 -- Sealed material is random: compressing it is wasted work. Stored out of line (TOAST) without compression.
 ALTER TABLE key_chunk ALTER COLUMN sealed SET STORAGE EXTERNAL;
 -- Claims walk this partial index: chunks with owned, free, deliverable positions, oldest first.
 CREATE INDEX key_chunk_free ON key_chunk (link_id, first_seq)
-  WHERE owned AND confirmed AND NOT set_aside AND next_free < blocks;
+  WHERE owned AND confirmed AND NOT set_aside AND NOT exhausted;
 
 -- Ranges of a link's positions whose material was destroyed, waiting to be erased from their chunk's envelope.
 -- Written in the same statement as the destruction (an INSERT: no lock on the chunk, which deliveries use).

@@ -54,7 +54,7 @@ export async function claimOwned(c: DbClient, linkId: string, count: number): Pr
 async function nextFreeChunk(c: DbClient, linkId: string, after: string, wait: 'SKIP LOCKED' | '') {
   const { rows } = await c.query(
     `SELECT first_seq::text AS first, blocks, next_free, sealed FROM key_chunk
-      WHERE link_id = $1 AND owned AND confirmed AND NOT set_aside AND next_free < blocks AND first_seq > $2
+      WHERE link_id = $1 AND owned AND confirmed AND NOT set_aside AND NOT exhausted AND first_seq > $2
       ORDER BY first_seq LIMIT 1 FOR UPDATE ${wait}`,
     [linkId, after],
   );
