@@ -132,7 +132,11 @@ export class ExtKeysReceiver {
     // Keys relayed with a value spend the positions here as one-time pads.
     const spends = wanted.some((w) => w.request.keys.some((k) => k.value !== undefined));
     for (const [linkId, seqs] of seqsByLink) chunks.push(...(await lockPeerChunks(c, linkId, seqs, spends)));
-    const openedAll = await barrier.openChunks(chunks);
+    // Material is opened only where it is used: to undo a one-time pad, or to pass a key on. A key reserved here for
+    // local slaves only stays sealed until a slave fetches it.
+    const opens = (w: (typeof wanted)[number]) => w.plan.hops.length > 0 || w.request.keys.some((k) => k.value !== undefined);
+    const used = wanted.filter(opens).flatMap((w) => w.perKey.flat().map((seq) => ({ linkId: w.request.qkms_link_id, seq })));
+    const openedAll = await barrier.openChunks(chunks.filter((ch) => used.some((u) => inChunk(u.linkId, u.seq, ch.id))));
     // Own pads for the next hops, claimed once per link for the whole batch and handed out in order.
     const padNeed = new Map<string, number>();
     for (const w of wanted) {
@@ -151,11 +155,12 @@ export class ExtKeysReceiver {
       const linkId = r.qkms_link_id;
       const expiresAt = new Date(Math.min(Date.parse(r.qkms_expires_at), expiresCap));
       const keyBytes: Buffer[] = [];
+      const opened = opens({ request: r, plan, perKey, i });
       for (const [n, k] of r.keys.entries()) {
-        const parts = openedAll.blocks(linkId, perKey[n]!);
         const relayed = k.value !== undefined;
-        const key = relayed ? xor(Buffer.from(k.value!, 'base64'), assemble(parts, k.qkms_size)) : assemble(parts, k.qkms_size);
-        keyBytes.push(key);
+        const parts = opened ? openedAll.blocks(linkId, perKey[n]!) : [];
+        const key = relayed ? xor(Buffer.from(k.value!, 'base64'), assemble(parts, k.qkms_size)) : opened ? assemble(parts, k.qkms_size) : undefined;
+        if (key) keyBytes.push(key);
         if (relayed) for (const seq of perKey[n]!) incomingPads.push({ linkId, seq, from: 'peer' });
         const row: KeyRow = {
           keyId: k.key_id.toLowerCase(),
@@ -169,7 +174,7 @@ export class ExtKeysReceiver {
           blockSeqs: relayed ? [] : perKey[n]!,
         };
         // A relayed key is wrapped here; all of a batch's at once (the HSM batches concurrent calls).
-        rows.push(relayed ? barrier.seal(key, { keyId: row.keyId }).then((wrapped) => ({ ...row, wrapped })) : Promise.resolve(row));
+        rows.push(relayed ? barrier.seal(key!, { keyId: row.keyId }).then((wrapped) => ({ ...row, wrapped })) : Promise.resolve(row));
       }
       const { outgoing, spent } = await this.onward(r, plan, keyBytes, padSupply, ownPads);
       wipe(keyBytes);
@@ -202,7 +207,7 @@ export class ExtKeysReceiver {
       const supply = padSupply.get(hop.link.linkId)!;
       const pads = supply.claim.seqs.slice(supply.next, (supply.next += perKey.reduce((a, b) => a + b, 0)));
       const opened = await this.deps.barrier.openChunks(
-        supply.claim.chunks.filter((ch) => pads.some((seq) => inChunk(seq, ch.id))),
+        supply.claim.chunks.filter((ch) => pads.some((seq) => inChunk(hop.link.linkId, seq, ch.id))),
       );
       let o = 0;
       const keys = r.keys.map((k, n) => {
@@ -263,7 +268,7 @@ export class ExtKeysReceiver {
   }
 }
 
-function inChunk(seq: string, id: { firstSeq: string; blocks: number }): boolean {
+function inChunk(linkId: string, seq: string, id: { linkId: string; firstSeq: string; blocks: number }): boolean {
   const at = BigInt(seq);
-  return at >= BigInt(id.firstSeq) && at < BigInt(id.firstSeq) + BigInt(id.blocks);
+  return linkId === id.linkId && at >= BigInt(id.firstSeq) && at < BigInt(id.firstSeq) + BigInt(id.blocks);
 }
