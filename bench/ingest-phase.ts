@@ -1,8 +1,9 @@
 // Phase k: sustained ingest with concurrent delivery. The same open-loop enc_keys load as phase e (FIXED_RATE req/s
 // of one 256-bit key, latency from each request's scheduled time), twice on the single KME's pool:
 //   k0 — the KME restarted with the measuring link (BENCH_LINK_BPS): no ingest beyond what that link brings;
-//   k  — the KME restarted with a link far faster than the target (BENCH_INGEST_BPS, 400 Mbit/s) and a pool cap far
-//        above what it holds, so it ingests as fast as it can for the whole measurement.
+//   k  — the KME restarted with a link far faster than the target (BENCH_INGEST_BPS, 400 Mbit/s), its own default
+//        ingest batch (BENCH_INGEST_BATCH) and a pool cap far above what it holds, so it ingests as fast as it can
+//        for the whole measurement.
 // Both are fresh processes after the same warm-up, so the p99 ratio k/k0 compares like with like. (Phase e ran on
 // a process already warm from phases a–d; it stays the figure for the latency target.)
 //
@@ -14,12 +15,14 @@ import type { tlsFor } from './client.js';
 import type { KmeHost } from './kme-host.js';
 import { paced, type PhaseResult } from './load.js';
 import type { Phase } from './report.js';
-import { ENC1, FIXED_RATE, INGEST_BPS, INGEST_TARGET_BPS, LINK_BPS, MAX_KEY_COUNT, SECONDS, WARMUP } from './settings.js';
+import { ENC1, FIXED_RATE, INGEST_BATCH, INGEST_BPS, INGEST_TARGET_BPS, LINK_BPS, MAX_KEY_COUNT, SECONDS, WARMUP } from './settings.js';
 
 const KEY_BITS = 256;
 
 export interface IngestResult {
   link_bits_per_second: number;
+  /** The link's max_blocks_per_batch ('KME default' when the bench left it out). */
+  max_blocks_per_batch: number | 'KME default';
   /** The cap the ingesting KME ran with (far above what it could ingest in the phase). */
   max_key_count: number;
   window_seconds: number;
@@ -70,8 +73,8 @@ export async function ingestPhase(host: KmeHost, tlsA: ReturnType<typeof tlsFor>
   const stored = await host.stored();
   // Room for the whole phase even at the link's full rate (the cap is only a number: nothing is allocated by it).
   const cap = stored + Math.ceil((INGEST_BPS / KEY_BITS) * (WARMUP + SECONDS + 60));
-  await host.start({ rateBps: INGEST_BPS, maxKeyCount: cap }, 'k');
-  console.log(`\n[k] KME restarted with a ${INGEST_BPS / 1e6} Mbit/s link and max_key_count ${cap.toLocaleString('en-US')} (pool ${stored.toLocaleString('en-US')} keys)`);
+  await host.start({ rateBps: INGEST_BPS, maxKeyCount: cap, maxBlocksPerBatch: INGEST_BATCH }, 'k');
+  console.log(`\n[k] KME restarted with a ${INGEST_BPS / 1e6} Mbit/s link, max_blocks_per_batch ${INGEST_BATCH ?? "the KME's default"} and max_key_count ${cap.toLocaleString('en-US')} (pool ${stored.toLocaleString('en-US')} keys)`);
 
   let start: { at: number; stored: number; blocks?: number } | undefined;
   const samples: Array<{ at: number; blocks: number }> = [];
@@ -114,6 +117,7 @@ export async function ingestPhase(host: KmeHost, tlsA: ReturnType<typeof tlsFor>
   const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
   const out: IngestResult = {
     link_bits_per_second: INGEST_BPS,
+    max_blocks_per_batch: INGEST_BATCH ?? 'KME default',
     max_key_count: cap,
     window_seconds: round(seconds, 2),
     keys_ingested: Math.round(ingested),

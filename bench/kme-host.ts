@@ -23,6 +23,8 @@ export interface LinkSettings {
   rateBps: number;
   /** max_key_count: the pool cap, which also bounds how much the link may ingest. */
   maxKeyCount: number;
+  /** max_blocks_per_batch: see KmeSettings (2000 when not given; null: the KME's default). */
+  maxBlocksPerBatch?: number | null;
 }
 
 /** A KME process this host started, with where its CPU profile went (if profiled) and what it was started for. */
@@ -46,7 +48,7 @@ export class KmeHost {
     private readonly token: SoftHsmToken,
     readonly databaseUrl: string,
     readonly port: number,
-    /** Node flags for every start, e.g. --cpu-prof; `profile` says whether each start profiles into its own folder. */
+    /** BENCH_CPU_PROF: each start runs with --cpu-prof, into a folder of its own. */
     private readonly profile: boolean,
   ) {
     this.A = identity(pki, 'SAE_A');
@@ -79,6 +81,7 @@ export class KmeHost {
       port: this.port,
       rateBitsPerSecond: link.rateBps,
       maxKeyCount: link.maxKeyCount,
+      maxBlocksPerBatch: link.maxBlocksPerBatch,
       dbPoolSize: DB_POOL,
     });
     let profileDir: string | undefined;

@@ -29,6 +29,12 @@ export const FIXED_RATE = 500;
  */
 export const INGEST_BPS = num('BENCH_INGEST_BPS', 400e6);
 export const INGEST_TARGET_BPS = 128e6;
+/**
+ * The ingesting KME's max_blocks_per_batch in k and in l's turnover: the KME's own default unless
+ * BENCH_INGEST_BATCH says otherwise (elsewhere the bench keeps its 2000: the other figures stay comparable). A bench
+ * that capped the batch would measure its own config, not the KME.
+ */
+export const INGEST_BATCH: number | null = process.env.BENCH_INGEST_BATCH ? Number(process.env.BENCH_INGEST_BATCH) : null;
 /** Phase l: keys delivered (128 per request, at full speed, while ingest refills) before the second measurement. */
 export const TURNOVER = num('BENCH_TURNOVER', 2_000_000);
 /** Phase l: at most this long for the turnover; past it the phase measures what turned over by then, and says so. */

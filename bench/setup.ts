@@ -65,6 +65,11 @@ export interface KmeSettings {
   rateBitsPerSecond: number;
   maxKeyCount: number;
   dbPoolSize?: number;
+  /**
+   * The link's max_blocks_per_batch (blocks one ingest step stores): 2000 when not given, as the bench has always
+   * configured it; null leaves it out, so the KME's own default applies.
+   */
+  maxBlocksPerBatch?: number | null;
 }
 
 export function writeKmeConfig(root: string, pki: DemoPki, token: SoftHsmToken, s: KmeSettings): string {
@@ -81,14 +86,15 @@ export function writeKmeConfig(root: string, pki: DemoPki, token: SoftHsmToken, 
     links: [
       {
         link_id: 'KME_B-loopback',
-        max_blocks_per_batch: 2000,
+        ...(s.maxBlocksPerBatch === null ? {} : { max_blocks_per_batch: s.maxBlocksPerBatch ?? 2000 }),
         source: { type: 'simulator', rate_bits_per_second: s.rateBitsPerSecond },
       },
     ],
   };
   // Named by everything that differs between starts: two KMEs on different databases, or the same one restarted
   // with another cap, never read each other's file.
-  const path = join(root, `kme-${s.port}-${s.rateBitsPerSecond}-${s.maxKeyCount}.json`);
+  const batch = s.maxBlocksPerBatch === null ? 'default' : (s.maxBlocksPerBatch ?? 2000);
+  const path = join(root, `kme-${s.port}-${s.rateBitsPerSecond}-${s.maxKeyCount}-${batch}.json`);
   writeFileSync(path, JSON.stringify(config, null, 2));
   return path;
 }

@@ -30,6 +30,7 @@ import {
   ENC1,
   FILL_BPS,
   FILL_SECONDS,
+  INGEST_BATCH,
   INGEST_BPS,
   LINK_BPS,
   TURNOVER,
@@ -94,7 +95,7 @@ export async function turnoverPhase(
   const fresh = await measure(T, 'l0', 'fresh pool (only ever filled), before the turnover');
   done(fresh.phase);
 
-  await T.start(link(INGEST_BPS), 'l turnover');
+  await T.start({ ...link(INGEST_BPS), maxBlocksPerBatch: INGEST_BATCH }, 'l turnover');
   const before = await growthPoint(T.databaseUrl, T.poolReading);
   console.log(`[l] turning the pool over: ${n(TURNOVER)} keys, 128 per request, ingest at ${INGEST_BPS / 1e6} Mbit/s refilling…`);
   let last = { delivered: 0, seconds: 0 };
