@@ -1,5 +1,5 @@
 import type { ChunkIdentity } from '../barrier/barrier.js';
-import type { DbClient } from './db.js';
+import { named, type DbClient } from './db.js';
 import { MaterialGoneError } from './errors.js';
 import { mergedRanges } from './positions.js';
 
@@ -53,10 +53,13 @@ export async function claimOwned(c: DbClient, linkId: string, count: number): Pr
 
 async function nextFreeChunk(c: DbClient, linkId: string, after: string, wait: 'SKIP LOCKED' | '') {
   const { rows } = await c.query(
-    `SELECT first_seq::text AS first, blocks, next_free, sealed FROM key_chunk
-      WHERE link_id = $1 AND owned AND confirmed AND NOT set_aside AND NOT exhausted AND first_seq > $2
-      ORDER BY first_seq LIMIT 1 FOR UPDATE ${wait}`,
-    [linkId, after],
+    named(
+      `next-free-chunk-${wait ? 'skip' : 'wait'}`,
+      `SELECT first_seq::text AS first, blocks, next_free, sealed FROM key_chunk
+        WHERE link_id = $1 AND owned AND confirmed AND NOT set_aside AND NOT exhausted AND first_seq > $2
+        ORDER BY first_seq LIMIT 1 FOR UPDATE ${wait}`,
+      [linkId, after],
+    ),
   );
   return rows[0] as { first: string; blocks: number; next_free: number; sealed: Buffer } | undefined;
 }
@@ -105,13 +108,16 @@ export async function lockPeerChunks(c: DbClient, linkId: string, seqs: readonly
 /** The chunks holding the material of these keys (bound positions: no lock needed, the keys' rows are locked). */
 export async function chunksOfKeys(c: DbClient, keyIds: readonly string[]): Promise<ChunkRow[]> {
   const { rows } = await c.query(
-    `SELECT DISTINCT ON (k.link_id, k.first_seq) k.link_id AS link, k.first_seq::text AS first, k.blocks, k.sealed
-       FROM qkd_key q CROSS JOIN LATERAL unnest(q.seqs) AS r
-       JOIN key_chunk k ON k.link_id = q.link_id AND k.first_seq < upper(r) AND k.first_seq > lower(r) - ${MAX_CHUNK_BLOCKS}
-                       AND k.first_seq + k.blocks > lower(r)
-      WHERE q.key_id = ANY($1::uuid[]) AND q.seqs IS NOT NULL
-      ORDER BY k.link_id, k.first_seq`,
-    [keyIds],
+    named(
+      'chunks-of-keys',
+      `SELECT DISTINCT ON (k.link_id, k.first_seq) k.link_id AS link, k.first_seq::text AS first, k.blocks, k.sealed
+         FROM qkd_key q CROSS JOIN LATERAL unnest(q.seqs) AS r
+         JOIN key_chunk k ON k.link_id = q.link_id AND k.first_seq < upper(r) AND k.first_seq > lower(r) - ${MAX_CHUNK_BLOCKS}
+                         AND k.first_seq + k.blocks > lower(r)
+        WHERE q.key_id = ANY($1::uuid[]) AND q.seqs IS NOT NULL
+        ORDER BY k.link_id, k.first_seq`,
+      [keyIds],
+    ),
   );
   return (rows as Array<{ link: string; first: string; blocks: number; sealed: Buffer }>).map((r) => ({
     id: { linkId: r.link, firstSeq: r.first, blocks: r.blocks },

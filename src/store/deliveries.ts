@@ -1,4 +1,4 @@
-import type { DbClient } from './db.js';
+import { named, type DbClient } from './db.js';
 import { insertAuditSql } from '../audit/event.js';
 import { chunksOfKeys, type ChunkRow } from './chunks.js';
 import { queueErasureSql } from './keys.js';
@@ -28,14 +28,17 @@ export interface SlaveRow {
  */
 export async function lockSlaveRows(c: DbClient, keyIds: string[]): Promise<SlaveRow[]> {
   const { rows } = await c.query(
-    `SELECT s.key_id::text AS "keyId", s.sae_id AS "saeId", s.delivered_at IS NOT NULL AS delivered,
-            k.master_sae_id AS "masterSaeId", k.size_bits AS "sizeBits", k.link_id AS "linkId", k.state AS "keyState",
-            k.origin_kme_id AS "originKmeId", k.expires_at <= now() AS expired
-       FROM key_slave s JOIN qkd_key k USING (key_id)
-      WHERE s.key_id = ANY($1::uuid[])
-      ORDER BY s.key_id, s.sae_id
-        FOR UPDATE OF s`,
-    [keyIds],
+    named(
+      'lock-slave-rows',
+      `SELECT s.key_id::text AS "keyId", s.sae_id AS "saeId", s.delivered_at IS NOT NULL AS delivered,
+              k.master_sae_id AS "masterSaeId", k.size_bits AS "sizeBits", k.link_id AS "linkId", k.state AS "keyState",
+              k.origin_kme_id AS "originKmeId", k.expires_at <= now() AS expired
+         FROM key_slave s JOIN qkd_key k USING (key_id)
+        WHERE s.key_id = ANY($1::uuid[])
+        ORDER BY s.key_id, s.sae_id
+          FOR UPDATE OF s`,
+      [keyIds],
+    ),
   );
   return rows as SlaveRow[];
 }
@@ -51,9 +54,12 @@ export interface KeyMaterial {
 /** The material of the given keys (those that still hold any), and the chunks their positions are in. */
 export async function materialOfKeys(c: DbClient, keyIds: string[]): Promise<{ keys: KeyMaterial[]; chunks: ChunkRow[] }> {
   const { rows } = await c.query(
-    `SELECT key_id::text AS "keyId", link_id AS "linkId", seqs::text AS seqs, wrapped FROM qkd_key
-      WHERE key_id = ANY($1::uuid[]) AND (seqs IS NOT NULL OR wrapped IS NOT NULL)`,
-    [keyIds],
+    named(
+      'material-of-keys',
+      `SELECT key_id::text AS "keyId", link_id AS "linkId", seqs::text AS seqs, wrapped FROM qkd_key
+        WHERE key_id = ANY($1::uuid[]) AND (seqs IS NOT NULL OR wrapped IS NOT NULL)`,
+      [keyIds],
+    ),
   );
   const keys = (rows as Array<{ keyId: string; linkId: string; seqs: string | null; wrapped: Buffer | null }>).map((r) => ({
     keyId: r.keyId,
@@ -76,24 +82,27 @@ export async function recordSlaveDeliveries(
 ): Promise<void> {
   const pairs = d.deliveries.flatMap((x) => x.keyIds.map((keyId) => [keyId, x.slaveSaeId] as const));
   const { rows } = await c.query(
-    `WITH got AS (
-       UPDATE key_slave SET delivered_at = now()
-         FROM unnest($1::uuid[], $2::text[]) AS t(key_id, sae_id)
-        WHERE key_slave.key_id = t.key_id AND key_slave.sae_id = t.sae_id AND key_slave.delivered_at IS NULL
-       RETURNING key_slave.key_id),
-     per_key AS (SELECT key_id, count(*)::int AS n FROM got GROUP BY key_id),
-     pending AS (
-       UPDATE qkd_key q SET slaves_pending = q.slaves_pending - p.n,
-              state = CASE WHEN q.key_id = ANY($3::uuid[]) THEN 'DESTROYED' ELSE q.state END,
-              destroyed_at = CASE WHEN q.key_id = ANY($3::uuid[]) THEN now() ELSE q.destroyed_at END,
-              wrapped = CASE WHEN q.key_id = ANY($3::uuid[]) THEN NULL ELSE q.wrapped END,
-              kek_version = CASE WHEN q.key_id = ANY($3::uuid[]) THEN NULL ELSE q.kek_version END
-         FROM per_key p WHERE q.key_id = p.key_id
-       RETURNING q.key_id, q.link_id, q.seqs),
-     erased AS (${queueErasureSql('(SELECT * FROM pending WHERE key_id = ANY($3::uuid[]))')}),
-     audited AS (${insertAuditSql(4)})
-     SELECT count(*)::int AS got FROM got`,
-    [pairs.map(([k]) => k), pairs.map(([, s]) => s), d.destroyKeyIds, d.auditBodies],
+    named(
+      'record-slave-deliveries',
+      `WITH got AS (
+         UPDATE key_slave SET delivered_at = now()
+           FROM unnest($1::uuid[], $2::text[]) AS t(key_id, sae_id)
+          WHERE key_slave.key_id = t.key_id AND key_slave.sae_id = t.sae_id AND key_slave.delivered_at IS NULL
+         RETURNING key_slave.key_id),
+       per_key AS (SELECT key_id, count(*)::int AS n FROM got GROUP BY key_id),
+       pending AS (
+         UPDATE qkd_key q SET slaves_pending = q.slaves_pending - p.n,
+                state = CASE WHEN q.key_id = ANY($3::uuid[]) THEN 'DESTROYED' ELSE q.state END,
+                destroyed_at = CASE WHEN q.key_id = ANY($3::uuid[]) THEN now() ELSE q.destroyed_at END,
+                wrapped = CASE WHEN q.key_id = ANY($3::uuid[]) THEN NULL ELSE q.wrapped END,
+                kek_version = CASE WHEN q.key_id = ANY($3::uuid[]) THEN NULL ELSE q.kek_version END
+           FROM per_key p WHERE q.key_id = p.key_id
+         RETURNING q.key_id, q.link_id, q.seqs),
+       erased AS (${queueErasureSql('(SELECT * FROM pending WHERE key_id = ANY($3::uuid[]))')}),
+       audited AS (${insertAuditSql(4)})
+       SELECT count(*)::int AS got FROM got`,
+      [pairs.map(([k]) => k), pairs.map(([, s]) => s), d.destroyKeyIds, d.auditBodies],
+    ),
   );
   const got = (rows[0] as { got: number }).got;
   if (got !== pairs.length) throw new Error(`expected to deliver ${pairs.length} keys to slaves, got ${got}`);

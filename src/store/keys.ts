@@ -1,4 +1,4 @@
-import type { DbClient } from './db.js';
+import { named, type DbClient } from './db.js';
 import { insertAuditSql } from '../audit/event.js';
 import { MAX_CHUNK_BLOCKS } from './chunks.js';
 import { MaterialGoneError } from './errors.js';
@@ -69,61 +69,64 @@ export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
   const spentPads = new Map([...padsBy('owned'), ...peerPads]);
   try {
     const { rows } = await c.query(
+    named(
+      'bind-keys',
       `WITH keys AS (
-         INSERT INTO qkd_key (key_id, link_id, master_sae_id, origin_kme_id, size_bits, block_count, state,
-                              slaves_pending, expires_at, wrapped, kek_version, seqs)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::smallint[], $7::text[],
-                              $8::int[], $9::timestamptz[], $10::bytea[], $11::int[], $12::int8multirange[])
-         RETURNING 1),
-       slaves AS (INSERT INTO key_slave (key_id, sae_id) SELECT * FROM unnest($13::uuid[], $14::text[])),
-       cursors AS (
-         UPDATE key_chunk k SET next_free = t.next_free
-           FROM unnest($15::text[], $16::bigint[], $17::int[]) AS t(link, first, next_free)
-          WHERE k.link_id = t.link AND k.first_seq = t.first AND k.owned AND t.next_free > k.next_free
-         RETURNING 1),
-       padded AS (
-         UPDATE key_chunk k SET gone = k.gone + t.seqs
-           FROM unnest($18::text[], $19::int8multirange[]) AS t(link, seqs)
-          WHERE k.link_id = t.link AND NOT k.owned AND NOT k.set_aside
-            AND k.first_seq < upper(t.seqs) AND k.first_seq > lower(t.seqs) - ${MAX_CHUNK_BLOCKS}
-            AND k.first_seq + k.blocks > lower(t.seqs) AND NOT (k.gone && t.seqs)
-         RETURNING (SELECT COALESCE(sum(upper(r) - lower(r)), 0) FROM unnest(t.seqs * int8multirange(int8range(k.first_seq, k.first_seq + k.blocks))) r) AS n),
-       erase AS (INSERT INTO erase_queue (link_id, seqs) SELECT * FROM unnest($20::text[], $21::int8multirange[])),
-       counted AS (
-         UPDATE pool_count p SET available = available - t.n
-           FROM unnest($22::text[], $23::bigint[]) AS t(link, n)
-          WHERE p.link_id = t.link AND p.shard = $24),
-       audited AS (${insertAuditSql(25)})
-       SELECT (SELECT count(*) FROM keys)::int AS keys, (SELECT count(*) FROM cursors)::int AS cursors,
-              (SELECT COALESCE(sum(n), 0) FROM padded)::int AS padded`,
-      [
-        spec.keys.map((k) => k.keyId),
-        spec.keys.map((k) => k.linkId),
-        spec.keys.map((k) => k.masterSaeId),
-        spec.keys.map((k) => k.originKmeId),
-        spec.keys.map((k) => k.sizeBits),
-        spec.keys.map((k) => k.blockSeqs.length),
-        spec.keys.map((k) => k.state),
-        spec.keys.map((k) => k.localSlaves.length),
-        spec.keys.map((k) => k.expiresAt.toISOString()),
-        spec.keys.map((k) => k.wrapped?.wrapped ?? null),
-        spec.keys.map((k) => k.wrapped?.kekVersion ?? null),
-        spec.keys.map((k) => (k.blockSeqs.length > 0 ? toMultirange(k.blockSeqs) : null)),
-        slaves.map(([keyId]) => keyId),
-        slaves.map(([, sae]) => sae),
-        spec.cursors.map((x) => x.linkId),
-        spec.cursors.map((x) => x.firstSeq),
-        spec.cursors.map((x) => x.nextFree),
-        [...peerPads.keys()],
-        [...peerPads.values()].map(toMultirange),
-        [...spentPads.keys()],
-        [...spentPads.values()].map(toMultirange),
-        [...taken.keys()],
-        [...taken.values()],
-        randomShard(),
-        spec.auditBodies,
-      ],
-    );
+           INSERT INTO qkd_key (key_id, link_id, master_sae_id, origin_kme_id, size_bits, block_count, state,
+                                slaves_pending, expires_at, wrapped, kek_version, seqs)
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::smallint[], $7::text[],
+                                $8::int[], $9::timestamptz[], $10::bytea[], $11::int[], $12::int8multirange[])
+           RETURNING 1),
+         slaves AS (INSERT INTO key_slave (key_id, sae_id) SELECT * FROM unnest($13::uuid[], $14::text[])),
+         cursors AS (
+           UPDATE key_chunk k SET next_free = t.next_free
+             FROM unnest($15::text[], $16::bigint[], $17::int[]) AS t(link, first, next_free)
+            WHERE k.link_id = t.link AND k.first_seq = t.first AND k.owned AND t.next_free > k.next_free
+           RETURNING 1),
+         padded AS (
+           UPDATE key_chunk k SET gone = k.gone + t.seqs
+             FROM unnest($18::text[], $19::int8multirange[]) AS t(link, seqs)
+            WHERE k.link_id = t.link AND NOT k.owned AND NOT k.set_aside
+              AND k.first_seq < upper(t.seqs) AND k.first_seq > lower(t.seqs) - ${MAX_CHUNK_BLOCKS}
+              AND k.first_seq + k.blocks > lower(t.seqs) AND NOT (k.gone && t.seqs)
+           RETURNING (SELECT COALESCE(sum(upper(r) - lower(r)), 0) FROM unnest(t.seqs * int8multirange(int8range(k.first_seq, k.first_seq + k.blocks))) r) AS n),
+         erase AS (INSERT INTO erase_queue (link_id, seqs) SELECT * FROM unnest($20::text[], $21::int8multirange[])),
+         counted AS (
+           UPDATE pool_count p SET available = available - t.n
+             FROM unnest($22::text[], $23::bigint[]) AS t(link, n)
+            WHERE p.link_id = t.link AND p.shard = $24),
+         audited AS (${insertAuditSql(25)})
+         SELECT (SELECT count(*) FROM keys)::int AS keys, (SELECT count(*) FROM cursors)::int AS cursors,
+                (SELECT COALESCE(sum(n), 0) FROM padded)::int AS padded`,
+        [
+          spec.keys.map((k) => k.keyId),
+          spec.keys.map((k) => k.linkId),
+          spec.keys.map((k) => k.masterSaeId),
+          spec.keys.map((k) => k.originKmeId),
+          spec.keys.map((k) => k.sizeBits),
+          spec.keys.map((k) => k.blockSeqs.length),
+          spec.keys.map((k) => k.state),
+          spec.keys.map((k) => k.localSlaves.length),
+          spec.keys.map((k) => k.expiresAt.toISOString()),
+          spec.keys.map((k) => k.wrapped?.wrapped ?? null),
+          spec.keys.map((k) => k.wrapped?.kekVersion ?? null),
+          spec.keys.map((k) => (k.blockSeqs.length > 0 ? toMultirange(k.blockSeqs) : null)),
+          slaves.map(([keyId]) => keyId),
+          slaves.map(([, sae]) => sae),
+          spec.cursors.map((x) => x.linkId),
+          spec.cursors.map((x) => x.firstSeq),
+          spec.cursors.map((x) => x.nextFree),
+          [...peerPads.keys()],
+          [...peerPads.values()].map(toMultirange),
+          [...spentPads.keys()],
+          [...spentPads.values()].map(toMultirange),
+          [...taken.keys()],
+          [...taken.values()],
+          randomShard(),
+          spec.auditBodies,
+        ],
+    ),
+  );
     const r = rows[0] as { keys: number; cursors: number; padded: number };
     const peerPadCount = [...peerPads.values()].reduce((n, x) => n + x.length, 0);
     if (r.keys !== spec.keys.length || r.cursors !== spec.cursors.length || r.padded !== peerPadCount) {
@@ -154,20 +157,23 @@ export async function settleForwarded(
   auditBodies: string[],
 ): Promise<void> {
   const { rows } = await c.query(
-    `WITH t AS (SELECT * FROM unnest($1::uuid[], $2::text[]) AS t(key_id, peers)),
-     k AS (
-       UPDATE qkd_key q SET
-              state = CASE WHEN q.slaves_pending = 0 THEN 'DESTROYED' WHEN $3 THEN 'DELIVERED' ELSE q.state END,
-              destroyed_at = CASE WHEN q.slaves_pending = 0 THEN now() ELSE NULL END,
-              wrapped = CASE WHEN q.slaves_pending = 0 THEN NULL ELSE q.wrapped END,
-              kek_version = CASE WHEN q.slaves_pending = 0 THEN NULL ELSE q.kek_version END,
-              relayed_to = string_to_array(t.peers, ',')
-         FROM t WHERE q.key_id = t.key_id AND q.state = 'RESERVED'
-       RETURNING q.key_id, q.state, q.link_id, q.seqs),
-     erase AS (${queueErasureSql("(SELECT * FROM k WHERE state = 'DESTROYED')")}),
-     audited AS (${insertAuditSql(4)})
-     SELECT count(*)::int AS n FROM k`,
-    [keys.map((k) => k.keyId), keys.map((k) => k.relayedTo.join(',')), toMaster, auditBodies],
+    named(
+      'settle-forwarded',
+      `WITH t AS (SELECT * FROM unnest($1::uuid[], $2::text[]) AS t(key_id, peers)),
+       k AS (
+         UPDATE qkd_key q SET
+                state = CASE WHEN q.slaves_pending = 0 THEN 'DESTROYED' WHEN $3 THEN 'DELIVERED' ELSE q.state END,
+                destroyed_at = CASE WHEN q.slaves_pending = 0 THEN now() ELSE NULL END,
+                wrapped = CASE WHEN q.slaves_pending = 0 THEN NULL ELSE q.wrapped END,
+                kek_version = CASE WHEN q.slaves_pending = 0 THEN NULL ELSE q.kek_version END,
+                relayed_to = string_to_array(t.peers, ',')
+           FROM t WHERE q.key_id = t.key_id AND q.state = 'RESERVED'
+         RETURNING q.key_id, q.state, q.link_id, q.seqs),
+       erase AS (${queueErasureSql("(SELECT * FROM k WHERE state = 'DESTROYED')")}),
+       audited AS (${insertAuditSql(4)})
+       SELECT count(*)::int AS n FROM k`,
+      [keys.map((k) => k.keyId), keys.map((k) => k.relayedTo.join(',')), toMaster, auditBodies],
+    ),
   );
   const n = (rows[0] as { n: number }).n;
   if (n !== keys.length) throw new MaterialGoneError(`expected ${keys.length} reserved keys, found ${n}`);

@@ -1,5 +1,5 @@
 import type { ChunkIdentity } from '../barrier/barrier.js';
-import { byteaArray, type Db, type DbClient } from './db.js';
+import { byteaArray, named, type Db, type DbClient } from './db.js';
 import { insertAuditSql } from '../audit/event.js';
 
 /**
@@ -61,9 +61,12 @@ export interface PoolCounts {
 /** The link's counts. One round trip over 16 rows, whatever the pool size. */
 export async function poolCounts(db: Db | DbClient, linkId: string): Promise<PoolCounts> {
   const { rows } = await db.query(
-    `SELECT COALESCE(sum(available), 0)::bigint::text AS a, COALESCE(sum(ingested), 0)::bigint::text AS i
-       FROM pool_count WHERE link_id = $1`,
-    [linkId],
+    named(
+      'pool-counts',
+      `SELECT COALESCE(sum(available), 0)::bigint::text AS a, COALESCE(sum(ingested), 0)::bigint::text AS i
+         FROM pool_count WHERE link_id = $1`,
+      [linkId],
+    ),
   );
   const r = rows[0] as { a: string; i: string };
   return { available: Number(r.a), ingested: Number(r.i) };
