@@ -50,7 +50,7 @@ export class KeyService {
 
   constructor(private readonly deps: KeyServiceDeps) {
     this.slaves = new GroupCommitQueue({
-      maxInFlight: 8,
+      maxInFlight: 2, // as for Get key (src/keys/master-batcher.ts): fewer, larger transactions serve more
       maxQueued: deps.maxQueued,
       maxWeight: 1_024,
       weight: (r) => r.keyIds.length,

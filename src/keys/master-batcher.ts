@@ -40,7 +40,11 @@ export class MasterDeliveryBatcher {
       forwarder: Forwarder;
       keyTtlMs: number;
       log: Logger;
-      /** Concurrent transactions per link (each holds one pooled connection while it runs). */
+      /**
+       * Concurrent transactions per link (each holds one pooled connection while it runs). Default 2: measured on
+       * the bench, fewer and larger transactions serve more requests than many small ones, since most of a
+       * transaction's cost is per statement and per commit (1,700–2,000 req/s with 2, 800 with 8).
+       */
       maxInFlight?: number;
       /** Upper bound on the blocks one transaction claims, to keep transactions short. */
       maxBlocksPerBatch?: number;
@@ -48,7 +52,7 @@ export class MasterDeliveryBatcher {
     },
   ) {
     this.queue = new GroupCommitQueue({
-      maxInFlight: deps.maxInFlight ?? 8,
+      maxInFlight: deps.maxInFlight ?? 2,
       maxQueued: deps.maxQueued,
       maxWeight: deps.maxBlocksPerBatch ?? 512,
       weight: (r) => r.number * r.blocksPerKey,
