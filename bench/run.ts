@@ -9,7 +9,8 @@
 // BENCH_TURNOVER keys in between, on databases of its own (turnover-phase.ts) → stop it →
 // network: three KMEs in a line, filled and restarted the same way (network.ts) → phases g–j (network-phases.ts),
 // each also compared with its single-KME counterpart → report.
-// Throughout: every KME's resident memory every second (memory.ts); the single KME's database size around the fill
+// Throughout: every KME's resident memory and the age of its oldest erase_queue entry every second (memory.ts,
+// erasure.ts); the single KME's database size around the fill
 // (bytes per megabit ingested), phase c and l's turnover (bytes per key delivered) (growth.ts).
 //
 // Run time: about 7 min for a–j; phase k adds 2 × 2 × (2 + BENCH_SECONDS) s and two KME starts (about a minute);
@@ -39,6 +40,7 @@ import { networkPhases } from './network-phases.js';
 import { printGrowth } from './growth.js';
 import { printIngest } from './ingest-phase.js';
 import { isStartWindow } from './kme-host.js';
+import { eraseLag, printErasure } from './erasure.js';
 import { kmeMemory, printMemory, type MemoryReport } from './memory.js';
 import { printProfile, printProfileByWindow, profileByWindow } from './profile.js';
 import {
@@ -90,6 +92,7 @@ async function main(): Promise<void> {
   const began = Date.now();
   enter('set-up');
   kmeMemory.start(RSS_INTERVAL_MS);
+  eraseLag.start(RSS_INTERVAL_MS);
   console.log(`KMS benchmark — ${SECONDS} s per measurement after ${WARMUP} s of warm-up, phases ${[...PHASES].join('')}`);
   const code = codeVersion();
   console.log(`code: ${code.commit.slice(0, 12)}${code.uncommitted.length ? ` + uncommitted: ${code.uncommitted.join(', ')}` : ''}`);
@@ -124,6 +127,7 @@ async function main(): Promise<void> {
   kmeMemory.sample(); // a last look before the report (every KME has stopped: nothing is read after it exits)
   kmeMemory.stop();
   const memory = kmeMemory.report(RSS_GOAL_MIB);
+  const erasure = await eraseLag.stop();
 
   // ── Results.
   const kmeLog = single ? serverLog(single.children) : undefined;
@@ -148,6 +152,7 @@ async function main(): Promise<void> {
   }
   if (single?.growth) printGrowth(single.growth);
   printMemory(memory);
+  printErasure(erasure);
   printTargets(targetsMet);
   if (kmeLog) {
     console.log(`\n── KME log (warn and above): ${kmeLog.count} line(s)`);
@@ -194,6 +199,7 @@ async function main(): Promise<void> {
     turnover: single?.turnover,
     growth: single?.growth,
     memory,
+    erasure,
     network: network
       ? {
           kmes: 'KME_A (SAE_A) — KME_B (SAE_B) — KME_C (SAE_C); links A-B and B-C, seeded simulators; SoftHSM2 KEK per KME',

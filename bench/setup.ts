@@ -1,5 +1,6 @@
 // Set-up of the real parts the benchmark drives: a fresh PostgreSQL database, a throwaway SoftHSM2 token, a
 // development PKI, and the two servers as child processes. Everything created registers its own undo step.
+import { eraseLag } from './erasure.js';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -126,6 +127,7 @@ export async function startKme(
   );
   onCleanup(`stop the ${name}`, child.stop);
   kmeMemory.track(child);
+  eraseLag.track(env.databaseUrl);
   const client = new JsonClient(`https://127.0.0.1:${port}`, who);
   try {
     const deadline = Date.now() + 60_000;
