@@ -66,38 +66,39 @@ export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
     return byLink;
   };
   const peerPads = padsBy('peer');
-  const spentPads = new Map([...padsBy('owned'), ...peerPads]);
+  const spentPads = new Map<string, string[]>();
+  for (const p of spec.pads) spentPads.set(p.linkId, [...(spentPads.get(p.linkId) ?? []), p.seq]);
   try {
     const { rows } = await c.query(
-    named(
-      'bind-keys',
-      `WITH keys AS (
-           INSERT INTO qkd_key (key_id, link_id, master_sae_id, origin_kme_id, size_bits, block_count, state,
-                                slaves_pending, expires_at, wrapped, kek_version, seqs)
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::smallint[], $7::text[],
-                                $8::int[], $9::timestamptz[], $10::bytea[], $11::int[], $12::int8multirange[])
-           RETURNING 1),
-         slaves AS (INSERT INTO key_slave (key_id, sae_id) SELECT * FROM unnest($13::uuid[], $14::text[])),
-         cursors AS (
-           UPDATE key_chunk k SET next_free = t.next_free
-             FROM unnest($15::text[], $16::bigint[], $17::int[]) AS t(link, first, next_free)
-            WHERE k.link_id = t.link AND k.first_seq = t.first AND k.owned AND t.next_free > k.next_free
-           RETURNING 1),
-         padded AS (
-           UPDATE key_chunk k SET gone = k.gone + t.seqs
-             FROM unnest($18::text[], $19::int8multirange[]) AS t(link, seqs)
-            WHERE k.link_id = t.link AND NOT k.owned AND NOT k.set_aside
-              AND k.first_seq < upper(t.seqs) AND k.first_seq > lower(t.seqs) - ${MAX_CHUNK_BLOCKS}
-              AND k.first_seq + k.blocks > lower(t.seqs) AND NOT (k.gone && t.seqs)
-           RETURNING (SELECT COALESCE(sum(upper(r) - lower(r)), 0) FROM unnest(t.seqs * int8multirange(int8range(k.first_seq, k.first_seq + k.blocks))) r) AS n),
-         erase AS (INSERT INTO erase_queue (link_id, seqs) SELECT * FROM unnest($20::text[], $21::int8multirange[])),
-         counted AS (
-           UPDATE pool_count p SET available = available - t.n
-             FROM unnest($22::text[], $23::bigint[]) AS t(link, n)
-            WHERE p.link_id = t.link AND p.shard = $24),
-         audited AS (${insertAuditSql(25)})
-         SELECT (SELECT count(*) FROM keys)::int AS keys, (SELECT count(*) FROM cursors)::int AS cursors,
-                (SELECT COALESCE(sum(n), 0) FROM padded)::int AS padded`,
+      named(
+        'bind-keys',
+        `WITH keys AS (
+             INSERT INTO qkd_key (key_id, link_id, master_sae_id, origin_kme_id, size_bits, block_count, state,
+                                  slaves_pending, expires_at, wrapped, kek_version, seqs)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::smallint[], $7::text[],
+                                  $8::int[], $9::timestamptz[], $10::bytea[], $11::int[], $12::int8multirange[])
+             RETURNING 1),
+           slaves AS (INSERT INTO key_slave (key_id, sae_id) SELECT * FROM unnest($13::uuid[], $14::text[])),
+           cursors AS (
+             UPDATE key_chunk k SET next_free = t.next_free
+               FROM unnest($15::text[], $16::bigint[], $17::int[]) AS t(link, first, next_free)
+              WHERE k.link_id = t.link AND k.first_seq = t.first AND k.owned AND t.next_free > k.next_free
+             RETURNING 1),
+           padded AS (
+             UPDATE key_chunk k SET gone = k.gone + (t.seqs * int8multirange(int8range(k.first_seq, k.first_seq + k.blocks)))
+               FROM unnest($18::text[], $19::int8multirange[]) AS t(link, seqs)
+              WHERE k.link_id = t.link AND NOT k.owned AND NOT k.set_aside
+                AND k.first_seq < upper(t.seqs) AND k.first_seq > lower(t.seqs) - ${MAX_CHUNK_BLOCKS}
+                AND k.first_seq + k.blocks > lower(t.seqs) AND NOT (k.gone && t.seqs)
+             RETURNING (SELECT COALESCE(sum(upper(r) - lower(r)), 0) FROM unnest(t.seqs * int8multirange(int8range(k.first_seq, k.first_seq + k.blocks))) r) AS n),
+           erase AS (INSERT INTO erase_queue (link_id, seqs) SELECT * FROM unnest($20::text[], $21::int8multirange[])),
+           counted AS (
+             UPDATE pool_count p SET available = available - t.n
+               FROM unnest($22::text[], $23::bigint[]) AS t(link, n)
+              WHERE p.link_id = t.link AND p.shard = $24),
+           audited AS (${insertAuditSql(25)})
+           SELECT (SELECT count(*) FROM keys)::int AS keys, (SELECT count(*) FROM cursors)::int AS cursors,
+                  (SELECT COALESCE(sum(n), 0) FROM padded)::int AS padded`,
         [
           spec.keys.map((k) => k.keyId),
           spec.keys.map((k) => k.linkId),
@@ -125,8 +126,8 @@ export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
           randomShard(),
           spec.auditBodies,
         ],
-    ),
-  );
+      ),
+    );
     const r = rows[0] as { keys: number; cursors: number; padded: number };
     const peerPadCount = [...peerPads.values()].reduce((n, x) => n + x.length, 0);
     if (r.keys !== spec.keys.length || r.cursors !== spec.cursors.length || r.padded !== peerPadCount) {

@@ -1,0 +1,159 @@
+import t from 'tap';
+import { randomUUID } from 'node:crypto';
+import { createMockKeyWrapper } from '../../hsm-mock/mock-key-wrapper.js';
+import { Barrier } from '../../src/barrier/barrier.js';
+import { eraseQueued } from '../../src/lifecycle/eraser.js';
+import { createLogger } from '../../src/log.js';
+import { chunkPieces, sealPieces } from '../../src/pool/chunking.js';
+import { claimOwned, cursorsAfter, lockPeerChunks } from '../../src/store/chunks.js';
+import { createDb, withTransaction, type Db } from '../../src/store/db.js';
+import { bindKeys, endKeys, MaterialGoneError, type KeyRow } from '../../src/store/keys.js';
+import { migrate } from '../../src/store/migrate.js';
+import { ensureLink, insertAnnounced, insertIngested } from '../../src/store/pool.js';
+import { intervalsOf } from '../../src/store/positions.js';
+import { freshDatabase, type TestDatabase } from '../helpers/database.js';
+import { availableOwned, poolViolations } from '../helpers/pool-state.js';
+
+// The chunk store on real PostgreSQL (migrations/0003_chunks.sql, docs/storage.md): concurrent claims never share a
+// position, the database refuses to bind a position twice, one-time pads that span two chunks, and the eraser.
+
+const BLOCK = 32;
+let tdb: TestDatabase;
+let db: Db;
+const barrier = new Barrier(createMockKeyWrapper());
+const material = (blocks: number, fill: number) => Buffer.alloc(blocks * BLOCK, fill);
+
+t.before(async () => {
+  tdb = await freshDatabase();
+  const log = createLogger({ level: 'silent' });
+  await migrate(tdb.url, log);
+  db = createDb({ url: tdb.url, poolSize: 4, log });
+  // OWN: this KME's own loopback link; PEER: a link whose primary (the owner of the first 300 positions) is KME P.
+  await ensureLink(db, { linkId: 'OWN', localKmeId: 'K', peerKmeId: 'K', primaryKmeId: 'K', blockBits: 256 });
+  await ensureLink(db, { linkId: 'PEER', localKmeId: 'K', peerKmeId: 'P', primaryKmeId: 'P', blockBits: 256 });
+  const own = await Promise.all(sealPieces(barrier, 'OWN', material(600, 7), BLOCK, chunkPieces('0', 600, 600), true));
+  await insertIngested(db, 'OWN', 'AVAILABLE', [{ ref: '0', firstSeq: '0', blocks: 600, ownerSplit: 600 }], own, []);
+  const peer = await Promise.all(sealPieces(barrier, 'PEER', material(400, 9), BLOCK, chunkPieces('0', 400, 300), false));
+  await insertAnnounced(db, 'PEER', [{ ref: 'r0', firstSeq: '0', blocks: 400, ownerSplit: 300 }], peer, []);
+});
+t.teardown(async () => {
+  await db?.end();
+  await tdb?.drop();
+});
+
+const key = (linkId: string, seqs: string[]): KeyRow => ({
+  keyId: randomUUID(),
+  linkId,
+  masterSaeId: 'A',
+  originKmeId: 'K',
+  sizeBits: 256 * seqs.length,
+  state: 'DELIVERED',
+  localSlaves: ['B'],
+  expiresAt: new Date(Date.now() + 60_000),
+  blockSeqs: seqs,
+});
+
+t.test('the device key was cut into chunks of at most 256 blocks, each end owning its share', async (t) => {
+  const { rows } = await db.query(`SELECT link_id, first_seq::int AS first, blocks, owned FROM key_chunk ORDER BY link_id, first_seq`);
+  t.same(rows, [
+    { link_id: 'OWN', first: 0, blocks: 256, owned: true },
+    { link_id: 'OWN', first: 256, blocks: 256, owned: true },
+    { link_id: 'OWN', first: 512, blocks: 88, owned: true },
+    { link_id: 'PEER', first: 0, blocks: 256, owned: false },
+    { link_id: 'PEER', first: 256, blocks: 44, owned: false },
+    { link_id: 'PEER', first: 300, blocks: 100, owned: true },
+  ]);
+  t.equal(await availableOwned(db, 'OWN'), 600);
+});
+
+t.test('concurrent claims take different chunks, and a claim waits for a held chunk only when nothing else is free', async (t) => {
+  const seen: string[][] = [];
+  await Promise.all(
+    [0, 1].map(() =>
+      withTransaction(db, async (c) => {
+        const claim = await claimOwned(c, 'OWN', 10);
+        seen.push(claim.seqs);
+        await new Promise((r) => setTimeout(r, 200)); // both hold their chunk at once
+        await bindKeys(c, { keys: [key('OWN', claim.seqs)], from: 'owned', pads: [], cursors: cursorsAfter(claim, 10), auditBodies: [] });
+      }),
+    ),
+  );
+  t.equal(seen.length, 2);
+  t.same(seen.flat().filter((s, i, all) => all.indexOf(s) !== i), [], 'no position claimed twice');
+  t.not(seen[0]![0], seen[1]![0], 'two chunks, not one after the other');
+  const big = await withTransaction(db, async (c) => {
+    const claim = await claimOwned(c, 'OWN', 1000);
+    return claim.seqs.length;
+  });
+  t.equal(big, 580, 'a claim takes every free position it finds, across chunks, and no more');
+  t.equal(await availableOwned(db, 'OWN'), 580, 'a rolled-back or unused claim moves no cursor');
+  t.same(await poolViolations(db), { multiBound: 0, freeButBound: 0, wrongCount: 0, takenUnbound: 0 });
+});
+
+t.test('the database refuses a position bound twice, at the peer too', async (t) => {
+  await withTransaction(db, async (c) => {
+    await lockPeerChunks(c, 'PEER', ['10', '11'], false);
+    await bindKeys(c, { keys: [key('PEER', ['10', '11'])], from: 'peer', pads: [], cursors: [], auditBodies: [] });
+  });
+  await t.rejects(
+    withTransaction(db, (c) => bindKeys(c, { keys: [key('PEER', ['11'])], from: 'peer', pads: [], cursors: [], auditBodies: [] })),
+    MaterialGoneError,
+    'the exclusion constraint, not the application, says no',
+  );
+  await t.rejects(
+    withTransaction(db, (c) => lockPeerChunks(c, 'PEER', ['310'], false)),
+    MaterialGoneError,
+    "this end's own positions are not the peer's to reserve",
+  );
+});
+
+t.test('a one-time pad spanning two chunks is spent in both, once', async (t) => {
+  const pad = ['254', '255', '256', '257'];
+  await withTransaction(db, async (c) => {
+    await lockPeerChunks(c, 'PEER', pad, true);
+    await bindKeys(c, { keys: [], from: 'peer', pads: pad.map((seq) => ({ linkId: 'PEER', seq, from: 'peer' as const })), cursors: [], auditBodies: [] });
+  });
+  const { rows } = await db.query(`SELECT first_seq::int AS first, gone::text AS gone FROM key_chunk WHERE link_id = 'PEER' AND NOT owned ORDER BY 1`);
+  t.same(rows, [
+    { first: 0, gone: '{[254,256)}' },
+    { first: 256, gone: '{[256,258)}' },
+  ]);
+  await t.rejects(
+    withTransaction(db, async (c) => {
+      await lockPeerChunks(c, 'PEER', ['255'], true);
+    }),
+    MaterialGoneError,
+    'a spent pad cannot be reserved again',
+  );
+});
+
+t.test('the eraser zeroes destroyed positions under a fresh data key, and deletes a chunk once all of it is gone', async (t) => {
+  const { rows: keys } = await db.query(`SELECT key_id::text AS id FROM qkd_key WHERE link_id = 'PEER'`);
+  await withTransaction(db, (c) => endKeys(c, keys.map((k) => k.id as string), 'DESTROYED', () => undefined));
+  const before = (await db.query(`SELECT sealed FROM key_chunk WHERE link_id = 'PEER' AND first_seq = 0`)).rows[0]!.sealed as Buffer;
+  const figures = await eraseQueued({ db, barrier });
+  t.ok(figures.resealed >= 2, `${figures.resealed} chunks re-sealed`);
+  const { rows } = await db.query(`SELECT first_seq::text AS first, blocks, sealed, gone::text AS gone FROM key_chunk WHERE link_id = 'PEER' AND first_seq = 0`);
+  const chunk = rows[0]!;
+  t.equal(chunk.gone, '{[10,12),[254,256)}', 'the key and the pad are gone');
+  t.not((chunk.sealed as Buffer).subarray(5, 65).toString('hex'), before.subarray(5, 65).toString('hex'), 'under a new wrapped data key');
+  const plain = await barrier.open(chunk.sealed as Buffer, { linkId: 'PEER', firstSeq: '0', blocks: 256 });
+  for (const g of intervalsOf(chunk.gone as string)) {
+    t.ok(plain.subarray(Number(g.lo) * BLOCK, Number(g.hi) * BLOCK).every((b) => b === 0), `positions ${g.lo}..${g.hi} read as zeros`);
+  }
+  t.ok(plain.subarray(20 * BLOCK, 21 * BLOCK).every((b) => b === 9), 'the rest is intact');
+  // Spend the whole owned chunk at 512 (88 positions): bound to a key, then destroyed.
+  const id = await withTransaction(db, async (c) => {
+    const claim = await claimOwned(c, 'OWN', 580);
+    const rest = key('OWN', claim.seqs.slice(0, -88));
+    const last = key('OWN', claim.seqs.slice(-88));
+    await bindKeys(c, { keys: [rest, last], from: 'owned', pads: [], cursors: cursorsAfter(claim, 580), auditBodies: [] });
+    return last.keyId;
+  });
+  await withTransaction(db, (c) => endKeys(c, [id], 'DESTROYED', () => undefined));
+  await eraseQueued({ db, barrier });
+  const { rows: left } = await db.query(`SELECT count(*)::int AS n FROM key_chunk WHERE link_id = 'OWN' AND first_seq = 512`);
+  t.equal(left[0]!.n, 0, 'a chunk with every position gone is deleted');
+  const { rows: queue } = await db.query('SELECT count(*)::int AS n FROM erase_queue');
+  t.equal(queue[0]!.n, 0, 'the queue is empty');
+});
