@@ -84,7 +84,7 @@ ALTER TABLE key_slave DROP CONSTRAINT key_slave_key_id_fkey;
 ALTER TABLE key_slave ADD FOREIGN KEY (key_id) REFERENCES qkd_key ON DELETE CASCADE;
 
 -- Device refs are recorded at both ends now (the secondary tells a retried announcement from a new one by its
--- refs, not by positions, whose chunk may be gone); the eraser drops old ones.
+-- refs, not by positions, whose chunk may be gone); the expiry job drops them after a day.
 CREATE INDEX link_ref_stored_at ON link_ref (stored_at);
 
 DROP TABLE key_block;

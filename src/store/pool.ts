@@ -85,7 +85,7 @@ export async function nextSeq(db: Db, linkId: string): Promise<string> {
 
 /**
  * Which of these device refs this KME stored already: a device may offer a key again after a crash, and the peer
- * may announce the same refs again after a lost reply. Refs are kept an hour after they were stored (the eraser
+ * may announce the same refs again after a lost reply. Refs are kept a day after they were stored (the expiry job
  * drops older ones), far longer than either can happen.
  */
 export async function storedRefs(db: Db, linkId: string, refs: string[]): Promise<Set<string>> {
