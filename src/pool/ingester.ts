@@ -42,11 +42,38 @@ export interface IngesterOptions {
  *
  * One ingester per link and per KME (with several replicas, a later issue runs it on the leader only).
  */
+/** A batch taken from the device: its material and the positions it fills, sealed once and stored once. */
+interface Batch {
+  keys: DeviceKey[];
+  firstSeq: string;
+  blocks: number;
+  /** Room in the pool when it was taken, less the batches taken before it and not stored yet: decides the split. */
+  room: { own: number; total: number };
+  /** Its sealed chunks, refs and audit event, made once (bound to its positions); remade after a failed seal. */
+  sealed?: Promise<SealedBatch>;
+  /** An INSERT of it was sent: after a failure, it may have committed with its reply lost. */
+  attempted: boolean;
+}
+
+interface SealedBatch {
+  refs: StoredRef[];
+  rows: SealedChunkRow[];
+  audit: string;
+  owned: number;
+}
+
 export class Ingester {
   private readonly loop = new Repeater(() => this.tick());
   private failing = false;
-  /** Taken from the device, not stored yet: never lost to a failed store, never taken twice. */
-  private held: { keys: DeviceKey[]; firstSeq: string; attempted: boolean } | undefined;
+  /**
+   * Taken from the device, not stored yet, in position order: never lost to a failed store, never taken twice. At
+   * most two: the batch being written, and the next one, taken and sealed meanwhile (the database and the HSM work
+   * at the same time instead of in turn).
+   */
+  private pending: Batch[] = [];
+  /** Taken from the device but not yet checked against the refs already stored (that check can fail too). */
+  private unchecked: DeviceKey[] | undefined;
+  /** The next position to give a new batch. */
   private next: bigint | undefined;
 
   constructor(private readonly opts: IngesterOptions) {}
@@ -57,40 +84,65 @@ export class Ingester {
 
   async stop(): Promise<void> {
     await this.loop.stop();
-    for (const k of this.held?.keys ?? []) k.material.fill(0);
-    this.held = undefined;
+    for (const k of [...this.pending.flatMap((b) => b.keys), ...(this.unchecked ?? [])]) k.material.fill(0);
+    this.pending = [];
+    this.unchecked = undefined;
   }
 
-  /** Ingests one batch; returns how many blocks were stored (0 when the pool is full or nothing is ready). */
+  /**
+   * Stores one batch (taking one from the device first when none is waiting), and meanwhile takes and seals the
+   * next; returns how many blocks were stored (0 when the pool is full or nothing is ready).
+   */
   async ingestOnce(): Promise<number> {
-    const { db, source, linkId } = this.opts;
-    if (!this.held) {
-      const room = await this.room();
-      if (room.total <= 0) return 0;
-      const keys = await source.take(Math.min(room.total, this.opts.maxBlocksPerBatch));
-      if (keys.length === 0) return 0;
-      const already = await storedRefs(db, linkId, keys.map((k) => k.ref));
-      if (already.size > 0) {
-        // Offered again after a crash between storing and releasing it: stored once is enough.
-        this.opts.log.warn({ link: linkId, refs: already.size }, 'device offered keys already stored; releasing them');
-        await source.release([...already]);
-      }
-      const fresh = keys.filter((k) => !already.has(k.ref));
-      for (const k of keys) if (already.has(k.ref)) k.material.fill(0);
-      if (fresh.length === 0) return 0;
-      this.next ??= BigInt(await nextSeq(db, linkId));
-      this.held = { keys: fresh, firstSeq: String(this.next), attempted: false };
+    if (this.pending.length === 0 && !(await this.takeBatch())) return 0;
+    const batch = this.pending[0]!;
+    // Both settle before this pass ends, so two passes never take from the device at once. A failure to take the
+    // next batch is reported and leaves it for the next pass; this pass is about `batch`.
+    const [written, taken] = await Promise.allSettled([this.write(batch), this.pending.length < 2 ? this.takeBatch() : undefined]);
+    if (taken.status === 'rejected') this.failed(taken.reason);
+    if (written.status === 'rejected') throw written.reason;
+    const stored = written.value;
+    await this.opts.source.release(batch.keys.map((k) => k.ref));
+    for (const k of batch.keys) k.material.fill(0);
+    this.pending.shift();
+    if (taken.status === 'fulfilled') {
+      if (this.failing) this.opts.log.info({ link: this.opts.linkId }, 'key ingest resumed');
+      this.failing = false;
     }
-    const held = this.held;
-    const stored = await this.store(held);
-    await source.release(held.keys.map((k) => k.ref));
-    for (const k of held.keys) k.material.fill(0);
-    this.held = undefined;
-    this.next = BigInt(held.firstSeq) + BigInt(stored);
-    if (this.failing) this.opts.log.info({ link: linkId }, 'key ingest resumed');
-    this.failing = false;
     this.opts.onStored?.(stored);
     return stored;
+  }
+
+  /** Takes the next batch from the device, gives it the next positions and starts sealing it; false when there is none. */
+  private async takeBatch(): Promise<boolean> {
+    const { db, source, linkId } = this.opts;
+    const room = await this.room();
+    for (const b of this.pending) {
+      room.own = Math.max(0, room.own - (await this.sealedOf(b)).owned);
+      room.total = Math.max(0, room.total - b.blocks);
+    }
+    if (!this.unchecked) {
+      if (room.total <= 0) return false;
+      this.unchecked = await source.take(Math.min(room.total, this.opts.maxBlocksPerBatch));
+    }
+    const keys = this.unchecked;
+    const already = await storedRefs(db, linkId, keys.map((k) => k.ref));
+    this.unchecked = undefined;
+    if (already.size > 0) {
+      // Offered again after a crash between storing and releasing it: stored once is enough.
+      this.opts.log.warn({ link: linkId, refs: already.size }, 'device offered keys already stored; releasing them');
+      await source.release([...already]);
+    }
+    const fresh = keys.filter((k) => !already.has(k.ref));
+    for (const k of keys) if (already.has(k.ref)) k.material.fill(0);
+    if (fresh.length === 0) return false;
+    this.next ??= BigInt(await nextSeq(db, linkId));
+    const blocks = fresh.reduce((n, k) => n + k.blocks, 0);
+    const batch: Batch = { keys: fresh, firstSeq: String(this.next), blocks, room, attempted: false };
+    this.next += BigInt(blocks);
+    this.pending.push(batch);
+    void this.sealedOf(batch);
+    return true;
   }
 
   private async room(): Promise<{ own: number; total: number }> {
@@ -100,14 +152,21 @@ export class Ingester {
     return { own, total: own + peer };
   }
 
-  private async store(held: { keys: DeviceKey[]; firstSeq: string; attempted: boolean }): Promise<number> {
-    const { db, barrier, linkId, role } = this.opts;
-    const { keys, firstSeq } = held;
-    const blocks = keys.reduce((n, k) => n + k.blocks, 0);
-    // After a failed attempt, the attempt may have committed with its reply lost: then the batch is stored and
-    // must not be sent again. Checked only after a failure, so the normal path costs nothing.
-    if (held.attempted && BigInt(await nextSeq(db, linkId)) > BigInt(firstSeq)) return blocks;
-    const room = await this.room();
+  /** The batch sealed: made once, and again only after a failed attempt (the HSM was away). */
+  private sealedOf(batch: Batch): Promise<SealedBatch> {
+    if (!batch.sealed) {
+      const sealing = this.seal(batch);
+      sealing.catch(() => {
+        if (batch.sealed === sealing) batch.sealed = undefined;
+      });
+      batch.sealed = sealing;
+    }
+    return batch.sealed;
+  }
+
+  private async seal(batch: Batch): Promise<SealedBatch> {
+    const { barrier, linkId, role } = this.opts;
+    const { keys, firstSeq, blocks, room } = batch;
     const owned = role === 'loopback' ? blocks : splitOwnership(blocks, room.own, room.total - room.own);
     const refs: StoredRef[] = [];
     const sealing: Array<Promise<SealedChunkRow>> = [];
@@ -136,27 +195,43 @@ export class Ingester {
         ...(role === 'primary' ? { awaiting_peer: true } : {}),
       },
     });
-    held.attempted = true;
-    await insertIngested(db, linkId, role === 'loopback' ? 'AVAILABLE' : 'INGESTED', refs, rows, [audit]);
-    if (role === 'primary') this.opts.peerRoom?.assign(blocks - owned);
-    return blocks;
+    return { refs, rows, audit, owned };
+  }
+
+  /** Stores a batch (batches are written one at a time, in position order); returns its blocks. */
+  private async write(batch: Batch): Promise<number> {
+    const { db, linkId, role } = this.opts;
+    // After a failed attempt, the attempt may have committed with its reply lost: then the batch is stored and
+    // must not be sent again. Checked only after a failure, so the normal path costs nothing.
+    if (batch.attempted && BigInt(await nextSeq(db, linkId)) > BigInt(batch.firstSeq)) return batch.blocks;
+    const sealed = await this.sealedOf(batch);
+    batch.attempted = true;
+    await insertIngested(db, linkId, role === 'loopback' ? 'AVAILABLE' : 'INGESTED', sealed.refs, sealed.rows, [sealed.audit]);
+    if (role === 'primary') this.opts.peerRoom?.assign(batch.blocks - sealed.owned);
+    return batch.blocks;
   }
 
   /** One pass; returns how long to wait before the next. */
   private async tick(): Promise<number> {
     let delay = this.opts.idleMs ?? 100;
     try {
-      // A full batch means more is probably waiting: go again at once.
-      if ((await this.ingestOnce()) >= this.opts.maxBlocksPerBatch) delay = 0;
+      // A full batch means more is probably waiting, and so does a batch taken meanwhile: go again at once.
+      if ((await this.ingestOnce()) >= this.opts.maxBlocksPerBatch || this.pending.length > 0) delay = 0;
     } catch (err) {
-      if (!this.failing) {
-        const what = err instanceof DeviceUnavailableError ? 'QKD device unavailable' : 'key ingest failing';
-        this.opts.log.warn({ err: { message: (err as Error).message }, link: this.opts.linkId }, `${what}; retrying`);
-      }
-      this.failing = true;
-      this.next = undefined; // re-read the stream position: the failed statement may or may not have committed
+      this.failed(err);
+      // Re-read the stream position when nothing holds positions: the failed statement may or may not have committed.
+      if (this.pending.length === 0) this.next = undefined;
       delay = 1000;
     }
     return delay;
+  }
+
+  /** Logs the first failure of a streak (the device, the database or the HSM); the next success logs the end. */
+  private failed(err: unknown): void {
+    if (!this.failing) {
+      const what = err instanceof DeviceUnavailableError ? 'QKD device unavailable' : 'key ingest failing';
+      this.opts.log.warn({ err: { message: (err as Error).message }, link: this.opts.linkId }, `${what}; retrying`);
+    }
+    this.failing = true;
   }
 }
