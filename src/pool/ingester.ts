@@ -215,8 +215,10 @@ export class Ingester {
   private async tick(): Promise<number> {
     let delay = this.opts.idleMs ?? 100;
     try {
-      // A full batch means more is probably waiting, and so does a batch taken meanwhile: go again at once.
-      if ((await this.ingestOnce()) >= this.opts.maxBlocksPerBatch || this.pending.length > 0) delay = 0;
+      // A full batch means more is probably waiting: go again at once. (A smaller batch taken meanwhile waits for
+      // the next pass like new material would: on a slow link, going again at once would spin on tiny batches.)
+      const full = this.opts.maxBlocksPerBatch;
+      if ((await this.ingestOnce()) >= full || (this.pending[0]?.blocks ?? 0) >= full) delay = 0;
     } catch (err) {
       this.failed(err);
       // Re-read the stream position when nothing holds positions: the failed statement may or may not have committed.
