@@ -3,7 +3,7 @@ import type { Logger } from '../log.js';
 import { byteaArray, withTransaction, type Db } from '../store/db.js';
 import { MAX_CHUNK_BLOCKS } from '../store/chunks.js';
 import { intervalsOf } from '../store/positions.js';
-import { Repeater } from './repeater.js';
+import { startBackgroundJob } from './background-job.js';
 
 /**
  * "Erased once delivered" for material stored in chunks. Destroying a key (or a pad, or a peer's copy) queues its
@@ -27,21 +27,15 @@ import { Repeater } from './repeater.js';
 export function startEraserJob(
   deps: { db: Db; barrier: Barrier; log: Logger; everyMs?: number; batch?: number; endedRetentionMs?: number },
 ): () => Promise<void> {
-  let failing = false;
-  const loop = new Repeater(async () => {
-    try {
+  return startBackgroundJob({
+    what: 'material erasure',
+    log: deps.log,
+    everyMs: deps.everyMs ?? 1_000,
+    step: async () => {
       await eraseQueued(deps);
       await compactEnded(deps.db, deps.endedRetentionMs ?? 600_000);
-      if (failing) deps.log.info('material erasure resumed');
-      failing = false;
-    } catch (err) {
-      if (!failing) deps.log.warn({ err: { message: (err as Error).message } }, 'material erasure failing; retrying');
-      failing = true;
-    }
-    return deps.everyMs ?? 1_000;
+    },
   });
-  loop.start(deps.everyMs ?? 1_000);
-  return () => loop.stop();
 }
 
 export interface ErasureFigures {

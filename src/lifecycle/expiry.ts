@@ -2,7 +2,7 @@ import { auditBody } from '../audit/event.js';
 import type { Logger } from '../log.js';
 import { withTransaction, type Db } from '../store/db.js';
 import { endKeys, expiredKeys } from '../store/keys.js';
-import { Repeater } from './repeater.js';
+import { startBackgroundJob } from './background-job.js';
 
 /**
  * Nothing is reserved forever (DESIGN §5): keys whose time-to-live ran out — a master that got its keys but whose
@@ -21,9 +21,12 @@ export function startExpiryJob(
   opts: { kmeId: string; log: Logger; everyMs?: number; batch?: number; refRetentionMs?: number },
 ): () => Promise<void> {
   const batch = opts.batch ?? 200;
-  let failing = false;
-  const loop = new Repeater(async () => {
-    try {
+  const everyMs = opts.everyMs ?? 1_000;
+  return startBackgroundJob({
+    what: 'key expiry',
+    log: opts.log,
+    everyMs,
+    step: async () => {
       const n = await expireOnce(db, opts.kmeId, batch);
       if (n > 0) opts.log.info({ keys: n }, 'keys expired: material destroyed');
       // More are due: go on soon, but paced (at most ~2,000 keys a second with the defaults), so that a backlog
@@ -32,15 +35,9 @@ export function startExpiryJob(
       await db.query(`DELETE FROM link_ref WHERE announced AND stored_at < now() - $1 * interval '1 millisecond'`, [
         opts.refRetentionMs ?? 86_400_000,
       ]);
-      failing = false;
-    } catch (err) {
-      if (!failing) opts.log.warn({ err: { message: (err as Error).message } }, 'key expiry failing; retrying');
-      failing = true;
-    }
-    return opts.everyMs ?? 1_000;
+      return everyMs;
+    },
   });
-  loop.start(opts.everyMs ?? 1_000);
-  return () => loop.stop();
 }
 
 /** Expires one batch of keys; returns how many. */

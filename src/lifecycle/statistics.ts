@@ -1,6 +1,6 @@
 import type { Logger } from '../log.js';
 import type { Db } from '../store/db.js';
-import { Repeater } from './repeater.js';
+import { startBackgroundJob } from './background-job.js';
 
 /**
  * Keeps the planner's statistics of the pool tables current. The claim and the delivery statements are only fast
@@ -11,14 +11,13 @@ import { Repeater } from './repeater.js';
  * With several replicas this becomes a leader-only job (a later issue); running it twice is harmless meanwhile.
  */
 export function startStatisticsJob(db: Db, log: Logger, opts: { firstMs?: number; everyMs?: number } = {}): () => Promise<void> {
-  const loop = new Repeater(async () => {
-    try {
+  return startBackgroundJob({
+    what: 'refreshing table statistics',
+    log,
+    everyMs: opts.everyMs ?? 30_000,
+    firstMs: opts.firstMs ?? 5_000,
+    step: async () => {
       await db.query('ANALYZE key_chunk, erase_queue, qkd_key, key_slave, pool_count');
-    } catch (err) {
-      log.warn({ err: { message: (err as Error).message } }, 'could not refresh table statistics');
-    }
-    return opts.everyMs ?? 30_000;
+    },
   });
-  loop.start(opts.firstMs ?? 5_000);
-  return () => loop.stop();
 }
