@@ -100,7 +100,9 @@ export class MixedLoad {
     else if (kind === 'enc128') call = client.call('POST', '/api/v1/keys/SAE_B/enc_keys', { number: 128, size: 256 });
     else if (kind === 'status') call = client.call('GET', '/api/v1/keys/SAE_B/status');
     else {
-      const id = this.ids.shift();
+      // The newest key_ID: the mix makes keys twice as fast as it fetches them, so taking the oldest would reach keys
+      // past their time-to-live (300 s) after ten minutes, and the KME would rightly answer 400.
+      const id = this.ids.pop();
       if (!id) {
         this.interval.dec.skipped++; // nothing to decrypt yet
         return;
