@@ -36,3 +36,19 @@ export function cleanUpOnSignals(): void {
     });
   }
 }
+
+/**
+ * Runs a benchmark script's main: a failure is printed as "`what` failed" with its stack; either way everything set
+ * up is cleaned up, and the process exits (autocannon and agents may leave timers behind; the run is over).
+ */
+export function runScript(what: string, main: () => Promise<void>): void {
+  main()
+    .catch((err: Error) => {
+      console.error(`\n${what} failed: ${err.stack ?? err}`);
+      process.exitCode = 1;
+    })
+    .finally(async () => {
+      await cleanup();
+      process.exit(process.exitCode ?? 0);
+    });
+}

@@ -33,7 +33,7 @@
 // summarised), BENCH_OUT (results file, default bench/results/latest.json).
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { cleanup, cleanUpOnSignals } from './cleanup.js';
+import { cleanUpOnSignals, runScript } from './cleanup.js';
 import { tlsFor } from './client.js';
 import { NET_KMES, startNetwork } from './network.js';
 import { networkPhases } from './network-phases.js';
@@ -279,13 +279,4 @@ function codeVersion() {
   }
 }
 
-main()
-  .catch((err: Error) => {
-    console.error(`\nbenchmark failed: ${err.stack ?? err}`);
-    process.exitCode = 1;
-  })
-  .finally(async () => {
-    await cleanup();
-    // autocannon and agents may leave timers behind; the run is over.
-    process.exit(process.exitCode ?? 0);
-  });
+runScript('benchmark', main);

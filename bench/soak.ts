@@ -12,7 +12,7 @@
 // SOAK_FLAT_MIB_PER_MIN (1), SOAK_OUT (results file, bench/results/soak.json); DATABASE_URL, BENCH_DB_POOL and
 // BENCH_KME_LOG_LEVEL as for the bench.
 import { join } from 'node:path';
-import { cleanup, cleanUpOnSignals } from './cleanup.js';
+import { cleanUpOnSignals, runScript } from './cleanup.js';
 import { KmeHost } from './kme-host.js';
 import { fillPool } from './measure.js';
 import { readRss } from './memory.js';
@@ -145,12 +145,4 @@ async function main(): Promise<void> {
   console.log(`\nresults written to ${out}`);
 }
 
-main()
-  .catch((err: Error) => {
-    console.error(`\nsoak failed: ${err.stack ?? err}`);
-    process.exitCode = 1;
-  })
-  .finally(async () => {
-    await cleanup();
-    process.exit(process.exitCode ?? 0);
-  });
+runScript('soak', main);
