@@ -26,9 +26,7 @@ export function mergedRanges(seqs: readonly string[]): Array<{ lo: bigint; hi: b
 /** The positions of a multirange literal as Postgres prints it (`{}`, `{[1,3),[5,6)}`), ascending. */
 export function fromMultirange(text: string): string[] {
   const out: string[] = [];
-  for (const m of text.matchAll(/\[(\d+),(\d+)\)/g)) {
-    for (let n = BigInt(m[1]!); n < BigInt(m[2]!); n++) out.push(String(n));
-  }
+  for (const r of intervalsOf(text)) for (let n = r.lo; n < r.hi; n++) out.push(String(n));
   return out;
 }
 
