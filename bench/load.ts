@@ -10,6 +10,7 @@ import { setMaxListeners } from 'node:events';
 import { Agent, request, type RequestOptions } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import type { tlsFor } from './client.js';
+import type { CpuSplit } from './cpu-split.js';
 
 export type Tls = ReturnType<typeof tlsFor>;
 
@@ -29,6 +30,8 @@ export interface PhaseResult {
   unanswered?: number;
   /** Fresh-connection phases: how many handshakes resumed a TLS session. */
   resumed?: number;
+  /** Where the machine's CPU went per request during the run (cpu-split.ts). */
+  cpu?: CpuSplit;
 }
 
 export interface CannonSpec {

@@ -2,6 +2,7 @@
 // a warm-up then a measurement against the KME and the reference in turn, and fetching key_IDs for dec_keys.
 import { randomUUID } from 'node:crypto';
 import { JsonClient, type Identity } from './client.js';
+import { startCpuSplit } from './cpu-split.js';
 import { cannon, type CannonSpec, type Tls } from './load.js';
 import type { Phase } from './report.js';
 import { PHASES, SECONDS, WARMUP } from './settings.js';
@@ -32,7 +33,9 @@ export async function twoServers(phase: Phase, spec: (server: Server) => Omit<Ca
     }
     const share = (seconds: number) => (cap === undefined ? undefined : Math.floor((cap * seconds) / (WARMUP + SECONDS)));
     await cannon({ ...s, durationS: WARMUP, maxRequests: share(WARMUP) });
+    const cpuSplit = startCpuSplit();
     const r = await cannon({ ...s, durationS: SECONDS, maxRequests: share(SECONDS) });
+    r.cpu = cpuSplit(r.requests);
     phase[server] = r;
     if (cap !== undefined && r.durationS < SECONDS - 0.5) {
       phase.notes.push(`KME run stopped after ${r.requests} requests (${r.durationS} s): key pool budget`);

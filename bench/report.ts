@@ -3,6 +3,7 @@ import { cpus, totalmem } from 'node:os';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Child } from './children.js';
+import { describeCpuSplit } from './cpu-split.js';
 import type { PhaseResult } from './load.js';
 
 export interface Phase {
@@ -49,6 +50,9 @@ export function printPhase(p: Phase, counterpart?: Phase): void {
   for (const r of rows) console.log('   ' + r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  '));
   if (p.kme && p.reference && p.reference.rpsMedian > 0) {
     console.log(`   KME/reference: throughput ${fmt(p.kme.rpsMedian / p.reference.rpsMedian, 2)}×, p99 ${fmt(p.kme.p99Ms / Math.max(p.reference.p99Ms, 0.01), 1)}×`);
+  }
+  for (const [name, r] of [['KME', p.kme], ['reference', p.reference]] as const) {
+    if (r?.cpu) console.log(`   ${name} run: ${describeCpuSplit(r.cpu)}`);
   }
   const vs = counterpart ? crossToSingle(p, counterpart) : undefined;
   if (vs) console.log(`   ${describe(vs)}`);
