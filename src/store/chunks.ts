@@ -64,15 +64,23 @@ async function nextFreeChunk(c: DbClient, linkId: string, after: string, wait: '
   return rows[0] as { first: string; blocks: number; next_free: number; sealed: Buffer } | undefined;
 }
 
+/** A chunk's cursor moved by a claim: positions [firstSeq + from, firstSeq + nextFree) were taken. */
+export interface CursorMove {
+  linkId: string;
+  firstSeq: string;
+  from: number;
+  nextFree: number;
+}
+
 /** The cursors of a claim after its first `used` positions were taken (only the chunks that moved). */
-export function cursorsAfter(claim: OwnedClaim, used: number): Array<{ linkId: string; firstSeq: string; nextFree: number }> {
-  const out: Array<{ linkId: string; firstSeq: string; nextFree: number }> = [];
+export function cursorsAfter(claim: OwnedClaim, used: number): CursorMove[] {
+  const out: CursorMove[] = [];
   let left = used;
   for (const cur of claim.cursors) {
     if (left <= 0) break;
     const take = Math.min(cur.blocks - cur.nextFree, left);
     left -= take;
-    out.push({ linkId: claim.linkId, firstSeq: cur.firstSeq, nextFree: cur.nextFree + take });
+    out.push({ linkId: claim.linkId, firstSeq: cur.firstSeq, from: cur.nextFree, nextFree: cur.nextFree + take });
   }
   return out;
 }
@@ -83,7 +91,7 @@ export function cursorsAfter(claim: OwnedClaim, used: number): Array<{ linkId: s
  * transaction that `spends` positions here (one-time pads, marked gone in the chunk) locks FOR UPDATE from the start,
  * since two holders of a share lock that both upgrade would deadlock. Throws
  * `MaterialGoneError` when a position is not stored here, is this end's own, was set aside or destroyed. Whether a
- * position is already bound to a key is the database's to refuse (qkd_key_positions_once) when the key is bound.
+ * position is already bound to a key is the database's to refuse (qkd_key_peer_positions_once) when the key is bound.
  */
 export async function lockPeerChunks(c: DbClient, linkId: string, seqs: readonly string[], spends: boolean): Promise<ChunkRow[]> {
   const ranges = mergedRanges(seqs);

@@ -1,8 +1,8 @@
 import { named, type DbClient } from './db.js';
 import { insertAuditSql } from '../audit/event.js';
-import { MAX_CHUNK_BLOCKS } from './chunks.js';
+import { MAX_CHUNK_BLOCKS, type CursorMove } from './chunks.js';
 import { MaterialGoneError } from './errors.js';
-import { randomShard } from './pool.js';
+import { nextShard } from './pool.js';
 import { toMultirange } from './positions.js';
 
 /**
@@ -40,16 +40,34 @@ export interface BindSpec {
   from: 'owned' | 'peer';
   /** One-time pads spent on relays: destroyed at once (they are part of no key). */
   pads: Array<{ linkId: string; seq: string; from: 'owned' | 'peer' }>;
-  /** Where the cursors of the owned chunks claimed in this transaction go (src/store/chunks.ts `cursorsAfter`). */
-  cursors: Array<{ linkId: string; firstSeq: string; nextFree: number }>;
+  /**
+   * Where the cursors of the owned chunks claimed in this transaction go, from where (src/store/chunks.ts
+   * `cursorsAfter`). The positions they pass over must be exactly the owned positions bound here: keys `from` owned
+   * material and owned pads. The database checks it in the same statement.
+   */
+  cursors: CursorMove[];
   auditBodies: string[];
 }
+
+/** Marks the peer's pads spent (gone) in their chunks, each chunk through the primary key; returns blocks per chunk. */
+const PADDED_SQL = `padded AS (
+             UPDATE key_chunk k SET gone = k.gone + p.mine
+               FROM (SELECT t.link, c.first_seq, t.seqs * int8multirange(int8range(c.first_seq, c.first_seq + c.blocks)) AS mine
+                       FROM unnest($18::text[], $19::int8multirange[]) AS t(link, seqs),
+                            LATERAL (SELECT first_seq, blocks FROM key_chunk c
+                                      WHERE c.link_id = t.link AND c.first_seq < upper(t.seqs)
+                                        AND c.first_seq > lower(t.seqs) - ${MAX_CHUNK_BLOCKS}) AS c) AS p
+              WHERE k.link_id = p.link AND k.first_seq = p.first_seq AND NOT k.owned AND NOT k.set_aside
+                AND NOT isempty(p.mine) AND NOT (k.gone && p.mine)
+             RETURNING (SELECT COALESCE(sum(upper(r) - lower(r)), 0) FROM unnest(p.mine) r) AS n)`;
 
 /**
  * Binds positions to new key_IDs, records each key with its local slaves, moves the owner's cursors, destroys spent
  * pads (the peer's: marked gone in their chunks; all: queued for erasure), adjusts the counts of owned material and
- * writes the audit events: one statement for any number of keys. A position bound twice is refused by the database
- * (MaterialGoneError), so is a peer's pad already spent.
+ * writes the audit events: one statement for any number of keys. The database refuses a position bound twice
+ * (MaterialGoneError): on owned material because a cursor passes each position once and the statement checks that
+ * it binds exactly what its cursors passed (migrations/0004_owner_guard_by_cursor.sql); on the peer's material by
+ * an exclusion constraint. A peer's pad already spent is refused too.
  */
 export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
   const slaves = spec.keys.flatMap((k) => k.localSlaves.map((sae) => [k.keyId, sae] as const));
@@ -66,31 +84,40 @@ export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
     return byLink;
   };
   const peerPads = padsBy('peer');
+  const ownedPads = padsBy('owned');
   const spentPads = new Map<string, string[]>();
   for (const p of spec.pads) spentPads.set(p.linkId, [...(spentPads.get(p.linkId) ?? []), p.seq]);
+  // Peer pads are spent only when a relay passes through (rare): without them the CTE is left out, since the planner
+  // scanned every chunk to find none (a second prepared statement, not a per-call plan).
+  const padded = peerPads.size === 0 ? 'padded AS (SELECT 0 AS n FROM unnest($18::text[], $19::int8multirange[]) WHERE false)' : PADDED_SQL;
   try {
     const { rows } = await c.query(
       named(
-        'bind-keys',
+        peerPads.size === 0 ? 'bind-keys' : 'bind-keys-pads',
         `WITH keys AS (
              INSERT INTO qkd_key (key_id, link_id, master_sae_id, origin_kme_id, size_bits, block_count, state,
-                                  slaves_pending, expires_at, wrapped, kek_version, seqs)
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::smallint[], $7::text[],
-                                  $8::int[], $9::timestamptz[], $10::bytea[], $11::int[], $12::int8multirange[])
-             RETURNING 1),
+                                  slaves_pending, expires_at, wrapped, kek_version,
+                                    seqs, peer_material)
+             SELECT u.*, NOT $26 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::smallint[],
+                                  $7::text[], $8::int[], $9::timestamptz[], $10::bytea[], $11::int[], $12::int8multirange[]) AS u
+             RETURNING link_id, seqs),
            slaves AS (INSERT INTO key_slave (key_id, sae_id) SELECT * FROM unnest($13::uuid[], $14::text[])),
            cursors AS (
              UPDATE key_chunk k SET next_free = t.next_free
-               FROM unnest($15::text[], $16::bigint[], $17::int[]) AS t(link, first, next_free)
-              WHERE k.link_id = t.link AND k.first_seq = t.first AND k.owned AND t.next_free > k.next_free
-             RETURNING 1),
-           padded AS (
-             UPDATE key_chunk k SET gone = k.gone + (t.seqs * int8multirange(int8range(k.first_seq, k.first_seq + k.blocks)))
-               FROM unnest($18::text[], $19::int8multirange[]) AS t(link, seqs)
-              WHERE k.link_id = t.link AND NOT k.owned AND NOT k.set_aside
-                AND k.first_seq < upper(t.seqs) AND k.first_seq > lower(t.seqs) - ${MAX_CHUNK_BLOCKS}
-                AND k.first_seq + k.blocks > lower(t.seqs) AND NOT (k.gone && t.seqs)
-             RETURNING (SELECT COALESCE(sum(upper(r) - lower(r)), 0) FROM unnest(t.seqs * int8multirange(int8range(k.first_seq, k.first_seq + k.blocks))) r) AS n),
+               FROM unnest($15::text[], $16::bigint[], $27::int[], $17::int[]) AS t(link, first, was, next_free)
+              WHERE k.link_id = t.link AND k.first_seq = t.first AND k.owned AND k.next_free = t.was AND t.next_free > t.was
+             RETURNING k.link_id AS link, int8range(k.first_seq + t.was, k.first_seq + t.next_free) AS r),
+           owned_bound AS (
+             SELECT keys.link_id AS link, r FROM keys, unnest(keys.seqs) AS r WHERE $26
+             UNION ALL
+             SELECT t.link, r FROM unnest($28::text[], $29::int8multirange[]) AS t(link, seqs), unnest(t.seqs) AS r),
+           -- Per link: the owned positions bound here are exactly those the cursors passed, none twice.
+           owned_mismatch AS (
+             SELECT count(*) AS n
+               FROM (SELECT link, range_agg(r) AS u, sum(upper(r) - lower(r)) AS n FROM owned_bound GROUP BY link) b
+               FULL JOIN (SELECT link, range_agg(r) AS u, sum(upper(r) - lower(r)) AS n FROM cursors GROUP BY link) a USING (link)
+              WHERE a.u IS DISTINCT FROM b.u OR a.n IS DISTINCT FROM b.n),
+           ${padded},
            erase AS (INSERT INTO erase_queue (link_id, seqs) SELECT * FROM unnest($20::text[], $21::int8multirange[])),
            counted AS (
              UPDATE pool_count p SET available = available - t.n
@@ -98,7 +125,7 @@ export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
               WHERE p.link_id = t.link AND p.shard = $24),
            audited AS (${insertAuditSql(25)})
            SELECT (SELECT count(*) FROM keys)::int AS keys, (SELECT count(*) FROM cursors)::int AS cursors,
-                  (SELECT COALESCE(sum(n), 0) FROM padded)::int AS padded`,
+                  (SELECT COALESCE(sum(n), 0) FROM padded)::int AS padded, (SELECT n FROM owned_mismatch)::int AS mismatched`,
         [
           spec.keys.map((k) => k.keyId),
           spec.keys.map((k) => k.linkId),
@@ -123,12 +150,16 @@ export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
           [...spentPads.values()].map(toMultirange),
           [...taken.keys()],
           [...taken.values()],
-          randomShard(),
+          nextShard(),
           spec.auditBodies,
+          spec.from === 'owned',
+          spec.cursors.map((x) => x.from),
+          [...ownedPads.keys()],
+          [...ownedPads.values()].map(toMultirange),
         ],
       ),
     );
-    const r = rows[0] as { keys: number; cursors: number; padded: number };
+    const r = rows[0] as { keys: number; cursors: number; padded: number; mismatched: number };
     const peerPadCount = [...peerPads.values()].reduce((n, x) => n + x.length, 0);
     if (r.keys !== spec.keys.length || r.cursors !== spec.cursors.length || r.padded !== peerPadCount) {
       throw new MaterialGoneError(
@@ -136,8 +167,12 @@ export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
           `${r.padded} of ${peerPadCount} pads`,
       );
     }
+    if (r.mismatched > 0) {
+      // A defect of the caller, never a race (the claim holds the chunks locked): the transaction rolls back.
+      throw new Error('refused by the database: the owned positions bound are not exactly those the cursors passed over; nothing was bound');
+    }
   } catch (err) {
-    // 23P01: qkd_key_positions_once — a position is bound to another key already.
+    // 23P01: qkd_key_peer_positions_once — a position of the peer's is bound to another key already.
     if ((err as { code?: string }).code === '23P01') throw new MaterialGoneError('material not available as expected: a position is bound already');
     throw err;
   }
@@ -256,7 +291,8 @@ export async function destroyPeerCopies(
        SELECT k.first_seq,
               ($2::int8multirange * int8multirange(int8range(k.first_seq, k.first_seq + k.blocks))) - k.gone
                 - COALESCE((SELECT range_agg(q.seqs) FROM qkd_key q
-                             WHERE q.link_id = k.link_id AND q.seqs && int8range(k.first_seq, k.first_seq + k.blocks)), '{}') AS newly
+                             WHERE q.peer_material AND q.link_id = k.link_id
+                               AND q.seqs && int8range(k.first_seq, k.first_seq + k.blocks)), '{}') AS newly
          FROM key_chunk k
         WHERE k.link_id = $1 AND NOT k.owned AND k.first_seq < upper($2::int8multirange)
           AND k.first_seq + k.blocks > lower($2::int8multirange)

@@ -63,7 +63,10 @@ export async function eraseNow(db: Parameters<typeof eraseQueued>[0]['db'], wrap
  */
 export async function poolViolations(db: Queryable): Promise<{ multiBound: number; freeButBound: number; wrongCount: number; takenUnbound: number }> {
   const { rows } = await db.query(`
-    SELECT (SELECT count(*) FROM qkd_key a JOIN qkd_key b ON a.link_id = b.link_id AND a.key_id < b.key_id AND a.seqs && b.seqs)::int AS "multiBound",
+    SELECT (SELECT count(*) FROM (
+              SELECT r, lag(r) OVER (PARTITION BY q.link_id ORDER BY lower(r)) AS before
+                FROM qkd_key q, unnest(q.seqs) AS r) AS x
+             WHERE x.r && x.before)::int AS "multiBound",
            (SELECT count(*) FROM key_chunk c JOIN qkd_key q ON q.link_id = c.link_id
                AND q.seqs && int8range(c.first_seq + c.next_free, c.first_seq + c.blocks)
              WHERE c.owned)::int AS "freeButBound",

@@ -90,6 +90,27 @@ t.test('concurrent claims take different chunks, and a claim waits for a held ch
   t.same(await poolViolations(db), { multiBound: 0, freeButBound: 0, wrongCount: 0, takenUnbound: 0 });
 });
 
+t.test('at the owner, the database refuses positions its cursors did not pass over', async (t) => {
+  const before = await availableOwned(db, 'OWN');
+  const attempt = (keySeqs: (claimed: string[]) => string[], move: (claim: Awaited<ReturnType<typeof claimOwned>>) => ReturnType<typeof cursorsAfter>) =>
+    withTransaction(db, async (c) => {
+      const claim = await claimOwned(c, 'OWN', 2);
+      await bindKeys(c, { keys: [key('OWN', keySeqs(claim.seqs))], from: 'owned', pads: [], cursors: move(claim), auditBodies: [] });
+    });
+  await t.rejects(attempt((s) => [String(BigInt(s[0]!) - 1n)], (c) => cursorsAfter(c, 1)), /cursors passed over/, 'a position behind the cursor (taken already)');
+  await t.rejects(attempt((s) => s, (c) => cursorsAfter(c, 1)), /cursors passed over/, 'more positions than the cursor moved');
+  await t.rejects(attempt((s) => [s[0]!], (c) => cursorsAfter(c, 2)), /cursors passed over/, 'a position passed over but bound to nothing (lost)');
+  await t.rejects(
+    attempt((s) => s, (c) => cursorsAfter(c, 2).map((m) => ({ ...m, from: m.from + 1 }))),
+    MaterialGoneError,
+    'a cursor that is not where the claim found it does not move',
+  );
+  t.equal(await availableOwned(db, 'OWN'), before, 'nothing was taken');
+  await attempt((s) => s, (c) => cursorsAfter(c, 2));
+  t.equal(await availableOwned(db, 'OWN'), before - 2, 'the exact binding goes through');
+  t.same(await poolViolations(db), { multiBound: 0, freeButBound: 0, wrongCount: 0, takenUnbound: 0 });
+});
+
 t.test('the database refuses a position bound twice, at the peer too', async (t) => {
   await withTransaction(db, async (c) => {
     await lockPeerChunks(c, 'PEER', ['10', '11'], false);
