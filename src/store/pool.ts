@@ -12,7 +12,16 @@ import { insertAuditSql } from '../audit/event.js';
  */
 export const POOL_SHARDS = 16;
 
-export const randomShard = (): number => Math.floor(Math.random() * POOL_SHARDS);
+/**
+ * The shard the next counting statement adjusts: each call the next one, from a random start per process. A
+ * statement holds its shard's row lock until its transaction commits, so transactions in flight at once in this
+ * process never wait for each other's counter (a random pick collided in one transaction of sixteen, each wait
+ * lasting a whole commit); other processes (replicas) start elsewhere.
+ */
+export const nextShard = (() => {
+  let next = Math.floor(Math.random() * POOL_SHARDS);
+  return (): number => (next = (next + 1) % POOL_SHARDS);
+})();
 
 export interface LinkRow {
   linkId: string;
@@ -154,7 +163,7 @@ export async function insertIngested(
       refs.map((r) => r.ownerSplit),
       ...chunkColumns(chunks),
       owned,
-      randomShard(),
+      nextShard(),
       String(next),
       auditBodies,
       ...sealed.params,
@@ -205,7 +214,7 @@ export async function insertAnnounced(
       refs.map((r) => r.blocks),
       refs.map((r) => r.ownerSplit),
       ...chunkColumns(chunks),
-      randomShard(),
+      nextShard(),
       auditBodies,
       ...sealed.params,
     ],
@@ -243,7 +252,7 @@ export async function confirmAnnounced(db: Db, linkId: string, refs: StoredRef[]
         WHERE link_id = $1 AND shard = $5),
      audited AS (${insertAuditSql(6)})
      SELECT 1`,
-    [linkId, refs.map((r) => r.firstSeq), refs.map((r) => r.blocks), refs.map((r) => r.ref), randomShard(), auditBodies],
+    [linkId, refs.map((r) => r.firstSeq), refs.map((r) => r.blocks), refs.map((r) => r.ref), nextShard(), auditBodies],
   );
 }
 
@@ -262,7 +271,7 @@ export async function destroyUnconfirmed(db: Db, linkId: string, refs: StoredRef
         WHERE link_id = $1 AND shard = $5),
      audited AS (${insertAuditSql(6)})
      SELECT 1`,
-    [linkId, refs.map((r) => r.firstSeq), refs.map((r) => r.blocks), refs.map((r) => r.ref), randomShard(), auditBodies],
+    [linkId, refs.map((r) => r.firstSeq), refs.map((r) => r.blocks), refs.map((r) => r.ref), nextShard(), auditBodies],
   );
 }
 
@@ -284,7 +293,7 @@ export async function setAsideChunks(db: Db, chunks: ChunkIdentity[], auditBodie
         WHERE p.link_id = g.link_id AND p.shard = $3),
      audited AS (${insertAuditSql(4)})
      SELECT count(*)::int AS n FROM gone`,
-    [chunks.map((c) => c.linkId), chunks.map((c) => c.firstSeq), randomShard(), auditBodies],
+    [chunks.map((c) => c.linkId), chunks.map((c) => c.firstSeq), nextShard(), auditBodies],
   );
   return (rows[0] as { n: number }).n;
 }
