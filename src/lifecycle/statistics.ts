@@ -3,15 +3,15 @@ import type { Db } from '../store/db.js';
 import { startBackgroundJob } from './background-job.js';
 
 /** The pool's tables, whose plans the delivery path depends on. */
-const TABLES = ['key_chunk', 'erase_queue', 'qkd_key', 'key_slave', 'pool_count'];
+const TABLES = ['key_chunk', 'erase_queue', 'qkd_key', 'pool_count'];
 
 /**
  * Below this many live rows a table is not analyzed. Statistics taken of a nearly empty table make the planner
  * choose sequential scans (cheapest for a page or two), and those plans stay cached while the table grows: the
- * foreign-key check of every new key_slave row then scanned all of qkd_key (seen on the bench: 14 ms per
- * transaction after the first statistics of a new KME were taken before its first key). A table never analyzed is
- * planned as if it held ten pages, which gives index scans; a table that shrank keeps the statistics of its larger
- * self, which also gives index scans.
+ * foreign-key check of every new slave row (key_slave, before migration 0005) then scanned all of qkd_key (seen on
+ * the bench: 14 ms per transaction after the first statistics of a new KME were taken before its first key). A table
+ * never analyzed is planned as if it held ten pages, which gives index scans; a table that shrank keeps the
+ * statistics of its larger self, which also gives index scans.
  */
 export const MIN_ROWS_TO_ANALYZE = 1_000;
 

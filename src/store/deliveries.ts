@@ -22,21 +22,21 @@ export interface SlaveRow {
 }
 
 /**
- * Locks every slave row of the given keys (in key_ID, SAE order, so concurrent requests for overlapping keys
- * cannot deadlock). Holding them, the caller sees the final word on who still waits for each key, which is
- * what decides when the material can be erased.
+ * Locks the rows of the given keys (in key_ID order, so concurrent requests for overlapping keys cannot deadlock) and
+ * lists their slaves, one row per key and slave. Holding them, the caller sees the final word on who still waits for
+ * each key, which is what decides when the material can be erased.
  */
 export async function lockSlaveRows(c: DbClient, keyIds: string[]): Promise<SlaveRow[]> {
   const { rows } = await c.query(
     named(
       'lock-slave-rows',
-      `SELECT s.key_id::text AS "keyId", s.sae_id AS "saeId", s.delivered_at IS NOT NULL AS delivered,
+      `SELECT k.key_id::text AS "keyId", s.sae AS "saeId", s.sae = ANY(k.fetched_by) AS delivered,
               k.master_sae_id AS "masterSaeId", k.size_bits AS "sizeBits", k.link_id AS "linkId", k.state AS "keyState",
               k.origin_kme_id AS "originKmeId", k.expires_at <= now() AS expired
-         FROM key_slave s JOIN qkd_key k USING (key_id)
-        WHERE s.key_id = ANY($1::uuid[])
-        ORDER BY s.key_id, s.sae_id
-          FOR UPDATE OF s`,
+         FROM qkd_key k CROSS JOIN LATERAL unnest(k.slaves) AS s(sae)
+        WHERE k.key_id = ANY($1::uuid[])
+        ORDER BY k.key_id, s.sae
+          FOR UPDATE OF k`,
       [keyIds],
     ),
   );
@@ -72,9 +72,10 @@ export async function materialOfKeys(c: DbClient, keyIds: string[]): Promise<{ k
 }
 
 /**
- * Marks keys delivered to slaves (any number of slaves, each with its keys); for the keys no slave still waits for,
- * destroys the material (a relayed key's envelope set to NULL, positions queued for erasure from their chunks) in
- * the same statement. Audits all of it.
+ * Marks keys delivered to slaves (any number of slaves, each with its keys; the caller decided on the locked rows that
+ * each may fetch them); for the keys no slave still waits for, destroys the material (a relayed key's envelope set to
+ * NULL, positions queued for erasure from their chunks) in the same statement. Audits all of it. Throws when a key is
+ * not waiting for one of the slaves named (nothing is recorded then: the caller's transaction rolls back).
  */
 export async function recordSlaveDeliveries(
   c: DbClient,
@@ -84,23 +85,20 @@ export async function recordSlaveDeliveries(
   const { rows } = await c.query(
     named(
       'record-slave-deliveries',
-      `WITH got AS (
-         UPDATE key_slave SET delivered_at = now()
-           FROM unnest($1::uuid[], $2::text[]) AS t(key_id, sae_id)
-          WHERE key_slave.key_id = t.key_id AND key_slave.sae_id = t.sae_id AND key_slave.delivered_at IS NULL
-         RETURNING key_slave.key_id),
-       per_key AS (SELECT key_id, count(*)::int AS n FROM got GROUP BY key_id),
-       pending AS (
-         UPDATE qkd_key q SET slaves_pending = q.slaves_pending - p.n,
+      `WITH t AS (
+         SELECT key_id, array_agg(sae_id) AS saes FROM unnest($1::uuid[], $2::text[]) AS t(key_id, sae_id) GROUP BY key_id),
+       got AS (
+         UPDATE qkd_key q SET fetched_by = q.fetched_by || t.saes,
+                slaves_pending = q.slaves_pending - cardinality(t.saes),
                 state = CASE WHEN q.key_id = ANY($3::uuid[]) THEN 'DESTROYED' ELSE q.state END,
                 destroyed_at = CASE WHEN q.key_id = ANY($3::uuid[]) THEN now() ELSE q.destroyed_at END,
                 wrapped = CASE WHEN q.key_id = ANY($3::uuid[]) THEN NULL ELSE q.wrapped END,
                 kek_version = CASE WHEN q.key_id = ANY($3::uuid[]) THEN NULL ELSE q.kek_version END
-           FROM per_key p WHERE q.key_id = p.key_id
-         RETURNING q.key_id, q.link_id, q.seqs),
-       erased AS (${queueErasureSql('(SELECT * FROM pending WHERE key_id = ANY($3::uuid[]))')}),
+           FROM t WHERE q.key_id = t.key_id AND t.saes <@ q.slaves AND NOT (t.saes && q.fetched_by)
+         RETURNING q.key_id, q.link_id, q.seqs, cardinality(t.saes) AS n),
+       erased AS (${queueErasureSql('(SELECT * FROM got WHERE key_id = ANY($3::uuid[]))')}),
        audited AS (${insertAuditSql(4)})
-       SELECT count(*)::int AS got FROM got`,
+       SELECT COALESCE(sum(n), 0)::int AS got FROM got`,
       [pairs.map(([k]) => k), pairs.map(([, s]) => s), d.destroyKeyIds, d.auditBodies],
     ),
   );

@@ -70,7 +70,6 @@ const PADDED_SQL = `padded AS (
  * an exclusion constraint. A peer's pad already spent is refused too.
  */
 export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
-  const slaves = spec.keys.flatMap((k) => k.localSlaves.map((sae) => [k.keyId, sae] as const));
   // Owned positions leave the count when taken; the peer's were never counted here.
   const taken = new Map<string, number>();
   const owned = [
@@ -96,21 +95,23 @@ export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
         peerPads.size === 0 ? 'bind-keys' : 'bind-keys-pads',
         `WITH keys AS (
              INSERT INTO qkd_key (key_id, link_id, master_sae_id, origin_kme_id, size_bits, block_count, state,
-                                  slaves_pending, expires_at, wrapped, kek_version,
-                                    seqs, peer_material)
-             SELECT u.*, NOT $26 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::smallint[],
-                                  $7::text[], $8::int[], $9::timestamptz[], $10::bytea[], $11::int[], $12::int8multirange[]) AS u
+                                  slaves_pending, expires_at, wrapped, kek_version, seqs, slaves, peer_material)
+             SELECT u.key_id, u.link_id, u.master, u.origin, u.size, u.blocks, u.state, cardinality(u.slaves), u.expires,
+                    u.wrapped, u.kek, u.seqs, u.slaves, NOT $13
+               FROM (SELECT t.*, string_to_array(t.slave_list, ',') AS slaves
+                       FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::smallint[], $7::text[],
+                                   $8::text[], $9::timestamptz[], $10::bytea[], $11::int[], $12::int8multirange[])
+                         AS t(key_id, link_id, master, origin, size, blocks, state, slave_list, expires, wrapped, kek, seqs)) AS u
              RETURNING link_id, seqs),
-           slaves AS (INSERT INTO key_slave (key_id, sae_id) SELECT * FROM unnest($13::uuid[], $14::text[])),
            cursors AS (
              UPDATE key_chunk k SET next_free = t.next_free
-               FROM unnest($15::text[], $16::bigint[], $27::int[], $17::int[]) AS t(link, first, was, next_free)
+               FROM unnest($14::text[], $15::bigint[], $16::int[], $17::int[]) AS t(link, first, was, next_free)
               WHERE k.link_id = t.link AND k.first_seq = t.first AND k.owned AND k.next_free = t.was AND t.next_free > t.was
              RETURNING k.link_id AS link, int8range(k.first_seq + t.was, k.first_seq + t.next_free) AS r),
            owned_bound AS (
-             SELECT keys.link_id AS link, r FROM keys, unnest(keys.seqs) AS r WHERE $26
+             SELECT keys.link_id AS link, r FROM keys, unnest(keys.seqs) AS r WHERE $13
              UNION ALL
-             SELECT t.link, r FROM unnest($28::text[], $29::int8multirange[]) AS t(link, seqs), unnest(t.seqs) AS r),
+             SELECT t.link, r FROM unnest($26::text[], $27::int8multirange[]) AS t(link, seqs), unnest(t.seqs) AS r),
            -- Per link: the owned positions bound here are exactly those the cursors passed, none twice.
            owned_mismatch AS (
              SELECT count(*) AS n
@@ -134,15 +135,16 @@ export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
           spec.keys.map((k) => k.sizeBits),
           spec.keys.map((k) => k.blockSeqs.length),
           spec.keys.map((k) => k.state),
-          spec.keys.map((k) => k.localSlaves.length),
+          // SAE IDs never hold a comma (IdPattern): each key's slaves as one list, in a fixed order.
+          spec.keys.map((k) => [...k.localSlaves].sort().join(',')),
           spec.keys.map((k) => k.expiresAt.toISOString()),
           spec.keys.map((k) => k.wrapped?.wrapped ?? null),
           spec.keys.map((k) => k.wrapped?.kekVersion ?? null),
           spec.keys.map((k) => (k.blockSeqs.length > 0 ? toMultirange(k.blockSeqs) : null)),
-          slaves.map(([keyId]) => keyId),
-          slaves.map(([, sae]) => sae),
+          spec.from === 'owned',
           spec.cursors.map((x) => x.linkId),
           spec.cursors.map((x) => x.firstSeq),
+          spec.cursors.map((x) => x.from),
           spec.cursors.map((x) => x.nextFree),
           [...peerPads.keys()],
           [...peerPads.values()].map(toMultirange),
@@ -152,8 +154,6 @@ export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
           [...taken.values()],
           nextShard(),
           spec.auditBodies,
-          spec.from === 'owned',
-          spec.cursors.map((x) => x.from),
           [...ownedPads.keys()],
           [...ownedPads.values()].map(toMultirange),
         ],

@@ -268,7 +268,7 @@ t.test('a COMMIT whose answer is lost: the keys stay burned, never handed out; t
   await cutDec;
   t.equal(dec.status, 503, 'the slave gets a 503');
   const { rows: delivered } = await check.query(
-    `SELECT delivered_at IS NOT NULL AS delivered FROM key_slave WHERE key_id = $1 AND sae_id = 'SAE_B'`,
+    `SELECT 'SAE_B' = ANY(fetched_by) AS delivered FROM qkd_key WHERE key_id = $1`,
     asked,
   );
   t.same(delivered, [{ delivered: true }], 'the lost-answer case happened: the delivery to the slave is committed');
@@ -320,12 +320,12 @@ t.test('the ledger: nothing delivered twice, every 200 committed with its audit 
     `SELECT id::text,
             EXISTS (SELECT 1 FROM audit_event a WHERE a.operation = 'deliver_slave' AND a.outcome = 'ok'
                       AND a.actor = 'sae:SAE_B' AND a.key_ids @> ARRAY[id]) AS audited,
-            EXISTS (SELECT 1 FROM key_slave s WHERE s.key_id = id AND s.sae_id = 'SAE_B' AND s.delivered_at IS NOT NULL) AS delivered
+            EXISTS (SELECT 1 FROM qkd_key k WHERE k.key_id = id AND 'SAE_B' = ANY(k.fetched_by)) AS delivered
        FROM unnest($1::uuid[]) AS id`,
     [slaveIds],
   );
   t.same(slaveRows.filter((r) => !r.audited).map((r) => r.id).slice(0, 5), [], 'every dec_keys 200 has a committed deliver_slave event');
-  t.same(slaveRows.filter((r) => !r.delivered).map((r) => r.id).slice(0, 5), [], 'and its key_slave row is marked delivered');
+  t.same(slaveRows.filter((r) => !r.delivered).map((r) => r.id).slice(0, 5), [], 'and its key row records SAE_B as having fetched it');
 
   // A dec_keys whose 503 came after the database had committed (lost answer) leaves the key fetched: a later
   // 400 "not found" for it is right, but only if the database really records that delivery.
@@ -338,7 +338,7 @@ t.test('the ledger: nothing delivered twice, every 200 committed with its audit 
     const retried = o.asked!.filter((id) => decs.some((d) => d.status === 503 && d.start < o.start && d.asked!.includes(id)));
     const { rows } = await check.query(
       `SELECT count(*)::int AS n FROM unnest($1::uuid[]) AS id
-        WHERE EXISTS (SELECT 1 FROM key_slave s WHERE s.key_id = id AND s.sae_id = 'SAE_B' AND s.delivered_at IS NOT NULL)
+        WHERE EXISTS (SELECT 1 FROM qkd_key k WHERE k.key_id = id AND 'SAE_B' = ANY(k.fetched_by))
           AND EXISTS (SELECT 1 FROM audit_event a WHERE a.operation = 'deliver_slave' AND a.key_ids @> ARRAY[id])`,
       [retried],
     );

@@ -56,7 +56,7 @@ const dbState = async () =>
     await k.kms.db.query(`
       SELECT (SELECT COALESCE(sum(blocks - next_free), 0)::int FROM key_chunk WHERE owned AND confirmed) AS available,
              (SELECT count(*)::int FROM qkd_key) AS keys,
-             (SELECT count(*)::int FROM key_slave WHERE delivered_at IS NOT NULL) AS fetched,
+             (SELECT COALESCE(sum(cardinality(fetched_by)), 0)::int FROM qkd_key) AS fetched,
              (SELECT count(*)::int FROM audit_event WHERE operation IN ('deliver_master', 'deliver_slave', 'destroy', 'burn')) AS deliveries`)
   ).rows[0];
 

@@ -7,7 +7,7 @@ import { ensureLink } from '../../src/store/pool.js';
 import { freshDatabase, type TestDatabase } from '../helpers/database.js';
 
 // The statistics job on real PostgreSQL: it analyzes the pool tables that hold enough rows, and leaves nearly empty
-// ones alone (statistics of an empty qkd_key made every later foreign-key check of key_slave scan the whole table).
+// ones alone (statistics of an empty qkd_key made every later foreign-key check of the key's slave rows scan the whole table).
 
 let tdb: TestDatabase;
 let db: Db;
