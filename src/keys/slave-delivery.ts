@@ -3,7 +3,8 @@ import { assemble, wipe } from '../barrier/material.js';
 import { auditBody } from '../audit/event.js';
 import { badRequest, EtsiMessage, KmsError, unauthorized } from '../errors.js';
 import type { DbClient } from '../store/db.js';
-import { lockSlaveRows, materialOfKeys, recordSlaveDeliveries, type SlaveRow } from '../store/deliveries.js';
+import { chunksHolding } from '../store/chunks.js';
+import { lockSlaveRows, recordSlaveDeliveries, type SlaveRow } from '../store/deliveries.js';
 import type { KeyContainer, SaeCaller } from './types.js';
 
 /** One Get key with key IDs request, checked for shape, waiting for its keys. */
@@ -31,7 +32,7 @@ export async function deliverToSlaves(
   deps: { barrier: Barrier; kmeId: string },
   batch: SlaveRequest[],
 ): Promise<Array<KeyContainer | KmsError>> {
-  const rows = await lockSlaveRows(c, [...new Set(batch.flatMap((r) => r.keyIds))]);
+  const { slaves: rows, material } = await lockSlaveRows(c, [...new Set(batch.flatMap((r) => r.keyIds))]);
   const decisions = batch.map((r) => {
     try {
       const destroy = checkSlaveMayFetch(rows, r.keyIds, r.caller.saeId, r.master, deps.kmeId);
@@ -46,15 +47,16 @@ export async function deliverToSlaves(
   const granted = batch.filter((_, i) => !(decisions[i] instanceof KmsError));
   if (granted.length === 0) return decisions as KmsError[];
 
-  const material = await materialOfKeys(c, [...new Set(granted.flatMap((r) => r.keyIds))]);
-  const relayed = material.keys.filter((k) => k.wrapped !== undefined);
+  const keys = [...new Set(granted.flatMap((r) => r.keyIds))].flatMap((id) => material.get(id) ?? []);
+  const relayed = keys.filter((k) => k.wrapped !== undefined);
+  const chunks = await chunksHolding(c, keys.filter((k) => k.seqs.length > 0));
   const [opened, ownEnvelopes] = await Promise.all([
-    deps.barrier.openChunks(material.chunks),
+    deps.barrier.openChunks(chunks),
     deps.barrier.openAll(relayed.map((k) => ({ wrapped: k.wrapped!, id: { keyId: k.keyId } }))),
   ]);
   const sizeOf = new Map(rows.map((r) => [r.keyId, r.sizeBits]));
   const keyBytes = new Map<string, string>();
-  for (const k of material.keys) {
+  for (const k of keys) {
     if (k.seqs.length > 0) keyBytes.set(k.keyId, assemble(opened.blocks(k.linkId, k.seqs), sizeOf.get(k.keyId)!).toString('base64'));
   }
   relayed.forEach((k, i) => keyBytes.set(k.keyId, assemble([ownEnvelopes[i]!], sizeOf.get(k.keyId)!).toString('base64')));

@@ -1,7 +1,7 @@
 import type { ChunkIdentity } from '../barrier/barrier.js';
 import { named, type DbClient } from './db.js';
 import { MaterialGoneError } from './errors.js';
-import { mergedRanges } from './positions.js';
+import { mergedRanges, toMultirange } from './positions.js';
 
 /**
  * Reading and claiming chunks of material (migrations/0003_chunks.sql). Every function runs on a client inside a
@@ -113,18 +113,32 @@ export async function lockPeerChunks(c: DbClient, linkId: string, seqs: readonly
   return found.map((f) => ({ id: { linkId, firstSeq: f.first, blocks: f.blocks }, sealed: f.sealed }));
 }
 
-/** The chunks holding the material of these keys (bound positions: no lock needed, the keys' rows are locked). */
-export async function chunksOfKeys(c: DbClient, keyIds: readonly string[]): Promise<ChunkRow[]> {
+/**
+ * The chunks holding these positions (of keys whose rows the caller has locked: no chunk lock needed). Each range is
+ * looked up through the primary key: the last chunk starting at or before it, and any starting inside it — a handful
+ * of index entries, where a search back over MAX_CHUNK_BLOCKS positions read sixteen chunks' worth.
+ */
+export async function chunksHolding(c: DbClient, positions: Array<{ linkId: string; seqs: readonly string[] }>): Promise<ChunkRow[]> {
+  const byLink = new Map<string, string[]>();
+  for (const p of positions) byLink.set(p.linkId, [...(byLink.get(p.linkId) ?? []), ...p.seqs]);
+  if (byLink.size === 0) return [];
   const { rows } = await c.query(
     named(
-      'chunks-of-keys',
-      `SELECT DISTINCT ON (k.link_id, k.first_seq) k.link_id AS link, k.first_seq::text AS first, k.blocks, k.sealed
-         FROM qkd_key q CROSS JOIN LATERAL unnest(q.seqs) AS r
-         JOIN key_chunk k ON k.link_id = q.link_id AND k.first_seq < upper(r) AND k.first_seq > lower(r) - ${MAX_CHUNK_BLOCKS}
-                         AND k.first_seq + k.blocks > lower(r)
-        WHERE q.key_id = ANY($1::uuid[]) AND q.seqs IS NOT NULL
+      'chunks-holding',
+      `WITH r AS (SELECT t.link, r FROM unnest($1::text[], $2::int8multirange[]) AS t(link, seqs), unnest(t.seqs) AS r),
+       ids AS (
+         SELECT DISTINCT k.link_id, k.first_seq
+           FROM r, LATERAL (
+             (SELECT link_id, first_seq, blocks FROM key_chunk c
+               WHERE c.link_id = r.link AND c.first_seq <= lower(r.r) ORDER BY c.first_seq DESC LIMIT 1)
+             UNION ALL
+             (SELECT link_id, first_seq, blocks FROM key_chunk c
+               WHERE c.link_id = r.link AND c.first_seq > lower(r.r) AND c.first_seq < upper(r.r))) AS k
+          WHERE k.first_seq + k.blocks > lower(r.r))
+       SELECT k.link_id AS link, k.first_seq::text AS first, k.blocks, k.sealed
+         FROM ids JOIN key_chunk k USING (link_id, first_seq)
         ORDER BY k.link_id, k.first_seq`,
-      [keyIds],
+      [[...byLink.keys()], [...byLink.values()].map(toMultirange)],
     ),
   );
   return (rows as Array<{ link: string; first: string; blocks: number; sealed: Buffer }>).map((r) => ({

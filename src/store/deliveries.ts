@@ -1,6 +1,5 @@
 import { named, type DbClient } from './db.js';
 import { insertAuditSql } from '../audit/event.js';
-import { chunksOfKeys, type ChunkRow } from './chunks.js';
 import { queueErasureSql } from './keys.js';
 import { fromMultirange } from './positions.js';
 
@@ -21,28 +20,6 @@ export interface SlaveRow {
   expired: boolean;
 }
 
-/**
- * Locks the rows of the given keys (in key_ID order, so concurrent requests for overlapping keys cannot deadlock) and
- * lists their slaves, one row per key and slave. Holding them, the caller sees the final word on who still waits for
- * each key, which is what decides when the material can be erased.
- */
-export async function lockSlaveRows(c: DbClient, keyIds: string[]): Promise<SlaveRow[]> {
-  const { rows } = await c.query(
-    named(
-      'lock-slave-rows',
-      `SELECT k.key_id::text AS "keyId", s.sae AS "saeId", s.sae = ANY(k.fetched_by) AS delivered,
-              k.master_sae_id AS "masterSaeId", k.size_bits AS "sizeBits", k.link_id AS "linkId", k.state AS "keyState",
-              k.origin_kme_id AS "originKmeId", k.expires_at <= now() AS expired
-         FROM qkd_key k CROSS JOIN LATERAL unnest(k.slaves) AS s(sae)
-        WHERE k.key_id = ANY($1::uuid[])
-        ORDER BY k.key_id, s.sae
-          FOR UPDATE OF k`,
-      [keyIds],
-    ),
-  );
-  return rows as SlaveRow[];
-}
-
 /** Where a key's material is: positions of its link (ascending), or a relayed key's own envelope. */
 export interface KeyMaterial {
   keyId: string;
@@ -51,24 +28,39 @@ export interface KeyMaterial {
   wrapped?: Buffer;
 }
 
-/** The material of the given keys (those that still hold any), and the chunks their positions are in. */
-export async function materialOfKeys(c: DbClient, keyIds: string[]): Promise<{ keys: KeyMaterial[]; chunks: ChunkRow[] }> {
+/**
+ * Locks the rows of the given keys (in key_ID order, so concurrent requests for overlapping keys cannot deadlock) and
+ * lists their slaves, one row per key and slave, with where each key's material is (keys whose material is gone have
+ * none). Holding the rows, the caller sees the final word on who still waits for each key, which is what decides
+ * when the material can be erased.
+ */
+export async function lockSlaveRows(c: DbClient, keyIds: string[]): Promise<{ slaves: SlaveRow[]; material: Map<string, KeyMaterial> }> {
   const { rows } = await c.query(
     named(
-      'material-of-keys',
-      `SELECT key_id::text AS "keyId", link_id AS "linkId", seqs::text AS seqs, wrapped FROM qkd_key
-        WHERE key_id = ANY($1::uuid[]) AND (seqs IS NOT NULL OR wrapped IS NOT NULL)`,
+      'lock-slave-rows',
+      `SELECT k.key_id::text AS "keyId", s.sae AS "saeId", s.sae = ANY(k.fetched_by) AS delivered,
+              k.master_sae_id AS "masterSaeId", k.size_bits AS "sizeBits", k.link_id AS "linkId", k.state AS "keyState",
+              k.origin_kme_id AS "originKmeId", k.expires_at <= now() AS expired, k.seqs::text AS seqs, k.wrapped
+         FROM qkd_key k CROSS JOIN LATERAL unnest(k.slaves) AS s(sae)
+        WHERE k.key_id = ANY($1::uuid[])
+        ORDER BY k.key_id, s.sae
+          FOR UPDATE OF k`,
       [keyIds],
     ),
   );
-  const keys = (rows as Array<{ keyId: string; linkId: string; seqs: string | null; wrapped: Buffer | null }>).map((r) => ({
-    keyId: r.keyId,
-    linkId: r.linkId,
-    seqs: r.seqs === null ? [] : fromMultirange(r.seqs),
-    ...(r.wrapped ? { wrapped: r.wrapped } : {}),
-  }));
-  const chunks = keys.some((k) => k.seqs.length > 0) ? await chunksOfKeys(c, keyIds) : [];
-  return { keys, chunks };
+  const material = new Map<string, KeyMaterial>();
+  const slaves = (rows as Array<SlaveRow & { seqs: string | null; wrapped: Buffer | null }>).map(({ seqs, wrapped, ...slave }) => {
+    if ((seqs !== null || wrapped !== null) && !material.has(slave.keyId)) {
+      material.set(slave.keyId, {
+        keyId: slave.keyId,
+        linkId: slave.linkId,
+        seqs: seqs === null ? [] : fromMultirange(seqs),
+        ...(wrapped ? { wrapped } : {}),
+      });
+    }
+    return slave;
+  });
+  return { slaves, material };
 }
 
 /**
