@@ -17,10 +17,10 @@ import { startBackgroundJob } from './background-job.js';
  * or the database is away the queue waits and the job retries. The README states the bound.
  *
  * It also compacts: keys ended more than `endedRetentionMs` ago (10 minutes: voids that pass them on arrive within
- * seconds) are deleted with their slave rows — their custody lives on in `audit_event` — so the pool's tables stay
- * bounded instead of growing by a row per key forever. Only once their positions are erased, so the database's
- * "never bound twice" guard on the peer's material (qkd_key_peer_positions_once) is never lifted from material that
- * is still stored. (On owned material the guard is the chunk's cursor, which outlives the keys.)
+ * seconds) are deleted — their custody lives on in `audit_event` — so the pool's tables stay bounded instead of
+ * growing by a row per key forever. Only once their positions are erased, so that a chunk never holds material of a
+ * key whose row is gone. (The "never bound twice" guard is the chunk's own record, its cursor and `bound`, which
+ * outlives the keys.)
  *
  * With several replicas this becomes a leader-only job (a later issue); running it twice is harmless meanwhile:
  * queue entries are taken with SKIP LOCKED and chunks are locked while re-sealed.

@@ -129,9 +129,7 @@ export class ExtKeysReceiver {
     const seqsByLink = new Map<string, string[]>();
     for (const w of wanted) seqsByLink.set(w.request.qkms_link_id, [...(seqsByLink.get(w.request.qkms_link_id) ?? []), ...w.perKey.flat()]);
     const chunks: ChunkRow[] = [];
-    // Keys relayed with a value spend the positions here as one-time pads.
-    const spends = wanted.some((w) => w.request.keys.some((k) => k.value !== undefined));
-    for (const [linkId, seqs] of seqsByLink) chunks.push(...(await lockPeerChunks(c, linkId, seqs, spends)));
+    for (const [linkId, seqs] of seqsByLink) chunks.push(...(await lockPeerChunks(c, linkId, seqs)));
     // Material is opened only where it is used: to undo a one-time pad, or to pass a key on. A key reserved here for
     // local slaves only stays sealed until a slave fetches it.
     const opens = (w: (typeof wanted)[number]) => w.plan.hops.length > 0 || w.request.keys.some((k) => k.value !== undefined);

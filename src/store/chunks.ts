@@ -86,23 +86,23 @@ export function cursorsAfter(claim: OwnedClaim, used: number): CursorMove[] {
 }
 
 /**
- * The peer's side of a link: the chunks holding these positions of material the peer owns, locked against the
- * eraser and the ownership watermark. Reservations lock FOR SHARE (concurrent ones do not wait for each other); a
- * transaction that `spends` positions here (one-time pads, marked gone in the chunk) locks FOR UPDATE from the start,
- * since two holders of a share lock that both upgrade would deadlock. Throws
- * `MaterialGoneError` when a position is not stored here, is this end's own, was set aside or destroyed. Whether a
- * position is already bound to a key is the database's to refuse (qkd_key_peer_positions_once) when the key is bound.
+ * The peer's side of a link: the chunks holding these positions of material the peer owns, locked (FOR UPDATE: the
+ * binding statement then records the positions in them, and two share locks that both upgraded would deadlock) against
+ * other reservations, the eraser and the ownership watermark. Throws `MaterialGoneError` when a position is not
+ * stored here, is this end's own, was set aside, destroyed or bound already (the binding statement checks the last
+ * two again, whatever the caller does).
  */
-export async function lockPeerChunks(c: DbClient, linkId: string, seqs: readonly string[], spends: boolean): Promise<ChunkRow[]> {
+export async function lockPeerChunks(c: DbClient, linkId: string, seqs: readonly string[]): Promise<ChunkRow[]> {
   const ranges = mergedRanges(seqs);
   const { rows } = await c.query(
     `SELECT k.first_seq::text AS first, k.blocks, k.sealed,
             k.owned OR k.set_aside OR EXISTS (
-              SELECT 1 FROM unnest($2::bigint[], $3::bigint[]) AS q(lo, hi) WHERE k.gone && int8range(q.lo, q.hi)) AS bad
+              SELECT 1 FROM unnest($2::bigint[], $3::bigint[]) AS q(lo, hi)
+               WHERE k.gone && int8range(q.lo, q.hi) OR k.bound && int8range(q.lo, q.hi)) AS bad
        FROM key_chunk k
       WHERE k.link_id = $1 AND k.first_seq < $5::bigint AND k.first_seq > $4::bigint - ${MAX_CHUNK_BLOCKS}
         AND EXISTS (SELECT 1 FROM unnest($2::bigint[], $3::bigint[]) AS r(lo, hi) WHERE k.first_seq < r.hi AND k.first_seq + k.blocks > r.lo)
-      ORDER BY k.first_seq ${spends ? 'FOR UPDATE' : 'FOR SHARE'}`,
+      ORDER BY k.first_seq FOR UPDATE`,
     [linkId, ranges.map((r) => String(r.lo)), ranges.map((r) => String(r.hi)), String(ranges[0]?.lo ?? 0n), String(ranges[ranges.length - 1]?.hi ?? 0n)],
   );
   const found = rows as Array<{ first: string; blocks: number; sealed: Buffer; bad: boolean }>;

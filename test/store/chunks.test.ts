@@ -113,16 +113,33 @@ t.test('at the owner, the database refuses positions its cursors did not pass ov
 
 t.test('the database refuses a position bound twice, at the peer too', async (t) => {
   await withTransaction(db, async (c) => {
-    await lockPeerChunks(c, 'PEER', ['10', '11'], false);
+    await lockPeerChunks(c, 'PEER', ['10', '11']);
     await bindKeys(c, { keys: [key('PEER', ['10', '11'])], from: 'peer', pads: [], cursors: [], auditBodies: [] });
   });
   await t.rejects(
     withTransaction(db, (c) => bindKeys(c, { keys: [key('PEER', ['11'])], from: 'peer', pads: [], cursors: [], auditBodies: [] })),
     MaterialGoneError,
-    'the exclusion constraint, not the application, says no',
+    'the chunk, not the application, says no (the binding statement checks what the chunk records as bound)',
+  );
+  await t.rejects(withTransaction(db, (c) => lockPeerChunks(c, 'PEER', ['11'])), MaterialGoneError, 'and the lock says so first');
+  await t.rejects(
+    withTransaction(db, (c) =>
+      bindKeys(c, { keys: [], from: 'peer', pads: [{ linkId: 'PEER', seq: '10', from: 'peer' }], cursors: [], auditBodies: [] }),
+    ),
+    MaterialGoneError,
+    "a key's position cannot be spent as a one-time pad",
   );
   await t.rejects(
-    withTransaction(db, (c) => lockPeerChunks(c, 'PEER', ['310'], false)),
+    withTransaction(db, (c) =>
+      bindKeys(c, { keys: [key('PEER', ['20']), key('PEER', ['20'])], from: 'peer', pads: [], cursors: [], auditBodies: [] }),
+    ),
+    MaterialGoneError,
+    'nor bound to two keys of one batch',
+  );
+  const { rows } = await db.query(`SELECT bound::text FROM key_chunk WHERE link_id = 'PEER' AND first_seq = 0`);
+  t.same(rows, [{ bound: '{[10,12)}' }], 'the refused attempts recorded nothing');
+  await t.rejects(
+    withTransaction(db, (c) => lockPeerChunks(c, 'PEER', ['310'])),
     MaterialGoneError,
     "this end's own positions are not the peer's to reserve",
   );
@@ -131,7 +148,7 @@ t.test('the database refuses a position bound twice, at the peer too', async (t)
 t.test('a one-time pad spanning two chunks is spent in both, once', async (t) => {
   const pad = ['254', '255', '256', '257'];
   await withTransaction(db, async (c) => {
-    await lockPeerChunks(c, 'PEER', pad, true);
+    await lockPeerChunks(c, 'PEER', pad);
     await bindKeys(c, { keys: [], from: 'peer', pads: pad.map((seq) => ({ linkId: 'PEER', seq, from: 'peer' as const })), cursors: [], auditBodies: [] });
   });
   const { rows } = await db.query(`SELECT first_seq::int AS first, gone::text AS gone FROM key_chunk WHERE link_id = 'PEER' AND NOT owned ORDER BY 1`);
@@ -141,7 +158,7 @@ t.test('a one-time pad spanning two chunks is spent in both, once', async (t) =>
   ]);
   await t.rejects(
     withTransaction(db, async (c) => {
-      await lockPeerChunks(c, 'PEER', ['255'], true);
+      await lockPeerChunks(c, 'PEER', ['255']);
     }),
     MaterialGoneError,
     'a spent pad cannot be reserved again',
