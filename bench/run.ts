@@ -41,7 +41,7 @@ import { printGrowth } from './growth.js';
 import { printIngest } from './ingest-phase.js';
 import { isStartWindow } from './kme-host.js';
 import { eraseLag, printErasure } from './erasure.js';
-import { kmeMemory, printMemory, type MemoryReport } from './memory.js';
+import { kmeMemory, printMemory } from './memory.js';
 import { printProfile, printProfileByWindow, profileByWindow } from './profile.js';
 import {
   crossToSingle,
@@ -53,7 +53,6 @@ import {
   writeJson,
   type CrossToSingle,
   type Phase,
-  type Target,
 } from './report.js';
 import {
   ANALYZE,
@@ -65,7 +64,6 @@ import {
   FRESH_WORKERS,
   INGEST_BATCH,
   INGEST_BPS,
-  INGEST_TARGET_BPS,
   LINK_BPS,
   MAX_KEY_COUNT,
   NETWORK_PHASES,
@@ -81,6 +79,7 @@ import {
 } from './settings.js';
 import { createPki, createToken, identity, REPO, startReference, tempRoot } from './setup.js';
 import { singleKme } from './single-kme.js';
+import { checkTargets } from './targets.js';
 import { allWindows, enter, leave } from './timeline.js';
 
 const any = (ids: string) => [...ids].some((id) => PHASES.has(id));
@@ -222,51 +221,6 @@ async function main(): Promise<void> {
     total_seconds: Math.round((Date.now() - began) / 1000),
   });
   console.log(`\nresults written to ${out} (${Math.round((Date.now() - began) / 1000)} s in all)`);
-}
-
-function checkTargets(phases: Phase[], memory: MemoryReport, single?: Awaited<ReturnType<typeof singleKme>>): Target[] {
-  const get = (id: string) => phases.find((p) => p.id === id)?.kme;
-  const b = get('b');
-  const c = get('c');
-  const e = get('e');
-  const k = single?.ingest;
-  const l = single?.turnover;
-  const n = (x: number) => Math.round(x).toLocaleString('en-US');
-  const kmes = Object.entries(memory.max_by_kme);
-  return [
-    { what: 'enc_keys, 1 key per request (phase b)', goal: '≥ 2,000 req/s', measured: b ? `${n(b.rpsMedian)} req/s` : '–', met: b ? b.rpsMedian >= 2000 && b.non2xx === 0 : null },
-    {
-      what: `enc_keys latency at ${FIXED_RATE} req/s (phase e)`,
-      goal: 'p99 ≤ 20 ms',
-      measured: e ? `p99 ${e.p99Ms.toFixed(1)} ms, p50 ${e.p50Ms.toFixed(1)} ms at ${n(e.rpsMean)} req/s` : '–',
-      met: e ? e.p99Ms <= 20 && e.non2xx === 0 && e.rpsMean >= FIXED_RATE * 0.95 : null,
-    },
-    { what: 'enc_keys, 128 keys per request (phase c)', goal: '≥ 20,000 keys/s', measured: c ? `${n(c.rpsMedian * 128)} keys/s` : '–', met: c ? c.rpsMedian * 128 >= 20_000 && c.non2xx === 0 : null },
-    {
-      what: `sustained ingest with ${FIXED_RATE} req/s of enc_keys (phase k)`,
-      goal: `≥ ${INGEST_TARGET_BPS / 1e6} Mbit/s (${n(INGEST_TARGET_BPS / 256)} keys/s)`,
-      measured: k ? `${k.megabits_per_second} Mbit/s (${n(k.keys_per_second)} keys/s)` : '–',
-      met: k ? k.megabits_per_second * 1e6 >= INGEST_TARGET_BPS : null,
-    },
-    {
-      what: 'enc_keys p99 during ingest over without (phase k)',
-      goal: '≤ 1.2× (a rise of at most 20%)',
-      measured: k?.p99_ratio !== undefined ? `${k.p99_ratio}× (${k.p99_ms_with_ingest} ms over ${k.p99_ms_without_ingest} ms)` : '–',
-      met: k?.p99_ratio !== undefined ? k.p99_ratio <= 1.2 : null,
-    },
-    {
-      what: `enc_keys after turning over ${l ? n(l.turnover.keys_delivered) : n(TURNOVER)} keys, over a fresh pool (phase l)`,
-      goal: '≥ 0.9×',
-      measured: l?.ratio !== undefined ? `${l.ratio}× (${l.ratio_per_reference ?? '–'}× per reference run)` : '–',
-      met: l?.ratio !== undefined ? l.ratio >= 0.9 && !l.turnover.stopped_early : null,
-    },
-    {
-      what: `resident memory of each KME (VmRSS every ${memory.interval_seconds} s, whole run)`,
-      goal: `≤ ${RSS_GOAL_MIB} MiB`,
-      measured: kmes.length ? kmes.map(([name, m]) => `${name} ${m.max_mib} MiB`).join(', ') : '–',
-      met: kmes.length ? kmes.every(([, m]) => m.max_mib <= RSS_GOAL_MIB) : null,
-    },
-  ];
 }
 
 /** Which code was measured: the commit, and the files that differed from it (the tree may be mid-change). */
