@@ -4,7 +4,7 @@
 --
 -- 0003 refused double binding with one exclusion constraint over every key's positions. Measured on the bench, its
 -- GiST index cost more database CPU than everything else a delivery writes (about 80 µs of 140 µs per key). Each
--- chunk now records what has been taken from it, and the statement that records keys (src/store/keys.ts bindKeys)
+-- chunk now records what has been taken from it, and the statement that records keys (src/store/bind-keys.ts)
 -- checks each position against that record and adds it, in the same statement:
 -- - at the owner, the cursor: positions are handed out in order and the cursor only moves forward; the statement
 --   checks that the owned positions it binds are exactly those its cursor moves pass over;

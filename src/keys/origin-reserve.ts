@@ -6,7 +6,7 @@ import { toRanges } from '../peers/ranges.js';
 import type { Spent } from '../peers/void-keys.js';
 import type { DbClient } from '../store/db.js';
 import { claimOwned, cursorsAfter, type OwnedClaim } from '../store/chunks.js';
-import { bindKeys, type KeyRow } from '../store/keys.js';
+import { bindKeys, type KeyRow } from '../store/bind-keys.js';
 import { assemble, wipe, xor } from '../barrier/material.js';
 import type { DeliveryPlan } from '../peers/routing.js';
 

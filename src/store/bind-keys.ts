@@ -1,0 +1,193 @@
+import { insertAuditSql } from '../audit/event.js';
+import { MAX_CHUNK_BLOCKS, type CursorMove } from './chunks.js';
+import { named, type DbClient } from './db.js';
+import { MaterialGoneError } from './errors.js';
+import { nextShard } from './pool.js';
+import { toMultirange } from './positions.js';
+
+/**
+ * Binding material to new key_IDs: the one statement that records a batch's keys (RESERVED or DELIVERED, DESIGN §5)
+ * with everything that changes with them. Runs on a client in a transaction the caller owns; throws when the rows it
+ * expects are not there (the caller's transaction then rolls back: no partial change). The rest of a key's life is
+ * in keys.ts.
+ */
+
+export interface KeyRow {
+  keyId: string;
+  /** The link the key's blocks are on (or, for a relayed key, the link it arrived over). */
+  linkId: string;
+  masterSaeId: string;
+  originKmeId: string;
+  sizeBits: number;
+  state: 'RESERVED' | 'DELIVERED';
+  /** This KME's slaves for the key (each may fetch it once). */
+  localSlaves: string[];
+  expiresAt: Date;
+  /** A relayed key's own material (barrier envelope); undefined when its material is blocks of `linkId`. */
+  wrapped?: { wrapped: Buffer; kekVersion: number };
+  /** Positions of the key's blocks on `linkId`, in concatenation order (empty for a relayed key). */
+  blockSeqs: string[];
+}
+
+export interface BindSpec {
+  keys: KeyRow[];
+  /**
+   * Whose material this is: `owned` — positions this KME claimed from its own chunks (the master's side; the
+   * claim's cursors move by `cursors`); `peer` — positions the peer owns and reserved here (their chunks locked by
+   * `lockPeerChunks` in the same transaction, and recorded as bound in them by this statement).
+   */
+  from: 'owned' | 'peer';
+  /** One-time pads spent on relays: destroyed at once (they are part of no key). */
+  pads: Array<{ linkId: string; seq: string; from: 'owned' | 'peer' }>;
+  /**
+   * Where the cursors of the owned chunks claimed in this transaction go, from where (src/store/chunks.ts
+   * `cursorsAfter`). The positions they pass over must be exactly the owned positions bound here: keys `from` owned
+   * material and owned pads. The database checks it in the same statement.
+   */
+  cursors: CursorMove[];
+  auditBodies: string[];
+}
+
+/**
+ * The peer's side of a binding: in each chunk of the peer's material it touches, the positions bound to keys here are
+ * added to `bound` and the one-time pads spent here to `gone` — refused (the chunk is not updated, and the counts
+ * returned fall short) if any of them is bound or gone already, or if a pad is also a key's. Each chunk is found
+ * through the primary key from the ranges' starts.
+ */
+const PEER_SQL = `peer_in AS (
+             SELECT link, range_agg(pads) AS pads, range_agg(keys) AS keys
+               FROM (SELECT t.link, t.seqs AS pads, '{}'::int8multirange AS keys
+                       FROM unnest($18::text[], $19::int8multirange[]) AS t(link, seqs)
+                     UNION ALL
+                     SELECT keys.link_id, '{}'::int8multirange, keys.seqs FROM keys WHERE NOT $13 AND keys.seqs IS NOT NULL) AS x
+              GROUP BY link),
+           peer_used AS (
+             UPDATE key_chunk k SET gone = k.gone + p.pads, bound = k.bound + p.keys
+               FROM (SELECT DISTINCT ON (i.link, c.first_seq) i.link, c.first_seq, i.pads * c.span AS pads, i.keys * c.span AS keys
+                       FROM peer_in AS i, unnest(i.pads + i.keys) AS u,
+                            LATERAL (SELECT first_seq, int8multirange(int8range(first_seq, first_seq + blocks)) AS span
+                                       FROM key_chunk c
+                                      WHERE c.link_id = i.link AND c.first_seq < upper(u) AND c.first_seq > lower(u) - ${MAX_CHUNK_BLOCKS}
+                                        AND c.first_seq + c.blocks > lower(u)) AS c
+                      ORDER BY i.link, c.first_seq) AS p
+              WHERE k.link_id = p.link AND k.first_seq = p.first_seq AND NOT k.owned AND NOT k.set_aside
+                AND isempty(p.pads * p.keys) AND NOT (k.gone && (p.pads + p.keys)) AND NOT (k.bound && (p.pads + p.keys))
+             RETURNING (SELECT COALESCE(sum(upper(r) - lower(r)), 0) FROM unnest(p.pads) r) AS padded,
+                       (SELECT COALESCE(sum(upper(r) - lower(r)), 0) FROM unnest(p.keys) r) AS bound)`;
+
+/** The same counts when nothing of the peer's is bound or spent (the owner's statement leaves the update out). */
+const NO_PEER_SQL = `peer_used AS (SELECT 0 AS padded, 0 AS bound FROM unnest($18::text[], $19::int8multirange[]) WHERE false)`;
+
+/**
+ * Binds positions to new key_IDs, records each key with its local slaves, moves the owner's cursors, destroys spent
+ * pads (the peer's: marked gone in their chunks; all: queued for erasure), adjusts the counts of owned material and
+ * writes the audit events: one statement for any number of keys. The database refuses a position bound twice
+ * (MaterialGoneError), whatever the caller does (migrations/0004_guards_on_the_chunk.sql): on owned material
+ * because a cursor passes each position once and the statement checks that it binds exactly what its cursors passed;
+ * on the peer's material because each chunk records the positions bound or spent here. The caller locks the peer's
+ * chunks first (`lockPeerChunks`).
+ */
+export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
+  // Owned positions leave the count when taken; the peer's were never counted here.
+  const taken = new Map<string, number>();
+  const owned = [
+    ...(spec.from === 'owned' ? spec.keys.flatMap((k) => k.blockSeqs.map(() => k.linkId)) : []),
+    ...spec.pads.filter((p) => p.from === 'owned').map((p) => p.linkId),
+  ];
+  for (const link of owned) taken.set(link, (taken.get(link) ?? 0) + 1);
+  const padsBy = (from: 'owned' | 'peer') => {
+    const byLink = new Map<string, string[]>();
+    for (const p of spec.pads.filter((x) => x.from === from)) byLink.set(p.linkId, [...(byLink.get(p.linkId) ?? []), p.seq]);
+    return byLink;
+  };
+  const peerPads = padsBy('peer');
+  const ownedPads = padsBy('owned');
+  const spentPads = new Map<string, string[]>();
+  for (const p of spec.pads) spentPads.set(p.linkId, [...(spentPads.get(p.linkId) ?? []), p.seq]);
+  // The owner's statement (the single-KME path) leaves the peer's update out: the planner answered it with a scan of
+  // every chunk even when it had nothing to do. A second prepared statement, not a plan per call.
+  const touchesPeer = spec.from === 'peer' || peerPads.size > 0;
+  const { rows } = await c.query(
+    named(
+      touchesPeer ? 'bind-keys-peer' : 'bind-keys',
+      `WITH keys AS (
+           INSERT INTO qkd_key (key_id, link_id, master_sae_id, origin_kme_id, size_bits, block_count, state,
+                                slaves_pending, expires_at, wrapped, kek_version, seqs, slaves)
+           SELECT u.key_id, u.link_id, u.master, u.origin, u.size, u.blocks, u.state, cardinality(u.slaves), u.expires,
+                  u.wrapped, u.kek, u.seqs, u.slaves
+             FROM (SELECT t.*, string_to_array(t.slave_list, ',') AS slaves
+                     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::smallint[], $7::text[],
+                                 $8::text[], $9::timestamptz[], $10::bytea[], $11::int[], $12::int8multirange[])
+                       AS t(key_id, link_id, master, origin, size, blocks, state, slave_list, expires, wrapped, kek, seqs)) AS u
+           RETURNING link_id, seqs),
+         cursors AS (
+           UPDATE key_chunk k SET next_free = t.next_free
+             FROM unnest($14::text[], $15::bigint[], $16::int[], $17::int[]) AS t(link, first, was, next_free)
+            WHERE k.link_id = t.link AND k.first_seq = t.first AND k.owned AND k.next_free = t.was AND t.next_free > t.was
+           RETURNING k.link_id AS link, int8range(k.first_seq + t.was, k.first_seq + t.next_free) AS r),
+         owned_bound AS (
+           SELECT keys.link_id AS link, r FROM keys, unnest(keys.seqs) AS r WHERE $13
+           UNION ALL
+           SELECT t.link, r FROM unnest($26::text[], $27::int8multirange[]) AS t(link, seqs), unnest(t.seqs) AS r),
+         -- Per link: the owned positions bound here are exactly those the cursors passed, none twice.
+         owned_mismatch AS (
+           SELECT count(*) AS n
+             FROM (SELECT link, range_agg(r) AS u, sum(upper(r) - lower(r)) AS n FROM owned_bound GROUP BY link) b
+             FULL JOIN (SELECT link, range_agg(r) AS u, sum(upper(r) - lower(r)) AS n FROM cursors GROUP BY link) a USING (link)
+            WHERE a.u IS DISTINCT FROM b.u OR a.n IS DISTINCT FROM b.n),
+         ${touchesPeer ? PEER_SQL : NO_PEER_SQL},
+         erase AS (INSERT INTO erase_queue (link_id, seqs) SELECT * FROM unnest($20::text[], $21::int8multirange[])),
+         counted AS (
+           UPDATE pool_count p SET available = available - t.n
+             FROM unnest($22::text[], $23::bigint[]) AS t(link, n)
+            WHERE p.link_id = t.link AND p.shard = $24),
+         audited AS (${insertAuditSql(25)})
+         SELECT (SELECT count(*) FROM keys)::int AS keys, (SELECT count(*) FROM cursors)::int AS cursors,
+                (SELECT COALESCE(sum(padded), 0) FROM peer_used)::int AS padded,
+                (SELECT COALESCE(sum(bound), 0) FROM peer_used)::int AS bound, (SELECT n FROM owned_mismatch)::int AS mismatched`,
+      [
+        spec.keys.map((k) => k.keyId),
+        spec.keys.map((k) => k.linkId),
+        spec.keys.map((k) => k.masterSaeId),
+        spec.keys.map((k) => k.originKmeId),
+        spec.keys.map((k) => k.sizeBits),
+        spec.keys.map((k) => k.blockSeqs.length),
+        spec.keys.map((k) => k.state),
+        // SAE IDs never hold a comma (IdPattern): each key's slaves as one list, in a fixed order.
+        spec.keys.map((k) => [...k.localSlaves].sort().join(',')),
+        spec.keys.map((k) => k.expiresAt.toISOString()),
+        spec.keys.map((k) => k.wrapped?.wrapped ?? null),
+        spec.keys.map((k) => k.wrapped?.kekVersion ?? null),
+        spec.keys.map((k) => (k.blockSeqs.length > 0 ? toMultirange(k.blockSeqs) : null)),
+        spec.from === 'owned',
+        spec.cursors.map((x) => x.linkId),
+        spec.cursors.map((x) => x.firstSeq),
+        spec.cursors.map((x) => x.from),
+        spec.cursors.map((x) => x.nextFree),
+        [...peerPads.keys()],
+        [...peerPads.values()].map(toMultirange),
+        [...spentPads.keys()],
+        [...spentPads.values()].map(toMultirange),
+        [...taken.keys()],
+        [...taken.values()],
+        nextShard(),
+        spec.auditBodies,
+        [...ownedPads.keys()],
+        [...ownedPads.values()].map(toMultirange),
+      ],
+    ),
+  );
+  const r = rows[0] as { keys: number; cursors: number; padded: number; bound: number; mismatched: number };
+  const peerPadCount = [...peerPads.values()].reduce((n, x) => n + x.length, 0);
+  const peerBound = spec.from === 'peer' ? spec.keys.reduce((n, k) => n + k.blockSeqs.length, 0) : 0;
+  if (r.keys !== spec.keys.length || r.cursors !== spec.cursors.length || r.padded !== peerPadCount || r.bound !== peerBound) {
+    throw new MaterialGoneError(
+      `material not available as expected: ${r.keys} of ${spec.keys.length} keys, ${r.cursors} of ${spec.cursors.length} cursors, ` +
+        `${r.padded} of ${peerPadCount} pads, ${r.bound} of ${peerBound} of the peer's positions`,
+    );
+  }
+  if (r.mismatched > 0) {
+    // A defect of the caller, never a race (the claim holds the chunks locked): the transaction rolls back.
+    throw new Error('refused by the database: the owned positions bound are not exactly those the cursors passed over; nothing was bound');
+  }
+}
