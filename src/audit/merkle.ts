@@ -1,0 +1,129 @@
+import { createHash } from 'node:crypto';
+
+/**
+ * The Merkle tree of RFC 9162 §2.1 (Certificate Transparency 2.0; the same tree as RFC 6962): the hash the custody
+ * log's checkpoints sign, and the proofs an auditor checks against them. SHA-256; a leaf hash is
+ * SHA-256(0x00 || leaf), an interior node SHA-256(0x01 || left || right), and a tree of n > 1 leaves splits at the
+ * largest power of two below n. Pure functions over leaf hashes, so the sealer, the auditor API and the offline
+ * verifier compute the very same thing. No library on npm builds the trees and both kinds of proof, so it is
+ * written here, small, and checked against the reference vectors of RFC 6962's implementers (test/audit/merkle.test.ts).
+ */
+
+export type Hash = Buffer;
+
+const sha256 = (...parts: Buffer[]): Hash => {
+  const h = createHash('sha256');
+  for (const p of parts) h.update(p);
+  return h.digest();
+};
+
+const LEAF = Buffer.from([0x00]);
+const NODE = Buffer.from([0x01]);
+
+/** MTH of one entry: the hash a leaf enters the tree with. */
+export const leafHash = (entry: Buffer): Hash => sha256(LEAF, entry);
+export const nodeHash = (left: Hash, right: Hash): Hash => sha256(NODE, left, right);
+
+/** The largest power of two strictly below n (n ≥ 2). */
+function split(n: number): number {
+  let k = 1;
+  while (k * 2 < n) k *= 2;
+  return k;
+}
+
+/** MTH(D[n]): the root of the tree over these leaf hashes (SHA-256 of nothing for an empty tree). */
+export function rootOf(leaves: readonly Hash[]): Hash {
+  if (leaves.length === 0) return sha256();
+  if (leaves.length === 1) return leaves[0]!;
+  const k = split(leaves.length);
+  return nodeHash(rootOf(leaves.slice(0, k)), rootOf(leaves.slice(k)));
+}
+
+/** PATH(m, D[n]): the audit path proving that leaf `index` is in the tree over `leaves`. */
+export function inclusionProof(index: number, leaves: readonly Hash[]): Hash[] {
+  if (!Number.isInteger(index) || index < 0 || index >= leaves.length) throw new RangeError(`leaf ${index} is not in a tree of ${leaves.length}`);
+  if (leaves.length === 1) return [];
+  const k = split(leaves.length);
+  return index < k
+    ? [...inclusionProof(index, leaves.slice(0, k)), rootOf(leaves.slice(k))]
+    : [...inclusionProof(index - k, leaves.slice(k)), rootOf(leaves.slice(0, k))];
+}
+
+/** PROOF(m, D[n]): proves that the tree of the first `m` leaves is a prefix of the tree over `leaves`. */
+export function consistencyProof(m: number, leaves: readonly Hash[]): Hash[] {
+  if (!Number.isInteger(m) || m < 0 || m > leaves.length) throw new RangeError(`a tree of ${m} cannot precede a tree of ${leaves.length}`);
+  if (m === 0 || m === leaves.length) return [];
+  return subProof(m, leaves, true);
+}
+
+function subProof(m: number, leaves: readonly Hash[], whole: boolean): Hash[] {
+  const n = leaves.length;
+  if (m === n) return whole ? [] : [rootOf(leaves)];
+  const k = split(n);
+  return m <= k
+    ? [...subProof(m, leaves.slice(0, k), whole), rootOf(leaves.slice(k))]
+    : [...subProof(m - k, leaves.slice(k), false), rootOf(leaves.slice(0, k))];
+}
+
+/** RFC 9162 §2.1.3.2: does `proof` place `leaf` at `index` of a tree of `size` whose root is `root`? */
+export function verifyInclusion(index: number, size: number, leaf: Hash, proof: readonly Hash[], root: Hash): boolean {
+  if (!Number.isInteger(index) || !Number.isInteger(size) || index < 0 || index >= size) return false;
+  let fn = index;
+  let sn = size - 1;
+  let r = leaf;
+  for (const p of proof) {
+    if (sn === 0) return false;
+    if (fn % 2 === 1 || fn === sn) {
+      r = nodeHash(p, r);
+      if (fn % 2 === 0) {
+        while (fn % 2 === 0 && fn !== 0) {
+          fn = Math.floor(fn / 2);
+          sn = Math.floor(sn / 2);
+        }
+      }
+    } else {
+      r = nodeHash(r, p);
+    }
+    fn = Math.floor(fn / 2);
+    sn = Math.floor(sn / 2);
+  }
+  return sn === 0 && r.equals(root);
+}
+
+/** RFC 9162 §2.1.4.2: does `proof` show the tree (`size1`, `root1`) to be a prefix of the tree (`size2`, `root2`)? */
+export function verifyConsistency(size1: number, size2: number, root1: Hash, root2: Hash, proof: readonly Hash[]): boolean {
+  if (!Number.isInteger(size1) || !Number.isInteger(size2) || size1 < 0 || size1 > size2) return false;
+  if (size1 === size2) return proof.length === 0 && root1.equals(root2);
+  if (size1 === 0) return proof.length === 0; // the empty tree precedes every tree
+  if (proof.length === 0) return false;
+  // A first tree that is a complete subtree is its own first node of the path.
+  const path = isPowerOfTwo(size1) ? [root1, ...proof] : [...proof];
+  let fn = size1 - 1;
+  let sn = size2 - 1;
+  while (fn % 2 === 1) {
+    fn = Math.floor(fn / 2);
+    sn = Math.floor(sn / 2);
+  }
+  let fr = path[0]!;
+  let sr = path[0]!;
+  for (const c of path.slice(1)) {
+    if (sn === 0) return false;
+    if (fn % 2 === 1 || fn === sn) {
+      fr = nodeHash(c, fr);
+      sr = nodeHash(c, sr);
+      if (fn % 2 === 0) {
+        while (fn % 2 === 0 && fn !== 0) {
+          fn = Math.floor(fn / 2);
+          sn = Math.floor(sn / 2);
+        }
+      }
+    } else {
+      sr = nodeHash(sr, c);
+    }
+    fn = Math.floor(fn / 2);
+    sn = Math.floor(sn / 2);
+  }
+  return sn === 0 && fr.equals(root1) && sr.equals(root2);
+}
+
+const isPowerOfTwo = (n: number) => n > 0 && (n & (n - 1)) === 0;
