@@ -146,7 +146,13 @@ export async function startTestKms(
   // On SoftHSM no wrapper is passed: startKms opens the PKCS#11 wrapper from config.hsm (and closes it on close).
   const mock = opts.wrapper || hsm === 'softhsm' ? undefined : createMockKeyWrapper();
   const databaseUrl = typeof opts.databaseUrl === 'function' ? await opts.databaseUrl(db.url) : (opts.databaseUrl ?? db.url);
-  const kms = await startKms(config, { log, databaseUrl, wrapper: opts.wrapper ?? mock });
+  let kms: Awaited<ReturnType<typeof startKms>>;
+  try {
+    kms = await startKms(config, { log, databaseUrl, wrapper: opts.wrapper ?? mock });
+  } catch (err) {
+    await db.drop(); // a KME that would not start (some tests want that) leaves no database behind
+    throw err;
+  }
   const wrapper = kms.wrapper;
   if (opts.fill !== false) await waitForPool(kms, config.keys.max_key_count);
   const clients: EtsiClient[] = [];

@@ -99,7 +99,7 @@ t.test('dec_keys: a key whose chunk was damaged after delivery is destroyed as c
 t.test('a KME whose KEK does not open its material: a clear 503, and nothing set aside', async (t) => {
   await k.kms.close();
   const wrong = await startTestKms({ databaseUrl: k.db.url, fill: false, wrapper: createMockKeyWrapper({ kek: Buffer.alloc(32, 4) }) });
-  t.teardown(() => wrong.kms.close());
+  t.teardown(() => wrong.close()); // also drops the database it made and did not use
   await wrong.kms.ingesters.get('KME_T-loopback')!.stop();
   const before = await wrong.kms.db.query('SELECT count(*)::int AS n FROM key_chunk WHERE set_aside');
   const res = await wrong.client('SAE_A').get('/api/v1/keys/SAE_B/enc_keys');
