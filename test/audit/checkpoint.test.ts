@@ -2,6 +2,7 @@ import t from 'tap';
 import { generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 import { checkpointText, parseCheckpoint } from '../../src/audit/checkpoint.js';
 import { leafHash, rootOf } from '../../src/audit/merkle.js';
+import { mlDsa65KeyPair, mlDsa65Signer, mlDsa65Verifier } from '../../src/audit/ml-dsa-note.js';
 import { keyIdOf, NoteFormatError, openNote, parseNote, signNote, SignatureType, type NoteSigner, type NoteVerifier } from '../../src/audit/signed-note.js';
 
 // Checkpoints of the custody log in C2SP signed notes (src/audit/checkpoint.ts, src/audit/signed-note.ts), signed
@@ -58,6 +59,21 @@ t.test('signed by the KME and a witness, opened by whoever trusts either', async
   t.equal(both.text, text);
   t.same(both.verifiedBy, [`KME_A+${kme.signer.keyId.toString('hex')}`, `KME_A+${pq.signer.keyId.toString('hex')}`, `KME_B+${witness.signer.keyId.toString('hex')}`]);
   t.same(openNote(note, [witness.verifier]).verifiedBy, [`KME_B+${witness.signer.keyId.toString('hex')}`], 'unknown keys are ignored');
+});
+
+t.test('an ML-DSA-65 signature beside the classical one: each verifier checks what it knows', async (t) => {
+  const classical = ecdsa('KME_A');
+  const pq = mlDsa65KeyPair();
+  const note = await signNote(text, [classical.signer, mlDsa65Signer('KME_A', pq)]);
+  const pqVerifier = mlDsa65Verifier('KME_A', pq.publicKey);
+  t.same(openNote(note, [pqVerifier]).verifiedBy, [`KME_A+${pqVerifier.keyId.toString('hex')}`], 'a post-quantum-only verifier');
+  t.equal(openNote(note, [classical.verifier, pqVerifier]).verifiedBy.length, 2, 'both');
+  t.throws(() => openNote(note.replace('\n3\n', '\n2\n'), [pqVerifier]), /does not verify/, 'a changed size');
+  const other = mlDsa65KeyPair();
+  const forged = await signNote(text, [{ ...mlDsa65Signer('KME_A', other), keyId: pqVerifier.keyId }]);
+  t.throws(() => openNote(forged, [pqVerifier]), /does not verify/, 'another ML-DSA key claiming the key ID');
+  const seed = new Uint8Array(32).fill(7);
+  t.same(mlDsa65KeyPair(seed).publicKey, mlDsa65KeyPair(seed).publicKey, 'a seed gives the same key pair');
 });
 
 t.test('a changed checkpoint, a forged signature or a stranger key is refused', async (t) => {
