@@ -122,7 +122,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       log,
       tls,
     });
-    closers.unshift(() => app.close());
+    closers.unshift(() => closeApi(app.server, () => app.close()));
     await app.listen({ host: config.listen.host, port: config.listen.port });
 
     const ingesters = new Map<string, Ingester>();
@@ -181,7 +181,13 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     let closed: Promise<void> | undefined;
     const close = () =>
       (closed ??= (async () => {
-        for (const c of closers) await c().catch((err: Error) => log.warn({ err: { message: err.message } }, 'error while closing'));
+        for (const c of closers) {
+          const started = Date.now();
+          await c().catch((err: Error) => log.warn({ err: { message: err.message } }, 'error while closing'));
+          // Which part holds a shutdown up is worth knowing (a restart waits for it).
+          const ms = Date.now() - started;
+          if (ms > 2_000) log.warn({ part: c.toString().slice(0, 80), ms }, 'slow to close');
+        }
       })());
     return { app, db, wrapper, ingesters, sources, figures, network, topology, url, close };
   } catch (err) {
@@ -205,5 +211,20 @@ async function registerLink(db: Db, config: Config, peer: string | undefined, pr
   }
   if (stored.primaryKmeId !== primary) {
     throw new ConfigError(`${field}/primary_kme_id: link ${linkId} was registered with ${stored.primaryKmeId} as its primary; use a new link_id`);
+  }
+}
+
+/**
+ * Fastify's close lets requests in flight finish, which is what a key service owes its clients; but a client that
+ * never finishes its request must not hold a stop or a restart up. Past the grace period the remaining connections
+ * are cut. A request cut after its keys were committed loses its answer, and a lost answer burns the keys: never
+ * handed out twice, as for any answer lost on the network.
+ */
+async function closeApi(server: { closeAllConnections?: () => void }, close: () => Promise<unknown>, graceMs = 3_000): Promise<void> {
+  const cut = setTimeout(() => server.closeAllConnections?.(), graceMs);
+  try {
+    await close();
+  } finally {
+    clearTimeout(cut);
   }
 }
