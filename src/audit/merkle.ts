@@ -68,26 +68,19 @@ function subProof(m: number, leaves: readonly Hash[], whole: boolean): Hash[] {
 /** RFC 9162 §2.1.3.2: does `proof` place `leaf` at `index` of a tree of `size` whose root is `root`? */
 export function verifyInclusion(index: number, size: number, leaf: Hash, proof: readonly Hash[], root: Hash): boolean {
   if (!Number.isInteger(index) || !Number.isInteger(size) || index < 0 || index >= size) return false;
-  let fn = index;
-  let sn = size - 1;
+  const walk = { fn: index, sn: size - 1 };
   let r = leaf;
   for (const p of proof) {
-    if (sn === 0) return false;
-    if (fn % 2 === 1 || fn === sn) {
+    if (walk.sn === 0) return false;
+    if (walk.fn % 2 === 1 || walk.fn === walk.sn) {
       r = nodeHash(p, r);
-      if (fn % 2 === 0) {
-        while (fn % 2 === 0 && fn !== 0) {
-          fn = Math.floor(fn / 2);
-          sn = Math.floor(sn / 2);
-        }
-      }
+      climbToRightChild(walk);
     } else {
       r = nodeHash(r, p);
     }
-    fn = Math.floor(fn / 2);
-    sn = Math.floor(sn / 2);
+    shift(walk);
   }
-  return sn === 0 && r.equals(root);
+  return walk.sn === 0 && r.equals(root);
 }
 
 /** RFC 9162 §2.1.4.2: does `proof` show the tree (`size1`, `root1`) to be a prefix of the tree (`size2`, `root2`)? */
@@ -98,32 +91,40 @@ export function verifyConsistency(size1: number, size2: number, root1: Hash, roo
   if (proof.length === 0) return false;
   // A first tree that is a complete subtree is its own first node of the path.
   const path = isPowerOfTwo(size1) ? [root1, ...proof] : [...proof];
-  let fn = size1 - 1;
-  let sn = size2 - 1;
-  while (fn % 2 === 1) {
-    fn = Math.floor(fn / 2);
-    sn = Math.floor(sn / 2);
-  }
+  const walk = { fn: size1 - 1, sn: size2 - 1 };
+  while (walk.fn % 2 === 1) shift(walk);
   let fr = path[0]!;
   let sr = path[0]!;
   for (const c of path.slice(1)) {
-    if (sn === 0) return false;
-    if (fn % 2 === 1 || fn === sn) {
+    if (walk.sn === 0) return false;
+    if (walk.fn % 2 === 1 || walk.fn === walk.sn) {
       fr = nodeHash(c, fr);
       sr = nodeHash(c, sr);
-      if (fn % 2 === 0) {
-        while (fn % 2 === 0 && fn !== 0) {
-          fn = Math.floor(fn / 2);
-          sn = Math.floor(sn / 2);
-        }
-      }
+      climbToRightChild(walk);
     } else {
       sr = nodeHash(sr, c);
     }
-    fn = Math.floor(fn / 2);
-    sn = Math.floor(sn / 2);
+    shift(walk);
   }
-  return sn === 0 && fr.equals(root1) && sr.equals(root2);
+  return walk.sn === 0 && fr.equals(root1) && sr.equals(root2);
 }
 
 const isPowerOfTwo = (n: number) => n > 0 && (n & (n - 1)) === 0;
+
+/** The walk of both verifications: `fn` the node's index at the current level, `sn` the last index there. */
+interface Walk {
+  fn: number;
+  sn: number;
+}
+
+/** Up one level. */
+function shift(w: Walk): void {
+  w.fn = Math.floor(w.fn / 2);
+  w.sn = Math.floor(w.sn / 2);
+}
+
+/** A node that was last at its level, with no sibling to its right: up until it is a right child (or index 0). */
+function climbToRightChild(w: Walk): void {
+  if (w.fn % 2 === 1) return;
+  while (w.fn % 2 === 0 && w.fn !== 0) shift(w);
+}
