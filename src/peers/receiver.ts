@@ -7,7 +7,7 @@ import type { Logger } from '../log.js';
 import type { ExtKeys, ExtKeysAck, ExtKeysBatch } from '../schemas/peer.js';
 import { withTransaction, type Db, type DbClient } from '../store/db.js';
 import { claimOwned, cursorsAfter, lockPeerChunks, type ChunkRow, type OwnedClaim } from '../store/chunks.js';
-import { ascending } from '../store/positions.js';
+import { ascending, positionsByLink } from '../store/positions.js';
 import { bindKeys, type KeyRow } from '../store/bind-keys.js';
 import { MaterialGoneError, settleForwarded } from '../store/keys.js';
 import type { Forwarder, Outgoing } from './forwarder.js';
@@ -127,8 +127,7 @@ export class ExtKeysReceiver {
     const expiresCap = Date.now() + this.deps.maxKeyTtlMs;
     // One read and one round of HSM work for the whole batch (it usually names one link), not one per request.
     const wanted = valid.map((v) => ({ ...v, perKey: v.request.keys.map((k) => fromRanges(k.qkms_ranges, 1 << 20)) }));
-    const seqsByLink = new Map<string, string[]>();
-    for (const w of wanted) seqsByLink.set(w.request.qkms_link_id, [...(seqsByLink.get(w.request.qkms_link_id) ?? []), ...w.perKey.flat()]);
+    const seqsByLink = positionsByLink(wanted.map((w) => ({ linkId: w.request.qkms_link_id, seqs: w.perKey.flat() })));
     const chunks: ChunkRow[] = [];
     for (const [linkId, seqs] of seqsByLink) chunks.push(...(await lockPeerChunks(c, linkId, seqs)));
     // Material is opened only where it is used: to undo a one-time pad, or to pass a key on. A key reserved here for

@@ -3,7 +3,7 @@ import { MAX_CHUNK_BLOCKS, type CursorMove } from './chunks.js';
 import { named, type DbClient } from './db.js';
 import { MaterialGoneError } from './errors.js';
 import { nextShard } from './pool.js';
-import { toMultirange } from './positions.js';
+import { positionsByLink, toMultirange } from './positions.js';
 
 /**
  * Binding material to new key_IDs: the one statement that records a batch's keys (RESERVED or DELIVERED, DESIGN §5)
@@ -95,15 +95,11 @@ export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
     ...spec.pads.filter((p) => p.from === 'owned').map((p) => p.linkId),
   ];
   for (const link of owned) taken.set(link, (taken.get(link) ?? 0) + 1);
-  const padsBy = (from: 'owned' | 'peer') => {
-    const byLink = new Map<string, string[]>();
-    for (const p of spec.pads.filter((x) => x.from === from)) byLink.set(p.linkId, [...(byLink.get(p.linkId) ?? []), p.seq]);
-    return byLink;
-  };
+  const padsBy = (from?: 'owned' | 'peer') =>
+    positionsByLink(spec.pads.filter((p) => !from || p.from === from).map((p) => ({ linkId: p.linkId, seqs: [p.seq] })));
   const peerPads = padsBy('peer');
   const ownedPads = padsBy('owned');
-  const spentPads = new Map<string, string[]>();
-  for (const p of spec.pads) spentPads.set(p.linkId, [...(spentPads.get(p.linkId) ?? []), p.seq]);
+  const spentPads = padsBy();
   // The owner's statement (the single-KME path) leaves the peer's update out: the planner answered it with a scan of
   // every chunk even when it had nothing to do. A second prepared statement, not a plan per call.
   const touchesPeer = spec.from === 'peer' || peerPads.size > 0;

@@ -1,7 +1,7 @@
 import type { ChunkIdentity } from '../barrier/barrier.js';
 import { named, type DbClient } from './db.js';
 import { MaterialGoneError } from './errors.js';
-import { mergedRanges, toMultirange } from './positions.js';
+import { mergedRanges, positionsByLink, toMultirange } from './positions.js';
 
 /**
  * Reading and claiming chunks of material (migrations/0003_chunks.sql). Every function runs on a client inside a
@@ -119,8 +119,7 @@ export async function lockPeerChunks(c: DbClient, linkId: string, seqs: readonly
  * of index entries, where a search back over MAX_CHUNK_BLOCKS positions read sixteen chunks' worth.
  */
 export async function chunksHolding(c: DbClient, positions: Array<{ linkId: string; seqs: readonly string[] }>): Promise<ChunkRow[]> {
-  const byLink = new Map<string, string[]>();
-  for (const p of positions) byLink.set(p.linkId, [...(byLink.get(p.linkId) ?? []), ...p.seqs]);
+  const byLink = positionsByLink(positions);
   if (byLink.size === 0) return [];
   const { rows } = await c.query(
     named(

@@ -4,6 +4,17 @@
  * material.
  */
 
+/** Positions grouped by link, in the order given (duplicates kept: callers count what they asked for). */
+export function positionsByLink(items: Iterable<{ linkId: string; seqs: readonly string[] }>): Map<string, string[]> {
+  const byLink = new Map<string, string[]>();
+  for (const { linkId, seqs } of items) {
+    const list = byLink.get(linkId);
+    if (list) list.push(...seqs);
+    else byLink.set(linkId, [...seqs]);
+  }
+  return byLink;
+}
+
 /** `{[a,b),[c,d)}` for the given positions (any order; duplicates are the caller's bug and fold away). */
 export function toMultirange(seqs: readonly string[]): string {
   return `{${mergedRanges(seqs)
