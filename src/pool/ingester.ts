@@ -29,19 +29,6 @@ export interface IngesterOptions {
   idleMs?: number;
 }
 
-/**
- * Moves material from this end's device into the pool: take, seal it through the barrier in chunks (one HSM call per
- * chunk, all of a batch's at once: src/pool/chunking.ts), store the batch with its device refs and audit event in one
- * statement, release it at the device. Stops at the pool cap and
- * resumes as keys are delivered. Survives database, HSM and device outages: it logs once, backs off and carries on.
- *
- * What it took from the device stays in memory until stored. After a failure it asks the database whether the
- * link's next position is past the batch's first (this ingester stores positions in order): an INSERT whose reply
- * was lost did commit, and the batch is done — it is never sent again (the pool would refuse the positions for good
- * and ingest would wedge).
- *
- * One ingester per link and per KME (with several replicas, a later issue runs it on the leader only).
- */
 /** A batch taken from the device: its material and the positions it fills, sealed once and stored once. */
 interface Batch {
   keys: DeviceKey[];
@@ -62,6 +49,19 @@ interface SealedBatch {
   owned: number;
 }
 
+/**
+ * Moves material from this end's device into the pool: take, seal it through the barrier in chunks (one HSM call per
+ * chunk, all of a batch's at once: src/pool/chunking.ts), store the batch with its device refs and audit event in one
+ * statement, release it at the device. Stops at the pool cap and
+ * resumes as keys are delivered. Survives database, HSM and device outages: it logs once, backs off and carries on.
+ *
+ * What it took from the device stays in memory until stored. After a failure it asks the database whether the
+ * link's next position is past the batch's first (this ingester stores positions in order): an INSERT whose reply
+ * was lost did commit, and the batch is done — it is never sent again (the pool would refuse the positions for good
+ * and ingest would wedge).
+ *
+ * One ingester per link and per KME (with several replicas, a later issue runs it on the leader only).
+ */
 export class Ingester {
   private readonly loop = new Repeater(() => this.tick());
   private failing = false;
