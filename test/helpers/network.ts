@@ -144,6 +144,9 @@ export async function startTestNetwork(opts: NetworkOptions): Promise<TestNetwor
   for (const [id, config] of configs) {
     const db = await freshDatabase();
     const pool = new pg.Pool({ connectionString: db.url, max: 2 });
+    // An idle client whose server ends it (the teardown's DROP DATABASE … WITH (FORCE)) emits 'error' on the pool;
+    // unhandled, it would end the test process.
+    pool.on('error', () => undefined);
     pools.push(pool);
     const query = async (sql: string, params?: unknown[]) => (await pool.query(sql, params)).rows;
     if (asProcess.has(id)) {
