@@ -128,3 +128,54 @@ function climbToRightChild(w: Walk): void {
   if (w.fn % 2 === 1) return;
   while (w.fn % 2 === 0 && w.fn !== 0) shift(w);
 }
+
+/**
+ * The right edge of a growing tree: the roots of its perfect subtrees, largest first, one per set bit of its size.
+ * It is all that appending leaves and computing each new root needs, so the sealer keeps it between seals instead of
+ * the leaves, and a verifier can start from the last checkpoint of an archived (pruned) part of the log.
+ */
+export class Frontier {
+  private constructor(
+    private count: number,
+    private readonly hashes: Hash[],
+  ) {}
+
+  static empty(): Frontier {
+    return new Frontier(0, []);
+  }
+
+  /** The edge of a tree of `size` leaves, as `bytes` (from `toBytes`) stored it; throws if they do not fit the size. */
+  static of(size: number, bytes: Buffer): Frontier {
+    if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`tree size ${size} is not a non-negative integer`);
+    const subtrees = size.toString(2).replace(/0/g, '').length;
+    if (bytes.length !== 32 * subtrees) throw new RangeError(`a tree of ${size} leaves has ${subtrees} subtree roots on its edge, not ${bytes.length / 32}`);
+    return new Frontier(size, Array.from({ length: subtrees }, (_, i) => Buffer.from(bytes.subarray(32 * i, 32 * i + 32))));
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  append(leaf: Hash): void {
+    // Each trailing 1 bit of the old size is a subtree as large as what is being carried: they merge.
+    let carried = leaf;
+    for (let s = this.count; s % 2 === 1; s = Math.floor(s / 2)) carried = nodeHash(this.hashes.pop()!, carried);
+    this.hashes.push(carried);
+    this.count++;
+  }
+
+  root(): Hash {
+    if (this.hashes.length === 0) return sha256();
+    let r = this.hashes[this.hashes.length - 1]!;
+    for (let i = this.hashes.length - 2; i >= 0; i--) r = nodeHash(this.hashes[i]!, r);
+    return r;
+  }
+
+  toBytes(): Buffer {
+    return Buffer.concat(this.hashes);
+  }
+
+  copy(): Frontier {
+    return new Frontier(this.count, [...this.hashes]);
+  }
+}

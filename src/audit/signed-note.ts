@@ -32,7 +32,8 @@ export interface NoteSignature {
 /** Signature types of the signed-note spec that this project uses. */
 export const SignatureType = {
   ed25519: Buffer.from([0x01]),
-  ecdsaP256: Buffer.from([0x02]),
+  /** ECDSA as transparency-dev/witness signs: DER (ASN.1) signature over SHA-256 of the text; key ID: ecdsaKeyIdOf. */
+  ecdsa: Buffer.from([0x02]),
   /** 0xff introduces a type named by a string; used for the post-quantum signature beside the classical one. */
   named: (label: string) => Buffer.concat([Buffer.from([0xff]), Buffer.from(label, 'utf8')]),
 };
@@ -40,6 +41,11 @@ export const SignatureType = {
 /** The spec's key ID: the first 4 bytes of SHA-256(key name ‖ 0x0A ‖ signature type ‖ public key). */
 export function keyIdOf(name: string, type: Buffer, publicKey: Buffer): Buffer {
   return createHash('sha256').update(name, 'utf8').update(Buffer.from([0x0a])).update(type).update(publicKey).digest().subarray(0, 4);
+}
+
+/** The spec's exception for type 0x02: the first 4 bytes of SHA-256 of the DER SubjectPublicKeyInfo alone. */
+export function ecdsaKeyIdOf(spki: Buffer): Buffer {
+  return createHash('sha256').update(spki).digest().subarray(0, 4);
 }
 
 const DASH = '\u2014 ';

@@ -109,7 +109,7 @@ export class ModuleHandle {
   }
 }
 
-function findSlot(m: ModuleHandle, t: Target): { slot: Buffer; model: string } {
+function findSlot(m: ModuleHandle, t: Omit<Target, 'keyLabel'>): { slot: Buffer; model: string } {
   let slots: Buffer[];
   try { slots = m.p11.C_GetSlotList(true); } catch (e) {
     if (code(e) !== K.CKR_CRYPTOKI_NOT_INITIALIZED) throw e;
@@ -126,7 +126,7 @@ function findSlot(m: ModuleHandle, t: Target): { slot: Buffer; model: string } {
   throw new Error(`token '${t.tokenLabel}' not found in PKCS#11 module ${t.module}; tokens found: ${found.join(', ') || 'none'}`);
 }
 
-function login(p11: PKCS11, session: Buffer, t: Target): void {
+function login(p11: PKCS11, session: Buffer, t: Omit<Target, 'keyLabel'>): void {
   try { p11.C_Login(session, K.CKU_USER, t.pin); } catch (e) {
     // Login state is per process and token, so the token does not check the PIN again; compare with the PIN of the
     // wrapper that did log in, so that a wrong PIN cannot ride on its login.
@@ -189,12 +189,23 @@ function sessionCopies(p11: PKCS11, session: Buffer, keys: Map<number, Buffer>):
   return copies;
 }
 
-/** Opens a session, logs in and finds the KEK handles (per session, so found again on every open). */
-export function openSession(m: ModuleHandle, t: Target, mayCreate: boolean, onGenerated?: (label: string) => void): Session {
+/** Opens a read-write session on the target's token and logs in (or joins the process's login, same PIN only). */
+export function openLoggedIn(m: ModuleHandle, t: Omit<Target, 'keyLabel'>): { handle: Buffer; model: string } {
   const { slot, model } = findSlot(m, t);
   const handle = m.p11.C_OpenSession(slot, K.CKF_SERIAL_SESSION | K.CKF_RW_SESSION);
   try {
     login(m.p11, handle, t);
+  } catch (e) {
+    try { m.p11.C_CloseSession(handle); } catch { /* the session may be gone already */ }
+    throw e;
+  }
+  return { handle, model };
+}
+
+/** Opens a session, logs in and finds the KEK handles (per session, so found again on every open). */
+export function openSession(m: ModuleHandle, t: Target, mayCreate: boolean, onGenerated?: (label: string) => void): Session {
+  const { handle, model } = openLoggedIn(m, t);
+  try {
     let keys = findKeys(m.p11, handle, t);
     if (keys.size === 0 && mayCreate) {
       keys = generateFirst(m.p11, handle, t);

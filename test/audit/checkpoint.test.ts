@@ -1,9 +1,9 @@
 import t from 'tap';
-import { generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { generateKeyPairSync, sign, verify } from 'node:crypto';
 import { checkpointText, parseCheckpoint } from '../../src/audit/checkpoint.js';
 import { leafHash, rootOf } from '../../src/audit/merkle.js';
 import { mlDsa65KeyPair, mlDsa65Signer, mlDsa65Verifier } from '../../src/audit/ml-dsa-note.js';
-import { keyIdOf, NoteFormatError, openNote, parseNote, signNote, SignatureType, type NoteSigner, type NoteVerifier } from '../../src/audit/signed-note.js';
+import { ecdsaKeyIdOf, keyIdOf, NoteFormatError, openNote, parseNote, signNote, SignatureType, type NoteSigner, type NoteVerifier } from '../../src/audit/signed-note.js';
 
 // Checkpoints of the custody log in C2SP signed notes (src/audit/checkpoint.ts, src/audit/signed-note.ts), signed
 // and verified with real Ed25519 and ECDSA P-256 keys from node:crypto. (The KME's own keys come from the HSM.)
@@ -21,11 +21,10 @@ function ed25519(name: string): { signer: NoteSigner; verifier: NoteVerifier } {
 function ecdsa(name: string): { signer: NoteSigner; verifier: NoteVerifier } {
   const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const spki = publicKey.export({ format: 'der', type: 'spki' });
-  const keyId = keyIdOf(name, SignatureType.ecdsaP256, spki);
-  const key = (k: KeyObject) => ({ key: k, dsaEncoding: 'ieee-p1363' as const });
+  const keyId = ecdsaKeyIdOf(spki);
   return {
-    signer: { name, keyId, sign: async (m) => sign('sha256', m, key(privateKey)) },
-    verifier: { name, keyId, verify: (m, s) => verify('sha256', m, key(publicKey), s) },
+    signer: { name, keyId, sign: async (m) => sign('sha256', m, privateKey) },
+    verifier: { name, keyId, verify: (m, s) => verify('sha256', m, publicKey, s) },
   };
 }
 

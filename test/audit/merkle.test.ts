@@ -2,6 +2,7 @@ import t from 'tap';
 import fc from 'fast-check';
 import {
   consistencyProof,
+  Frontier,
   inclusionProof,
   leafHash,
   rootOf,
@@ -39,6 +40,28 @@ t.test('the reference roots', async (t) => {
   t.equal(rootOf([]).toString('hex'), 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855', 'empty tree: SHA-256 of nothing');
   const hashes = VECTOR_LEAVES.map((hex) => leafHash(Buffer.from(hex, 'hex')));
   VECTOR_ROOTS.forEach((root, i) => t.equal(rootOf(hashes.slice(0, i + 1)).toString('hex'), root, `tree of ${i + 1}`));
+});
+
+t.test("the frontier gives every prefix's root, also when resumed from its stored bytes", async (t) => {
+  const hashes = VECTOR_LEAVES.map((hex) => leafHash(Buffer.from(hex, 'hex')));
+  const f = Frontier.empty();
+  t.equal(f.root().toString('hex'), rootOf([]).toString('hex'));
+  hashes.forEach((h, i) => {
+    f.append(h);
+    t.equal(f.root().toString('hex'), VECTOR_ROOTS[i], `tree of ${i + 1}`);
+  });
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: 300 }), (a, b) => {
+      const all = leaves(a + b);
+      const first = Frontier.empty();
+      all.slice(0, a).forEach((h) => first.append(h));
+      const resumed = Frontier.of(a, first.toBytes());
+      all.slice(a).forEach((h) => resumed.append(h));
+      return resumed.size === a + b && resumed.root().equals(rootOf(all));
+    }),
+    { numRuns: 200 },
+  );
+  t.throws(() => Frontier.of(3, Buffer.alloc(32)), /2 subtree roots/);
 });
 
 t.test('every inclusion proof of a tree verifies, for that leaf at that index only', async (t) => {
