@@ -6,7 +6,9 @@ import { Barrier } from './barrier/barrier.js';
 import { ConfigError } from './config/load.js';
 import type { Config } from './config/schema.js';
 import type { KeyWrapper } from './hsm/key-wrapper.js';
-import { openKeyWrapper } from './hsm/open.js';
+import { openKeyWrapper, openSigningKey } from './hsm/open.js';
+import type { SigningKey } from './hsm/signing-key.js';
+import { Sealer } from './audit/sealer.js';
 import { KeyService } from './keys/key-service.js';
 import { MasterDeliveryBatcher } from './keys/master-batcher.js';
 import { startEraserJob } from './lifecycle/eraser.js';
@@ -28,6 +30,8 @@ export interface RunningKms {
   app: FastifyInstance;
   db: Db;
   wrapper: KeyWrapper;
+  /** Seals the custody log (when this process leads); tests call sealOnce() to seal now. */
+  sealer: Sealer;
   /** One ingester per link this KME reads from its own device (loopback and primary ends). */
   ingesters: Map<string, Ingester>;
   /** The devices (or simulators) of every link, by link ID. */
@@ -46,6 +50,8 @@ export interface StartOptions {
   databaseUrl: string;
   /** An already opened wrapper (tests inject one to simulate HSM outages); otherwise opened from config.hsm. */
   wrapper?: KeyWrapper;
+  /** The checkpoint signing key likewise; otherwise opened from config.hsm. */
+  signingKey?: SigningKey;
 }
 
 /**
@@ -61,6 +67,8 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
   const wrapper = opts.wrapper ?? (await openKeyWrapper(config.hsm, log));
   const closers: Array<() => Promise<unknown>> = [() => wrapper.close(), () => db.end()];
   try {
+    const signingKey = opts.signingKey ?? (await openSigningKey(config.hsm, log));
+    closers.unshift(() => signingKey.close());
     const barrier = new Barrier(wrapper);
     const topology = new Topology(config);
     const sources = new Map<string, LinkSource>();
@@ -156,6 +164,16 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     closers.unshift(stopExpiry);
     closers.unshift(startEraserJob({ db, barrier, log }));
     closers.unshift(startStatisticsJob(db, log));
+    const sealer = new Sealer({
+      db,
+      databaseUrl: opts.databaseUrl,
+      wrapper,
+      signingKey,
+      origin: config.audit.origin ?? `qkms/${config.kme_id}/custody`,
+      everyMs: config.audit.seal_every_ms,
+      log,
+    });
+    closers.unshift(sealer.start());
 
     const address = app.server.address();
     const port = typeof address === 'object' && address ? address.port : config.listen.port;
@@ -189,7 +207,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
           if (ms > 2_000) log.warn({ part: c.toString().slice(0, 80), ms }, 'slow to close');
         }
       })());
-    return { app, db, wrapper, ingesters, sources, figures, network, topology, url, close };
+    return { app, db, wrapper, sealer, ingesters, sources, figures, network, topology, url, close };
   } catch (err) {
     for (const c of closers) await c().catch(() => undefined);
     throw err;

@@ -51,9 +51,12 @@ export const Pkcs11HsmSchema = Type.Object(
       module: Type.String({ minLength: 1, description: 'path of the PKCS#11 module (.so)' }),
       token_label: Type.String({ minLength: 1 }),
       key_label: Type.Optional(Type.String({ minLength: 1, description: "KEK label prefix; default 'kms-kek'" })),
+      signing_key_label: Type.Optional(
+        Type.String({ minLength: 1, description: "label of the ECDSA P-256 key pair that signs the custody log's checkpoints; default 'kms-custody'" }),
+      ),
       pin_env: Type.Optional(Type.String({ minLength: 1, description: "env variable with the PIN; default KMS_HSM_PIN" })),
       pin_file: Type.Optional(Type.String({ minLength: 1, description: 'file holding the PIN (wins over pin_env)' })),
-      create_key_if_missing: Type.Optional(Type.Boolean({ description: 'generate KEK v1 when absent; default false' })),
+      create_key_if_missing: Type.Optional(Type.Boolean({ description: 'generate KEK v1 and the signing key pair when absent; default false' })),
       timeout_ms: Type.Optional(
         Type.Integer({
           minimum: 0,
@@ -196,6 +199,21 @@ export const RequestLimitsSchema = Type.Object(
   { additionalProperties: false, default: {} },
 );
 
+export const AuditSchema = Type.Object(
+  {
+    seal_every_ms: Type.Integer({
+      minimum: 50,
+      maximum: 60_000,
+      default: 500,
+      description: 'how often the sealer folds new custody events into the tree and signs a checkpoint',
+    }),
+    origin: Type.Optional(
+      Type.String({ pattern: '^[^\\s+]+$', description: "the log's name in its checkpoints and signatures; default qkms/<kme_id>/custody" }),
+    ),
+  },
+  { additionalProperties: false, default: {} },
+);
+
 export const ConfigSchema = Type.Object(
   {
     kme_id: Id('this KME'),
@@ -233,6 +251,7 @@ export const ConfigSchema = Type.Object(
     ),
     peers: Type.Array(PeerSchema, { default: [] }),
     network: NetworkSchema,
+    audit: AuditSchema,
   },
   { additionalProperties: false },
 );

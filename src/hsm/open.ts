@@ -3,7 +3,10 @@ import { readSecret } from '../config/load.js';
 import type { Logger } from '../log.js';
 import type { KeyWrapper } from './key-wrapper.js';
 import { openPkcs11KeyWrapper } from './pkcs11.js';
+import { openPkcs11SigningKey } from './pkcs11-signing-key.js';
+import type { SigningKey } from './signing-key.js';
 import { createMockKeyWrapper } from '../../hsm-mock/mock-key-wrapper.js';
+import { createMockSigningKey } from '../../hsm-mock/mock-signing-key.js';
 
 /** KeyWrapper implementations by config `type` (DESIGN §3.4). */
 export async function openKeyWrapper(config: HsmConfig, log: Logger): Promise<KeyWrapper> {
@@ -15,10 +18,30 @@ export async function openKeyWrapper(config: HsmConfig, log: Logger): Promise<Ke
         module: config.module,
         tokenLabel: config.token_label,
         keyLabel: config.key_label ?? 'kms-kek',
-        pin: readSecret('the HSM PIN', config.pin_env ?? 'KMS_HSM_PIN', config.pin_file),
+        pin: pin(config),
         createIfMissing: config.create_key_if_missing ?? false,
         timeoutMs: config.timeout_ms,
         log,
       });
   }
 }
+
+/** The key that signs the custody log's checkpoints, from the same HSM as the KEK. */
+export async function openSigningKey(config: HsmConfig, log: Logger): Promise<SigningKey> {
+  switch (config.type) {
+    case 'mock':
+      return createMockSigningKey();
+    case 'pkcs11':
+      return openPkcs11SigningKey({
+        module: config.module,
+        tokenLabel: config.token_label,
+        label: config.signing_key_label ?? 'kms-custody',
+        pin: pin(config),
+        createIfMissing: config.create_key_if_missing ?? false,
+        timeoutMs: config.timeout_ms || undefined,
+        log,
+      });
+  }
+}
+
+const pin = (config: Extract<HsmConfig, { type: 'pkcs11' }>) => readSecret('the HSM PIN', config.pin_env ?? 'KMS_HSM_PIN', config.pin_file);

@@ -1,0 +1,12 @@
+import { leafHash, type Hash } from './merkle.js';
+
+/**
+ * What each leaf of the custody tree is. Leaf i (from 0) stands for sequence number i + 1: the event's canonical
+ * body (RFC 8785 JSON, exactly as stored), or, for a number whose transaction rolled back and so holds no event, the
+ * gap entry below. A body always has an "actor", a gap entry never does, so the two cannot be confused.
+ */
+export const gapEntry = (seq: number): string => `{"gap":true,"seq":${seq}}`;
+
+export const eventLeafHash = (body: string): Hash => leafHash(Buffer.from(body, 'utf8'));
+export const gapLeafHash = (seq: number): Hash => leafHash(Buffer.from(gapEntry(seq), 'utf8'));
+

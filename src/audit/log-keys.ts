@@ -1,0 +1,65 @@
+import { randomBytes } from 'node:crypto';
+import { IntegrityError, type KeyWrapper } from '../hsm/key-wrapper.js';
+import type { SigningKey } from '../hsm/signing-key.js';
+import type { Logger } from '../log.js';
+import type { Db } from '../store/db.js';
+import { mlDsa65KeyPair } from './ml-dsa-note.js';
+import { ecdsaLogSigner, mlDsaLogSigner, type LogSigner } from './vkeys.js';
+
+/**
+ * The keys that sign the custody log's checkpoints: the HSM's ECDSA P-256 key and, beside it, an ML-DSA-65 key. No
+ * HSM here holds ML-DSA keys, so its 32-byte seed (FIPS 204 key generation is deterministic from it) is kept sealed
+ * under the KEK in `audit_signing_key`, as key material is, bound to its verifier key. Every key that ever signed is
+ * registered there, so that `kms audit keys` and the export bundles list them all.
+ *
+ * A seed that no longer unseals (hsm-mock: a new software KEK on every start) is replaced by a new key, and the log
+ * says so: auditors then pin one more key.
+ */
+export async function openLogSigners(opts: { db: Db; wrapper: KeyWrapper; signingKey: SigningKey; name: string; log: Logger }): Promise<LogSigner[]> {
+  const { db, wrapper, name, log } = opts;
+  const classical = ecdsaLogSigner(name, opts.signingKey.publicKey, (m) => opts.signingKey.sign(m));
+  await db.query(`INSERT INTO audit_signing_key (vkey, algorithm, held_in) VALUES ($1, 'ecdsa-p256', 'hsm') ON CONFLICT DO NOTHING`, [classical.vkey]);
+  return [classical, await postQuantumSigner(db, wrapper, name, log)];
+}
+
+const aadOf = (vkey: string) => Buffer.from(`qkms custody signing key\n${vkey}`, 'utf8');
+
+async function postQuantumSigner(db: Db, wrapper: KeyWrapper, name: string, log: Logger): Promise<LogSigner> {
+  const { rows } = await db.query<{ vkey: string; sealed_secret: Buffer }>(
+    `SELECT vkey, sealed_secret FROM audit_signing_key
+      WHERE algorithm = 'ml-dsa-65' AND starts_with(vkey, $1) ORDER BY created_at DESC LIMIT 1`,
+    [`${name}+`],
+  );
+  const stored = rows[0];
+  if (stored) {
+    const s = stored.sealed_secret;
+    try {
+      const seed = await wrapper.decrypt({ kekVersion: s.readInt32BE(0), iv: s.subarray(4, 16), ciphertext: s.subarray(16) }, aadOf(stored.vkey));
+      const signer = mlDsaLogSigner(name, mlDsa65KeyPair(seed));
+      seed.fill(0);
+      if (signer.vkey === stored.vkey) return signer;
+      throw new IntegrityError('the unsealed seed gives another key');
+    } catch (err) {
+      if (!(err instanceof IntegrityError)) throw err; // the HSM is unavailable: try again later, keep the key
+      log.warn({ vkey: stored.vkey }, 'the ML-DSA checkpoint key no longer unseals under this KEK; making a new one (auditors must pin it)');
+    }
+  }
+  const seed = randomBytes(32);
+  const signer = mlDsaLogSigner(name, mlDsa65KeyPair(seed));
+  const sealed = await wrapper.encrypt(seed, aadOf(signer.vkey));
+  seed.fill(0);
+  const version = Buffer.alloc(4);
+  version.writeInt32BE(sealed.kekVersion);
+  await db.query(`INSERT INTO audit_signing_key (vkey, algorithm, held_in, sealed_secret) VALUES ($1, 'ml-dsa-65', 'kek', $2)`, [
+    signer.vkey,
+    Buffer.concat([version, sealed.iv, sealed.ciphertext]),
+  ]);
+  log.info({ vkey: signer.vkey }, 'made a new ML-DSA-65 checkpoint signing key');
+  return signer;
+}
+
+/** Every verifier key that ever signed this log's checkpoints, oldest first. */
+export async function logVkeys(db: Pick<Db, 'query'>): Promise<string[]> {
+  const { rows } = await db.query<{ vkey: string }>(`SELECT vkey FROM audit_signing_key ORDER BY created_at, vkey`);
+  return rows.map((r) => r.vkey);
+}

@@ -1,0 +1,94 @@
+import type { KeyWrapper } from '../hsm/key-wrapper.js';
+import type { SigningKey } from '../hsm/signing-key.js';
+import { startBackgroundJob } from '../lifecycle/background-job.js';
+import { LeaderLock } from '../lifecycle/leader-lock.js';
+import type { Logger } from '../log.js';
+import type { Db } from '../store/db.js';
+import { insertSeal, lastSeal } from '../store/seals.js';
+import { checkpointText } from './checkpoint.js';
+import { eventLeafHash, gapLeafHash } from './leaves.js';
+import { settledSeq } from './settle.js';
+import { openLogSigners } from './log-keys.js';
+import { Frontier } from './merkle.js';
+import { signNote } from './signed-note.js';
+import type { LogSigner } from './vkeys.js';
+
+/** At most this many leaves per seal; a longer backlog is sealed in several passes back to back. */
+export const MAX_LEAVES_PER_SEAL = 50_000;
+
+export interface SealerOptions {
+  db: Db;
+  /** For the leader lock's own connection. */
+  databaseUrl: string;
+  wrapper: KeyWrapper;
+  signingKey: SigningKey;
+  /** The log's origin line, also the name its keys sign under. */
+  origin: string;
+  everyMs: number;
+  log: Logger;
+}
+
+/**
+ * The custody log's sealer: folds the events, in the order of their sequence numbers, into the RFC 9162 tree and
+ * records a signed checkpoint (C2SP) for each step (`audit_seal`). Only the leader among a KME's replicas seals
+ * (LeaderLock). A pass seals every number that is final (src/audit/settle.ts): events, and gaps for numbers whose
+ * transactions rolled back; it never seals a number that could still change, so no event is skipped or sealed in two
+ * orders. An idle log keeps its last checkpoint.
+ */
+export class Sealer {
+  private readonly lock: LeaderLock;
+  private signers: LogSigner[] | undefined;
+
+  constructor(private readonly o: SealerOptions) {
+    this.lock = new LeaderLock(o.databaseUrl, 'custody-sealer', o.log);
+  }
+
+  /** One pass; returns the number of leaves it sealed (0 when not the leader, or nothing new is final). */
+  async sealOnce(): Promise<number> {
+    const { db, origin } = this.o;
+    if (!(await this.lock.lead())) return 0;
+    this.signers ??= await openLogSigners({ db, wrapper: this.o.wrapper, signingKey: this.o.signingKey, name: origin, log: this.o.log });
+    const last = await lastSeal(db);
+    const size = last?.treeSize ?? 0;
+    const bound = await settledSeq(db, { waitMs: Math.min(2_000, this.o.everyMs * 2) });
+    if (bound === undefined || bound <= size) return 0;
+    const upTo = Math.min(bound, size + MAX_LEAVES_PER_SEAL);
+    const { rows } = await db.query<{ seq: string; body: string }>(
+      `SELECT seq, body FROM audit_event WHERE seq > $1 AND seq <= $2 ORDER BY seq`,
+      [size, upTo],
+    );
+    const frontier = last ? Frontier.of(size, last.frontier) : Frontier.empty();
+    const hashes: Buffer[] = [];
+    const gaps: number[] = [];
+    const add = (h: Buffer) => (hashes.push(h), frontier.append(h));
+    let next = size + 1;
+    for (const r of rows) {
+      for (const seq = Number(r.seq); next < seq; next++) (gaps.push(next), add(gapLeafHash(next)));
+      add(eventLeafHash(r.body));
+      next++;
+    }
+    for (; next <= upTo; next++) (gaps.push(next), add(gapLeafHash(next)));
+    const checkpoint = await signNote(checkpointText({ origin, size: upTo, root: frontier.root() }), this.signers);
+    await insertSeal(db, { treeSize: upTo, firstSeq: size + 1, leafHashes: Buffer.concat(hashes), gaps, frontier: frontier.toBytes(), checkpoint });
+    return upTo - size;
+  }
+
+  /** Seals every `everyMs` until stopped; a pass that hit MAX_LEAVES_PER_SEAL goes on at once. Returns the stop. */
+  start(): () => Promise<void> {
+    const stop = startBackgroundJob({
+      what: 'sealing the custody log',
+      log: this.o.log,
+      everyMs: this.o.everyMs,
+      step: async () => ((await this.sealOnce()) >= MAX_LEAVES_PER_SEAL ? 0 : this.o.everyMs),
+    });
+    return async () => {
+      await stop();
+      await this.close();
+    };
+  }
+
+  /** Gives up leadership (another replica's sealer takes over). */
+  async close(): Promise<void> {
+    await this.lock.close();
+  }
+}

@@ -1,0 +1,58 @@
+import type pg from 'pg';
+
+type Queryable = Pick<pg.Pool, 'query'>;
+
+/** One row of `audit_seal` (migration 0006): the leaves one signed checkpoint added to the custody tree. */
+export interface SealRow {
+  treeSize: number;
+  firstSeq: number;
+  /** 32 bytes per leaf, for numbers firstSeq … treeSize. */
+  leafHashes: Buffer;
+  /** The numbers in that range that no event holds (their transactions rolled back). */
+  gaps: number[];
+  /** The tree's right edge at treeSize (src/audit/merkle.ts Frontier). */
+  frontier: Buffer;
+  /** The signed note of the checkpoint. */
+  checkpoint: string;
+  sealedAt: Date;
+}
+
+const COLUMNS = `tree_size, first_seq, leaf_hashes, gaps, frontier, checkpoint, sealed_at`;
+
+function fromRow(r: Record<string, unknown>): SealRow {
+  return {
+    treeSize: Number(r.tree_size),
+    firstSeq: Number(r.first_seq),
+    leafHashes: r.leaf_hashes as Buffer,
+    gaps: (r.gaps as string[]).map(Number),
+    frontier: r.frontier as Buffer,
+    checkpoint: r.checkpoint as string,
+    sealedAt: r.sealed_at as Date,
+  };
+}
+
+export async function lastSeal(db: Queryable): Promise<SealRow | undefined> {
+  const { rows } = await db.query(`SELECT ${COLUMNS} FROM audit_seal ORDER BY tree_size DESC LIMIT 1`);
+  return rows[0] ? fromRow(rows[0]) : undefined;
+}
+
+/**
+ * Records a seal. Two sealers (a leader that lost its lock a moment ago, and the new one) cannot both extend the
+ * same tree: the primary key on tree_size and the unique first_seq refuse the second, whose caller just tries again.
+ */
+export async function insertSeal(db: Queryable, s: Omit<SealRow, 'sealedAt'>): Promise<void> {
+  await db.query(`INSERT INTO audit_seal (tree_size, first_seq, leaf_hashes, gaps, frontier, checkpoint) VALUES ($1, $2, $3, $4, $5, $6)`, [
+    s.treeSize,
+    s.firstSeq,
+    s.leafHashes,
+    s.gaps,
+    s.frontier,
+    s.checkpoint,
+  ]);
+}
+
+/** Seals in order of size, those that end after `afterSize`, at most `limit`. */
+export async function sealsAfter(db: Queryable, afterSize: number, limit: number): Promise<SealRow[]> {
+  const { rows } = await db.query(`SELECT ${COLUMNS} FROM audit_seal WHERE tree_size > $1 ORDER BY tree_size LIMIT $2`, [afterSize, limit]);
+  return rows.map(fromRow);
+}
