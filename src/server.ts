@@ -8,7 +8,7 @@ import type { Config } from './config/schema.js';
 import type { KeyWrapper } from './hsm/key-wrapper.js';
 import { openKeyWrapper, openSigningKey } from './hsm/open.js';
 import type { SigningKey } from './hsm/signing-key.js';
-import { Sealer } from './audit/sealer.js';
+import { logOrigin, Sealer } from './audit/sealer.js';
 import { KeyService } from './keys/key-service.js';
 import { MasterDeliveryBatcher } from './keys/master-batcher.js';
 import { startEraserJob } from './lifecycle/eraser.js';
@@ -169,7 +169,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       databaseUrl: opts.databaseUrl,
       wrapper,
       signingKey,
-      origin: config.audit.origin ?? `qkms/${config.kme_id}/custody`,
+      origin: logOrigin(config),
       everyMs: config.audit.seal_every_ms,
       log,
     });

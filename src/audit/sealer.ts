@@ -1,3 +1,4 @@
+import type { Config } from '../config/schema.js';
 import type { KeyWrapper } from '../hsm/key-wrapper.js';
 import type { SigningKey } from '../hsm/signing-key.js';
 import { startBackgroundJob } from '../lifecycle/background-job.js';
@@ -12,6 +13,9 @@ import { openLogSigners } from './log-keys.js';
 import { Frontier } from './merkle.js';
 import { signNote } from './signed-note.js';
 import type { LogSigner } from './vkeys.js';
+
+/** The log's name in its checkpoints, and the name its keys sign under. */
+export const logOrigin = (config: Pick<Config, 'kme_id' | 'audit'>): string => config.audit.origin ?? `qkms/${config.kme_id}/custody`;
 
 /** At most this many leaves per seal; a longer backlog is sealed in several passes back to back. */
 export const MAX_LEAVES_PER_SEAL = 50_000;
@@ -38,13 +42,23 @@ export interface SealerOptions {
 export class Sealer {
   private readonly lock: LeaderLock;
   private signers: LogSigner[] | undefined;
+  private passing: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly o: SealerOptions) {
     this.lock = new LeaderLock(o.databaseUrl, 'custody-sealer', o.log);
   }
 
-  /** One pass; returns the number of leaves it sealed (0 when not the leader, or nothing new is final). */
-  async sealOnce(): Promise<number> {
+  /**
+   * One pass; returns the number of leaves it sealed (0 when not the leader, or nothing new is final). Passes of one
+   * sealer run one after the other (the background job's and a caller's, e.g. a test's).
+   */
+  sealOnce(): Promise<number> {
+    const pass = this.passing.then(() => this.pass());
+    this.passing = pass.catch(() => undefined);
+    return pass;
+  }
+
+  private async pass(): Promise<number> {
     const { db, origin } = this.o;
     if (!(await this.lock.lead())) return 0;
     this.signers ??= await openLogSigners({ db, wrapper: this.o.wrapper, signingKey: this.o.signingKey, name: origin, log: this.o.log });

@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfigFile, readSecret } from '../config/load.js';
 import { createLogger, type Logger } from '../log.js';
+import { auditCommand } from '../audit/cli.js';
 import { pkiCommand } from '../pki/cli.js';
 import { startKms } from '../server.js';
 import { migrate } from '../store/migrate.js';
@@ -16,6 +17,7 @@ const USAGE = `usage: kms <command> [options]
   migrate --config FILE     apply database migrations and exit
   sim --config FILE         run simulated QKD device pairs that serve ETSI 014 to KMEs (docs/devices.md)
   pki <init|issue-kme|issue-sae> …   issue a CA and KME/SAE certificates (kms pki help)
+  audit <keys|checkpoint|export|verify> …   the custody log for auditors (kms audit help)
 `;
 
 /** Entry point: returns the process exit code (or never returns for long-running commands). */
@@ -41,6 +43,8 @@ export async function main(argv: string[]): Promise<number> {
       return simCommand(rest, log);
     case 'pki':
       return pkiCommand(rest, (line) => process.stdout.write(line + '\n'));
+    case 'audit':
+      return auditCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case undefined:
     case 'help':
     case '--help':

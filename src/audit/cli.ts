@@ -1,0 +1,166 @@
+// `kms audit …`: the custody log for auditors. `keys`, `checkpoint` and `export` read the KME's database (config
+// file, URL from the environment, as `kms serve`); `verify` works offline on a bundle file, with no database.
+// Exit codes: 0 ok, 1 verification failed (or the database could not be read), 2 usage or unreadable input.
+import { createReadStream, createWriteStream, readFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { ConfigError, loadConfigFile, readSecret } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import { lastSeal } from '../store/seals.js';
+import { exportBundle } from './export.js';
+import { logVkeys } from './log-keys.js';
+import { logOrigin } from './sealer.js';
+import { NoteFormatError } from './signed-note.js';
+import { BundleVerifier, type VerifyReport } from './verify.js';
+import { parseVkey } from './vkeys.js';
+
+const USAGE = `usage: kms audit <command> [options]
+
+commands:
+  keys --config FILE
+      print the verifier keys that sign this KME's custody log, one per line: auditors pin these
+  checkpoint --config FILE
+      print the latest signed checkpoint (keep it: a later verify --trusted-checkpoint proves nothing was rewritten)
+  export --config FILE [--out FILE] [--after-size N]
+      write the custody log as a bundle (JSON Lines) to FILE or stdout; --after-size starts at that checkpoint
+  verify BUNDLE --keys FILE [--trusted-checkpoint FILE] [--json]
+      verify a bundle offline against the pinned keys in FILE; exit 0 if it holds, 1 naming the first bad event
+  help
+      this text`;
+
+class UsageError extends Error {}
+
+type Out = (line: string) => void;
+
+export async function auditCommand(args: string[], out: Out, err: Out): Promise<number> {
+  const [command, ...rest] = args;
+  try {
+    switch (command) {
+      case 'keys':
+        return await withDb(rest, {}, async (db) => ((await logVkeys(db)).forEach((k) => out(k)), 0));
+      case 'checkpoint':
+        return await withDb(rest, {}, async (db) => {
+          const seal = await lastSeal(db);
+          if (!seal) throw new ConfigError('the log has no checkpoint yet (the sealer signs one within a second of the first event)');
+          out(seal.checkpoint.replace(/\n$/, ''));
+          return 0;
+        });
+      case 'export':
+        return await withDb(rest, { out: { type: 'string' }, 'after-size': { type: 'string' } }, async (db, config, values) => {
+          const after = values['after-size'] === undefined ? 0 : Number(values['after-size']);
+          if (!Number.isSafeInteger(after) || after < 0) throw new UsageError('--after-size must be a tree size (a whole number)');
+          const file = typeof values.out === 'string' ? createWriteStream(values.out) : undefined;
+          for await (const line of exportBundle(db, { origin: logOrigin(config), afterSize: after })) {
+            if (!file) out(line);
+            else if (!file.write(line + '\n')) await once(file, 'drain');
+          }
+          if (file) await new Promise<void>((resolve, reject) => file.end((e?: Error | null) => (e ? reject(e) : resolve())));
+          return 0;
+        });
+      case 'verify':
+        return await verifyCommand(rest, out);
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        out(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError) {
+      err(`kms audit: ${e.message}\n\n${USAGE}`);
+      return 2;
+    }
+    if (e instanceof ConfigError || e instanceof NoteFormatError) {
+      err(`kms audit: ${e.message}`);
+      return 2;
+    }
+    throw e;
+  }
+}
+
+type Values = Record<string, string | boolean | undefined>;
+
+async function withDb(
+  args: string[],
+  options: Record<string, { type: 'string' | 'boolean' }>,
+  fn: (db: pg.Pool, config: Config, values: Values) => Promise<number>,
+): Promise<number> {
+  const { values } = parse(args, { config: { type: 'string' }, ...options }, false);
+  if (typeof values.config !== 'string') throw new UsageError('--config FILE is required');
+  const config = loadConfigFile(values.config);
+  const db = new pg.Pool({ connectionString: readSecret('the database URL', config.database.url_env), max: 2, connectionTimeoutMillis: 5_000 });
+  try {
+    return await fn(db, config, values as Values);
+  } finally {
+    await db.end();
+  }
+}
+
+function parse(args: string[], options: Record<string, { type: 'string' | 'boolean' }>, positionals: boolean) {
+  try {
+    return parseArgs({ args, options, allowPositionals: positionals, strict: true });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+async function verifyCommand(args: string[], out: Out): Promise<number> {
+  const { values, positionals } = parse(args, { keys: { type: 'string' }, 'trusted-checkpoint': { type: 'string' }, json: { type: 'boolean' } }, true);
+  if (positionals.length !== 1) throw new UsageError('give exactly one BUNDLE file');
+  if (typeof values.keys !== 'string') throw new UsageError("--keys FILE is required: the log's verifier keys you pinned (kms audit keys prints them)");
+  const keys = readText(values.keys, 'keys file')
+    .split('\n')
+    .map((l, i) => ({ l: l.trim(), i }))
+    .filter(({ l }) => l !== '' && !l.startsWith('#'))
+    .map(({ l, i }) => {
+      try {
+        return parseVkey(l);
+      } catch (e) {
+        throw new ConfigError(`${values.keys} line ${i + 1}: ${(e as Error).message}`);
+      }
+    });
+  if (keys.length === 0) throw new ConfigError(`${values.keys} holds no verifier key`);
+  const trusted = typeof values['trusted-checkpoint'] === 'string' ? readText(values['trusted-checkpoint'], 'trusted checkpoint') : undefined;
+  const verifier = new BundleVerifier({ keys, trustedCheckpoint: trusted === undefined ? undefined : trusted.replace(/\n*$/, '\n') });
+  const input = createReadStream(positionals[0]!, { encoding: 'utf8' });
+  const opened = new Promise<void>((resolve, reject) => (input.once('open', () => resolve()), input.once('error', reject)));
+  await opened.catch((e: Error) => {
+    throw new ConfigError(`cannot read bundle ${positionals[0]}: ${e.message}`);
+  });
+  for await (const line of createInterface({ input, crlfDelay: Infinity })) {
+    if (!verifier.line(line)) break;
+  }
+  input.destroy();
+  const report = verifier.finish();
+  if (values.json) out(JSON.stringify(report));
+  else printReport(report, trusted !== undefined, out);
+  return report.ok ? 0 : 1;
+}
+
+function readText(path: string, what: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`cannot read ${what} ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+}
+
+function printReport(r: VerifyReport, trusted: boolean, out: Out): void {
+  if (!r.ok) {
+    out(`FAILED${r.problem?.seq !== undefined ? ` at seq ${r.problem.seq}` : ''}: ${r.problem?.message}`);
+    return;
+  }
+  const from = r.startSize + 1;
+  out(`OK  custody log ${r.origin}: seqs ${from}–${r.sealedSize} verified against ${r.checkpoints} checkpoint(s) signed with ${r.signedWith.join(' + ') || '(none)'}`);
+  out(`    ${r.events} events, ${r.gaps} gaps (numbers of rolled-back transactions)${r.unsealed ? `; ${r.unsealed} event(s) after the last checkpoint, not yet sealed` : ''}`);
+  const l = r.lifecycle;
+  out(`    lifecycle: ${l.keysBound} keys bound, ${l.slaveDeliveries} slave deliveries, ${l.keysEnded} keys destroyed/expired/voided — none delivered twice, to an SAE not named, without ingest or after destruction`);
+  if (l.boundBefore) out(`    ${l.boundBefore} slave deliveries of keys bound before this bundle's start (see the archived bundle)`);
+  if (trusted) out('    extends the trusted checkpoint: nothing before it was rewritten or removed');
+  if (r.startSize > 0) out(`    starts at the checkpoint of size ${r.startSize}: continues the archived bundle that ends there`);
+}

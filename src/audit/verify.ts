@@ -1,0 +1,268 @@
+import { BUNDLE_FORMAT, splitEventLine, type BundleHeader } from './bundle.js';
+import { parseCheckpoint, type Checkpoint } from './checkpoint.js';
+import { gapLeafHash, eventLeafHash } from './leaves.js';
+import { LifecycleReplay, type ReplayFigures } from './lifecycle-replay.js';
+import { Frontier } from './merkle.js';
+import { NoteFormatError, openNote, type NoteVerifier } from './signed-note.js';
+import type { LogKeyAlgorithm } from './vkeys.js';
+
+/** What verifying a bundle found. `problem` is the first thing wrong, with the sequence number it concerns. */
+export interface VerifyReport {
+  ok: boolean;
+  origin?: string;
+  /** Leaves covered by the last checkpoint that verified, and where the bundle started. */
+  startSize: number;
+  sealedSize: number;
+  events: number;
+  gaps: number;
+  checkpoints: number;
+  /** Events after the last checkpoint: present, but not yet covered by a signature. */
+  unsealed: number;
+  /** The algorithms whose signatures verified on every checkpoint. */
+  signedWith: LogKeyAlgorithm[];
+  lifecycle: ReplayFigures;
+  problem?: { seq?: number; message: string };
+}
+
+export interface VerifyOptions {
+  /** The keys the auditor pinned: only these are trusted, whatever the bundle lists. */
+  keys: Array<NoteVerifier & { algorithm: LogKeyAlgorithm; vkey: string }>;
+  /** A checkpoint the auditor held before (a signed note): the bundle must extend it. */
+  trustedCheckpoint?: string;
+}
+
+class Failed extends Error {
+  constructor(
+    message: string,
+    readonly seq?: number,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Verifies an export bundle (src/audit/bundle.ts) line by line, with no database and in bounded memory (apart from
+ * the lifecycle replay's table of keys): every checkpoint is signed by pinned keys of every pinned algorithm; the
+ * tree recomputed from the events gives each checkpoint's root; no sequence number is missing, repeated or out of
+ * order; a trusted earlier checkpoint is a prefix of this history; and the key lifecycle replays
+ * (src/audit/lifecycle-replay.ts). It stops at the first problem and names its sequence number.
+ *
+ * Where a checkpoint's root does not match, the sealer's own leaf hashes (in the checkpoint line) say which event
+ * changed, if they still give the signed root. If they were rewritten too, only the checkpoint's range is known.
+ */
+export class BundleVerifier {
+  private header: BundleHeader | undefined;
+  private frontier = Frontier.empty();
+  private rangeStart = 0; // tree size at the last checkpoint
+  private rangeFrontier = Frontier.empty();
+  private rangeLeaves: Buffer[] = [];
+  private readonly report: VerifyReport;
+  private replay = new LifecycleReplay(false);
+  private trusted: Checkpoint | undefined;
+  private trustedChecked = false;
+  private ended = false;
+  private lineNo = 0;
+  /** Every checkpoint must carry a valid signature of each of these (see openCheckpoint). */
+  private readonly algorithms: Set<LogKeyAlgorithm>;
+
+  constructor(private readonly o: VerifyOptions) {
+    if (o.keys.length === 0) throw new Error('no pinned keys: pass the log\'s verifier keys (kms audit keys prints them)');
+    this.algorithms = new Set(o.keys.map((k) => k.algorithm));
+    this.report = { ok: true, startSize: 0, sealedSize: 0, events: 0, gaps: 0, checkpoints: 0, unsealed: 0, signedWith: [], lifecycle: this.replay.figures };
+  }
+
+  /** Feeds one line; returns false once a problem was found (the rest need not be read). */
+  line(text: string): boolean {
+    if (!this.report.ok) return false;
+    this.lineNo++;
+    try {
+      this.take(text);
+      return true;
+    } catch (err) {
+      const e = err instanceof Failed ? err : new Failed(`line ${this.lineNo}: ${(err as Error).message}`);
+      this.report.ok = false;
+      this.report.problem = { ...(e.seq !== undefined ? { seq: e.seq } : {}), message: e.message };
+      return false;
+    }
+  }
+
+  /** After the last line: the report. */
+  finish(): VerifyReport {
+    if (this.report.ok) {
+      try {
+        if (!this.header) throw new Failed('the bundle is empty: no header line');
+        if (!this.ended) throw new Failed('the bundle ends without its end line: it was cut short');
+        if (this.trusted && !this.trustedChecked) {
+          throw new Failed(`the trusted checkpoint covers ${this.trusted.size} leaves but this history ends at seq ${this.frontier.size}: events from seq ${this.frontier.size + 1} are missing (truncated)`, this.frontier.size + 1);
+        }
+      } catch (e) {
+        this.report.ok = false;
+        this.report.problem = { ...((e as Failed).seq !== undefined ? { seq: (e as Failed).seq } : {}), message: (e as Error).message };
+      }
+    }
+    this.report.unsealed = this.rangeLeaves.length;
+    this.report.signedWith = this.report.checkpoints > 0 ? [...this.algorithms].sort() : [];
+    return this.report;
+  }
+
+  private take(text: string): void {
+    if (this.ended) throw new Failed('a line after the end line');
+    if (!this.header) return this.takeHeader(text);
+    const ev = splitEventLine(text);
+    if (ev) return this.takeEvent(ev.seq, ev.body);
+    let v: { type?: unknown; seq?: unknown; size?: unknown; leaf_hashes?: unknown; note?: unknown; events?: unknown; gaps?: unknown; checkpoints?: unknown };
+    try {
+      v = JSON.parse(text);
+    } catch {
+      throw new Error('not JSON');
+    }
+    switch (v?.type) {
+      case 'gap':
+        return this.takeGap(Number(v.seq));
+      case 'checkpoint':
+        return this.takeCheckpoint(Number(v.size), String(v.leaf_hashes ?? ''), String(v.note ?? ''));
+      case 'end':
+        if (v.events !== this.report.events || v.gaps !== this.report.gaps || v.checkpoints !== this.report.checkpoints) {
+          throw new Failed(`the end line counts ${String(v.events)} events, ${String(v.gaps)} gaps and ${String(v.checkpoints)} checkpoints; the bundle holds ${this.report.events}, ${this.report.gaps} and ${this.report.checkpoints}`);
+        }
+        this.ended = true;
+        return;
+      default:
+        throw new Error(`unknown line type ${JSON.stringify(v?.type)?.slice(0, 30)}`);
+    }
+  }
+
+  private takeHeader(text: string): void {
+    let h: BundleHeader;
+    try {
+      h = JSON.parse(text);
+    } catch {
+      throw new Failed('not a custody bundle: the first line is not JSON');
+    }
+    if (h?.type !== 'header' || h.format !== BUNDLE_FORMAT) throw new Failed(`not a custody bundle: the first line is not a ${BUNDLE_FORMAT} header`);
+    this.header = h;
+    this.report.origin = h.origin;
+    const start = h.start ?? { size: 0, frontier: '', checkpoint: null };
+    if (start.size > 0) {
+      const cp = this.openCheckpoint(String(start.checkpoint), start.size);
+      this.frontier = Frontier.of(start.size, Buffer.from(start.frontier, 'base64'));
+      if (cp.size !== start.size || !this.frontier.root().equals(cp.root)) throw new Failed(`the bundle's starting point (size ${start.size}) does not match its signed checkpoint`, start.size);
+      this.replay = new LifecycleReplay(true);
+      this.report.lifecycle = this.replay.figures;
+    }
+    this.rangeStart = this.frontier.size;
+    this.rangeFrontier = this.frontier.copy();
+    this.report.startSize = this.report.sealedSize = this.frontier.size;
+    if (this.o.trustedCheckpoint) {
+      this.trusted = this.openCheckpoint(this.o.trustedCheckpoint, undefined, 'the trusted checkpoint');
+      if (this.trusted.origin !== h.origin) throw new Failed(`the trusted checkpoint is of log ${this.trusted.origin}, this bundle of ${h.origin}`);
+      if (this.trusted.size < this.frontier.size) {
+        throw new Failed(`the trusted checkpoint (size ${this.trusted.size}) precedes this bundle's start (size ${this.frontier.size}): verify the archived bundle that covers it`);
+      }
+      this.checkTrusted();
+    }
+  }
+
+  private expectSeq(seq: number): void {
+    const next = this.frontier.size + 1;
+    if (!Number.isSafeInteger(seq) || seq < 1) throw new Failed(`line ${this.lineNo}: no valid sequence number`);
+    if (seq > next) throw new Failed(`seq ${next} is missing (the next line is seq ${seq})`, next);
+    if (seq < next) throw new Failed(`seq ${seq} appears again, or out of order, after seq ${next - 1}`, seq);
+  }
+
+  private takeEvent(seq: number, body: string): void {
+    this.expectSeq(seq);
+    let e;
+    try {
+      e = JSON.parse(body);
+    } catch {
+      throw new Failed(`seq ${seq}: the event body is not JSON`, seq);
+    }
+    if (typeof e !== 'object' || e === null || typeof e.actor !== 'string') throw new Failed(`seq ${seq}: not a custody event`, seq);
+    this.append(eventLeafHash(body));
+    this.report.events++;
+    const wrong = this.replay.apply(seq, e);
+    if (wrong) throw new Failed(`seq ${seq}: ${wrong}`, seq);
+  }
+
+  private takeGap(seq: number): void {
+    this.expectSeq(seq);
+    this.append(gapLeafHash(seq));
+    this.report.gaps++;
+  }
+
+  private append(h: Buffer): void {
+    this.frontier.append(h);
+    this.rangeLeaves.push(h);
+    this.checkTrusted();
+  }
+
+  /** Once the history reaches the trusted checkpoint's size, its root there must be the trusted root. */
+  private checkTrusted(): void {
+    if (!this.trusted || this.trustedChecked || this.frontier.size !== this.trusted.size) return;
+    if (!this.frontier.root().equals(this.trusted.root)) {
+      throw new Failed(`the history up to seq ${this.trusted.size} is not the one of the trusted checkpoint: it was rewritten`, this.trusted.size);
+    }
+    this.trustedChecked = true;
+  }
+
+  private takeCheckpoint(size: number, leafHashesB64: string, note: string): void {
+    const cp = this.openCheckpoint(note, size);
+    if (cp.size !== size) throw new Failed(`the checkpoint line says size ${size}, its signed text ${cp.size}`, size);
+    if (size !== this.frontier.size || !this.frontier.root().equals(cp.root)) throw this.mismatch(cp, Buffer.from(leafHashesB64, 'base64'));
+    this.rangeStart = size;
+    this.rangeFrontier = this.frontier.copy();
+    this.rangeLeaves = [];
+    this.report.sealedSize = size;
+    this.report.checkpoints++;
+  }
+
+  /**
+   * What is wrong with the range a checkpoint closes, naming the first bad sequence number in it. The sealer's leaf
+   * hashes are used only when they give the signed root (so they are what was signed); then the first leaf that
+   * differs from them is the event that was changed, inserted, removed or moved.
+   */
+  private mismatch(cp: Checkpoint, sealedHashes: Buffer): Failed {
+    const first = this.rangeStart + 1;
+    const sealedCount = cp.size - this.rangeStart;
+    const sealed = (i: number) => sealedHashes.subarray(32 * i, 32 * i + 32);
+    let genuine = false;
+    if (sealedCount > 0 && sealedHashes.length === 32 * sealedCount) {
+      const f = this.rangeFrontier.copy();
+      for (let i = 0; i < sealedCount; i++) f.append(sealed(i));
+      genuine = f.root().equals(cp.root);
+    }
+    if (genuine) {
+      const i = this.rangeLeaves.findIndex((h, j) => j >= sealedCount || !h.equals(sealed(j)));
+      if (i >= 0) {
+        const seq = first + i;
+        return new Failed(`seq ${seq}: the event is not the one sealed in the checkpoint of size ${cp.size} (changed, inserted, removed or moved)`, seq);
+      }
+    }
+    if (this.frontier.size < cp.size) {
+      const missing = this.frontier.size + 1;
+      return new Failed(`a checkpoint covers seq ${cp.size} but the events before it end at seq ${this.frontier.size}: seq ${missing} is missing`, missing);
+    }
+    if (this.frontier.size > cp.size) {
+      return new Failed(`seq ${cp.size + 1} comes before the checkpoint of size ${cp.size}: not sealed where it stands (inserted?)`, cp.size + 1);
+    }
+    return new Failed(`seqs ${first}–${cp.size}: the events do not give the root signed in the checkpoint of size ${cp.size}, and the sealed leaf hashes were altered too: something in this range was rewritten`, first);
+  }
+
+  private openCheckpoint(note: string, size: number | undefined, what = `the checkpoint of size ${size}`): Checkpoint {
+    let opened;
+    try {
+      opened = openNote(note, this.o.keys);
+    } catch (e) {
+      const why = e instanceof NoteFormatError ? e.message : 'unreadable';
+      throw new Failed(`${what} does not verify with the pinned keys (${why})`, size);
+    }
+    const by = new Set(opened.verifiedBy.map((who) => this.o.keys.find((k) => `${k.name}+${k.keyId.toString('hex')}` === who)!.algorithm));
+    for (const a of this.algorithms) {
+      if (!by.has(a)) throw new Failed(`${what} has no valid ${a} signature by a pinned key`, size);
+    }
+    const cp = parseCheckpoint(opened.text);
+    if (this.header && cp.origin !== this.header.origin) throw new Failed(`${what} is of log ${cp.origin}, not ${this.header.origin}`, size);
+    return cp;
+  }
+}
