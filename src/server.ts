@@ -21,7 +21,7 @@ import { LinkFigures } from './pool/link-figures.js';
 import type { LinkSource } from './sources/link-source.js';
 import { createSource } from './sources/registry.js';
 import { createDb, type Db } from './store/db.js';
-import { migrate } from './store/migrate.js';
+import { checkSchema, migrate } from './store/migrate.js';
 import { ensureLink, nextSeq } from './store/pool.js';
 import { startStatisticsJob } from './lifecycle/statistics.js';
 import { postQuantumGroups, tlsServerOptions } from './tls.js';
@@ -62,7 +62,9 @@ export interface StartOptions {
 export async function startKms(config: Config, opts: StartOptions): Promise<RunningKms> {
   const { log } = opts;
   const tls = tlsServerOptions(config.tls); // read first: a bad path should fail before anything starts
-  await migrate(opts.databaseUrl, log);
+  // A KME with a role of its own (database.app_role) cannot migrate: `kms migrate` does, as the tables' owner.
+  if (config.database.app_role) await checkSchema(opts.databaseUrl);
+  else await migrate(opts.databaseUrl, log);
   const db = createDb({ url: opts.databaseUrl, poolSize: config.database.pool_size, log });
   const wrapper = opts.wrapper ?? (await openKeyWrapper(config.hsm, log));
   const closers: Array<() => Promise<unknown>> = [() => wrapper.close(), () => db.end()];

@@ -4,6 +4,7 @@ import { createLogger, type Logger } from '../log.js';
 import { auditCommand } from '../audit/cli.js';
 import { pkiCommand } from '../pki/cli.js';
 import { startKms } from '../server.js';
+import { grantAppRoleAt } from '../store/app-role.js';
 import { migrate } from '../store/migrate.js';
 import { runDemo } from './demo.js';
 import { simCommand } from './sim.js';
@@ -14,7 +15,8 @@ const USAGE = `usage: kms <command> [options]
                             dev PKI, simulated links)
                             env: KMS_DEMO_DIR (default ./.kms-demo), KMS_DEMO_PORT (default 8443, and the next two)
   serve --config FILE       run a KME from a config file (secrets from the environment, see README)
-  migrate --config FILE     apply database migrations and exit
+  migrate --config FILE     apply database migrations and exit (with database.app_role: as the owner, from
+                            KMS_MIGRATE_DATABASE_URL, and grant the KME's role only what it needs)
   sim --config FILE         run simulated QKD device pairs that serve ETSI 014 to KMEs (docs/devices.md)
   pki <init|issue-kme|issue-sae> …   issue a CA and KME/SAE certificates (kms pki help)
   audit <keys|checkpoint|export|verify> …   the custody log for auditors (kms audit help)
@@ -36,7 +38,10 @@ export async function main(argv: string[]): Promise<number> {
     }
     case 'migrate': {
       const config = loadConfigFile(configPath(rest));
-      await migrate(databaseUrl(config.database.url_env), log);
+      const role = config.database.app_role;
+      // With an app role, the owner migrates (its URL in migrate_url_env) and grants the KME's role what it may do.
+      await migrate(databaseUrl(role ? config.database.migrate_url_env : config.database.url_env), log);
+      if (role) await grantAppRoleAt(databaseUrl(config.database.migrate_url_env), role, log);
       return 0;
     }
     case 'sim':

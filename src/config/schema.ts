@@ -235,6 +235,14 @@ export const ConfigSchema = Type.Object(
     database: Type.Object(
       {
         url_env: Type.String({ minLength: 1, default: 'KMS_DATABASE_URL' }),
+        app_role: Type.Optional(
+          Type.String({
+            pattern: '^[a-z_][a-z0-9_]{0,62}$',
+            description:
+              "the role the KME connects as (in the URL of url_env); when set, `kms migrate` connects as the tables' owner (migrate_url_env), creates this role and grants it only SELECT and INSERT on the custody log, and `kms serve` checks the schema instead of migrating",
+          }),
+        ),
+        migrate_url_env: Type.String({ minLength: 1, default: 'KMS_MIGRATE_DATABASE_URL', description: 'the owner\'s database URL, for kms migrate with app_role' }),
         pool_size: Type.Integer({ minimum: 1, maximum: 200, default: 16 }),
       },
       { additionalProperties: false, default: {} },

@@ -122,6 +122,8 @@ export async function startTestKms(
      * URL (e.g. a TCP proxy in front of it), so that `db` stays the database the KME really uses.
      */
     databaseUrl?: string | ((freshDbUrl: string) => string | Promise<string>);
+    /** config database.app_role: the KME checks the schema instead of migrating (the test migrates and grants). */
+    appRole?: string;
     fill?: boolean;
     requests?: Partial<Config['requests']>;
     /** The registered SAEs, when a test needs certificate_cn or certificate_sha256; default SAES by ID. */
@@ -136,7 +138,7 @@ export async function startTestKms(
     kme_id: 'KME_T',
     listen: { host: '127.0.0.1', port: 0 },
     tls: { cert: pki.kmes.KME_T!.cert, key: pki.kmes.KME_T!.key, ca: pki.ca },
-    database: { pool_size: 8 },
+    database: { pool_size: 8, ...(opts.appRole ? { app_role: opts.appRole } : {}) },
     hsm: !opts.wrapper && hsm === 'softhsm' ? softHsmConfig(opts.kekLabel) : { type: 'mock' },
     saes: opts.saes ?? SAES.map((id) => ({ id })),
     keys: { max_key_count: 2000, ...opts.keys },

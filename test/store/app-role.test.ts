@@ -1,0 +1,91 @@
+import t from 'tap';
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { grantAppRoleAt } from '../../src/store/app-role.js';
+import { migrate } from '../../src/store/migrate.js';
+import { lastSeal } from '../../src/store/seals.js';
+import { eventually } from '../helpers/etsi.js';
+import { capturingLogger } from '../helpers/logs.js';
+import { startTestKms, type TestKms } from '../helpers/kms.js';
+
+// Issue 12 item 2: the KME connects with a role of its own that `kms migrate` set up (src/store/app-role.ts): it
+// delivers keys and seals the log as before, but can only read and append to the custody log — the database, not
+// the application, refuses UPDATE, DELETE, TRUNCATE, disabling the append-only triggers and skipping them.
+
+const role = `kms_app_${process.pid}_${randomBytes(3).toString('hex')}`;
+const { log } = capturingLogger();
+let k: TestKms;
+let owner: pg.Client;
+let app: pg.Client;
+let adminUrl: string;
+
+t.before(async () => {
+  k = await startTestKms({
+    appRole: role,
+    keys: { max_key_count: 100 },
+    databaseUrl: async (url) => {
+      adminUrl = url;
+      await migrate(url, log);
+      await grantAppRoleAt(url, role, log);
+      await grantAppRoleAt(url, role, log); // again, as every `kms migrate` does: idempotent
+      const u = new URL(url);
+      u.username = role;
+      return u.toString();
+    },
+  });
+  owner = new pg.Client({ connectionString: adminUrl });
+  app = new pg.Client({ connectionString: k.kms.db.options.connectionString });
+  await Promise.all([owner.connect(), app.connect()]);
+});
+t.teardown(async () => {
+  await app?.end();
+  await owner?.end();
+  await k?.close();
+  const server = new URL(adminUrl);
+  server.pathname = '/postgres'; // the test's database is gone; roles belong to the server
+  const c = new pg.Client({ connectionString: server.toString() });
+  await c.connect();
+  await c.query(`DROP ROLE IF EXISTS ${role}`);
+  await c.end();
+});
+
+t.test('the KME runs as its own role: keys delivered, the log sealed', async (t) => {
+  t.equal((await app.query('SELECT current_user AS u')).rows[0].u, role);
+  const enc = await k.client('SAE_A').get('/api/v1/keys/SAE_B/enc_keys');
+  t.equal(enc.status, 200);
+  const id = (enc.body as { keys: Array<{ key_ID: string }> }).keys[0]!.key_ID;
+  t.equal((await k.client('SAE_B').get(`/api/v1/keys/SAE_A/dec_keys?key_ID=${id}`)).status, 200);
+  const { rows } = await owner.query<{ max: string }>('SELECT max(seq) AS max FROM audit_event');
+  await eventually(async () => {
+    await k.kms.sealer.sealOnce();
+    if (((await lastSeal(owner))?.treeSize ?? 0) < Number(rows[0]!.max)) throw new Error('not sealed yet');
+  }, 10_000);
+  t.pass('every event sealed by the sealer running as the KME role');
+});
+
+t.test('the role cannot rewrite the custody log, even by going around the triggers', async (t) => {
+  for (const sql of [
+    'UPDATE audit_event SET outcome = outcome',
+    'DELETE FROM audit_event',
+    'TRUNCATE audit_event',
+    'UPDATE audit_seal SET checkpoint = checkpoint',
+    'DELETE FROM audit_seal',
+    'DELETE FROM audit_signing_key',
+    'ALTER TABLE audit_event DISABLE TRIGGER USER',
+    'DROP TABLE audit_event',
+    `SET session_replication_role = replica`,
+  ]) {
+    await t.rejects(app.query(sql), { code: '42501' }, sql);
+  }
+  t.equal((await app.query(`SELECT count(*)::int AS n FROM audit_event`)).rows[0].n > 0, true, 'it may read the log');
+});
+
+t.test('a KME whose role may not migrate refuses a schema that is behind, and says what to run', async (t) => {
+  const { rows } = await owner.query<{ name: string }>(`DELETE FROM pgmigrations WHERE name = (SELECT max(name) FROM pgmigrations) RETURNING name`);
+  try {
+    const other = await startTestKms({ appRole: role, fill: false, databaseUrl: () => k.kms.db.options.connectionString! }).catch((e: Error) => e);
+    t.match(other, { message: /schema is behind this KME: 1 migration\(s\) not applied, first \d{4}_\w+; run `kms migrate --config FILE`/ });
+  } finally {
+    await owner.query(`INSERT INTO pgmigrations (name, run_on) VALUES ($1, now())`, [rows[0]!.name]);
+  }
+});
