@@ -1,6 +1,8 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { SecureContextOptions, TLSSocket, TlsOptions } from 'node:tls';
-import { callerOf, peerOf } from './auth/client-certificate.js';
+import { auditorOf, callerOf, peerOf } from './auth/client-certificate.js';
+import type { AuditorRegistry } from './auth/auditor-registry.js';
+import type { AuditorService } from './audit/auditor-service.js';
 import type { PeerRegistry } from './auth/peer-registry.js';
 import type { PeerService } from './peers/peer-service.js';
 import type { SaeRegistry } from './auth/sae-registry.js';
@@ -20,6 +22,9 @@ export interface AppDeps {
   /** The KME-to-KME API and who may call it. */
   peers: PeerService;
   peerRegistry: PeerRegistry;
+  /** The auditor API and who may call it. */
+  auditor: AuditorService;
+  auditorRegistry: AuditorRegistry;
   db: Db;
   log: Logger;
   /** Server certificate, key, client CA and the rest of the mutual-TLS set-up (see `tlsServerOptions`). */
@@ -50,8 +55,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // The same identity the routes authenticate with (cached per TLS socket), also for refusals outside them.
     const socket = request.raw.socket as TLSSocket;
     const operation = operationOf(request.url);
-    const caller = operation === 'peer_request' ? peerOf(socket, deps.peerRegistry) : callerOf(socket, deps.registry);
-    const actor = caller.ok ? ('kmeId' in caller ? `kme:${caller.kmeId}` : `sae:${caller.saeId}`) : 'anonymous';
+    const caller =
+      operation === 'peer_request'
+        ? peerOf(socket, deps.peerRegistry)
+        : operation === 'audit_request'
+          ? auditorOf(socket, deps.auditorRegistry)
+          : callerOf(socket, deps.registry);
+    const actor = !caller.ok ? 'anonymous' : 'kmeId' in caller ? `kme:${caller.kmeId}` : 'auditorId' in caller ? `auditor:${caller.auditorId}` : `sae:${caller.saeId}`;
     const cert = caller.certSha256;
     request.log.info({ status: error.statusCode, url: request.url, actor, reason: error.message }, 'request refused');
     writeAuditEvents(deps.db, [
@@ -70,17 +80,21 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     registry: deps.registry,
     peers: deps.peers,
     peerRegistry: deps.peerRegistry,
+    auditor: deps.auditor,
+    auditorRegistry: deps.auditorRegistry,
   });
-  // Each audience gets its own contract: SAEs the ETSI 014 API, peer KMEs the KME-to-KME API.
+  // Each audience gets its own contract: SAEs the ETSI 014 API, peer KMEs the KME-to-KME API, auditors theirs.
   const docs = splitOpenapi(() => app.swagger());
   app.get('/openapi.json', { schema: { hide: true } }, () => docs().etsi);
   app.get('/kmapi/openapi.json', { schema: { hide: true } }, () => docs().peer);
+  app.get('/audit/openapi.json', { schema: { hide: true } }, () => docs().audit);
   return app;
 }
 
-function operationOf(url: string): 'status' | 'deliver_master' | 'deliver_slave' | 'request' | 'peer_request' {
+function operationOf(url: string): 'status' | 'deliver_master' | 'deliver_slave' | 'request' | 'peer_request' | 'audit_request' {
   const path = url.split('?')[0] ?? '';
   if (path.startsWith('/kmapi/') || path.startsWith('/peer/')) return 'peer_request';
+  if (path.startsWith('/audit/')) return 'audit_request';
   if (path.endsWith('/status')) return 'status';
   if (path.endsWith('/enc_keys')) return 'deliver_master';
   if (path.endsWith('/dec_keys')) return 'deliver_slave';

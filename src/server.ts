@@ -1,6 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
 import { PeerRegistry } from './auth/peer-registry.js';
+import { AuditorRegistry } from './auth/auditor-registry.js';
+import { AuditorService } from './audit/auditor-service.js';
 import { ConfigSaeRegistry } from './auth/sae-registry.js';
 import { Barrier } from './barrier/barrier.js';
 import { ConfigError } from './config/load.js';
@@ -128,6 +130,8 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       registry,
       peers: network.peerService,
       peerRegistry: new PeerRegistry(config.peers),
+      auditor: new AuditorService(db, logOrigin(config)),
+      auditorRegistry: new AuditorRegistry(config.auditors),
       db,
       log,
       tls,

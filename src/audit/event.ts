@@ -8,7 +8,7 @@ import canonicalize from 'canonicalize';
 export interface AuditEvent {
   operation: AuditOperation;
   outcome: 'ok' | 'refused' | 'failed';
-  /** 'sae:SAE_A', 'kme:KME_A' for a KME (this one's own jobs, or a peer), or 'anonymous' when no certificate identified anyone. */
+  /** 'sae:SAE_A', 'kme:KME_A' for a KME (this one's own jobs, or a peer), 'auditor:AUD_1', or 'anonymous' when no certificate identified anyone. */
   actor: string;
   /** SHA-256 fingerprint of the client certificate (colon-separated hex), when there was one. */
   actorCert?: string;
@@ -31,7 +31,8 @@ export type AuditOperation =
   | 'set_aside' // stored material failed its integrity check: COMPROMISED, never handed out
   | 'status' // refused status requests only (successful ones change nothing)
   | 'request' // a request refused before its operation was known (bad route, no certificate, …)
-  | 'peer_request'; // a KME-to-KME request refused
+  | 'peer_request' // a KME-to-KME request refused
+  | 'audit_request'; // an auditor API request refused
 
 /** The canonical body: exactly the bytes the sealer (a later issue) will hash into the Merkle tree. */
 export function auditBody(e: AuditEvent): string {

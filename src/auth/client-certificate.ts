@@ -1,4 +1,5 @@
 import type { TLSSocket } from 'node:tls';
+import type { AuditorRegistry } from './auditor-registry.js';
 import type { PeerRegistry } from './peer-registry.js';
 import type { SaeRegistry } from './sae-registry.js';
 
@@ -43,6 +44,28 @@ export function peerOf(socket: TLSSocket, registry: PeerRegistry): PeerCaller {
 }
 
 const peerCache = new WeakMap<TLSSocket, PeerCaller>();
+
+/** The auditor calling the auditor API, cached per socket like `callerOf`. */
+export type AuditorCaller = { ok: true; auditorId: string; certSha256: string } | { ok: false; reason: string; certSha256?: string };
+
+export function auditorOf(socket: TLSSocket, registry: AuditorRegistry): AuditorCaller {
+  const cached = auditorCache.get(socket);
+  if (cached) return cached;
+  const verified = verifiedCertificate(socket, "an auditor's certificate");
+  let caller: AuditorCaller;
+  if (!verified.ok) caller = verified;
+  else {
+    const found = registry.identify({ subjectCn: verified.cn, sha256: verified.certSha256, extKeyUsage: verified.extKeyUsage });
+    caller =
+      'auditorId' in found
+        ? { ok: true, auditorId: found.auditorId, certSha256: verified.certSha256 }
+        : { ok: false, reason: found.reason, certSha256: verified.certSha256 };
+  }
+  auditorCache.set(socket, caller);
+  return caller;
+}
+
+const auditorCache = new WeakMap<TLSSocket, AuditorCaller>();
 
 type Verified =
   | { ok: true; cn: string | undefined; certSha256: string; extKeyUsage: string[] }

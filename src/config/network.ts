@@ -21,6 +21,14 @@ export function checkNetwork(config: Config, fail: (field: string, why: string) 
     const sae = saeCns.get(cn);
     if (sae) fail(`/peers/${i}`, `certificate CN ${cn} is also SAE ${sae}'s: a certificate is either an SAE's or a KME's`);
   });
+  // Likewise an auditor's: reading the custody log is a role of its own (an SAE or KME certificate gets a 401 there).
+  const peerCns = new Set(config.peers.map((p) => p.certificate_cn ?? p.kme_id));
+  config.auditors.forEach((a, i) => {
+    const cn = a.certificate_cn ?? a.id;
+    const sae = saeCns.get(cn);
+    if (sae) fail(`/auditors/${i}`, `certificate CN ${cn} is also SAE ${sae}'s: an auditor's certificate is for auditing only`);
+    if (peerCns.has(cn)) fail(`/auditors/${i}`, `certificate CN ${cn} is also a peer KME's: an auditor's certificate is for auditing only`);
+  });
 
   const linkIds = new Set<string>();
   const linkedPeers = new Set<string>();

@@ -45,6 +45,17 @@ export const SaeSchema = Type.Object(
   { additionalProperties: false },
 );
 
+export const AuditorSchema = Type.Object(
+  {
+    id: Id('the auditor, as named in logs and the custody log'),
+    certificate_cn: Type.Optional(Type.String({ minLength: 1, description: 'subject CN; defaults to the auditor ID' })),
+    certificate_sha256: Type.Optional(
+      Type.String({ pattern: '^([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$', description: 'pin one certificate by its SHA-256 fingerprint' }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
 export const Pkcs11HsmSchema = Type.Object(
   {
       type: Type.Literal('pkcs11'),
@@ -249,6 +260,7 @@ export const ConfigSchema = Type.Object(
     ),
     hsm: HsmSchema,
     saes: Type.Array(SaeSchema, { minItems: 1 }),
+    auditors: Type.Array(AuditorSchema, { default: [], description: 'who may read the custody log through the auditor API (/audit/v1)' }),
     keys: KeyLimitsSchema,
     requests: RequestLimitsSchema,
     links: Type.Optional(
@@ -268,6 +280,7 @@ export const ConfigSchema = Type.Object(
 export type Config = Omit<Static<typeof ConfigSchema>, 'links'> & { links: LinkConfig[] };
 export type KeyLimits = Static<typeof KeyLimitsSchema>;
 export type SaeEntry = Static<typeof SaeSchema>;
+export type AuditorEntry = Static<typeof AuditorSchema>;
 export type HsmConfig = Static<typeof HsmSchema>;
 export type SourceConfig = Static<typeof SourceSchema>;
 export type LinkConfig = Static<typeof LinkSchema>;

@@ -25,6 +25,8 @@ commands:
       without --dns/--ip the names are DNS:localhost, IP:127.0.0.1, IP:::1
   issue-sae --ca-dir DIR --id SAE_ID [--out DIR] [--days N]
       SAE client certificate, CN = SAE ID: OUT/sae-<id>.crt, OUT/sae-<id>.key
+  issue-auditor --ca-dir DIR --id AUDITOR_ID [--out DIR] [--days N]
+      auditor client certificate (for the auditor API), CN = auditor ID: OUT/auditor-<id>.crt, .key
   help
       this text
 
@@ -40,6 +42,7 @@ const COMMANDS: Record<string, Options> = {
   init: { out: str, cn: str, days: str, force: { type: "boolean" } },
   "issue-kme": { ...COMMON, dns: { type: "string", multiple: true }, ip: { type: "string", multiple: true } },
   "issue-sae": COMMON,
+  "issue-auditor": COMMON,
 };
 
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
@@ -116,13 +119,14 @@ async function issueKme(v: Values, out: (line: string) => void): Promise<void> {
   report(out, issued, writeIssued(dir, `kme-${kmeId}`, issued));
 }
 
-async function issueSae(v: Values, out: (line: string) => void): Promise<void> {
-  const saeId = id(v);
+/** A client certificate (SAE or auditor: the config, not the certificate, says which role a CN has). */
+async function issueClient(v: Values, out: (line: string) => void, prefix: "sae" | "auditor"): Promise<void> {
+  const clientId = id(v);
   const lifetime = days(v);
   const ca = await loadCa(v);
-  const issued = await issueClientCert(ca, { commonName: saeId, days: lifetime });
+  const issued = await issueClientCert(ca, { commonName: clientId, days: lifetime });
   const dir = typeof v.out === "string" ? v.out : required(v, "ca-dir");
-  report(out, issued, writeIssued(dir, `sae-${saeId}`, issued));
+  report(out, issued, writeIssued(dir, `${prefix}-${clientId}`, issued));
 }
 
 /** Runs `pki <command> ...` (argv excludes "pki"); returns the process exit code. */
@@ -149,7 +153,7 @@ export async function pkiCommand(argv: string[], out: (line: string) => void): P
   try {
     if (command === "init") await init(values, out);
     else if (command === "issue-kme") await issueKme(values, out);
-    else await issueSae(values, out);
+    else await issueClient(values, out, command === "issue-auditor" ? "auditor" : "sae");
     return 0;
   } catch (e) {
     out(`${command}: ${(e as Error).message}`);

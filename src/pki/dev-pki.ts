@@ -20,6 +20,8 @@ export type DemoPki = {
   kmes: Record<string, CertFiles>;
   saes: Record<string, CertFiles>;
   strangers: Record<string, CertFiles>;
+  /** Auditor client certificates (the config gives their CNs the auditor role). */
+  auditors: Record<string, CertFiles>;
 };
 
 const DAY_MS = 86_400_000;
@@ -55,14 +57,15 @@ async function reusableLeaf(ca: Issued, files: CertFiles, id: string): Promise<b
 }
 
 /** Creates (or reuses) the demo CA and leaf certificates under `dir`. File names: ca.{crt,key},
- * kme-<id>.{crt,key}, sae-<id>.{crt,key}, stranger-<id>.{crt,key}. Returns absolute paths. */
+ * kme-<id>.{crt,key}, sae-<id>.{crt,key}, stranger-<id>.{crt,key}, auditor-<id>.{crt,key}. Returns absolute paths. */
 export async function ensureDemoPki(
   dir: string,
-  opts: { kmeIds: string[]; saeIds: string[]; strangerIds: string[] },
+  opts: { kmeIds: string[]; saeIds: string[]; strangerIds: string[]; auditorIds?: string[] },
 ): Promise<DemoPki> {
   const abs = resolve(dir);
   mkdirSync(abs, { recursive: true });
-  for (const id of [...opts.kmeIds, ...opts.saeIds, ...opts.strangerIds]) {
+  const auditorIds = opts.auditorIds ?? [];
+  for (const id of [...opts.kmeIds, ...opts.saeIds, ...opts.strangerIds, ...auditorIds]) {
     const problem = entityIdProblem(id); // IDs become file names and certificate CNs
     if (problem) throw new Error(problem);
   }
@@ -78,7 +81,7 @@ export async function ensureDemoPki(
     return writeIssued(abs, `${prefix}-${id}`, await issue());
   };
 
-  const result: DemoPki = { ca: join(abs, "ca.crt"), kmes: {}, saes: {}, strangers: {} };
+  const result: DemoPki = { ca: join(abs, "ca.crt"), kmes: {}, saes: {}, strangers: {}, auditors: {} };
   for (const id of opts.kmeIds) {
     result.kmes[id] = await ensure("kme", id, () =>
       issueServerCert(ca, { commonName: id, dnsNames: ["localhost"], ipAddresses: ["127.0.0.1", "::1"] }),
@@ -89,6 +92,9 @@ export async function ensureDemoPki(
   }
   for (const id of opts.strangerIds) {
     result.strangers[id] = await ensure("stranger", id, () => issueClientCert(ca, { commonName: id }));
+  }
+  for (const id of auditorIds) {
+    result.auditors[id] = await ensure("auditor", id, () => issueClientCert(ca, { commonName: id }));
   }
   return result;
 }

@@ -2,7 +2,8 @@ import fastifySwagger from '@fastify/swagger';
 import type { FastifyInstance } from 'fastify';
 import type { Etsi014Options } from './etsi014/index.js';
 import { etsi014Routes } from './etsi014/index.js';
-import { openapiDocument, peerDocumentInfo } from './openapi.js';
+import { auditDocumentInfo, openapiDocument, peerDocumentInfo } from './openapi.js';
+import { auditRoutes, type AuditRouteOptions } from './audit/index.js';
 import { peerRoutes, type PeerRouteOptions } from './peer/index.js';
 
 /**
@@ -10,10 +11,11 @@ import { peerRoutes, type PeerRouteOptions } from './peer/index.js';
  * so that the running service and `npm run openapi` (which registers the same on a bare app) cannot describe
  * different routes.
  */
-export async function registerDocumentedRoutes(app: FastifyInstance, opts: Etsi014Options & PeerRouteOptions): Promise<void> {
+export async function registerDocumentedRoutes(app: FastifyInstance, opts: Etsi014Options & PeerRouteOptions & AuditRouteOptions): Promise<void> {
   await app.register(fastifySwagger, { openapi: openapiDocument, hideUntagged: true });
   await app.register(etsi014Routes, { prefix: '/api/v1/keys', keys: opts.keys, registry: opts.registry });
   await app.register(peerRoutes, { peers: opts.peers, peerRegistry: opts.peerRegistry });
+  await app.register(auditRoutes, { auditor: opts.auditor, auditorRegistry: opts.auditorRegistry });
 }
 
 export interface OpenapiDocuments {
@@ -21,6 +23,8 @@ export interface OpenapiDocuments {
   etsi: unknown;
   /** The KME-to-KME API (openapi/kme-peer.json). */
   peer: unknown;
+  /** The auditor API (openapi/kme-audit.json). */
+  audit: unknown;
 }
 
 /**
@@ -34,13 +38,21 @@ export function splitOpenapi(generate: () => unknown): () => OpenapiDocuments {
     const all = generate() as { paths?: Record<string, unknown>; info: object; tags?: Array<{ name: string }> };
     const pick = (keep: (path: string) => boolean) => Object.fromEntries(Object.entries(all.paths ?? {}).filter(([p]) => keep(p)));
     const isPeer = (p: string) => p.startsWith('/kmapi/') || p.startsWith('/peer/');
+    const isAudit = (p: string) => p.startsWith('/audit/');
+    const others = [peerDocumentInfo.tag, auditDocumentInfo.tag];
     docs = {
-      etsi: { ...all, tags: all.tags?.filter((t) => t.name !== peerDocumentInfo.tag), paths: pick((p) => !isPeer(p)) },
+      etsi: { ...all, tags: all.tags?.filter((t) => !others.includes(t.name)), paths: pick((p) => !isPeer(p) && !isAudit(p)) },
       peer: {
         ...all,
         info: peerDocumentInfo.info,
         tags: [{ name: peerDocumentInfo.tag }],
         paths: pick(isPeer),
+      },
+      audit: {
+        ...all,
+        info: auditDocumentInfo.info,
+        tags: [{ name: auditDocumentInfo.tag }],
+        paths: pick(isAudit),
       },
     };
     return docs;

@@ -5,22 +5,25 @@ import type { KeyService } from '../keys/key-service.js';
 import type { SaeRegistry } from '../auth/sae-registry.js';
 import type { PeerService } from '../peers/peer-service.js';
 import type { PeerRegistry } from '../auth/peer-registry.js';
+import type { AuditorRegistry } from '../auth/auditor-registry.js';
+import type { AuditorService } from '../audit/auditor-service.js';
 
 /** The published contracts, committed. */
 export const OPENAPI_FILES = {
   etsi: fileURLToPath(new URL('../../openapi/etsi-gs-qkd-014.json', import.meta.url)),
   peer: fileURLToPath(new URL('../../openapi/kme-peer.json', import.meta.url)),
+  audit: fileURLToPath(new URL('../../openapi/kme-audit.json', import.meta.url)),
 };
 
 /**
  * The OpenAPI documents the routes generate, built without a database, HSM or TLS: the routes are registered on
  * a bare app and never called. The running service serves the same documents at /openapi.json and
- * /kmapi/openapi.json.
+ * /kmapi/openapi.json and /audit/openapi.json.
  */
 export async function generatedOpenapi(): Promise<OpenapiDocuments> {
   const app = Fastify();
-  const unused = {} as KeyService & SaeRegistry & PeerService & PeerRegistry;
-  await registerDocumentedRoutes(app, { keys: unused, registry: unused, peers: unused, peerRegistry: unused });
+  const unused = {} as KeyService & SaeRegistry & PeerService & PeerRegistry & AuditorService & AuditorRegistry;
+  await registerDocumentedRoutes(app, { keys: unused, registry: unused, peers: unused, peerRegistry: unused, auditor: unused, auditorRegistry: unused });
   await app.ready();
   const docs = splitOpenapi(() => app.swagger())();
   await app.close();

@@ -14,7 +14,7 @@ export const openapiDocument = {
       'All sizes are in bits. Errors always carry the ETSI Error body.',
   },
   servers: [{ url: 'https://localhost:8443' }],
-  tags: [{ name: 'ETSI GS QKD 014' }, { name: 'KME to KME' }],
+  tags: [{ name: 'ETSI GS QKD 014' }, { name: 'KME to KME' }, { name: 'Custody log' }],
 };
 
 export const peerDocumentInfo = {
@@ -27,5 +27,19 @@ export const peerDocumentInfo = {
       'certificates only. Key relay uses the message shapes of ETSI GS QKD 020 V1.1.1 (ext_keys, ext_keys/void), ' +
       'batched; extensions carry the vendor prefix qkms_. Material is identified by its position in a link key ' +
       'stream, never sent in the clear: a relayed key travels one-time-pad encrypted with the link material.',
+  },
+};
+
+export const auditDocumentInfo = {
+  tag: 'Custody log',
+  info: {
+    title: 'QKD KMS — auditor API',
+    version: '1.0.0',
+    description:
+      "Read-only access to a KME's custody log (docs/custody.md), over mutual TLS with certificates of the auditor " +
+      'role only (an SAE or KME certificate gets 401). Events are RFC 8785 canonical JSON; the sealer folds them, in ' +
+      'order of sequence number, into an RFC 9162 Merkle tree and signs C2SP checkpoints with an HSM-held ECDSA P-256 ' +
+      'key and an ML-DSA-65 key. Proofs are pinned to signed checkpoints; `kms audit verify` checks an export offline. ' +
+      'Errors carry the ETSI 014 Error body.',
   },
 };
