@@ -4,7 +4,7 @@
 import { createReadStream, createWriteStream, readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import pg from 'pg';
 import { ConfigError, loadConfigFile, readSecret } from '../config/load.js';
 import type { Config } from '../config/schema.js';
@@ -15,6 +15,7 @@ import { logOrigin } from './sealer.js';
 import { NoteFormatError } from './signed-note.js';
 import { BundleVerifier, type VerifyReport } from './verify.js';
 import { parseVkey } from './vkeys.js';
+import { traceKey, traceLine, type TraceTarget } from './trace.js';
 
 const USAGE = `usage: kms audit <command> [options]
 
@@ -27,6 +28,11 @@ commands:
       write the custody log as a bundle (JSON Lines) to FILE or stdout; --after-size starts at that checkpoint
   verify BUNDLE --keys FILE [--trusted-checkpoint FILE] [--json]
       verify a bundle offline against the pinned keys in FILE; exit 0 if it holds, 1 naming the first bad event
+  trace KEY_ID [--demo DIR] [--json]
+      one key's custody chain across the KMEs of the demo network (DIR/demo.json, default .kms-demo), read through
+      their auditor APIs with the demo's auditor certificate
+  trace KEY_ID --kme ID=URL... --ca FILE --cert FILE --key FILE [--json]
+      the same across any KMEs, with your auditor certificate
   help
       this text`;
 
@@ -61,6 +67,8 @@ export async function auditCommand(args: string[], out: Out, err: Out): Promise<
         });
       case 'verify':
         return await verifyCommand(rest, out);
+      case 'trace':
+        return await traceCommand(rest, out);
       case undefined:
       case 'help':
       case '--help':
@@ -101,7 +109,7 @@ async function withDb(
   }
 }
 
-function parse(args: string[], options: Record<string, { type: 'string' | 'boolean' }>, positionals: boolean) {
+function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>, positionals: boolean) {
   try {
     return parseArgs({ args, options, allowPositionals: positionals, strict: true });
   } catch (e) {
@@ -159,8 +167,50 @@ function printReport(r: VerifyReport, trusted: boolean, out: Out): void {
   out(`OK  custody log ${r.origin}: seqs ${from}–${r.sealedSize} verified against ${r.checkpoints} checkpoint(s) signed with ${r.signedWith.join(' + ') || '(none)'}`);
   out(`    ${r.events} events, ${r.gaps} gaps (numbers of rolled-back transactions)${r.unsealed ? `; ${r.unsealed} event(s) after the last checkpoint, not yet sealed` : ''}`);
   const l = r.lifecycle;
-  out(`    lifecycle: ${l.keysBound} keys bound, ${l.slaveDeliveries} slave deliveries, ${l.keysEnded} keys destroyed/expired/voided — none delivered twice, to an SAE not named, without ingest or after destruction`);
+  out(`    lifecycle: keys bound ${l.keysBound}, slave deliveries ${l.slaveDeliveries}, keys destroyed/expired/voided ${l.keysEnded} — none delivered twice, to an SAE not named, without ingest or after destruction`);
   if (l.boundBefore) out(`    ${l.boundBefore} slave deliveries of keys bound before this bundle's start (see the archived bundle)`);
   if (trusted) out('    extends the trusted checkpoint: nothing before it was rewritten or removed');
   if (r.startSize > 0) out(`    starts at the checkpoint of size ${r.startSize}: continues the archived bundle that ends there`);
+}
+
+async function traceCommand(args: string[], out: Out): Promise<number> {
+  const { values, positionals } = parse(
+    args,
+    { demo: { type: 'string' }, kme: { type: 'string', multiple: true }, ca: { type: 'string' }, cert: { type: 'string' }, key: { type: 'string' }, json: { type: 'boolean' } },
+    true,
+  );
+  const v = values as { demo?: string; kme?: string[]; ca?: string; cert?: string; key?: string; json?: boolean };
+  const keyId = positionals[0];
+  if (positionals.length !== 1 || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(keyId!)) {
+    throw new UsageError('give exactly one KEY_ID (a UUID)');
+  }
+  let target: TraceTarget;
+  if (v.kme?.length) {
+    if (!v.ca || !v.cert || !v.key) throw new UsageError('--kme needs --ca, --cert and --key (an auditor certificate)');
+    const kmes = v.kme.map((s) => {
+      const m = /^([A-Za-z0-9._~-]{1,64})=(https:\/\/\S+)$/.exec(s);
+      if (!m) throw new UsageError(`--kme "${s}" is not ID=https://host:port`);
+      return { id: m[1]!, url: m[2]!.replace(/\/$/, '') };
+    });
+    target = { kmes, ca: v.ca, cert: v.cert, key: v.key };
+  } else {
+    const file = `${v.demo ?? '.kms-demo'}/demo.json`;
+    let demo: { kmes: Array<{ id: string; url: string }>; ca: string; auditors?: Record<string, { cert: string; key: string }> };
+    try {
+      demo = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (e) {
+      throw new ConfigError(`cannot read ${file} (is the demo running? npm start): ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    const auditor = Object.values(demo.auditors ?? {})[0];
+    if (!auditor) throw new ConfigError(`${file} names no auditor certificate: restart the demo with this version`);
+    target = { kmes: demo.kmes, ca: demo.ca, ...auditor };
+  }
+  const { events, unreachable } = await traceKey(target, keyId!.toLowerCase());
+  if (v.json) out(JSON.stringify({ key_id: keyId!.toLowerCase(), events, unreachable }));
+  else {
+    out(`key ${keyId!.toLowerCase()}: ${events.length} custody event(s) at ${new Set(events.map((e) => e.kme)).size} of ${target.kmes.length} KME(s)`);
+    for (const e of events) out(`  ${traceLine(e)}`);
+    for (const u of unreachable) out(`  ${u.kme}: could not read its log: ${u.why}`);
+  }
+  return unreachable.length > 0 ? 1 : events.length > 0 ? 0 : 1;
 }

@@ -1,8 +1,9 @@
 /**
  * Replays the key lifecycle of one KME's custody log, event by event, and names the first event that breaks it:
- * - a key is bound once: handed to its master (`deliver_master`) or reserved for this KME's slaves (`reserve`, from
- *   a peer KME), never twice;
- * - a key handed to a master comes from a link this KME ingested material on, before;
+ * - a key is bound once: reserved (`reserve`: by its master's request at the master's KME, or by a peer KME for
+ *   this KME's slaves) or handed straight to its master (`deliver_master`), never twice;
+ * - it is handed to its master at most once, by the master that reserved it, and not after it ended;
+ * - its material comes from a link on which this KME ingested material before;
  * - a slave gets a key (`deliver_slave`) only if the key was bound here, named that slave, was not delivered to it
  *   already, and was not destroyed, expired, voided or set aside before.
  * Only events with outcome "ok" change anything. What the log cannot show is not checked: which block positions a
@@ -21,6 +22,9 @@ export interface ReplayFigures {
 
 interface KeyState {
   boundAt: number;
+  /** The master SAE whose request bound it here (master's KME only). */
+  master?: string;
+  deliveredToMaster?: number;
   named: Set<string>;
   got: Set<string>;
   ended?: { op: string; seq: number };
@@ -45,12 +49,9 @@ export class LifecycleReplay {
         this.links.add(String(detail.link_id));
         return undefined;
       case 'deliver_master':
-        if (!this.links.has(String(detail.link_id)) && !this.partial) {
-          return `key ${ids[0]} was handed to ${String(e.actor)} from link ${String(detail.link_id)}, on which nothing was ingested before`;
-        }
-        return this.bind(seq, ids, Array.isArray(detail.slaves) ? detail.slaves : []);
+        return this.noIngest(ids, detail) ?? this.deliverToMaster(seq, ids, String(e.actor), detail);
       case 'reserve':
-        return this.bind(seq, ids, Array.isArray(detail.local_slaves) ? detail.local_slaves : []);
+        return this.noIngest(ids, detail) ?? this.bind(seq, ids, reserveSlaves(detail), master(e.actor));
       case 'deliver_slave':
         return this.deliverToSlave(seq, ids, String(e.actor));
       default:
@@ -67,12 +68,35 @@ export class LifecycleReplay {
     }
   }
 
-  private bind(seq: number, ids: string[], slaves: string[]): string | undefined {
+  private noIngest(ids: string[], detail: Record<string, unknown>): string | undefined {
+    if (this.partial || this.links.has(String(detail.link_id))) return undefined;
+    return `key ${ids[0]} takes material from link ${String(detail.link_id)}, on which nothing was ingested before`;
+  }
+
+  private bind(seq: number, ids: string[], slaves: string[], masterSae?: string): string | undefined {
     for (const id of ids) {
       const before = this.keys.get(id);
       if (before) return `key ${id} is bound a second time (first at seq ${before.boundAt})`;
-      this.keys.set(id, { boundAt: seq, named: new Set(slaves), got: new Set() });
+      this.keys.set(id, { boundAt: seq, ...(masterSae ? { master: masterSae } : {}), named: new Set(slaves), got: new Set() });
       this.figures.keysBound++;
+    }
+    return undefined;
+  }
+
+  private deliverToMaster(seq: number, ids: string[], actor: string, detail: Record<string, unknown>): string | undefined {
+    const sae = master(actor);
+    for (const id of ids) {
+      const k = this.keys.get(id);
+      if (!k) {
+        const wrong = this.bind(seq, [id], Array.isArray(detail.slaves) ? (detail.slaves as string[]) : [], sae);
+        if (wrong) return wrong;
+        this.keys.get(id)!.deliveredToMaster = seq;
+        continue;
+      }
+      if (k.deliveredToMaster !== undefined) return `key ${id} was handed to its master twice (first at seq ${k.deliveredToMaster})`;
+      if (k.master !== sae) return `key ${id} was handed to ${sae ?? actor}, but ${k.master ? `reserved for ${k.master}` : 'reserved for a peer KME'} at seq ${k.boundAt}`;
+      if (k.ended) return `key ${id} was handed to its master after its ${k.ended.op} at seq ${k.ended.seq}`;
+      k.deliveredToMaster = seq;
     }
     return undefined;
   }
@@ -96,4 +120,15 @@ export class LifecycleReplay {
     }
     return undefined;
   }
+}
+
+/** The SAE an `sae:` actor names (a master's own request), or undefined for a KME. */
+function master(actor: unknown): string | undefined {
+  return typeof actor === 'string' && actor.startsWith('sae:') ? actor.slice(4) : undefined;
+}
+
+/** Who may fetch a reserved key here: the slaves named at the master's KME, this KME's slaves at a peer's. */
+function reserveSlaves(detail: Record<string, unknown>): string[] {
+  const list = Array.isArray(detail.local_slaves) ? detail.local_slaves : Array.isArray(detail.slaves) ? detail.slaves : [];
+  return list.map(String);
 }

@@ -15,6 +15,8 @@ export const DEMO_KMES = [
   { id: 'KME_C', saes: ['SAE_C'] },
 ] as const;
 const STRANGERS = ['SAE_X'];
+/** Reads the custody logs of all three KMEs through their auditor APIs (kms audit trace). */
+export const DEMO_AUDITOR = 'AUDITOR_1';
 
 /**
  * The zero-setup demo: a QKD network of three KMEs in one process with everything embedded — one real PostgreSQL
@@ -46,6 +48,7 @@ export async function runDemo(log: Logger): Promise<{ close: () => Promise<void>
     kmeIds: DEMO_KMES.map((k) => k.id),
     saeIds: DEMO_KMES.flatMap((k) => [...k.saes]),
     strangerIds: STRANGERS,
+    auditorIds: [DEMO_AUDITOR],
   });
   // The two devices of a simulated link derive their material from a shared seed (a fresh one every run).
   const seedFile = (link: string) => {
@@ -63,6 +66,7 @@ export async function runDemo(log: Logger): Promise<{ close: () => Promise<void>
     pki,
     keys: { max_key_count: 20_000 },
   });
+  for (const config of configs.values()) config.auditors = [{ id: DEMO_AUDITOR }];
 
   const pg = await startEmbeddedPostgres();
   const running: RunningKms[] = [];
@@ -88,7 +92,7 @@ export async function runDemo(log: Logger): Promise<{ close: () => Promise<void>
     url: `https://localhost:${(running[i]!.app.server.address() as { port: number }).port}`,
     saes: [...k.saes],
   }));
-  writeFileSync(manifest, JSON.stringify({ kmes, ca: pki.ca, saes: pki.saes, strangers: pki.strangers }, null, 2) + '\n');
+  writeFileSync(manifest, JSON.stringify({ kmes, ca: pki.ca, saes: pki.saes, strangers: pki.strangers, auditors: pki.auditors }, null, 2) + '\n');
   log.info({ manifest, kmes: kmes.map((k) => `${k.id} ${k.url} (${k.saes.join(', ')})`) }, 'demo ready: certificates and URLs are in demo.json');
   return { close };
 }
