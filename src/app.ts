@@ -9,7 +9,7 @@ import type { SaeRegistry } from './auth/sae-registry.js';
 import type { KeyService } from './keys/key-service.js';
 import type { Logger } from './log.js';
 import type { Db } from './store/db.js';
-import { writeAuditEvents } from './audit/writer.js';
+import type { RefusalLog } from './audit/refusals.js';
 import { etsiClientErrorHandler } from './http/client-errors.js';
 import { installErrorHandling } from './http/error-handler.js';
 import { registerJsonBodyParser } from './http/json-body.js';
@@ -25,6 +25,8 @@ export interface AppDeps {
   /** The auditor API and who may call it. */
   auditor: AuditorService;
   auditorRegistry: AuditorRegistry;
+  /** Where refused and failed requests are audited (batched; unidentified callers counted). */
+  refusals: RefusalLog;
   db: Db;
   log: Logger;
   /** Server certificate, key, client CA and the rest of the mutual-TLS set-up (see `tlsServerOptions`). */
@@ -62,17 +64,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
           ? auditorOf(socket, deps.auditorRegistry)
           : callerOf(socket, deps.registry);
     const actor = !caller.ok ? 'anonymous' : 'kmeId' in caller ? `kme:${caller.kmeId}` : 'auditorId' in caller ? `auditor:${caller.auditorId}` : `sae:${caller.saeId}`;
-    const cert = caller.certSha256;
-    request.log.info({ status: error.statusCode, url: request.url, actor, reason: error.message }, 'request refused');
-    writeAuditEvents(deps.db, [
-      {
-        operation,
-        outcome: 'refused',
-        actor,
-        actorCert: cert,
-        detail: { method: request.method, path: request.url.split('?')[0], status: error.statusCode, reason: error.message },
-      },
-    ]).catch((err: Error) => request.log.warn({ err: { message: err.message } }, 'could not audit a refused request'));
+    const outcome = error.statusCode >= 500 ? 'failed' : 'refused';
+    request.log.info({ status: error.statusCode, url: request.url, actor, reason: error.message }, outcome === 'failed' ? 'request failed' : 'request refused');
+    deps.refusals.record({
+      operation,
+      outcome,
+      actor,
+      actorCert: caller.certSha256,
+      detail: { method: request.method, path: request.url.split('?')[0], status: error.statusCode, reason: error.message },
+    });
   });
 
   await registerDocumentedRoutes(app, {

@@ -11,6 +11,7 @@ import type { KeyWrapper } from './hsm/key-wrapper.js';
 import { openKeyWrapper, openSigningKey } from './hsm/open.js';
 import type { SigningKey } from './hsm/signing-key.js';
 import { logOrigin, Sealer } from './audit/sealer.js';
+import { RefusalLog } from './audit/refusals.js';
 import { KeyService } from './keys/key-service.js';
 import { MasterDeliveryBatcher } from './keys/master-batcher.js';
 import { startEraserJob } from './lifecycle/eraser.js';
@@ -34,6 +35,8 @@ export interface RunningKms {
   wrapper: KeyWrapper;
   /** Seals the custody log (when this process leads); tests call sealOnce() to seal now. */
   sealer: Sealer;
+  /** Audits refused and failed requests; tests call flush() to write what is pending now. */
+  refusals: RefusalLog;
   /** One ingester per link this KME reads from its own device (loopback and primary ends). */
   ingesters: Map<string, Ingester>;
   /** The devices (or simulators) of every link, by link ID. */
@@ -125,6 +128,8 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       deadlineMs: config.requests.deadline_ms,
       maxQueued: config.requests.max_queued,
     });
+    const refusals = new RefusalLog(db, log, config.kme_id);
+    closers.unshift(() => refusals.close()); // after the API has closed: its last refusals are written too
     const app = await buildApp({
       keys,
       registry,
@@ -132,6 +137,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       peerRegistry: new PeerRegistry(config.peers),
       auditor: new AuditorService(db, logOrigin(config)),
       auditorRegistry: new AuditorRegistry(config.auditors),
+      refusals,
       db,
       log,
       tls,
@@ -213,7 +219,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
           if (ms > 2_000) log.warn({ part: c.toString().slice(0, 80), ms }, 'slow to close');
         }
       })());
-    return { app, db, wrapper, sealer, ingesters, sources, figures, network, topology, url, close };
+    return { app, db, wrapper, sealer, refusals, ingesters, sources, figures, network, topology, url, close };
   } catch (err) {
     for (const c of closers) await c().catch(() => undefined);
     throw err;

@@ -8,15 +8,15 @@ import { describeValidationError } from './validation.js';
  * (bad JSON, wrong content type, validation) become 400s; anything unexpected becomes a 503 that names only the
  * request id, while the log keeps the details (never key material: errors never carry it).
  *
- * `onRefused` is told about every 4xx so that refusals are audited.
+ * `onError` is told about every error answer (4xx refusals and 503 failures) so that they are audited.
  */
 export function installErrorHandling(
   app: FastifyInstance,
-  onRefused: (request: FastifyRequest, error: KmsError) => void,
+  onError: (request: FastifyRequest, error: KmsError) => void,
 ): void {
   app.setErrorHandler((err: FastifyError, request, reply) => {
     const error = toKmsError(err, request);
-    if (error.statusCode < 500) onRefused(request, error);
+    onError(request, error);
     return send(reply, error);
   });
 
@@ -30,7 +30,7 @@ export function installErrorHandling(
     } else {
       error = new KmsError(404, `no such endpoint: ${request.method} ${path}`);
     }
-    onRefused(request, error);
+    onError(request, error);
     return send(reply, error);
   });
 }
