@@ -49,6 +49,25 @@ CREATE TABLE audit_signing_key (
   created_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- 3. Witnessing. Peer KMEs cosign this log's checkpoints (one operator alone cannot fork it): their signature lines,
+-- kept beside the seal they sign. And the logs this KME witnesses for its peers: the latest size and root it cosigned
+-- for each, so that it signs nothing that does not extend them (its own log records each cosigning as an event).
+CREATE TABLE audit_cosignature (
+  tree_size   bigint NOT NULL REFERENCES audit_seal (tree_size),
+  witness     text NOT NULL,
+  signatures  text NOT NULL, -- the witness's signature lines for the checkpoint's note
+  cosigned_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (tree_size, witness)
+);
+CREATE TABLE witnessed_log (
+  peer_kme_id text PRIMARY KEY,
+  origin      text NOT NULL,
+  vkeys       text[] NOT NULL, -- pinned on first contact (or from config); a checkpoint must verify with them
+  tree_size   bigint NOT NULL,
+  root        bytea NOT NULL CHECK (length(root) = 32),
+  updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
 -- Append-only like the events (the refusal now names the table it guards).
 CREATE OR REPLACE FUNCTION audit_event_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -62,4 +81,8 @@ CREATE TRIGGER audit_seal_no_truncate BEFORE TRUNCATE ON audit_seal
 CREATE TRIGGER audit_signing_key_no_update_delete BEFORE UPDATE OR DELETE ON audit_signing_key
   FOR EACH ROW EXECUTE FUNCTION audit_event_refuse_change();
 CREATE TRIGGER audit_signing_key_no_truncate BEFORE TRUNCATE ON audit_signing_key
+  FOR EACH STATEMENT EXECUTE FUNCTION audit_event_refuse_change();
+CREATE TRIGGER audit_cosignature_no_update_delete BEFORE UPDATE OR DELETE ON audit_cosignature
+  FOR EACH ROW EXECUTE FUNCTION audit_event_refuse_change();
+CREATE TRIGGER audit_cosignature_no_truncate BEFORE TRUNCATE ON audit_cosignature
   FOR EACH STATEMENT EXECUTE FUNCTION audit_event_refuse_change();

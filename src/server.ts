@@ -12,6 +12,9 @@ import { openKeyWrapper, openSigningKey } from './hsm/open.js';
 import type { SigningKey } from './hsm/signing-key.js';
 import { logOrigin, Sealer } from './audit/sealer.js';
 import { RefusalLog } from './audit/refusals.js';
+import { LogKeys } from './audit/log-keys.js';
+import { Witness } from './audit/witness.js';
+import { startCosigning } from './audit/cosigning.js';
 import { KeyService } from './keys/key-service.js';
 import { MasterDeliveryBatcher } from './keys/master-batcher.js';
 import { startEraserJob } from './lifecycle/eraser.js';
@@ -95,6 +98,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       figures.set(link.link_id, new LinkFigures(link.link_id, info.blockBits, source));
       closers.unshift(() => source.close());
     }
+    const logKeys = new LogKeys({ db, wrapper, signingKey, name: logOrigin(config), log });
     const network = buildNetwork({
       config,
       topology,
@@ -103,6 +107,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       sources,
       figures,
       tls: { ca: tls.ca as Buffer, cert: tls.cert as Buffer, key: tls.key as Buffer, ecdhCurve: postQuantumGroups },
+      witness: new Witness({ db, keys: logKeys, kmeId: config.kme_id, log }),
       log,
     });
     closers.unshift(() => network.close());
@@ -176,16 +181,9 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     closers.unshift(stopExpiry);
     closers.unshift(startEraserJob({ db, barrier, log }));
     closers.unshift(startStatisticsJob(db, log));
-    const sealer = new Sealer({
-      db,
-      databaseUrl: opts.databaseUrl,
-      wrapper,
-      signingKey,
-      origin: logOrigin(config),
-      everyMs: config.audit.seal_every_ms,
-      log,
-    });
+    const sealer = new Sealer({ db, databaseUrl: opts.databaseUrl, keys: logKeys, everyMs: config.audit.seal_every_ms, log });
     closers.unshift(sealer.start());
+    closers.unshift(startCosigning({ db, clients: network.clients, everyMs: config.audit.cosign_every_ms, log }));
 
     const address = app.server.address();
     const port = typeof address === 'object' && address ? address.port : config.listen.port;

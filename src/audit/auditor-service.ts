@@ -1,6 +1,6 @@
 import { badRequest, KmsError } from '../errors.js';
 import type { Db } from '../store/db.js';
-import { lastSeal, sealsAfter } from '../store/seals.js';
+import { lastSeal, leafHashesUpTo, sealsAfter } from '../store/seals.js';
 import type { EventsPage, EventsQuery } from '../schemas/audit.js';
 import { exportBundle } from './export.js';
 import { logVkeys } from './log-keys.js';
@@ -91,11 +91,7 @@ export class AuditorService {
     if (target === undefined) throw notFound('the log has no checkpoint yet');
     const seal = await this.sealOf(target);
     if (!seal) throw notFound(`no checkpoint of tree size ${target}`);
-    const { rows } = await this.db.query<{ h: Buffer }>('SELECT leaf_hashes AS h FROM audit_seal WHERE tree_size <= $1 ORDER BY tree_size', [target]);
-    const all = Buffer.concat(rows.map((r) => r.h));
-    const leaves = Array.from({ length: all.length / 32 }, (_, i) => all.subarray(32 * i, 32 * i + 32));
-    if (leaves.length !== target) throw new Error(`the seals up to ${target} hold ${leaves.length} leaf hashes`);
-    return { size: target, checkpoint: seal.checkpoint, leaves };
+    return { size: target, checkpoint: seal.checkpoint, leaves: await leafHashesUpTo(this.db, target) };
   }
 }
 

@@ -26,8 +26,9 @@ commands:
       print the latest signed checkpoint (keep it: a later verify --trusted-checkpoint proves nothing was rewritten)
   export --config FILE [--out FILE] [--after-size N]
       write the custody log as a bundle (JSON Lines) to FILE or stdout; --after-size starts at that checkpoint
-  verify BUNDLE --keys FILE [--trusted-checkpoint FILE] [--json]
-      verify a bundle offline against the pinned keys in FILE; exit 0 if it holds, 1 naming the first bad event
+  verify BUNDLE --keys FILE [--witness-keys FILE] [--trusted-checkpoint FILE] [--json]
+      verify a bundle offline against the pinned keys in FILE (and the cosignatures of the witnesses whose keys are
+      in --witness-keys); exit 0 if it holds, 1 naming the first bad event
   trace KEY_ID [--demo DIR] [--json]
       one key's custody chain across the KMEs of the demo network (DIR/demo.json, default .kms-demo), read through
       their auditor APIs with the demo's auditor certificate
@@ -118,23 +119,17 @@ function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>,
 }
 
 async function verifyCommand(args: string[], out: Out): Promise<number> {
-  const { values, positionals } = parse(args, { keys: { type: 'string' }, 'trusted-checkpoint': { type: 'string' }, json: { type: 'boolean' } }, true);
+  const { values, positionals } = parse(
+    args,
+    { keys: { type: 'string' }, 'witness-keys': { type: 'string' }, 'trusted-checkpoint': { type: 'string' }, json: { type: 'boolean' } },
+    true,
+  );
   if (positionals.length !== 1) throw new UsageError('give exactly one BUNDLE file');
   if (typeof values.keys !== 'string') throw new UsageError("--keys FILE is required: the log's verifier keys you pinned (kms audit keys prints them)");
-  const keys = readText(values.keys, 'keys file')
-    .split('\n')
-    .map((l, i) => ({ l: l.trim(), i }))
-    .filter(({ l }) => l !== '' && !l.startsWith('#'))
-    .map(({ l, i }) => {
-      try {
-        return parseVkey(l);
-      } catch (e) {
-        throw new ConfigError(`${values.keys} line ${i + 1}: ${(e as Error).message}`);
-      }
-    });
-  if (keys.length === 0) throw new ConfigError(`${values.keys} holds no verifier key`);
+  const keys = readVkeys(values.keys);
+  const witnesses = typeof values['witness-keys'] === 'string' ? readVkeys(values['witness-keys']) : [];
   const trusted = typeof values['trusted-checkpoint'] === 'string' ? readText(values['trusted-checkpoint'], 'trusted checkpoint') : undefined;
-  const verifier = new BundleVerifier({ keys, trustedCheckpoint: trusted === undefined ? undefined : trusted.replace(/\n*$/, '\n') });
+  const verifier = new BundleVerifier({ keys, witnesses, trustedCheckpoint: trusted === undefined ? undefined : trusted.replace(/\n*$/, '\n') });
   const input = createReadStream(positionals[0]!, { encoding: 'utf8' });
   const opened = new Promise<void>((resolve, reject) => (input.once('open', () => resolve()), input.once('error', reject)));
   await opened.catch((e: Error) => {
@@ -148,6 +143,23 @@ async function verifyCommand(args: string[], out: Out): Promise<number> {
   if (values.json) out(JSON.stringify(report));
   else printReport(report, trusted !== undefined, out);
   return report.ok ? 0 : 1;
+}
+
+/** A file of verifier keys, one per line (blank lines and # comments skipped); errors name the line. */
+function readVkeys(path: string) {
+  const keys = readText(path, 'keys file')
+    .split('\n')
+    .map((l, i) => ({ l: l.trim(), i }))
+    .filter(({ l }) => l !== '' && !l.startsWith('#'))
+    .map(({ l, i }) => {
+      try {
+        return parseVkey(l);
+      } catch (e) {
+        throw new ConfigError(`${path} line ${i + 1}: ${(e as Error).message}`);
+      }
+    });
+  if (keys.length === 0) throw new ConfigError(`${path} holds no verifier key`);
+  return keys;
 }
 
 function readText(path: string, what: string): string {
@@ -170,6 +182,7 @@ function printReport(r: VerifyReport, trusted: boolean, out: Out): void {
   out(`    lifecycle: keys bound ${l.keysBound}, slave deliveries ${l.slaveDeliveries}, keys destroyed/expired/voided ${l.keysEnded} — none delivered twice, to an SAE not named, without ingest or after destruction`);
   if (l.boundBefore) out(`    ${l.boundBefore} slave deliveries of keys bound before this bundle's start (see the archived bundle)`);
   if (trusted) out('    extends the trusted checkpoint: nothing before it was rewritten or removed');
+  for (const [name, w] of Object.entries(r.witnessed)) out(`    witnessed by ${name}: ${w.checkpoints} checkpoint(s), the last of size ${w.lastSize}`);
   if (r.startSize > 0) out(`    starts at the checkpoint of size ${r.startSize}: continues the archived bundle that ends there`);
 }
 

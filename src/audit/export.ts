@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { sealsAfter, type SealRow } from '../store/seals.js';
-import { BUNDLE_FORMAT, checkpointLine, endLine, eventLine, gapLine, type BundleHeader } from './bundle.js';
+import { BUNDLE_FORMAT, checkpointLine, endLine, eventLine, gapLine, type BundleHeader, type Cosignature } from './bundle.js';
 import { parseCheckpoint } from './checkpoint.js';
 import { parseNote } from './signed-note.js';
 import { logVkeys } from './log-keys.js';
@@ -41,9 +41,10 @@ export async function* exportBundle(db: Queryable, opts: { origin: string; after
   let size = afterSize;
   for (;;) {
     const seals = await sealsAfter(db, size, SEALS_PER_QUERY);
+    const cosigned = await cosignaturesOf(db, seals.map((s) => s.treeSize));
     for (const seal of seals) {
       yield* sealedRange(db, seal, counts);
-      yield checkpointLine(seal.treeSize, seal.leafHashes, seal.checkpoint);
+      yield checkpointLine(seal.treeSize, seal.leafHashes, seal.checkpoint, cosigned.get(seal.treeSize));
       counts.checkpoints++;
       size = seal.treeSize;
     }
@@ -54,6 +55,20 @@ export async function* exportBundle(db: Queryable, opts: { origin: string; after
     yield eventLine(e.seq, e.body);
   }
   yield endLine(counts);
+}
+
+async function cosignaturesOf(db: Queryable, sizes: number[]): Promise<Map<number, Cosignature[]>> {
+  const { rows } = await db.query<{ tree_size: string; witness: string; signatures: string }>(
+    `SELECT tree_size, witness, signatures FROM audit_cosignature WHERE tree_size = ANY($1::int8[]) ORDER BY tree_size, witness`,
+    [sizes],
+  );
+  const out = new Map<number, Cosignature[]>();
+  for (const r of rows) {
+    const list = out.get(Number(r.tree_size)) ?? [];
+    list.push({ witness: r.witness, signatures: r.signatures });
+    out.set(Number(r.tree_size), list);
+  }
+  return out;
 }
 
 /** The events and gaps of one seal's range, in order. */

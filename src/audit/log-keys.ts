@@ -22,6 +22,29 @@ export async function openLogSigners(opts: { db: Db; wrapper: KeyWrapper; signin
   return [classical, await postQuantumSigner(db, wrapper, name, log)];
 }
 
+/**
+ * The log's signers, opened on first use (so only a leader, or a witness asked to cosign, touches them) and shared by
+ * the sealer and the witness. A failed opening (the HSM unavailable) is tried again on the next use.
+ */
+export class LogKeys {
+  private opening: Promise<LogSigner[]> | undefined;
+
+  constructor(private readonly o: { db: Db; wrapper: KeyWrapper; signingKey: SigningKey; name: string; log: Logger }) {}
+
+  /** The name the keys sign under (the log's origin). */
+  get name(): string {
+    return this.o.name;
+  }
+
+  signers(): Promise<LogSigner[]> {
+    this.opening ??= openLogSigners(this.o).catch((err: unknown) => {
+      this.opening = undefined;
+      throw err;
+    });
+    return this.opening;
+  }
+}
+
 const aadOf = (vkey: string) => Buffer.from(`qkms custody signing key\n${vkey}`, 'utf8');
 
 async function postQuantumSigner(db: Db, wrapper: KeyWrapper, name: string, log: Logger): Promise<LogSigner> {

@@ -1,6 +1,4 @@
 import type { Config } from '../config/schema.js';
-import type { KeyWrapper } from '../hsm/key-wrapper.js';
-import type { SigningKey } from '../hsm/signing-key.js';
 import { startBackgroundJob } from '../lifecycle/background-job.js';
 import { LeaderLock } from '../lifecycle/leader-lock.js';
 import type { Logger } from '../log.js';
@@ -9,10 +7,9 @@ import { insertSeal, lastSeal } from '../store/seals.js';
 import { checkpointText } from './checkpoint.js';
 import { eventLeafHash, gapLeafHash } from './leaves.js';
 import { settledSeq } from './settle.js';
-import { openLogSigners } from './log-keys.js';
+import type { LogKeys } from './log-keys.js';
 import { Frontier } from './merkle.js';
 import { signNote } from './signed-note.js';
-import type { LogSigner } from './vkeys.js';
 
 /** The log's name in its checkpoints, and the name its keys sign under. */
 export const logOrigin = (config: Pick<Config, 'kme_id' | 'audit'>): string => config.audit.origin ?? `qkms/${config.kme_id}/custody`;
@@ -24,10 +21,8 @@ export interface SealerOptions {
   db: Db;
   /** For the leader lock's own connection. */
   databaseUrl: string;
-  wrapper: KeyWrapper;
-  signingKey: SigningKey;
-  /** The log's origin line, also the name its keys sign under. */
-  origin: string;
+  /** The log's signers; their name is the log's origin line. */
+  keys: LogKeys;
   everyMs: number;
   log: Logger;
 }
@@ -41,7 +36,6 @@ export interface SealerOptions {
  */
 export class Sealer {
   private readonly lock: LeaderLock;
-  private signers: LogSigner[] | undefined;
   private passing: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly o: SealerOptions) {
@@ -59,9 +53,10 @@ export class Sealer {
   }
 
   private async pass(): Promise<number> {
-    const { db, origin } = this.o;
+    const { db } = this.o;
+    const origin = this.o.keys.name;
     if (!(await this.lock.lead())) return 0;
-    this.signers ??= await openLogSigners({ db, wrapper: this.o.wrapper, signingKey: this.o.signingKey, name: origin, log: this.o.log });
+    const signers = await this.o.keys.signers();
     const last = await lastSeal(db);
     const size = last?.treeSize ?? 0;
     const bound = await settledSeq(db, { waitMs: Math.min(2_000, this.o.everyMs * 2) });
@@ -82,7 +77,7 @@ export class Sealer {
       next++;
     }
     for (; next <= upTo; next++) (gaps.push(next), add(gapLeafHash(next)));
-    const checkpoint = await signNote(checkpointText({ origin, size: upTo, root: frontier.root() }), this.signers);
+    const checkpoint = await signNote(checkpointText({ origin, size: upTo, root: frontier.root() }), signers);
     await insertSeal(db, { treeSize: upTo, firstSeq: size + 1, leafHashes: Buffer.concat(hashes), gaps, frontier: frontier.toBytes(), checkpoint });
     return upTo - size;
   }

@@ -21,6 +21,8 @@ export interface VerifyReport {
   /** The algorithms whose signatures verified on every checkpoint. */
   signedWith: LogKeyAlgorithm[];
   lifecycle: ReplayFigures;
+  /** Per pinned witness (by key name): how many checkpoints it cosigned, and the largest. */
+  witnessed: Record<string, { checkpoints: number; lastSize: number }>;
   problem?: { seq?: number; message: string };
 }
 
@@ -29,6 +31,8 @@ export interface VerifyOptions {
   keys: Array<NoteVerifier & { algorithm: LogKeyAlgorithm; vkey: string }>;
   /** A checkpoint the auditor held before (a signed note): the bundle must extend it. */
   trustedCheckpoint?: string;
+  /** Keys of witnesses (peer KMEs) whose cosignatures are checked; cosignatures by other keys are ignored. */
+  witnesses?: NoteVerifier[];
 }
 
 class Failed extends Error {
@@ -68,7 +72,7 @@ export class BundleVerifier {
   constructor(private readonly o: VerifyOptions) {
     if (o.keys.length === 0) throw new Error('no pinned keys: pass the log\'s verifier keys (kms audit keys prints them)');
     this.algorithms = new Set(o.keys.map((k) => k.algorithm));
-    this.report = { ok: true, startSize: 0, sealedSize: 0, events: 0, gaps: 0, checkpoints: 0, unsealed: 0, signedWith: [], lifecycle: this.replay.figures };
+    this.report = { ok: true, startSize: 0, sealedSize: 0, events: 0, gaps: 0, checkpoints: 0, unsealed: 0, signedWith: [], lifecycle: this.replay.figures, witnessed: {} };
   }
 
   /** Feeds one line; returns false once a problem was found (the rest need not be read). */
@@ -120,7 +124,8 @@ export class BundleVerifier {
       case 'gap':
         return this.takeGap(Number(v.seq));
       case 'checkpoint':
-        return this.takeCheckpoint(Number(v.size), String(v.leaf_hashes ?? ''), String(v.note ?? ''));
+        this.takeCheckpoint(Number(v.size), String(v.leaf_hashes ?? ''), String(v.note ?? ''));
+        return this.takeCosignatures(Number(v.size), String(v.note ?? ''), (v as { cosignatures?: unknown }).cosignatures);
       case 'end':
         if (v.events !== this.report.events || v.gaps !== this.report.gaps || v.checkpoints !== this.report.checkpoints) {
           throw new Failed(`the end line counts ${String(v.events)} events, ${String(v.gaps)} gaps and ${String(v.checkpoints)} checkpoints; the bundle holds ${this.report.events}, ${this.report.gaps} and ${this.report.checkpoints}`);
@@ -217,6 +222,27 @@ export class BundleVerifier {
     this.report.checkpoints++;
   }
 
+  /** Checks the cosignatures by pinned witnesses (any that fails rejects the bundle); others are ignored. */
+  private takeCosignatures(size: number, note: string, cosignatures: unknown): void {
+    const witnesses = this.o.witnesses ?? [];
+    if (witnesses.length === 0 || !Array.isArray(cosignatures)) return;
+    const text = note.slice(0, note.lastIndexOf('\n\n') + 1);
+    for (const c of cosignatures as Array<{ signatures?: unknown }>) {
+      let verifiedBy: string[];
+      try {
+        verifiedBy = openNote(`${text}\n${String(c.signatures ?? '')}`, witnesses).verifiedBy;
+      } catch (e) {
+        if (e instanceof NoteFormatError && /no signature by a trusted key/.test(e.message)) continue; // not a pinned witness
+        throw new Failed(`a cosignature of the checkpoint of size ${size} does not verify (${(e as Error).message})`, size);
+      }
+      for (const name of new Set(verifiedBy.map((v) => v.slice(0, v.lastIndexOf('+'))))) {
+        const w = (this.report.witnessed[name] ??= { checkpoints: 0, lastSize: 0 });
+        w.checkpoints++;
+        w.lastSize = size;
+      }
+    }
+  }
+
   /**
    * What is wrong with the range a checkpoint closes, naming the first bad sequence number in it. The sealer's leaf
    * hashes are used only when they give the signed root (so they are what was signed); then the first leaf that
@@ -250,19 +276,28 @@ export class BundleVerifier {
   }
 
   private openCheckpoint(note: string, size: number | undefined, what = `the checkpoint of size ${size}`): Checkpoint {
-    let opened;
+    let cp: Checkpoint;
     try {
-      opened = openNote(note, this.o.keys);
+      cp = openSignedCheckpoint(note, this.o.keys);
     } catch (e) {
       const why = e instanceof NoteFormatError ? e.message : 'unreadable';
       throw new Failed(`${what} does not verify with the pinned keys (${why})`, size);
     }
-    const by = new Set(opened.verifiedBy.map((who) => this.o.keys.find((k) => `${k.name}+${k.keyId.toString('hex')}` === who)!.algorithm));
-    for (const a of this.algorithms) {
-      if (!by.has(a)) throw new Failed(`${what} has no valid ${a} signature by a pinned key`, size);
-    }
-    const cp = parseCheckpoint(opened.text);
     if (this.header && cp.origin !== this.header.origin) throw new Failed(`${what} is of log ${cp.origin}, not ${this.header.origin}`, size);
     return cp;
   }
+
+}
+
+/**
+ * Opens a signed checkpoint with pinned keys: every algorithm among them must have a valid signature on it (a
+ * post-quantum key pinned beside a classical one is required, not optional). Throws NoteFormatError saying why not.
+ */
+export function openSignedCheckpoint(note: string, keys: VerifyOptions['keys']): Checkpoint {
+  const opened = openNote(note, keys);
+  const by = new Set(opened.verifiedBy.map((who) => keys.find((k) => `${k.name}+${k.keyId.toString('hex')}` === who)!.algorithm));
+  for (const a of new Set(keys.map((k) => k.algorithm))) {
+    if (!by.has(a)) throw new NoteFormatError(`no valid ${a} signature by a pinned key`);
+  }
+  return parseCheckpoint(opened.text);
 }

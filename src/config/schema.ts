@@ -221,6 +221,12 @@ export const AuditSchema = Type.Object(
     origin: Type.Optional(
       Type.String({ pattern: '^[^\\s+]+$', description: "the log's name in its checkpoints and signatures; default qkms/<kme_id>/custody" }),
     ),
+    cosign_every_ms: Type.Integer({
+      minimum: 100,
+      maximum: 3_600_000,
+      default: 10_000,
+      description: 'how often each peer KME is asked to witness (cosign) the latest checkpoint',
+    }),
   },
   { additionalProperties: false, default: {} },
 );

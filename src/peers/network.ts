@@ -1,4 +1,5 @@
 import type { Barrier } from '../barrier/barrier.js';
+import type { Witness } from '../audit/witness.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { Announcer } from './announcer.js';
@@ -18,6 +19,8 @@ import type { Topology } from './topology.js';
 /** The KME-to-KME side of one KME, wired: clients, relay, link upkeep, announcements, and the service peers call. */
 export interface Network {
   forwarder: Forwarder;
+  /** A client per direct peer KME, by KME ID. */
+  clients: Map<string, PeerClient>;
   linkSync: LinkSync;
   peerService: PeerService;
   peerRooms: Map<string, PeerRoom>;
@@ -37,6 +40,7 @@ export function buildNetwork(deps: {
   sources: Map<string, LinkSource>;
   figures: Map<string, LinkFigures>;
   tls: { ca: Buffer; cert: Buffer; key: Buffer; ecdhCurve?: string };
+  witness: Witness;
   log: Logger;
 }): Network {
   const { config, topology, db, barrier, log } = deps;
@@ -94,9 +98,10 @@ export function buildNetwork(deps: {
     maxKeyTtlMs: config.keys.key_ttl_seconds * 1000,
     log,
   });
-  const peerService = new PeerService({ db, topology, receiver, forwarder, secondaries, linkSync, log });
+  const peerService = new PeerService({ db, topology, receiver, forwarder, secondaries, linkSync, witness: deps.witness, log });
   return {
     forwarder,
+    clients,
     linkSync,
     peerService,
     peerRooms,

@@ -2,7 +2,8 @@ import type { Static } from 'typebox';
 import { badRequest, unauthorized } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { SecondaryIngest } from '../pool/secondary-ingest.js';
-import type { ExtKeysAck, ExtKeysBatch, Material, MaterialAck, Sync, VoidSchema } from '../schemas/peer.js';
+import type { CosignAnswer, CosignRequest, ExtKeysAck, ExtKeysBatch, Material, MaterialAck, Sync, VoidSchema } from '../schemas/peer.js';
+import type { Witness } from '../audit/witness.js';
 import type { Db } from '../store/db.js';
 import type { Forwarder } from './forwarder.js';
 import type { LinkSync } from './link-sync.js';
@@ -24,9 +25,16 @@ export class PeerService {
       forwarder: Forwarder;
       secondaries: Map<string, SecondaryIngest>;
       linkSync: LinkSync;
+      /** This KME as a witness of its peers' custody logs. */
+      witness: Witness;
       log: Logger;
     },
   ) {}
+
+  /** Witnesses the caller's custody checkpoint (src/audit/witness.ts). */
+  cosign(from: string, body: CosignRequest): Promise<CosignAnswer> {
+    return this.deps.witness.cosign(from, body);
+  }
 
   extKeys(from: string, body: ExtKeysBatch): Promise<ExtKeysAck> {
     return this.deps.receiver.receive(from, body);

@@ -151,3 +151,30 @@ export type ExtKeysAck = Static<typeof ExtKeysAckSchema>;
 export type Material = Static<typeof MaterialSchema>;
 export type MaterialAck = Static<typeof MaterialAckSchema>;
 export type Sync = Static<typeof SyncSchema>;
+
+/** A KME asks a peer to witness (cosign) its custody log's latest checkpoint (docs/custody.md, witnessing). */
+export const CosignRequestSchema = Type.Object(
+  {
+    checkpoint: Type.String({ maxLength: 65_536, description: "the origin KME's signed checkpoint (C2SP signed note)" }),
+    vkeys: Type.Array(Type.String({ maxLength: 8_192 }), { minItems: 1, maxItems: 16, description: "the origin's verifier keys (pinned by the witness on first contact)" }),
+    from_size: Type.Integer({ minimum: 0, description: 'the tree size the consistency proof starts from (the size the witness holds)' }),
+    proof: Type.Array(Type.String({ maxLength: 64 }), { maxItems: 64, description: 'RFC 9162 consistency proof from from_size to the checkpoint, base64 hashes' }),
+  },
+  { additionalProperties: false },
+);
+export const CosignAnswerSchema = Type.Union([
+  Type.Object(
+    { cosigned: Type.Literal(true), witness: KmeId, signatures: Type.String({ description: "the witness's signature lines for the note" }) },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    {
+      cosigned: Type.Literal(false),
+      witness: KmeId,
+      held_size: Type.Integer({ minimum: 0, description: 'the size the witness holds: send a proof from there' }),
+    },
+    { additionalProperties: false },
+  ),
+]);
+export type CosignRequest = Static<typeof CosignRequestSchema>;
+export type CosignAnswer = Static<typeof CosignAnswerSchema>;

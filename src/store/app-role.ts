@@ -3,7 +3,7 @@ import type { Logger } from '../log.js';
 import { ConfigError } from '../config/load.js';
 
 /** The custody log's tables: the application may read and append, never change or remove. */
-export const APPEND_ONLY_TABLES = ['audit_event', 'audit_seal', 'audit_signing_key'];
+export const APPEND_ONLY_TABLES = ['audit_event', 'audit_seal', 'audit_signing_key', 'audit_cosignature'];
 
 /**
  * Gives the KME's own database role what it needs and no more (run by `kms migrate`, as the role that owns the

@@ -56,3 +56,12 @@ export async function sealsAfter(db: Queryable, afterSize: number, limit: number
   const { rows } = await db.query(`SELECT ${COLUMNS} FROM audit_seal WHERE tree_size > $1 ORDER BY tree_size LIMIT $2`, [afterSize, limit]);
   return rows.map(fromRow);
 }
+
+/** The leaf hashes of the tree of `size` leaves (a checkpoint's size), as the sealer recorded them, in order. */
+export async function leafHashesUpTo(db: Queryable, size: number): Promise<Buffer[]> {
+  const { rows } = await db.query<{ h: Buffer }>('SELECT leaf_hashes AS h FROM audit_seal WHERE tree_size <= $1 ORDER BY tree_size', [size]);
+  const all = Buffer.concat(rows.map((r) => r.h));
+  const leaves = Array.from({ length: all.length / 32 }, (_, i) => all.subarray(32 * i, 32 * i + 32));
+  if (leaves.length !== size) throw new Error(`the seals up to tree size ${size} hold ${leaves.length} leaf hashes`);
+  return leaves;
+}

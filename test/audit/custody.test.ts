@@ -8,7 +8,7 @@ import { createMockSigningKey } from '../../hsm-mock/mock-signing-key.js';
 import { auditCommand } from '../../src/audit/cli.js';
 import { auditBody, insertAuditSql } from '../../src/audit/event.js';
 import { exportBundle } from '../../src/audit/export.js';
-import { logVkeys } from '../../src/audit/log-keys.js';
+import { LogKeys, logVkeys } from '../../src/audit/log-keys.js';
 import { Sealer } from '../../src/audit/sealer.js';
 import { BundleVerifier, type VerifyReport } from '../../src/audit/verify.js';
 import { parseVkey } from '../../src/audit/vkeys.js';
@@ -210,7 +210,8 @@ t.test('a whole log replaced by a self-consistent forgery, signed by another key
   const { log } = capturingLogger();
   await migrate(forgery.url, log);
   const db = createDb({ url: forgery.url, poolSize: 4, log });
-  const sealer = new Sealer({ db, databaseUrl: forgery.url, wrapper: createMockKeyWrapper(), signingKey: createMockSigningKey(), origin: 'qkms/KME_T/custody', everyMs: 50, log });
+  const keys = new LogKeys({ db, wrapper: createMockKeyWrapper(), signingKey: createMockSigningKey(), name: 'qkms/KME_T/custody', log });
+  const sealer = new Sealer({ db, databaseUrl: forgery.url, keys, everyMs: 50, log });
   try {
     const { rows } = await su.query<{ body: string }>(`SELECT body FROM audit_event ORDER BY seq`);
     const bodies = rows.map((r) => r.body.replace('SAE_C', 'SAE_D'));

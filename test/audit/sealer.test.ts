@@ -5,7 +5,7 @@ import { createMockSigningKey } from '../../hsm-mock/mock-signing-key.js';
 import { parseCheckpoint } from '../../src/audit/checkpoint.js';
 import { auditBody, insertAuditSql } from '../../src/audit/event.js';
 import { eventLeafHash, gapLeafHash } from '../../src/audit/leaves.js';
-import { logVkeys } from '../../src/audit/log-keys.js';
+import { LogKeys, logVkeys } from '../../src/audit/log-keys.js';
 import { rootOf } from '../../src/audit/merkle.js';
 import { Sealer } from '../../src/audit/sealer.js';
 import { openNote } from '../../src/audit/signed-note.js';
@@ -41,7 +41,7 @@ t.teardown(async () => {
 
 /** A sealer for one test; it gives up the leader lock when the test ends, for the next test's sealer. */
 function sealer(t: Test): Sealer {
-  const s = new Sealer({ db, databaseUrl: tdb.url, wrapper, signingKey, origin, everyMs: 20, log });
+  const s = new Sealer({ db, databaseUrl: tdb.url, keys: new LogKeys({ db, wrapper, signingKey, name: origin, log }), everyMs: 20, log });
   t.teardown(() => s.close());
   return s;
 }

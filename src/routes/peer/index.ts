@@ -5,6 +5,8 @@ import type { PeerRegistry } from '../../auth/peer-registry.js';
 import { unauthorized } from '../../errors.js';
 import type { PeerService } from '../../peers/peer-service.js';
 import {
+  CosignAnswerSchema,
+  CosignRequestSchema,
   ExtKeysAckSchema,
   ExtKeysBatchSchema,
   LinkPathSchema,
@@ -101,5 +103,22 @@ export const peerRoutes: FastifyPluginAsyncTypebox<PeerRouteOptions> = async (ap
       },
     },
     (request) => peers.sync(request.peerKme, request.params.link_id, request.body),
+  );
+  app.post(
+    '/peer/v1/custody/cosign',
+    {
+      schema: {
+        ...common,
+        summary: "Witness the caller's custody checkpoint (cosign it if it extends the last one cosigned)",
+        description:
+          'The witness pins the caller\'s verifier keys on first contact, checks the checkpoint against them and the ' +
+          'consistency proof from the size it holds, records the cosigning in its own custody log and answers its ' +
+          'signature lines; with another from_size than it holds, it answers held_size instead. A checkpoint that does ' +
+          'not extend the one cosigned before is refused (400): a fork.',
+        body: CosignRequestSchema,
+        response: { 200: CosignAnswerSchema, ...ErrorResponses },
+      },
+    },
+    (request) => peers.cosign(request.peerKme, request.body),
   );
 };
