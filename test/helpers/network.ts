@@ -9,6 +9,7 @@ import { startKms, type RunningKms } from '../../src/server.js';
 import { freePort } from '../../src/store/embedded-postgres.js';
 import { SimulatedDevice } from '../../src/sources/simulator.js';
 import { createMockKeyWrapper } from '../../hsm-mock/mock-key-wrapper.js';
+import { createMockSigningKey } from '../../hsm-mock/mock-signing-key.js';
 import { EtsiClient } from './client.js';
 import { capturingLogger } from './logs.js';
 import { freshDatabase, type TestDatabase } from './database.js';
@@ -63,6 +64,7 @@ export function testPki() {
       kmeIds: ['KME_A', 'KME_B', 'KME_C', 'QKD_DEV'],
       saeIds: ['SAE_A', 'SAE_B', 'SAE_C', 'SAE_D', 'SAE_E'],
       strangerIds: ['SAE_X'],
+      auditorIds: ['AUDITOR_1'],
     });
     return { dir, pki };
   })();
@@ -139,6 +141,7 @@ export async function startTestNetwork(opts: NetworkOptions): Promise<TestNetwor
     );
   }
   const configs = networkConfigs(spec);
+  for (const config of configs.values()) config.auditors = [{ id: 'AUDITOR_1' }];
   const kmes = new Map<string, NetworkKme>();
   const pools: pg.Pool[] = [];
   for (const [id, config] of configs) {
@@ -156,7 +159,9 @@ export async function startTestNetwork(opts: NetworkOptions): Promise<TestNetwor
     const { log, text: logs } = capturingLogger();
     // hsm-mock keeps its KEK in memory: the same KEK for every (re)start of this KME, as an HSM would.
     const kek = randomBytes(32);
-    const start = () => startKms(config, { log, databaseUrl: db.url, wrapper: createMockKeyWrapper({ kek }) });
+    // Its checkpoint signing key likewise (derived from the KEK): peers that witness its log pinned it.
+    const start = () =>
+      startKms(config, { log, databaseUrl: db.url, wrapper: createMockKeyWrapper({ kek }), signingKey: createMockSigningKey({ seed: kek }) });
     const entry: NetworkKme = {
       id,
       kms: await start(),

@@ -50,3 +50,11 @@ if ('skip' in token) {
     await wrapper.close();
   });
 }
+
+t.test('hsm-mock with a seed: the same key pair from the same seed, another from another', async (t) => {
+  const seed = Buffer.alloc(32, 7);
+  const [a, b, c] = [createMockSigningKey({ seed }), createMockSigningKey({ seed }), createMockSigningKey({ seed: Buffer.alloc(32, 8) })];
+  t.ok(a.publicKey.equals(b.publicKey));
+  t.notOk(a.publicKey.equals(c.publicKey));
+  await signingKeyConformance(t, async () => createMockSigningKey({ seed }));
+});

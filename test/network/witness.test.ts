@@ -1,6 +1,7 @@
 import t from 'tap';
 import pg from 'pg';
 import { askToCosign } from '../../src/audit/cosigning.js';
+import { traceKey, traceLine } from '../../src/audit/trace.js';
 import { exportBundle } from '../../src/audit/export.js';
 import { logVkeys } from '../../src/audit/log-keys.js';
 import { BundleVerifier } from '../../src/audit/verify.js';
@@ -64,6 +65,31 @@ t.test('a peer cosigns each checkpoint that extends the last, and records it in 
   t.ok(report.ok, report.problem?.message ?? 'verified');
   t.match(report.witnessed['qkms/KME_B/custody'], { lastSize: second });
   t.ok(report.witnessed['qkms/KME_B/custody']!.checkpoints >= 2, 'both cosigned checkpoints verify with the witness keys');
+});
+
+t.test("kms audit trace: one key's custody chain across the three KMEs, through their auditor APIs", async (t) => {
+  const enc = await net.client('SAE_A').post('/api/v1/keys/SAE_C/enc_keys', { number: 1 });
+  const keyId = enc.body.keys[0].key_ID as string;
+  await net.client('SAE_C').get(`/api/v1/keys/SAE_A/dec_keys?key_ID=${keyId}`);
+  const target = {
+    kmes: ['KME_A', 'KME_B', 'KME_C'].map((id) => ({ id, url: net.kme(id).kms.url })),
+    ca: net.pki.ca,
+    ...net.pki.auditors.AUDITOR_1!,
+  };
+  const { events, unreachable } = await traceKey(target, keyId);
+  t.same(unreachable, []);
+  const chain = events.map((e) => `${e.kme} ${e.event.operation}`);
+  t.same(
+    [...chain].sort(),
+    ['KME_A deliver_master', 'KME_A reserve', 'KME_B relay', 'KME_B reserve', 'KME_C deliver_slave', 'KME_C destroy', 'KME_C reserve'],
+    'reserved along the path, relayed, handed to the master, fetched by the slave at its own KME, destroyed there',
+  );
+  t.equal(chain[0], 'KME_A reserve', 'in order of time: it starts at the master KME');
+  t.same(chain.slice(-2), ['KME_C deliver_slave', 'KME_C destroy'], 'and ends where the slave fetched it');
+  t.match(traceLine(events.find((e) => e.event.operation === 'deliver_master')!), /KME_A +#\d+ +deliver_master +sae:SAE_A +slaves SAE_C; link A-B; relayed to KME_B/);
+  const stranger = await traceKey({ ...target, ...net.pki.saes.SAE_A! }, keyId);
+  t.equal(stranger.unreachable.length, 3, "an SAE's certificate reads no log");
+  t.match(stranger.unreachable[0]!.why, /HTTP 401/);
 });
 
 t.test("a rewritten history is a fork: the witness refuses it and says so in its log", async (t) => {
