@@ -25,6 +25,8 @@ export interface LinkSettings {
   maxKeyCount: number;
   /** max_blocks_per_batch: see KmeSettings (2000 when not given; null: the KME's default). */
   maxBlocksPerBatch?: number | null;
+  /** audit.seal_every_ms: see KmeSettings. */
+  sealEveryMs?: number;
 }
 
 /** A KME process this host started, with where its CPU profile went (if profiled) and what it was started for. */
@@ -82,6 +84,7 @@ export class KmeHost {
       rateBitsPerSecond: link.rateBps,
       maxKeyCount: link.maxKeyCount,
       maxBlocksPerBatch: link.maxBlocksPerBatch,
+      sealEveryMs: link.sealEveryMs,
       dbPoolSize: DB_POOL,
     });
     let profileDir: string | undefined;

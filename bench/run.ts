@@ -5,7 +5,8 @@
 // single KME: fill its key pool with a KME whose simulated link runs very fast → restart it with a link at a
 // realistic rate (so that refilling the pool at 200 Mbit/s does not steal CPU from the requests being measured) →
 // phases a–f (single-phases.ts) → phase k: the paced load of phase e without and then with ingest from a very fast
-// link (ingest-phase.ts) → phase l: phase b's load on fresh pools before and after, and on a pool that turned over
+// link (ingest-phase.ts) → phase s: phase b's load with the custody log's sealer idle and sealing, and the sealer's
+// lag (sealing-phase.ts) → phase l: phase b's load on fresh pools before and after, and on a pool that turned over
 // BENCH_TURNOVER keys in between, on databases of its own (turnover-phase.ts) → stop it →
 // network: three KMEs in a line, filled and restarted the same way (network.ts) → phases g–j (network-phases.ts),
 // each also compared with its single-KME counterpart → report.
@@ -14,11 +15,12 @@
 // (bytes per megabit ingested), phase c and l's turnover (bytes per key delivered) (growth.ts).
 //
 // Run time: about 7 min for a–j; phase k adds 2 × 2 × (2 + BENCH_SECONDS) s and two KME starts (about a minute);
+// phase s adds 4 × (2 + BENCH_SECONDS) s and four KME starts (about a minute);
 // phase l adds two fills, six KME starts, 3 × 2 × (2 + BENCH_SECONDS) s of measurement and the turnover:
 // BENCH_TURNOVER keys at the rate the KME delivers while it ingests (~7,000 keys/s on the 2-core VM: 2,000,000
 // keys take ~5 min, the whole phase ~6–7 min). BENCH_PHASES without k and l gives the 7-minute run of before.
 //
-// Environment knobs (all optional): DATABASE_URL (admin URL), BENCH_SECONDS (10), BENCH_PHASES ("abcdefklghij"),
+// Environment knobs (all optional): DATABASE_URL (admin URL), BENCH_SECONDS (10), BENCH_PHASES ("abcdefkslghij"),
 // BENCH_FILL (keys to pre-fill, 700000), BENCH_FILL_SECONDS (budget, 75), BENCH_NET_FILL (keys KME_A pre-fills on
 // link A-B; BENCH_FILL if only that is set, else 300000), BENCH_NET_FILL_SECONDS (likewise; else 90),
 // BENCH_LINK_BPS (link rate while measuring, 1e6), BENCH_INGEST_BPS (link rate while ingest is measured in k and

@@ -5,9 +5,9 @@ export const ADMIN_URL = process.env.DATABASE_URL ?? 'postgresql://postgres@127.
 export const SECONDS = num('BENCH_SECONDS', 10);
 export const WARMUP = 2;
 export const CONNECTIONS = 32;
-export const ALL_PHASES = 'abcdefklghij';
+export const ALL_PHASES = 'abcdefkslghij';
 export const PHASES = new Set((process.env.BENCH_PHASES ?? ALL_PHASES).split(''));
-export const SINGLE_PHASES = 'abcdefkl';
+export const SINGLE_PHASES = 'abcdefksl';
 /** The phases that run on the measuring KME restarted after filling (k and l restart it their own way). */
 export const MEASURING_PHASES = 'abcdef';
 export const NETWORK_PHASES = 'ghij';

@@ -71,6 +71,8 @@ export interface KmeSettings {
    * configured it; null leaves it out, so the KME's own default applies.
    */
   maxBlocksPerBatch?: number | null;
+  /** audit.seal_every_ms (the KME's default, 500, when not given). */
+  sealEveryMs?: number;
 }
 
 export function writeKmeConfig(root: string, pki: DemoPki, token: SoftHsmToken, s: KmeSettings): string {
@@ -83,6 +85,7 @@ export function writeKmeConfig(root: string, pki: DemoPki, token: SoftHsmToken, 
     hsm: { type: 'pkcs11', module: token.module, token_label: token.tokenLabel, create_key_if_missing: true },
     saes: [{ id: 'SAE_A' }, { id: 'SAE_B' }],
     keys: { key_size: 256, max_key_count: s.maxKeyCount },
+    ...(s.sealEveryMs ? { audit: { seal_every_ms: s.sealEveryMs } } : {}),
     // One loopback link (no peer_kme_id): SAE_A and SAE_B are both at this KME.
     links: [
       {
@@ -95,7 +98,7 @@ export function writeKmeConfig(root: string, pki: DemoPki, token: SoftHsmToken, 
   // Named by everything that differs between starts: two KMEs on different databases, or the same one restarted
   // with another cap, never read each other's file.
   const batch = s.maxBlocksPerBatch === null ? 'default' : (s.maxBlocksPerBatch ?? 2000);
-  const path = join(root, `kme-${s.port}-${s.rateBitsPerSecond}-${s.maxKeyCount}-${batch}.json`);
+  const path = join(root, `kme-${s.port}-${s.rateBitsPerSecond}-${s.maxKeyCount}-${batch}-${s.sealEveryMs ?? 'seal'}.json`);
   writeFileSync(path, JSON.stringify(config, null, 2));
   return path;
 }

@@ -1,6 +1,6 @@
 // The single-KME part: KME_B with SAE_A and SAE_B on a loopback link, on a fresh database — a fast link to fill the
 // pool, a restart at the measuring rate, phases a–f (single-phases.ts), phase k (ingest-phase.ts: restarts of its
-// own), phase l (turnover-phase.ts: databases of its own), and a stop, so that it takes no CPU from what runs
+// own), phase s (sealing-phase.ts: restarts of its own), phase l (turnover-phase.ts: databases of its own), and a stop, so that it takes no CPU from what runs
 // after it. The database is measured around the fill (growth per megabit ingested) and around phase c (growth per
 // key delivered).
 import type { SoftHsmToken } from '../hsm-mock/softhsm-token.js';
@@ -17,6 +17,7 @@ import { databaseFacts, identity } from './setup.js';
 import { singlePhases } from './single-phases.js';
 import { leave } from './timeline.js';
 import { turnoverPhase, type TurnoverResult } from './turnover-phase.js';
+import { sealingPhase, type SealingResult } from './sealing-phase.js';
 
 const KEY_BITS = 256;
 
@@ -73,6 +74,12 @@ export async function singleKme(root: string, pki: DemoPki, token: SoftHsmToken,
     leave();
   }
 
+  let sealing: SealingResult | undefined;
+  if (PHASES.has('s')) {
+    sealing = await sealingPhase(host, tlsA, done);
+    leave();
+  }
+
   let turnover: TurnoverResult | undefined;
   if (PHASES.has('l')) {
     const l = await turnoverPhase({ root, pki, token, referenceUrl, tlsA, ingestBytesPerKey: ingest.bytes_per_key }, done);
@@ -89,6 +96,7 @@ export async function singleKme(root: string, pki: DemoPki, token: SoftHsmToken,
     db,
     growth,
     ingest: ingestResult,
+    sealing,
     turnover,
     profile,
   };

@@ -22,6 +22,7 @@ export function checkTargets(phases: Phase[], memory: MemoryReport, single?: Awa
   const f1 = clean('f1');
   const k = single?.ingest;
   const l = single?.turnover;
+  const s = single?.sealing;
   const cross = (['g', 'h', 'i', 'j'] as const).map((id) => {
     const p = phase(id);
     const s = p?.counterpart ? phase(p.counterpart) : undefined;
@@ -82,6 +83,18 @@ export function checkTargets(phases: Phase[], memory: MemoryReport, single?: Awa
       goal: '≥ 0.9×',
       measured: l?.ratio !== undefined ? `${l.ratio}× (${l.ratio_per_reference ?? '–'}× per reference run)` : '–',
       met: l?.ratio !== undefined ? l.ratio >= 0.9 && !l.turnover.stopped_early : null,
+    },
+    {
+      what: 'enc_keys while sealing the custody log over the sealer idle (phase s)',
+      goal: '≥ 0.9× (sealing costs at most 10%)',
+      measured: s ? `${r2(s.ratio)}× (${s.rps_on.map(n).join(', ')} over ${s.rps_off.map(n).join(', ')} req/s)` : '–',
+      met: s ? s.ratio >= 0.9 : null,
+    },
+    {
+      what: 'sealer lag behind the newest event under that load (phase s)',
+      goal: '≤ 1,000 ms',
+      measured: s ? `max ${n(s.lag_max_ms)} ms, median ${n(s.lag_median_ms)} ms (${s.lag_samples} samples)` : '–',
+      met: s ? s.lag_max_ms <= 1000 : null,
     },
     {
       what: `resident memory of each KME (VmRSS every ${memory.interval_seconds} s, whole run)`,

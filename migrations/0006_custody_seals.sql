@@ -68,9 +68,26 @@ CREATE TABLE witnessed_log (
   updated_at  timestamptz NOT NULL DEFAULT now()
 );
 
--- Append-only like the events (the refusal now names the table it guards).
+-- 4. Retention. Sealed history can be archived (a verified export bundle) and its events removed; the seals stay, so
+-- what remains still verifies from the archive's last checkpoint. Each pruning is recorded here, before any event goes.
+CREATE TABLE audit_prune (
+  up_to_size     bigint PRIMARY KEY REFERENCES audit_seal (tree_size),
+  archive_sha256 text NOT NULL,
+  events         bigint NOT NULL,
+  pruned_at      timestamptz NOT NULL DEFAULT now()
+);
+
+-- Append-only like the events (the refusal now names the table it guards). The one exception: removing events that a
+-- recorded pruning covers, by a session that says it is pruning (`kms audit prune`, as the tables' owner: the KME's
+-- own role has no DELETE privilege on the log at all).
 CREATE OR REPLACE FUNCTION audit_event_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+  -- Nested: OLD.seq may only be read on audit_event, and PL/pgSQL does not promise to short-circuit an AND.
+  IF TG_TABLE_NAME = 'audit_event' AND TG_OP = 'DELETE' AND current_setting('qkms.pruning', true) = 'on' THEN
+    IF EXISTS (SELECT 1 FROM audit_prune WHERE up_to_size >= OLD.seq) THEN
+      RETURN OLD;
+    END IF;
+  END IF;
   RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP USING ERRCODE = 'insufficient_privilege';
 END
 $$;
@@ -85,4 +102,8 @@ CREATE TRIGGER audit_signing_key_no_truncate BEFORE TRUNCATE ON audit_signing_ke
 CREATE TRIGGER audit_cosignature_no_update_delete BEFORE UPDATE OR DELETE ON audit_cosignature
   FOR EACH ROW EXECUTE FUNCTION audit_event_refuse_change();
 CREATE TRIGGER audit_cosignature_no_truncate BEFORE TRUNCATE ON audit_cosignature
+  FOR EACH STATEMENT EXECUTE FUNCTION audit_event_refuse_change();
+CREATE TRIGGER audit_prune_no_update_delete BEFORE UPDATE OR DELETE ON audit_prune
+  FOR EACH ROW EXECUTE FUNCTION audit_event_refuse_change();
+CREATE TRIGGER audit_prune_no_truncate BEFORE TRUNCATE ON audit_prune
   FOR EACH STATEMENT EXECUTE FUNCTION audit_event_refuse_change();

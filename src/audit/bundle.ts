@@ -50,3 +50,41 @@ export function splitEventLine(line: string): { seq: number; body: string } | un
   if (!m || !line.endsWith('}')) return undefined;
   return { seq: Number(m[1]), body: line.slice(m[0].length, -1) };
 }
+
+/**
+ * Feeds the lines of a bundle, decoded as UTF-8, to `take` until it returns false. Lines split as node:readline
+ * splits them with crlfDelay Infinity (at \n, \r\n or a lone \r), but the text is cut from large chunks with
+ * indexOf and handed over synchronously: readline's per-line events and async iteration cost more than verifying a
+ * line does. A line longer than a chunk is gathered in pieces, so it costs linear time.
+ */
+export async function eachLine(input: AsyncIterable<string>, take: (line: string) => boolean): Promise<void> {
+  let pending: string[] = [];
+  const emit = (piece: string): boolean => {
+    // Pieces end at \n (or the end of the input): a \r before it makes \r\n; any other \r ends a line of its own.
+    const line = piece.charCodeAt(piece.length - 1) === 13 ? piece.slice(0, -1) : piece;
+    if (!line.includes('\r')) return take(line);
+    for (const part of line.split('\r')) if (!take(part)) return false;
+    return true;
+  };
+  for await (const chunk of input) {
+    let from = 0;
+    let nl = chunk.indexOf('\n');
+    if (nl < 0) {
+      pending.push(chunk);
+      continue;
+    }
+    if (pending.length > 0) {
+      const head = pending.join('') + chunk.slice(0, nl);
+      pending = [];
+      if (!emit(head)) return;
+      from = nl + 1;
+      nl = chunk.indexOf('\n', from);
+    }
+    for (; nl >= 0; nl = chunk.indexOf('\n', from)) {
+      if (!emit(chunk.slice(from, nl))) return;
+      from = nl + 1;
+    }
+    if (from < chunk.length) pending.push(chunk.slice(from));
+  }
+  if (pending.length > 0) emit(pending.join('')); // the last line, without a newline
+}

@@ -3,13 +3,14 @@
 // Exit codes: 0 ok, 1 verification failed (or the database could not be read), 2 usage or unreadable input.
 import { createReadStream, createWriteStream, readFileSync } from 'node:fs';
 import { once } from 'node:events';
-import { createInterface } from 'node:readline';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import pg from 'pg';
 import { ConfigError, loadConfigFile, readSecret } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { lastSeal } from '../store/seals.js';
+import { eachLine } from './bundle.js';
 import { exportBundle } from './export.js';
+import { pruneLog } from './prune.js';
 import { logVkeys } from './log-keys.js';
 import { logOrigin } from './sealer.js';
 import { NoteFormatError } from './signed-note.js';
@@ -29,6 +30,9 @@ commands:
   verify BUNDLE --keys FILE [--witness-keys FILE] [--trusted-checkpoint FILE] [--json]
       verify a bundle offline against the pinned keys in FILE (and the cosignatures of the witnesses whose keys are
       in --witness-keys); exit 0 if it holds, 1 naming the first bad event
+  prune --config FILE --archive FILE (--older-than DAYS | --up-to-size N)
+      archive the sealed history up to a checkpoint as a verified bundle, then remove those events; the checkpoints
+      stay, so what remains verifies from the archive's last checkpoint (run as the tables' owner)
   trace KEY_ID [--demo DIR] [--json]
       one key's custody chain across the KMEs of the demo network (DIR/demo.json, default .kms-demo), read through
       their auditor APIs with the demo's auditor certificate
@@ -56,8 +60,8 @@ export async function auditCommand(args: string[], out: Out, err: Out): Promise<
         });
       case 'export':
         return await withDb(rest, { out: { type: 'string' }, 'after-size': { type: 'string' } }, async (db, config, values) => {
-          const after = values['after-size'] === undefined ? 0 : Number(values['after-size']);
-          if (!Number.isSafeInteger(after) || after < 0) throw new UsageError('--after-size must be a tree size (a whole number)');
+          const after = values['after-size'] === undefined ? undefined : Number(values['after-size']);
+          if (after !== undefined && (!Number.isSafeInteger(after) || after < 0)) throw new UsageError('--after-size must be a tree size (a whole number)');
           const file = typeof values.out === 'string' ? createWriteStream(values.out) : undefined;
           for await (const line of exportBundle(db, { origin: logOrigin(config), afterSize: after })) {
             if (!file) out(line);
@@ -68,6 +72,13 @@ export async function auditCommand(args: string[], out: Out, err: Out): Promise<
         });
       case 'verify':
         return await verifyCommand(rest, out);
+      case 'prune':
+        return await withDb(
+          rest,
+          { archive: { type: 'string' }, 'older-than': { type: 'string' }, 'up-to-size': { type: 'string' } },
+          async (db, config, values) => pruneCommand(db, config, values, out),
+          'owner',
+        );
       case 'trace':
         return await traceCommand(rest, out);
       case undefined:
@@ -94,15 +105,18 @@ export async function auditCommand(args: string[], out: Out, err: Out): Promise<
 
 type Values = Record<string, string | boolean | undefined>;
 
+/** Runs `fn` on the KME's database; `as: 'owner'` connects as the tables' owner where the KME has a role of its own. */
 async function withDb(
   args: string[],
   options: Record<string, { type: 'string' | 'boolean' }>,
   fn: (db: pg.Pool, config: Config, values: Values) => Promise<number>,
+  as: 'kme' | 'owner' = 'kme',
 ): Promise<number> {
   const { values } = parse(args, { config: { type: 'string' }, ...options }, false);
   if (typeof values.config !== 'string') throw new UsageError('--config FILE is required');
   const config = loadConfigFile(values.config);
-  const db = new pg.Pool({ connectionString: readSecret('the database URL', config.database.url_env), max: 2, connectionTimeoutMillis: 5_000 });
+  const env = as === 'owner' && config.database.app_role ? config.database.migrate_url_env : config.database.url_env;
+  const db = new pg.Pool({ connectionString: readSecret('the database URL', env), max: 2, connectionTimeoutMillis: 5_000 });
   try {
     return await fn(db, config, values as Values);
   } finally {
@@ -130,14 +144,12 @@ async function verifyCommand(args: string[], out: Out): Promise<number> {
   const witnesses = typeof values['witness-keys'] === 'string' ? readVkeys(values['witness-keys']) : [];
   const trusted = typeof values['trusted-checkpoint'] === 'string' ? readText(values['trusted-checkpoint'], 'trusted checkpoint') : undefined;
   const verifier = new BundleVerifier({ keys, witnesses, trustedCheckpoint: trusted === undefined ? undefined : trusted.replace(/\n*$/, '\n') });
-  const input = createReadStream(positionals[0]!, { encoding: 'utf8' });
+  const input = createReadStream(positionals[0]!, { encoding: 'utf8', highWaterMark: 1 << 20 });
   const opened = new Promise<void>((resolve, reject) => (input.once('open', () => resolve()), input.once('error', reject)));
   await opened.catch((e: Error) => {
     throw new ConfigError(`cannot read bundle ${positionals[0]}: ${e.message}`);
   });
-  for await (const line of createInterface({ input, crlfDelay: Infinity })) {
-    if (!verifier.line(line)) break;
-  }
+  await eachLine(input, (line) => verifier.line(line));
   input.destroy();
   const report = verifier.finish();
   if (values.json) out(JSON.stringify(report));
@@ -226,4 +238,29 @@ async function traceCommand(args: string[], out: Out): Promise<number> {
     for (const u of unreachable) out(`  ${u.kme}: could not read its log: ${u.why}`);
   }
   return unreachable.length > 0 ? 1 : events.length > 0 ? 0 : 1;
+}
+
+async function pruneCommand(db: pg.Pool, config: Config, values: Values, out: Out): Promise<number> {
+  if (typeof values.archive !== 'string') throw new UsageError('--archive FILE is required: the bundle of what is pruned');
+  const days = values['older-than'] === undefined ? undefined : Number(values['older-than']);
+  const size = values['up-to-size'] === undefined ? undefined : Number(values['up-to-size']);
+  if ((days === undefined) === (size === undefined)) throw new UsageError('give --older-than DAYS or --up-to-size N');
+  if (days !== undefined && !(days >= 0)) throw new UsageError('--older-than must be a number of days');
+  if (size !== undefined && !(Number.isSafeInteger(size) && size > 0)) throw new UsageError('--up-to-size must be a checkpoint size');
+  const olderThan = days === undefined ? undefined : new Date(Date.now() - days * 86_400_000);
+  let r;
+  try {
+    r = await pruneLog(db, { archive: values.archive, origin: logOrigin(config), kmeId: config.kme_id, upToSize: size, olderThan });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    out(`kms audit prune: ${code === 'EEXIST' ? `${values.archive} exists already: an archive is never overwritten` : (e as Error).message}`);
+    return 1;
+  }
+  if (!r) {
+    out('nothing to prune: no checkpoint beyond the last pruning is old enough');
+    return 0;
+  }
+  out(`archived seqs ${r.fromSize + 1}–${r.upToSize} (${r.events} events) to ${r.archive}, verified, sha256 ${r.archiveSha256}`);
+  out(`removed them from the database; the checkpoints stay. Keep the archive with its last checkpoint: what remains verifies from there.`);
+  return 0;
 }

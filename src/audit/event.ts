@@ -30,6 +30,7 @@ export type AuditOperation =
   | 'expire' // keys whose time-to-live ran out: material destroyed
   | 'set_aside' // stored material failed its integrity check: COMPROMISED, never handed out
   | 'status' // refused status requests only (successful ones change nothing)
+  | 'prune' // sealed history up to a checkpoint was archived (a verified bundle) and its events removed
   | 'witness' // this KME cosigned (or refused to cosign) a peer KME's custody checkpoint
   | 'request' // a request refused before its operation was known (bad route, no certificate, …)
   | 'peer_request' // a KME-to-KME request refused

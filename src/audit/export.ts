@@ -16,10 +16,15 @@ const SEALS_PER_QUERY = 100;
  * neither an event nor a sealed gap is simply absent — and leaves judging to the verifier.
  *
  * `afterSize` starts the bundle at the checkpoint of that tree size (it must be one): the continuation of an
- * archive that ended there. Events after the last checkpoint follow it, unsealed.
+ * archive that ended there. By default it starts where the last pruning ended (src/audit/prune.ts), or at the
+ * beginning. `upToSize` ends it at that checkpoint (an archive); by default events after the last checkpoint
+ * follow it, unsealed.
  */
-export async function* exportBundle(db: Queryable, opts: { origin: string; afterSize?: number; now?: Date }): AsyncGenerator<string> {
-  const afterSize = opts.afterSize ?? 0;
+export async function* exportBundle(
+  db: Queryable,
+  opts: { origin: string; afterSize?: number; upToSize?: number; now?: Date },
+): AsyncGenerator<string> {
+  const afterSize = opts.afterSize ?? (await prunedUpTo(db));
   let start: BundleHeader['start'] = { size: 0, frontier: '', checkpoint: null };
   if (afterSize > 0) {
     const { rows } = await db.query<{ frontier: Buffer; checkpoint: string }>(`SELECT frontier, checkpoint FROM audit_seal WHERE tree_size = $1`, [afterSize]);
@@ -39,8 +44,9 @@ export async function* exportBundle(db: Queryable, opts: { origin: string; after
   yield JSON.stringify(header);
   const counts = { events: 0, gaps: 0, checkpoints: 0 };
   let size = afterSize;
+  const end = opts.upToSize ?? Number.MAX_SAFE_INTEGER;
   for (;;) {
-    const seals = await sealsAfter(db, size, SEALS_PER_QUERY);
+    const seals = (await sealsAfter(db, size, SEALS_PER_QUERY)).filter((s) => s.treeSize <= end);
     const cosigned = await cosignaturesOf(db, seals.map((s) => s.treeSize));
     for (const seal of seals) {
       yield* sealedRange(db, seal, counts);
@@ -50,11 +56,20 @@ export async function* exportBundle(db: Queryable, opts: { origin: string; after
     }
     if (seals.length < SEALS_PER_QUERY) break;
   }
-  for await (const e of events(db, size, Number.MAX_SAFE_INTEGER)) {
-    counts.events++;
-    yield eventLine(e.seq, e.body);
+  if (opts.upToSize !== undefined && size !== opts.upToSize) throw new Error(`no checkpoint of tree size ${opts.upToSize} to end at`);
+  if (opts.upToSize === undefined) {
+    for await (const e of events(db, size, Number.MAX_SAFE_INTEGER)) {
+      counts.events++;
+      yield eventLine(e.seq, e.body);
+    }
   }
   yield endLine(counts);
+}
+
+/** The tree size up to which events were pruned (0 when none were). */
+export async function prunedUpTo(db: Queryable): Promise<number> {
+  const { rows } = await db.query<{ s: string | null }>('SELECT max(up_to_size) AS s FROM audit_prune');
+  return Number(rows[0]?.s ?? 0);
 }
 
 async function cosignaturesOf(db: Queryable, sizes: number[]): Promise<Map<number, Cosignature[]>> {

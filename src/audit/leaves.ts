@@ -1,4 +1,4 @@
-import { leafHash, type Hash } from './merkle.js';
+import { textLeafHash, type Hash } from './merkle.js';
 
 /**
  * What each leaf of the custody tree is. Leaf i (from 0) stands for sequence number i + 1: the event's canonical
@@ -7,6 +7,6 @@ import { leafHash, type Hash } from './merkle.js';
  */
 export const gapEntry = (seq: number): string => `{"gap":true,"seq":${seq}}`;
 
-export const eventLeafHash = (body: string): Hash => leafHash(Buffer.from(body, 'utf8'));
-export const gapLeafHash = (seq: number): Hash => leafHash(Buffer.from(gapEntry(seq), 'utf8'));
+export const eventLeafHash = (body: string): Hash => textLeafHash(body);
+export const gapLeafHash = (seq: number): Hash => textLeafHash(gapEntry(seq));
 

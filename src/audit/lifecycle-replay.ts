@@ -20,15 +20,28 @@ export interface ReplayFigures {
   boundBefore: number;
 }
 
+/**
+ * What the replay holds per key, for the whole bundle: "bound a second time" and "delivered after destruction" must
+ * be caught however late they come, so no key is forgotten. To keep that affordable over millions of keys, the state
+ * is one flat object of a fixed shape (no optional fields, no nested objects), the slaves are short arrays rather
+ * than Sets (a key names one or a few), and once a key ended its slave lists are dropped: every check after the end
+ * stops at `ended` before reaching them.
+ */
 interface KeyState {
   boundAt: number;
   /** The master SAE whose request bound it here (master's KME only). */
-  master?: string;
-  deliveredToMaster?: number;
-  named: Set<string>;
-  got: Set<string>;
-  ended?: { op: string; seq: number };
+  master: string | undefined;
+  /** Seq of its hand-over to the master; 0 while it was not handed over. */
+  deliveredToMaster: number;
+  /** Slaves named, and slaves that got it (NONE for none); NONE once it ended. */
+  named: readonly string[];
+  got: readonly string[];
+  /** How it ended and at which seq; endedSeq 0 while it did not. */
+  endedOp: string;
+  endedSeq: number;
 }
+
+const NONE: string[] = [];
 
 const ENDINGS = new Set(['destroy', 'expire', 'void', 'set_aside']);
 
@@ -58,8 +71,10 @@ export class LifecycleReplay {
         if (ENDINGS.has(String(e.operation))) {
           for (const id of ids) {
             const k = this.keys.get(id);
-            if (k && !k.ended) {
-              k.ended = { op: String(e.operation), seq };
+            if (k && !k.endedSeq) {
+              k.endedOp = String(e.operation);
+              k.endedSeq = seq;
+              k.named = k.got = NONE;
               this.figures.keysEnded++;
             }
           }
@@ -77,7 +92,7 @@ export class LifecycleReplay {
     for (const id of ids) {
       const before = this.keys.get(id);
       if (before) return `key ${id} is bound a second time (first at seq ${before.boundAt})`;
-      this.keys.set(id, { boundAt: seq, ...(masterSae ? { master: masterSae } : {}), named: new Set(slaves), got: new Set() });
+      this.keys.set(id, { boundAt: seq, master: masterSae, deliveredToMaster: 0, named: slaves, got: NONE, endedOp: '', endedSeq: 0 });
       this.figures.keysBound++;
     }
     return undefined;
@@ -93,9 +108,9 @@ export class LifecycleReplay {
         this.keys.get(id)!.deliveredToMaster = seq;
         continue;
       }
-      if (k.deliveredToMaster !== undefined) return `key ${id} was handed to its master twice (first at seq ${k.deliveredToMaster})`;
+      if (k.deliveredToMaster) return `key ${id} was handed to its master twice (first at seq ${k.deliveredToMaster})`;
       if (k.master !== sae) return `key ${id} was handed to ${sae ?? actor}, but ${k.master ? `reserved for ${k.master}` : 'reserved for a peer KME'} at seq ${k.boundAt}`;
-      if (k.ended) return `key ${id} was handed to its master after its ${k.ended.op} at seq ${k.ended.seq}`;
+      if (k.endedSeq) return `key ${id} was handed to its master after its ${k.endedOp} at seq ${k.endedSeq}`;
       k.deliveredToMaster = seq;
     }
     return undefined;
@@ -112,10 +127,10 @@ export class LifecycleReplay {
         }
         return `key ${id} was delivered to ${sae} but never bound at this KME`;
       }
-      if (k.ended) return `key ${id} was delivered to ${sae} after its ${k.ended.op} at seq ${k.ended.seq}`;
-      if (!k.named.has(sae)) return `key ${id} was delivered to ${sae}, which was not named as its slave`;
-      if (k.got.has(sae)) return `key ${id} was delivered to ${sae} twice`;
-      k.got.add(sae);
+      if (k.endedSeq) return `key ${id} was delivered to ${sae} after its ${k.endedOp} at seq ${k.endedSeq}`;
+      if (!k.named.includes(sae)) return `key ${id} was delivered to ${sae}, which was not named as its slave`;
+      if (k.got.includes(sae)) return `key ${id} was delivered to ${sae} twice`;
+      k.got = k.got === NONE ? [sae] : [...k.got, sae]; // exactly sized: most keys have one slave
       this.figures.slaveDeliveries++;
     }
     return undefined;

@@ -4,11 +4,13 @@ import { ConfigError } from '../config/load.js';
 
 /** The custody log's tables: the application may read and append, never change or remove. */
 export const APPEND_ONLY_TABLES = ['audit_event', 'audit_seal', 'audit_signing_key', 'audit_cosignature'];
+/** Written only by `kms audit prune`, as the owner: the KME may read it. */
+export const OWNER_ONLY_TABLES = ['audit_prune'];
 
 /**
  * Gives the KME's own database role what it needs and no more (run by `kms migrate`, as the role that owns the
- * tables): read and write the pool's tables; only SELECT and INSERT on the custody log's; read the list of applied
- * migrations. Not being the tables' owner, the role can neither disable their triggers nor alter them, so the
+ * tables): read and write the pool's tables; only SELECT and INSERT on the custody log's; only SELECT on the record
+ * of prunings and the list of applied migrations. Not being the tables' owner, the role can neither disable their triggers nor alter them, so the
  * append-only rule holds even if the KME itself is taken over; the database's owner and superusers still can, which
  * is what the sealed, signed checkpoints are for. Creates the role (LOGIN, no password: set one, or a certificate,
  * as the site's pg_hba.conf wants) when it does not exist. Idempotent: every `kms migrate` grants again, so tables
@@ -26,11 +28,16 @@ export async function grantAppRole(client: pg.ClientBase, role: string): Promise
     `SELECT tablename AS t FROM pg_tables WHERE schemaname = current_schema() AND tablename <> 'pgmigrations'`,
   );
   const appendOnly = tables.map((r) => r.t).filter((t) => APPEND_ONLY_TABLES.includes(t));
-  const others = tables.map((r) => r.t).filter((t) => !APPEND_ONLY_TABLES.includes(t));
+  const ownerOnly = tables.map((r) => r.t).filter((t) => OWNER_ONLY_TABLES.includes(t));
+  const others = tables.map((r) => r.t).filter((t) => !APPEND_ONLY_TABLES.includes(t) && !OWNER_ONLY_TABLES.includes(t));
   await client.query(`GRANT USAGE ON SCHEMA ${await schema(client)} TO ${role}`);
   if (others.length) await client.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ${others.join(', ')} TO ${role}`);
   await client.query(`REVOKE ALL ON ${appendOnly.join(', ')} FROM ${role}`);
   await client.query(`GRANT SELECT, INSERT ON ${appendOnly.join(', ')} TO ${role}`);
+  if (ownerOnly.length) {
+    await client.query(`REVOKE ALL ON ${ownerOnly.join(', ')} FROM ${role}`);
+    await client.query(`GRANT SELECT ON ${ownerOnly.join(', ')} TO ${role}`);
+  }
   await client.query(`GRANT SELECT ON pgmigrations TO ${role}`);
   await client.query(`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ${await schema(client)} TO ${role}`);
 }

@@ -77,6 +77,10 @@ t.test('the role cannot rewrite the custody log, even by going around the trigge
   ]) {
     await t.rejects(app.query(sql), { code: '42501' }, sql);
   }
+  await app.query(`SET qkms.pruning = 'on'`); // what `kms audit prune` says as the owner
+  await t.rejects(app.query('DELETE FROM audit_event'), { code: '42501' }, 'pruning is not for the KME role either');
+  await t.rejects(app.query(`INSERT INTO audit_prune (up_to_size, archive_sha256, events) VALUES (1, 'x', 0)`), { code: '42501' }, 'nor recording a pruning');
+  await app.query(`RESET qkms.pruning`);
   t.equal((await app.query(`SELECT count(*)::int AS n FROM audit_event`)).rows[0].n > 0, true, 'it may read the log');
 });
 

@@ -1,0 +1,108 @@
+// Phase s: what sealing the custody log costs enc_keys, and how far behind it runs under load. Phase b's request
+// (one 256-bit key, keep-alive) on the single KME's pool, against the KME restarted four times in turn:
+//   off — audit.seal_every_ms 60 000: no seal falls inside a measurement (the log's numbering trigger and its
+//         events are as always: they are the custody itself, not sealing);
+//   on  — the default, a seal every 500 ms.
+// Each twice (off, on, off, on), so that a drift of the shared machine hits both alike; the cost is the median of
+// the two "on" runs over the median of the two "off" ones. During the "on" runs the lag is sampled every 200 ms:
+// the age of the oldest committed event that no checkpoint covers yet (0 when every event is sealed).
+import pg from 'pg';
+import type { tlsFor } from './client.js';
+import type { KmeHost } from './kme-host.js';
+import { cannon, type PhaseResult } from './load.js';
+import type { Phase } from './report.js';
+import { AUTOCANNON_RPS, ENC1, LINK_BPS, MAX_KEY_COUNT, SECONDS, WARMUP } from './settings.js';
+
+export interface SealingResult {
+  rps_off: number[];
+  rps_on: number[];
+  /** median(on) / median(off): the goal is ≥ 0.9 (sealing costs at most 10%). */
+  ratio: number;
+  /** The largest lag sampled while sealing under load, and its median (goal: ≤ 1000 ms). */
+  lag_max_ms: number;
+  lag_median_ms: number;
+  lag_samples: number;
+  checkpoints_during_on: number;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+const mid = (xs: number[]) => (xs.length === 2 ? (xs[0]! + xs[1]!) / 2 : median(xs));
+
+/** Samples the sealer's lag every 200 ms until stopped. */
+function sampleLag(databaseUrl: string): { stop: () => Promise<number[]> } {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  const samples: number[] = [];
+  let running = true;
+  const loop = (async () => {
+    await client.connect();
+    while (running) {
+      const { rows } = await client.query<{ ms: number | null }>(
+        `SELECT (extract(epoch FROM clock_timestamp() - min(at)) * 1000)::float8 AS ms FROM audit_event
+          WHERE seq > COALESCE((SELECT max(tree_size) FROM audit_seal), 0)`,
+      );
+      samples.push(Math.max(0, rows[0]?.ms ?? 0));
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    await client.end();
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+      return samples;
+    },
+  };
+}
+
+async function seals(databaseUrl: string): Promise<number> {
+  const c = new pg.Client({ connectionString: databaseUrl });
+  await c.connect();
+  try {
+    return (await c.query<{ n: number }>('SELECT count(*)::int AS n FROM audit_seal')).rows[0]!.n;
+  } finally {
+    await c.end();
+  }
+}
+
+export async function sealingPhase(host: KmeHost, tlsA: ReturnType<typeof tlsFor>, done: (p: Phase) => void): Promise<SealingResult> {
+  const runs: Record<'off' | 'on', PhaseResult[]> = { off: [], on: [] };
+  const lags: number[] = [];
+  let checkpoints = 0;
+  for (const mode of ['off', 'on', 'off', 'on'] as const) {
+    await host.start({ rateBps: LINK_BPS, maxKeyCount: MAX_KEY_COUNT, sealEveryMs: mode === 'on' ? 500 : 60_000 }, `s ${mode}`);
+    const spec = { url: host.url, tls: tlsA, path: ENC1 };
+    await cannon({ ...spec, durationS: WARMUP });
+    const before = mode === 'on' ? await seals(host.databaseUrl) : 0;
+    const lag = mode === 'on' ? sampleLag(host.databaseUrl) : undefined;
+    runs[mode].push(await cannon({ ...spec, durationS: SECONDS }));
+    if (lag) lags.push(...(await lag.stop()));
+    if (mode === 'on') checkpoints += (await seals(host.databaseUrl)) - before;
+  }
+  await host.stop();
+  const rpsOff = runs.off.map((r) => r.rpsMedian);
+  const rpsOn = runs.on.map((r) => r.rpsMedian);
+  const result: SealingResult = {
+    rps_off: rpsOff,
+    rps_on: rpsOn,
+    ratio: mid(rpsOn) / mid(rpsOff),
+    lag_max_ms: Math.round(Math.max(0, ...lags)),
+    lag_median_ms: Math.round(median(lags)),
+    lag_samples: lags.length,
+    checkpoints_during_on: checkpoints,
+  };
+  const phase: Phase = {
+    id: 's',
+    title: 'GET enc_keys?number=1 while the custody log is sealed every 500 ms (the table: the second such run)',
+    keysPerRequest: 1,
+    rpsMethod: AUTOCANNON_RPS,
+    kme: runs.on[1]!,
+    notes: [
+      `req/s sealer idle ${rpsOff.map((r) => Math.round(r)).join(', ')}; sealing ${rpsOn.map((r) => Math.round(r)).join(', ')}: ` +
+        `sealing keeps ${(result.ratio * 100).toFixed(1)}% of the throughput (goal ≥ 90%)`,
+      `lag behind the newest event while sealing under load: max ${result.lag_max_ms} ms, median ${result.lag_median_ms} ms ` +
+        `over ${lags.length} samples (goal ≤ 1000 ms); ${checkpoints} checkpoints signed`,
+    ],
+  };
+  done(phase);
+  return result;
+}
