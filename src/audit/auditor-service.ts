@@ -1,6 +1,6 @@
 import { badRequest, KmsError } from '../errors.js';
 import type { Db } from '../store/db.js';
-import { lastSeal, leafHashesUpTo, sealsAfter } from '../store/seals.js';
+import { lastSeal, leafHashesUpTo, sealsAfter, treeEdge } from '../store/seals.js';
 import type { EventsPage, EventsQuery } from '../schemas/audit.js';
 import { exportBundle } from './export.js';
 import { logVkeys } from './log-keys.js';
@@ -37,7 +37,7 @@ export class AuditorService {
     }
     const [{ rows }, sealed] = await Promise.all([
       this.db.query<{ seq: string; body: string }>(`SELECT seq, body FROM audit_event WHERE seq >= $1 ${filter} ORDER BY seq LIMIT $2`, params),
-      lastSeal(this.db),
+      treeEdge(this.db),
     ]);
     const sealedSize = sealed?.treeSize ?? 0;
     const page = rows.slice(0, limit).map((r) => ({ seq: Number(r.seq), sealed: Number(r.seq) <= sealedSize, event: JSON.parse(r.body) }));

@@ -3,7 +3,7 @@ import { startBackgroundJob } from '../lifecycle/background-job.js';
 import { LeaderLock } from '../lifecycle/leader-lock.js';
 import type { Logger } from '../log.js';
 import type { Db } from '../store/db.js';
-import { insertSeal, lastSeal } from '../store/seals.js';
+import { insertSeal, treeEdge } from '../store/seals.js';
 import { checkpointText } from './checkpoint.js';
 import { eventLeafHash, gapLeafHash } from './leaves.js';
 import { settledSeq } from './settle.js';
@@ -57,7 +57,7 @@ export class Sealer {
     const origin = this.o.keys.name;
     if (!(await this.lock.lead())) return 0;
     const signers = await this.o.keys.signers();
-    const last = await lastSeal(db);
+    const last = await treeEdge(db);
     const size = last?.treeSize ?? 0;
     const bound = await settledSeq(db, { waitMs: Math.min(2_000, this.o.everyMs * 2) });
     if (bound === undefined || bound <= size) return 0;

@@ -36,6 +36,12 @@ export async function lastSeal(db: Queryable): Promise<SealRow | undefined> {
   return rows[0] ? fromRow(rows[0]) : undefined;
 }
 
+/** Where the tree ends: the last seal's size and right edge (without its leaf hashes, which the sealer does not need). */
+export async function treeEdge(db: Queryable): Promise<{ treeSize: number; frontier: Buffer } | undefined> {
+  const { rows } = await db.query<{ tree_size: string; frontier: Buffer }>('SELECT tree_size, frontier FROM audit_seal ORDER BY tree_size DESC LIMIT 1');
+  return rows[0] ? { treeSize: Number(rows[0].tree_size), frontier: rows[0].frontier } : undefined;
+}
+
 /**
  * Records a seal. Two sealers (a leader that lost its lock a moment ago, and the new one) cannot both extend the
  * same tree: the primary key on tree_size and the unique first_seq refuse the second, whose caller just tries again.
