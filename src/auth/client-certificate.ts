@@ -1,7 +1,7 @@
 import type { TLSSocket } from 'node:tls';
 import type { AuditorRegistry } from './auditor-registry.js';
 import type { PeerRegistry } from './peer-registry.js';
-import type { SaeRegistry } from './sae-registry.js';
+import type { CertificateIdentity, SaeRegistry } from './sae-registry.js';
 
 /** Who is calling, as far as the TLS layer and the registry can tell. */
 export type Caller =
@@ -23,49 +23,40 @@ export function callerOf(socket: TLSSocket, registry: SaeRegistry): Caller {
 
 const cache = new WeakMap<TLSSocket, Caller>();
 
-/** The peer KME calling over a mutual-TLS connection (the KME-to-KME API), cached per socket like `callerOf`. */
-export type PeerCaller = { ok: true; kmeId: string; certSha256: string } | { ok: false; reason: string; certSha256?: string };
+/** A caller of one role: who its verified certificate says it is, or why it is nobody of that role. */
+type RoleCaller<Who> = ({ ok: true; certSha256: string } & Who) | { ok: false; reason: string; certSha256?: string };
+type Registry<Who> = { identify(cert: CertificateIdentity & { extKeyUsage?: string[] }): Who | { reason: string } };
 
-export function peerOf(socket: TLSSocket, registry: PeerRegistry): PeerCaller {
-  const cached = peerCache.get(socket);
+/** Resolves a caller against a role's registry, once per socket (`cache` is the role's). */
+function roleOf<Who extends object>(
+  socket: TLSSocket,
+  registry: Registry<Who>,
+  cache: WeakMap<TLSSocket, RoleCaller<Who>>,
+  what: string,
+): RoleCaller<Who> {
+  const cached = cache.get(socket);
   if (cached) return cached;
-  const verified = verifiedCertificate(socket, 'a KME certificate');
-  let caller: PeerCaller;
+  const verified = verifiedCertificate(socket, what);
+  let caller: RoleCaller<Who>;
   if (!verified.ok) caller = verified;
   else {
     const found = registry.identify({ subjectCn: verified.cn, sha256: verified.certSha256, extKeyUsage: verified.extKeyUsage });
-    caller =
-      'kmeId' in found
-        ? { ok: true, kmeId: found.kmeId, certSha256: verified.certSha256 }
-        : { ok: false, reason: found.reason, certSha256: verified.certSha256 };
+    caller = 'reason' in found ? { ok: false, reason: found.reason, certSha256: verified.certSha256 } : { ok: true, certSha256: verified.certSha256, ...found };
   }
-  peerCache.set(socket, caller);
+  cache.set(socket, caller);
   return caller;
 }
 
+/** The peer KME calling over a mutual-TLS connection (the KME-to-KME API), cached per socket like `callerOf`. */
+export type PeerCaller = RoleCaller<{ kmeId: string }>;
 const peerCache = new WeakMap<TLSSocket, PeerCaller>();
+export const peerOf = (socket: TLSSocket, registry: PeerRegistry): PeerCaller => roleOf(socket, registry, peerCache, 'a KME certificate');
 
 /** The auditor calling the auditor API, cached per socket like `callerOf`. */
-export type AuditorCaller = { ok: true; auditorId: string; certSha256: string } | { ok: false; reason: string; certSha256?: string };
-
-export function auditorOf(socket: TLSSocket, registry: AuditorRegistry): AuditorCaller {
-  const cached = auditorCache.get(socket);
-  if (cached) return cached;
-  const verified = verifiedCertificate(socket, "an auditor's certificate");
-  let caller: AuditorCaller;
-  if (!verified.ok) caller = verified;
-  else {
-    const found = registry.identify({ subjectCn: verified.cn, sha256: verified.certSha256, extKeyUsage: verified.extKeyUsage });
-    caller =
-      'auditorId' in found
-        ? { ok: true, auditorId: found.auditorId, certSha256: verified.certSha256 }
-        : { ok: false, reason: found.reason, certSha256: verified.certSha256 };
-  }
-  auditorCache.set(socket, caller);
-  return caller;
-}
-
+export type AuditorCaller = RoleCaller<{ auditorId: string }>;
 const auditorCache = new WeakMap<TLSSocket, AuditorCaller>();
+export const auditorOf = (socket: TLSSocket, registry: AuditorRegistry): AuditorCaller =>
+  roleOf(socket, registry, auditorCache, "an auditor's certificate");
 
 type Verified =
   | { ok: true; cn: string | undefined; certSha256: string; extKeyUsage: string[] }

@@ -14,15 +14,7 @@ export async function openKeyWrapper(config: HsmConfig, log: Logger): Promise<Ke
     case 'mock':
       return createMockKeyWrapper({ log });
     case 'pkcs11':
-      return openPkcs11KeyWrapper({
-        module: config.module,
-        tokenLabel: config.token_label,
-        keyLabel: config.key_label ?? 'kms-kek',
-        pin: pin(config),
-        createIfMissing: config.create_key_if_missing ?? false,
-        timeoutMs: config.timeout_ms,
-        log,
-      });
+      return openPkcs11KeyWrapper({ ...onToken(config, log), keyLabel: config.key_label ?? 'kms-kek', timeoutMs: config.timeout_ms });
   }
 }
 
@@ -32,16 +24,16 @@ export async function openSigningKey(config: HsmConfig, log: Logger): Promise<Si
     case 'mock':
       return createMockSigningKey();
     case 'pkcs11':
-      return openPkcs11SigningKey({
-        module: config.module,
-        tokenLabel: config.token_label,
-        label: config.signing_key_label ?? 'kms-custody',
-        pin: pin(config),
-        createIfMissing: config.create_key_if_missing ?? false,
-        timeoutMs: config.timeout_ms || undefined,
-        log,
-      });
+      // timeout_ms 0 (synchronous KEK calls) does not apply: signing always runs on a thread of its own.
+      return openPkcs11SigningKey({ ...onToken(config, log), label: config.signing_key_label ?? 'kms-custody', timeoutMs: config.timeout_ms || undefined });
   }
 }
 
-const pin = (config: Extract<HsmConfig, { type: 'pkcs11' }>) => readSecret('the HSM PIN', config.pin_env ?? 'KMS_HSM_PIN', config.pin_file);
+/** What every key of the token is opened with. */
+const onToken = (config: Extract<HsmConfig, { type: 'pkcs11' }>, log: Logger) => ({
+  module: config.module,
+  tokenLabel: config.token_label,
+  pin: readSecret('the HSM PIN', config.pin_env ?? 'KMS_HSM_PIN', config.pin_file),
+  createIfMissing: config.create_key_if_missing ?? false,
+  log,
+});
