@@ -86,13 +86,18 @@ async function writeBundle(file: string, keysFile: string, events: number): Prom
   writeFileSync(keysFile, signers.map((s) => s.vkey).join('\n') + '\n');
 
   const out = createWriteStream(file);
-  let chunk = '';
+  let lines: string[] = [];
+  let chars = 0;
+  const flush = async () => {
+    const text = lines.join('\n') + '\n';
+    lines = [];
+    chars = 0;
+    if (!out.write(text)) await once(out, 'drain');
+  };
   const put = async (line: string) => {
-    chunk += line + '\n';
-    if (chunk.length < CHUNK_CHARS) return;
-    const full = chunk;
-    chunk = '';
-    if (!out.write(full)) await once(out, 'drain');
+    lines.push(line);
+    chars += line.length;
+    if (chars >= CHUNK_CHARS) await flush();
   };
 
   const header: BundleHeader = {
@@ -167,7 +172,7 @@ async function writeBundle(file: string, keysFile: string, events: number): Prom
   }
   if (range.length > 0) await seal();
   await put(endLine(counts));
-  if (chunk && !out.write(chunk)) await once(out, 'drain');
+  if (lines.length > 0) await flush();
   await new Promise<void>((done, fail) => out.end((e?: Error | null) => (e ? fail(e) : done())));
 }
 

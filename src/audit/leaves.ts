@@ -1,4 +1,4 @@
-import { textLeafHash, type Hash } from './merkle.js';
+import { textLeafHash, textLeafHex, type Hash } from './merkle.js';
 
 /**
  * What each leaf of the custody tree is. Leaf i (from 0) stands for sequence number i + 1: the event's canonical
@@ -10,3 +10,6 @@ export const gapEntry = (seq: number): string => `{"gap":true,"seq":${seq}}`;
 export const eventLeafHash = (body: string): Hash => textLeafHash(body);
 export const gapLeafHash = (seq: number): Hash => textLeafHash(gapEntry(seq));
 
+/** The same leaf hashes in hex, for the verifier's hot path (see textLeafHex). */
+export const eventLeafHex = (body: string): string => textLeafHex(body);
+export const gapLeafHex = (seq: number): string => textLeafHex(gapEntry(seq));

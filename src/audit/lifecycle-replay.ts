@@ -25,7 +25,7 @@ export interface ReplayFigures {
  * be caught however late they come, so no key is forgotten. To keep that affordable over millions of keys, the state
  * is one flat object of a fixed shape (no optional fields, no nested objects), the slaves are short arrays rather
  * than Sets (a key names one or a few), and once a key ended its slave lists are dropped: every check after the end
- * stops at `ended` before reaching them.
+ * stops at `endedSeq` before reaching them.
  */
 interface KeyState {
   boundAt: number;
@@ -92,20 +92,24 @@ export class LifecycleReplay {
     for (const id of ids) {
       const before = this.keys.get(id);
       if (before) return `key ${id} is bound a second time (first at seq ${before.boundAt})`;
-      this.keys.set(id, { boundAt: seq, master: masterSae, deliveredToMaster: 0, named: slaves, got: NONE, endedOp: '', endedSeq: 0 });
-      this.figures.keysBound++;
+      this.add(id, seq, slaves, masterSae, 0);
     }
     return undefined;
   }
 
+  /** Records a key bound at `seq` (the caller knows it was not bound before). */
+  private add(id: string, seq: number, slaves: readonly string[], masterSae: string | undefined, deliveredToMaster: number): void {
+    this.keys.set(id, { boundAt: seq, master: masterSae, deliveredToMaster, named: slaves, got: NONE, endedOp: '', endedSeq: 0 });
+    this.figures.keysBound++;
+  }
+
   private deliverToMaster(seq: number, ids: string[], actor: string, detail: Record<string, unknown>): string | undefined {
     const sae = master(actor);
+    const slaves = Array.isArray(detail.slaves) ? (detail.slaves as string[]) : NONE;
     for (const id of ids) {
       const k = this.keys.get(id);
       if (!k) {
-        const wrong = this.bind(seq, [id], Array.isArray(detail.slaves) ? (detail.slaves as string[]) : [], sae);
-        if (wrong) return wrong;
-        this.keys.get(id)!.deliveredToMaster = seq;
+        this.add(id, seq, slaves, sae, seq); // bound and handed over at once (one lookup: this is most of a log)
         continue;
       }
       if (k.deliveredToMaster) return `key ${id} was handed to its master twice (first at seq ${k.deliveredToMaster})`;

@@ -1,6 +1,6 @@
 import { BUNDLE_FORMAT, splitEventLine, type BundleHeader } from './bundle.js';
 import { parseCheckpoint, type Checkpoint } from './checkpoint.js';
-import { gapLeafHash, eventLeafHash } from './leaves.js';
+import { gapLeafHex, eventLeafHex } from './leaves.js';
 import { LifecycleReplay, type ReplayFigures } from './lifecycle-replay.js';
 import { Frontier } from './merkle.js';
 import { NoteFormatError, openNote, type NoteVerifier } from './signed-note.js';
@@ -59,7 +59,7 @@ export class BundleVerifier {
   private frontier = Frontier.empty();
   private rangeStart = 0; // tree size at the last checkpoint
   private rangeFrontier = Frontier.empty();
-  private rangeLeaves: Buffer[] = [];
+  private rangeLeaves: string[] = []; // in hex, see append
   private readonly report: VerifyReport;
   private replay = new LifecycleReplay(false);
   private trusted: Checkpoint | undefined;
@@ -184,7 +184,7 @@ export class BundleVerifier {
       throw new Failed(`seq ${seq}: the event body is not JSON`, seq);
     }
     if (typeof e !== 'object' || e === null || typeof e.actor !== 'string') throw new Failed(`seq ${seq}: not a custody event`, seq);
-    this.append(eventLeafHash(body));
+    this.append(eventLeafHex(body));
     this.report.events++;
     const wrong = this.replay.apply(seq, e);
     if (wrong) throw new Failed(`seq ${seq}: ${wrong}`, seq);
@@ -192,12 +192,13 @@ export class BundleVerifier {
 
   private takeGap(seq: number): void {
     this.expectSeq(seq);
-    this.append(gapLeafHash(seq));
+    this.append(gapLeafHex(seq));
     this.report.gaps++;
   }
 
-  private append(h: Buffer): void {
-    this.frontier.append(h);
+  /** Appends a leaf hash, in hex (see textLeafHex in src/audit/merkle.ts). */
+  private append(h: string): void {
+    this.frontier.appendHex(h);
     this.rangeLeaves.push(h);
     this.checkTrusted();
   }
@@ -259,7 +260,7 @@ export class BundleVerifier {
       genuine = f.root().equals(cp.root);
     }
     if (genuine) {
-      const i = this.rangeLeaves.findIndex((h, j) => j >= sealedCount || !h.equals(sealed(j)));
+      const i = this.rangeLeaves.findIndex((h, j) => j >= sealedCount || h !== sealed(j).toString('hex'));
       if (i >= 0) {
         const seq = first + i;
         return new Failed(`seq ${seq}: the event is not the one sealed in the checkpoint of size ${cp.size} (changed, inserted, removed or moved)`, seq);

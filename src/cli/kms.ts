@@ -1,13 +1,8 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfigFile, readSecret } from '../config/load.js';
 import { createLogger, type Logger } from '../log.js';
-import { auditCommand } from '../audit/cli.js';
-import { pkiCommand } from '../pki/cli.js';
-import { startKms } from '../server.js';
-import { grantAppRoleAt } from '../store/app-role.js';
-import { migrate } from '../store/migrate.js';
-import { runDemo } from './demo.js';
-import { simCommand } from './sim.js';
+// Each command loads what it needs when it runs: an auditor's `kms audit verify` on a laptop should not load the
+// server, the HSM bindings and the database drivers first (about a second on the 2-core VM).
 
 const USAGE = `usage: kms <command> [options]
 
@@ -28,28 +23,31 @@ export async function main(argv: string[]): Promise<number> {
   const log = createLogger();
   switch (command) {
     case 'demo': {
+      const { runDemo } = await import('./demo.js');
       const demo = await runDemo(log);
       return untilSignal(log, demo.close);
     }
     case 'serve': {
       const config = loadConfigFile(configPath(rest));
+      const { startKms } = await import('../server.js');
       const kms = await startKms(config, { log, databaseUrl: databaseUrl(config.database.url_env) });
       return untilSignal(log, kms.close);
     }
     case 'migrate': {
       const config = loadConfigFile(configPath(rest));
       const role = config.database.app_role;
+      const [{ migrate }, { grantAppRoleAt }] = await Promise.all([import('../store/migrate.js'), import('../store/app-role.js')]);
       // With an app role, the owner migrates (its URL in migrate_url_env) and grants the KME's role what it may do.
       await migrate(databaseUrl(role ? config.database.migrate_url_env : config.database.url_env), log);
       if (role) await grantAppRoleAt(databaseUrl(config.database.migrate_url_env), role, log);
       return 0;
     }
     case 'sim':
-      return simCommand(rest, log);
+      return (await import('./sim.js')).simCommand(rest, log);
     case 'pki':
-      return pkiCommand(rest, (line) => process.stdout.write(line + '\n'));
+      return (await import('../pki/cli.js')).pkiCommand(rest, (line) => process.stdout.write(line + '\n'));
     case 'audit':
-      return auditCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
+      return (await import('../audit/cli.js')).auditCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case undefined:
     case 'help':
     case '--help':

@@ -20,7 +20,8 @@ t.test('kms demo: three KMEs, demo.json, keys across the network, clean exit', a
   t.match(demo.stdout, /NOT an HSM/);
 
   const m = JSON.parse(readFileSync(manifest, 'utf8'));
-  t.same(Object.keys(m).sort(), ['ca', 'kmes', 'saes', 'strangers']);
+  t.same(Object.keys(m).sort(), ['auditors', 'ca', 'kmes', 'saes', 'strangers']);
+  t.ok(m.auditors.AUDITOR_1?.cert, 'the auditor certificate that reads the three logs (kms audit trace)');
   t.same(m.kmes.map((k: { id: string }) => k.id), ['KME_A', 'KME_B', 'KME_C'], 'KME_A first');
   t.match(m.kmes[0], { id: 'KME_A', url: /^https:\/\/localhost:\d+$/, saes: ['SAE_A', 'SAE_D'] });
   t.match(m.kmes[1], { id: 'KME_B', saes: ['SAE_B'] });
