@@ -9,7 +9,8 @@
 // lag (sealing-phase.ts) → phase l: phase b's load on fresh pools before and after, and on a pool that turned over
 // BENCH_TURNOVER keys in between, on databases of its own (turnover-phase.ts) → stop it →
 // network: three KMEs in a line, filled and restarted the same way (network.ts) → phases g–j (network-phases.ts),
-// each also compared with its single-KME counterpart → report.
+// each also compared with its single-KME counterpart → phase v: `kms audit verify` over a synthetic bundle of
+// BENCH_VERIFY_EVENTS (1,000,000) custody events (verify-phase.ts; about 30 s) → report.
 // Throughout: every KME's resident memory and the age of its oldest erase_queue entry every second (memory.ts,
 // erasure.ts); the single KME's database size around the fill
 // (bytes per megabit ingested), phase c and l's turnover (bytes per key delivered) (growth.ts).
@@ -77,10 +78,12 @@ import {
   TURNOVER,
   TURNOVER_POOL,
   TURNOVER_SECONDS,
+  VERIFY_EVENTS,
   WARMUP,
 } from './settings.js';
 import { createPki, createToken, identity, REPO, startReference, tempRoot } from './setup.js';
 import { singleKme } from './single-kme.js';
+import { verifyPhase, type VerifyPhaseResult } from './verify-phase.js';
 import { checkTargets } from './targets.js';
 import { allWindows, enter, leave } from './timeline.js';
 
@@ -125,6 +128,16 @@ async function main(): Promise<void> {
     await network.stop(); // before reading the logs: complete only once the KMEs have exited
   }
   leave();
+  // ── Offline verification of a million-event custody log (phase v: no KME runs meanwhile).
+  let verify: VerifyPhaseResult | undefined;
+  if (PHASES.has('v')) {
+    enter('v');
+    verify = await verifyPhase({ events: VERIFY_EVENTS, dir: root });
+    leave();
+    const rate = Math.round(verify.events / verify.verifySeconds).toLocaleString('en-US');
+    console.log(`\n── v. kms audit verify over ${verify.events.toLocaleString('en-US')} events (a synthetic bundle of ${(verify.bundleBytes / 1e6).toFixed(0)} MB, bench/verify-phase.ts)`);
+    console.log(`   ${verify.verifySeconds.toFixed(2)} s (${rate} events/s, start-up included), verdict ${verify.ok ? 'OK' : `FAILED: ${verify.problem}`}`);
+  }
   kmeMemory.sample(); // a last look before the report (every KME has stopped: nothing is read after it exits)
   kmeMemory.stop();
   const memory = kmeMemory.report(RSS_GOAL_MIB);
@@ -143,7 +156,7 @@ async function main(): Promise<void> {
       return s ? crossToSingle(p, s) : undefined;
     })
     .filter((r): r is CrossToSingle => r !== undefined);
-  const targetsMet = checkTargets(phases, memory, single);
+  const targetsMet = checkTargets(phases, memory, single, verify);
   // Per phase, from the profiles of every single-KME process (the clock windows of timeline.ts).
   const profileByPhase = single && CPU_PROF ? profileByWindow(single.profileDirs, allWindows().filter((w) => !isStartWindow(w.label))) : undefined;
   printCrossToSingle(cross);
@@ -199,6 +212,8 @@ async function main(): Promise<void> {
     ingest_with_delivery: single?.ingest,
     turnover: single?.turnover,
     growth: single?.growth,
+    sealing: single?.sealing,
+    verify,
     memory,
     erasure,
     network: network

@@ -5,11 +5,17 @@ import type { MemoryReport } from './memory.js';
 import { crossToSingle, type Phase, type Target } from './report.js';
 import { FIXED_RATE, INGEST_TARGET_BPS, RSS_GOAL_MIB, TURNOVER } from './settings.js';
 import type { singleKme } from './single-kme.js';
+import type { VerifyPhaseResult } from './verify-phase.js';
 
 const n = (x: number) => Math.round(x).toLocaleString('en-US');
 const r2 = (x: number) => x.toFixed(2);
 
-export function checkTargets(phases: Phase[], memory: MemoryReport, single?: Awaited<ReturnType<typeof singleKme>>): Target[] {
+export function checkTargets(
+  phases: Phase[],
+  memory: MemoryReport,
+  single?: Awaited<ReturnType<typeof singleKme>>,
+  verify?: VerifyPhaseResult,
+): Target[] {
   const phase = (id: string) => phases.find((p) => p.id === id);
   const clean = (id: string) => {
     const p = phase(id);
@@ -95,6 +101,12 @@ export function checkTargets(phases: Phase[], memory: MemoryReport, single?: Awa
       goal: '≤ 1,000 ms',
       measured: s ? `max ${n(s.lag_max_ms)} ms, median ${n(s.lag_median_ms)} ms (${s.lag_samples} samples)` : '–',
       met: s ? s.lag_max_ms <= 1000 : null,
+    },
+    {
+      what: `kms audit verify over ${verify ? n(verify.events) : '1,000,000'} events, offline (phase v)`,
+      goal: '≤ 10 s per million events',
+      measured: verify ? `${verify.verifySeconds.toFixed(2)} s (${n(verify.events / verify.verifySeconds)} events/s)${verify.ok ? '' : ', verdict FAILED'}` : '–',
+      met: verify ? verify.ok && verify.verifySeconds <= (10 * verify.events) / 1e6 : null,
     },
     {
       what: `resident memory of each KME (VmRSS every ${memory.interval_seconds} s, whole run)`,
