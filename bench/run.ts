@@ -16,7 +16,7 @@
 // (bytes per megabit ingested), phase c and l's turnover (bytes per key delivered) (growth.ts).
 //
 // Run time: about 7 min for a–j; phase k adds 2 × 2 × (2 + BENCH_SECONDS) s and two KME starts (about a minute);
-// phase s adds 4 × (2 + BENCH_SECONDS) s and four KME starts (about a minute);
+// phase s adds 6 × (2 + BENCH_SECONDS) s and six KME starts (about a minute and a half);
 // phase l adds two fills, six KME starts, 3 × 2 × (2 + BENCH_SECONDS) s of measurement and the turnover:
 // BENCH_TURNOVER keys at the rate the KME delivers while it ingests (~7,000 keys/s on the 2-core VM: 2,000,000
 // keys take ~5 min, the whole phase ~6–7 min). BENCH_PHASES without k and l gives the 7-minute run of before.

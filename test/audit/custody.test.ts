@@ -60,6 +60,7 @@ async function traffic(n: number): Promise<void> {
 
 t.before(async () => {
   k = await startTestKms({ keys: { max_key_count: 200 } });
+  t.comment(`hsm: ${k.wrapper.description}`);
   su = new pg.Client({ connectionString: k.db.url });
   await su.connect();
   await traffic(3);
