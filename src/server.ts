@@ -14,7 +14,7 @@ import { logOrigin, Sealer } from './audit/sealer.js';
 import { RefusalLog } from './audit/refusals.js';
 import { LogKeys } from './audit/log-keys.js';
 import { Witness } from './audit/witness.js';
-import { startCosigning } from './audit/cosigning.js';
+import { startCosigning } from './peers/cosigning.js';
 import { KeyService } from './keys/key-service.js';
 import { MasterDeliveryBatcher } from './keys/master-batcher.js';
 import { startEraserJob } from './lifecycle/eraser.js';

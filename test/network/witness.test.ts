@@ -1,6 +1,6 @@
 import t from 'tap';
 import pg from 'pg';
-import { askToCosign } from '../../src/audit/cosigning.js';
+import { askToCosign } from '../../src/peers/cosigning.js';
 import { traceKey, traceLine } from '../../src/audit/trace.js';
 import { exportBundle } from '../../src/audit/export.js';
 import { logVkeys } from '../../src/audit/log-keys.js';

@@ -1,17 +1,18 @@
 import { startBackgroundJob } from '../lifecycle/background-job.js';
 import type { Logger } from '../log.js';
-import type { PeerClient } from '../peers/peer-client.js';
+import type { PeerClient } from './peer-client.js';
 import type { CosignAnswer, CosignRequest } from '../schemas/peer.js';
 import type { Db } from '../store/db.js';
 import { lastSeal, leafHashesUpTo } from '../store/seals.js';
-import { logVkeys } from './log-keys.js';
-import { consistencyProof } from './merkle.js';
+import { logVkeys } from '../audit/log-keys.js';
+import { consistencyProof } from '../audit/merkle.js';
 
 /**
- * Asks each peer KME to witness this KME's latest checkpoint, every `everyMs` (src/audit/witness.ts is the other
- * side). The witness holds the size it cosigned last and wants a consistency proof from there; it says which size it
- * holds when asked with another. Cosignatures are kept beside their seal (`audit_cosignature`) and go into the
- * export bundle. A peer that does not answer is asked again next time; nothing waits for witnesses.
+ * Asks each peer KME to witness this KME's custody log: its latest checkpoint, every `everyMs` (src/audit/witness.ts
+ * is the other side, behind /peer/v1/custody/cosign). The witness holds the size it cosigned last and wants a
+ * consistency proof from there; it says which size it holds when asked with another. Cosignatures are kept beside
+ * their seal (`audit_cosignature`) and go into the export bundle. A peer that does not answer is asked again next
+ * time; nothing waits for witnesses.
  */
 export function startCosigning(o: { db: Db; clients: Map<string, PeerClient>; everyMs: number; log: Logger }): () => Promise<void> {
   return startBackgroundJob({
