@@ -57,7 +57,7 @@ const dbState = async () =>
       SELECT (SELECT COALESCE(sum(blocks - next_free), 0)::int FROM key_chunk WHERE owned AND confirmed) AS available,
              (SELECT count(*)::int FROM qkd_key) AS keys,
              (SELECT COALESCE(sum(cardinality(fetched_by)), 0)::int FROM qkd_key) AS fetched,
-             (SELECT count(*)::int FROM audit_event WHERE operation IN ('deliver_master', 'deliver_slave', 'destroy', 'burn')) AS deliveries`)
+             (SELECT count(*)::int FROM audit_event WHERE operation IN ('deliver_master', 'deliver_slave', 'destroy', 'burn') AND outcome = 'ok') AS deliveries`)
   ).rows[0];
 
 t.test('the ingester fails while the HSM is down and refills the pool when it returns', async (t) => {
