@@ -95,6 +95,33 @@ function subProof(m: number, leaves: readonly Hash[], whole: boolean): Hash[] {
     : [...subProof(m - k, leaves.slice(k), false), rootOf(leaves.slice(0, k))];
 }
 
+/**
+ * PROOF(m, D[n]) without the first m leaves: from the right edge of the tree of m (`edge`, its perfect subtrees) and
+ * the leaves after it. RFC 9162's recursion takes from the old tree only whole subtrees of that edge, or a fold of
+ * its last ones, so nothing before m is needed: the cost is that of the new leaves. This is what a KME pays to ask a
+ * witness to cosign its latest checkpoint, every few seconds, however long its log has grown.
+ */
+export function consistencyProofFromEdge(edge: Frontier, newLeaves: readonly Hash[]): Hash[] {
+  const m = edge.size;
+  const n = m + newLeaves.length;
+  if (m === 0 || m === n) return [];
+  const subtrees = edge.subtrees();
+  const mth = (a: number, b: number): Hash => {
+    if (a >= m) return rootOf(newLeaves.slice(a - m, b - m));
+    const run = subtrees.filter((t) => t.start >= a && t.start + t.size <= b);
+    const covered = run.reduce((sum, t) => sum + t.size, 0);
+    if (b > m || run[0]?.start !== a || covered !== b - a) throw new Error(`no proof node [${a}, ${b}) on the edge of a tree of ${m}`);
+    return run.reduceRight<Hash | undefined>((r, t) => (r ? nodeHash(t.hash, r) : t.hash), undefined)!;
+  };
+  // subProof of RFC 9162 over the range [a, a + len) of the new tree, m counted from a.
+  const sub = (mm: number, a: number, len: number, whole: boolean): Hash[] => {
+    if (mm === len) return whole ? [] : [mth(a, a + len)];
+    const k = split(len);
+    return mm <= k ? [...sub(mm, a, k, whole), mth(a + k, a + len)] : [...sub(mm - k, a + k, len - k, false), mth(a, a + k)];
+  };
+  return sub(m, 0, n, true);
+}
+
 /** RFC 9162 §2.1.3.2: does `proof` place `leaf` at `index` of a tree of `size` whose root is `root`? */
 export function verifyInclusion(index: number, size: number, leaf: Hash, proof: readonly Hash[], root: Hash): boolean {
   if (!Number.isInteger(index) || !Number.isInteger(size) || index < 0 || index >= size) return false;
@@ -210,6 +237,18 @@ export class Frontier {
 
   toBytes(): Buffer {
     return Buffer.from(this.hashes.join(''), 'hex');
+  }
+
+  /** The perfect subtrees of the edge, largest (leftmost) first, with where each starts and how many leaves it holds. */
+  subtrees(): Array<{ start: number; size: number; hash: Hash }> {
+    const out: Array<{ start: number; size: number; hash: Hash }> = [];
+    let start = 0;
+    for (let bit = 2 ** Math.floor(Math.log2(Math.max(this.count, 1))); bit >= 1; bit /= 2) {
+      if (Math.floor(this.count / bit) % 2 === 0) continue;
+      out.push({ start, size: bit, hash: Buffer.from(this.hashes[out.length]!, 'hex') });
+      start += bit;
+    }
+    return out;
   }
 
   copy(): Frontier {

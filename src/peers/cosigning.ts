@@ -3,9 +3,9 @@ import type { Logger } from '../log.js';
 import type { PeerClient } from './peer-client.js';
 import type { CosignAnswer, CosignRequest } from '../schemas/peer.js';
 import type { Db } from '../store/db.js';
-import { lastSeal, leafHashesUpTo } from '../store/seals.js';
+import { lastSeal, leafHashesBetween } from '../store/seals.js';
 import { logVkeys } from '../audit/log-keys.js';
-import { consistencyProof } from '../audit/merkle.js';
+import { consistencyProofFromEdge, Frontier } from '../audit/merkle.js';
 
 /**
  * Asks each peer KME to witness this KME's custody log: its latest checkpoint, every `everyMs` (src/audit/witness.ts
@@ -37,13 +37,7 @@ export async function askToCosign(db: Db, client: PeerClient): Promise<CosignAns
   const vkeys = await logVkeys(db);
   let fromSize = Number(rows[0]?.last ?? 0);
   for (let attempt = 0; attempt < 2; attempt++) {
-    const leaves = await leafHashesUpTo(db, seal.treeSize);
-    const request: CosignRequest = {
-      checkpoint: seal.checkpoint,
-      vkeys,
-      from_size: fromSize,
-      proof: consistencyProof(Math.min(fromSize, seal.treeSize), leaves).map((h) => h.toString('base64')),
-    };
+    const request: CosignRequest = { checkpoint: seal.checkpoint, vkeys, from_size: fromSize, proof: await proofBetween(db, fromSize, seal.treeSize) };
     const answer = await client.post<CosignAnswer>('/peer/v1/custody/cosign', request);
     if (answer.cosigned) {
       await db.query(`INSERT INTO audit_cosignature (tree_size, witness, signatures) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, [
@@ -57,4 +51,16 @@ export async function askToCosign(db: Db, client: PeerClient): Promise<CosignAns
     fromSize = answer.held_size; // the witness holds another size than we thought: prove from there
   }
   throw new Error(`${client.kmeId} would not take a consistency proof from the size it said it holds`);
+}
+
+/**
+ * The consistency proof from the checkpoint of size `from` to that of size `to`, from the tree's edge at `from` and
+ * the leaves sealed since: its cost is that of what changed since the witness last cosigned, not of the whole log.
+ */
+async function proofBetween(db: Db, from: number, to: number): Promise<string[]> {
+  if (from === 0 || from >= to) return [];
+  const { rows } = await db.query<{ frontier: Buffer }>('SELECT frontier FROM audit_seal WHERE tree_size = $1', [from]);
+  if (!rows[0]) throw new Error(`the witness holds a tree of size ${from}, which this log never sealed`);
+  const proof = consistencyProofFromEdge(Frontier.of(from, rows[0].frontier), await leafHashesBetween(db, from, to));
+  return proof.map((h) => h.toString('base64'));
 }

@@ -64,10 +64,18 @@ export async function sealsAfter(db: Queryable, afterSize: number, limit: number
 }
 
 /** The leaf hashes of the tree of `size` leaves (a checkpoint's size), as the sealer recorded them, in order. */
-export async function leafHashesUpTo(db: Queryable, size: number): Promise<Buffer[]> {
-  const { rows } = await db.query<{ h: Buffer }>('SELECT leaf_hashes AS h FROM audit_seal WHERE tree_size <= $1 ORDER BY tree_size', [size]);
+export function leafHashesUpTo(db: Queryable, size: number): Promise<Buffer[]> {
+  return leafHashesBetween(db, 0, size);
+}
+
+/** The leaf hashes after the checkpoint of size `after` up to the one of size `upTo`, in order. */
+export async function leafHashesBetween(db: Queryable, after: number, upTo: number): Promise<Buffer[]> {
+  const { rows } = await db.query<{ h: Buffer }>(
+    'SELECT leaf_hashes AS h FROM audit_seal WHERE tree_size > $1 AND tree_size <= $2 ORDER BY tree_size',
+    [after, upTo],
+  );
   const all = Buffer.concat(rows.map((r) => r.h));
   const leaves = Array.from({ length: all.length / 32 }, (_, i) => all.subarray(32 * i, 32 * i + 32));
-  if (leaves.length !== size) throw new Error(`the seals up to tree size ${size} hold ${leaves.length} leaf hashes`);
+  if (leaves.length !== upTo - after) throw new Error(`the seals from tree size ${after} to ${upTo} hold ${leaves.length} leaf hashes, not ${upTo - after}`);
   return leaves;
 }

@@ -2,6 +2,7 @@ import t from 'tap';
 import fc from 'fast-check';
 import {
   consistencyProof,
+  consistencyProofFromEdge,
   Frontier,
   inclusionProof,
   leafHash,
@@ -62,6 +63,23 @@ t.test("the frontier gives every prefix's root, also when resumed from its store
     { numRuns: 200 },
   );
   t.throws(() => Frontier.of(3, Buffer.alloc(32)), /2 subtree roots/);
+});
+
+t.test("a consistency proof from the old tree's edge and the new leaves is the one from all the leaves", async (t) => {
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 400 }), fc.integer({ min: 0, max: 400 }), (m, extra) => {
+      const all = leaves(m + extra);
+      const edge = Frontier.empty();
+      all.slice(0, m).forEach((h) => edge.append(h));
+      const fromEdge = consistencyProofFromEdge(edge, all.slice(m));
+      const full = consistencyProof(m, all);
+      return fromEdge.length === full.length && fromEdge.every((h, i) => h.equals(full[i]!));
+    }),
+    { numRuns: 300 },
+  );
+  const edge = Frontier.empty();
+  leaves(6).forEach((h) => edge.append(h));
+  t.same(edge.subtrees().map((s) => [s.start, s.size]), [[0, 4], [4, 2]], 'the edge of a tree of 6: [0, 4) and [4, 6)');
 });
 
 t.test('every inclusion proof of a tree verifies, for that leaf at that index only', async (t) => {
