@@ -5,7 +5,7 @@ import type { CosignAnswer, CosignRequest } from '../schemas/peer.js';
 import type { Db } from '../store/db.js';
 import { lastSeal, leafHashesBetween } from '../store/seals.js';
 import { logVkeys } from '../audit/log-keys.js';
-import { consistencyProofFromEdge, Frontier } from '../audit/merkle.js';
+import { consistencyProof, consistencyProofFromEdge, Frontier } from '../audit/merkle.js';
 
 /**
  * Asks each peer KME to witness this KME's custody log: its latest checkpoint, every `everyMs` (src/audit/witness.ts
@@ -56,11 +56,14 @@ export async function askToCosign(db: Db, client: PeerClient): Promise<CosignAns
 /**
  * The consistency proof from the checkpoint of size `from` to that of size `to`, from the tree's edge at `from` and
  * the leaves sealed since: its cost is that of what changed since the witness last cosigned, not of the whole log.
+ * A size this log has no seal of (its seals were rewritten since the witness cosigned) is proved from all the leaf
+ * hashes instead: the witness is still asked, and will refuse if the history changed.
  */
 async function proofBetween(db: Db, from: number, to: number): Promise<string[]> {
   if (from === 0 || from >= to) return [];
   const { rows } = await db.query<{ frontier: Buffer }>('SELECT frontier FROM audit_seal WHERE tree_size = $1', [from]);
-  if (!rows[0]) throw new Error(`the witness holds a tree of size ${from}, which this log never sealed`);
-  const proof = consistencyProofFromEdge(Frontier.of(from, rows[0].frontier), await leafHashesBetween(db, from, to));
+  const proof = rows[0]
+    ? consistencyProofFromEdge(Frontier.of(from, rows[0].frontier), await leafHashesBetween(db, from, to))
+    : consistencyProof(from, await leafHashesBetween(db, 0, to));
   return proof.map((h) => h.toString('base64'));
 }
