@@ -184,7 +184,9 @@ function readText(path: string, what: string): string {
 
 function printReport(r: VerifyReport, trusted: boolean, out: Out): void {
   if (!r.ok) {
-    out(`FAILED${r.problem?.seq !== undefined ? ` at seq ${r.problem.seq}` : ''}: ${r.problem?.message}`);
+    const seq = r.problem?.seq;
+    const message = (r.problem?.message ?? '').replace(new RegExp(`^seq ${seq}: `), ''); // said once, up front
+    out(`FAILED${seq !== undefined ? ` at seq ${seq}` : ''}: ${message}`);
     return;
   }
   const from = r.startSize + 1;

@@ -64,7 +64,7 @@ async function postQuantumSigner(db: Db, wrapper: KeyWrapper, name: string, log:
       throw new IntegrityError('the unsealed seed gives another key');
     } catch (err) {
       if (!(err instanceof IntegrityError)) throw err; // the HSM is unavailable: try again later, keep the key
-      log.warn({ vkey: stored.vkey }, 'the ML-DSA checkpoint key no longer unseals under this KEK; making a new one (auditors must pin it)');
+      log.warn({ key: stored.vkey.split('+', 2).join('+') }, 'the ML-DSA checkpoint key no longer unseals under this KEK; making a new one (auditors must pin it)');
     }
   }
   const seed = randomBytes(32);
@@ -77,7 +77,7 @@ async function postQuantumSigner(db: Db, wrapper: KeyWrapper, name: string, log:
     signer.vkey,
     Buffer.concat([version, sealed.iv, sealed.ciphertext]),
   ]);
-  log.info({ vkey: signer.vkey }, 'made a new ML-DSA-65 checkpoint signing key');
+  log.info({ key: signer.vkey.split('+', 2).join('+') }, 'made a new ML-DSA-65 checkpoint signing key (kms audit keys prints it whole)');
   return signer;
 }
 

@@ -250,3 +250,12 @@ t.test('bad input to verify gets a one-line answer, never a stack trace', async 
   writeFileSync(cut, (await bundle(su)).slice(0, -1).join('\n') + '\n');
   t.match(await run(['verify', cut, '--keys', keysFile]), { code: 1, text: /^FAILED: the bundle ends without its end line/ });
 });
+
+t.test('a failure is printed once, naming the sequence number up front', async (t) => {
+  const x = await seqOf('deliver_master', 0);
+  const file = join(dir, 'tampered.jsonl');
+  writeFileSync(file, (await tampered((c) => c.query(`UPDATE audit_event SET body = replace(body, '"outcome":"ok"', '"outcome":"refused"') WHERE seq = $1`, [x]))).join('\n') + '\n');
+  const lines: string[] = [];
+  t.equal(await auditCommand(['verify', file, '--keys', keysFile], (l) => lines.push(l), (l) => lines.push(l)), 1);
+  t.equal(lines.join('\n'), `FAILED at seq ${x}: the event is not the one sealed in the checkpoint of size ${lines.join('').match(/size (\d+)/)?.[1]} (changed, inserted, removed or moved)`);
+});
