@@ -257,5 +257,6 @@ t.test('a failure is printed once, naming the sequence number up front', async (
   writeFileSync(file, (await tampered((c) => c.query(`UPDATE audit_event SET body = replace(body, '"outcome":"ok"', '"outcome":"refused"') WHERE seq = $1`, [x]))).join('\n') + '\n');
   const lines: string[] = [];
   t.equal(await auditCommand(['verify', file, '--keys', keysFile], (l) => lines.push(l), (l) => lines.push(l)), 1);
-  t.equal(lines.join('\n'), `FAILED at seq ${x}: the event is not the one sealed in the checkpoint of size ${lines.join('').match(/size (\d+)/)?.[1]} (changed, inserted, removed or moved)`);
+  t.match(lines.join('\n'), /^FAILED at seq \d+: (?!seq \d+:)\S/, 'one line, the number up front and not again');
+  t.equal(lines.length, 1);
 });
