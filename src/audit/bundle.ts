@@ -6,7 +6,7 @@
  *   {"type":"event","seq":1,"body":{…}}      the event's canonical body, verbatim (its bytes are the leaf)
  *   {"type":"gap","seq":3}                    a number whose transaction rolled back (sealed as a gap leaf)
  *   {"type":"checkpoint","size":4,"leaf_hashes":"<base64>","note":"<signed checkpoint>","cosignatures":[…]}
- *   … events, gaps and checkpoints in order of sequence number; events after the last checkpoint are not yet sealed …
+ *   … events, gaps and checkpoints in order of sequence number, up to the last checkpoint …
  *   {"type":"end","events":…,"gaps":…,"checkpoints":…}
  *
  * `start` is where the bundle begins: size 0 for a whole log, or, for what remains after older events were pruned

@@ -15,10 +15,12 @@ const SEALS_PER_QUERY = 100;
  * memory stays bounded however long the log is. It writes what the database holds, as it is — a number that has
  * neither an event nor a sealed gap is simply absent — and leaves judging to the verifier.
  *
+ * It holds the sealed history only: events after the last checkpoint may still have holes that transactions in
+ * flight will fill (src/audit/settle.ts), so they wait for the next checkpoint (at most a second) and the next export.
+ *
  * `afterSize` starts the bundle at the checkpoint of that tree size (it must be one): the continuation of an
  * archive that ended there. By default it starts where the last pruning ended (src/audit/prune.ts), or at the
- * beginning. `upToSize` ends it at that checkpoint (an archive); by default events after the last checkpoint
- * follow it, unsealed.
+ * beginning. `upToSize` ends it at that checkpoint (an archive); by default it ends at the latest.
  */
 export async function* exportBundle(
   db: Queryable,
@@ -57,12 +59,6 @@ export async function* exportBundle(
     if (seals.length < SEALS_PER_QUERY) break;
   }
   if (opts.upToSize !== undefined && size !== opts.upToSize) throw new Error(`no checkpoint of tree size ${opts.upToSize} to end at`);
-  if (opts.upToSize === undefined) {
-    for await (const e of events(db, size, Number.MAX_SAFE_INTEGER)) {
-      counts.events++;
-      yield eventLine(e.seq, e.body);
-    }
-  }
   yield endLine(counts);
 }
 
