@@ -35,6 +35,17 @@ export interface VerifyOptions {
   witnesses?: NoteVerifier[];
 }
 
+/** Stands in the tree for a number the bundle lacks: no SHA-256 output is all zeros in practice. */
+const MISSING = '0'.repeat(64);
+/** Missing numbers in one run beyond which the verifier gives up at once rather than fill the gap. */
+const MAX_MISSING_RUN = 100_000;
+
+/** Of two problems (either may be absent), the one with the lower sequence number; the first when they tie. */
+function earliest(a: Failed | undefined, b: Failed | undefined): Failed | undefined {
+  if (!a || !b) return a ?? b;
+  return (b.seq ?? Infinity) < (a.seq ?? Infinity) ? b : a;
+}
+
 class Failed extends Error {
   constructor(
     message: string,
@@ -60,6 +71,10 @@ export class BundleVerifier {
   private rangeStart = 0; // tree size at the last checkpoint
   private rangeFrontier = Frontier.empty();
   private rangeLeaves: string[] = []; // in hex, see append
+  /** The first number missing since the last checkpoint, reported once the range's checkpoint says nothing earlier. */
+  private missing: { seq: number; message: string } | undefined;
+  /** The first lifecycle rule broken, held likewise (the replay stops there). */
+  private broken: Failed | undefined;
   private readonly report: VerifyReport;
   private replay = new LifecycleReplay(false);
   private trusted: Checkpoint | undefined;
@@ -95,6 +110,8 @@ export class BundleVerifier {
     if (this.report.ok) {
       try {
         if (!this.header) throw new Failed('the bundle is empty: no header line');
+        const pending = earliest(this.missing && new Failed(this.missing.message, this.missing.seq), this.broken);
+        if (pending) throw pending;
         if (!this.ended) throw new Failed('the bundle ends without its end line: it was cut short');
         if (this.trusted && !this.trustedChecked) {
           throw new Failed(`the trusted checkpoint covers ${this.trusted.size} leaves but this history ends at seq ${this.frontier.size}: events from seq ${this.frontier.size + 1} are missing (truncated)`, this.frontier.size + 1);
@@ -168,11 +185,20 @@ export class BundleVerifier {
     }
   }
 
+  /**
+   * A missing number is not reported at once: the range's checkpoint may show that an earlier event of the range was
+   * changed or moved (everything after an inserted event moves up, which leaves a number empty further on), and the
+   * first thing wrong is what a verifier should name. So the missing numbers stand in the tree as MISSING leaves,
+   * which no sealed leaf equals, and the checkpoint (or the end of the bundle) says which came first.
+   */
   private expectSeq(seq: number): void {
     const next = this.frontier.size + 1;
     if (!Number.isSafeInteger(seq) || seq < 1) throw new Failed(`line ${this.lineNo}: no valid sequence number`);
-    if (seq > next) throw new Failed(`seq ${next} is missing (the next line is seq ${seq})`, next);
     if (seq < next) throw new Failed(`seq ${seq} appears again, or out of order, after seq ${next - 1}`, seq);
+    if (seq === next) return;
+    this.missing ??= { seq: next, message: `seq ${next} is missing (the next line is seq ${seq})` };
+    if (seq - next > MAX_MISSING_RUN) throw new Failed(this.missing.message, this.missing.seq);
+    for (let s = next; s < seq; s++) this.append(MISSING);
   }
 
   private takeEvent(seq: number, body: string): void {
@@ -186,8 +212,9 @@ export class BundleVerifier {
     if (typeof e !== 'object' || e === null || typeof e.actor !== 'string') throw new Failed(`seq ${seq}: not a custody event`, seq);
     this.append(eventLeafHex(body));
     this.report.events++;
-    const wrong = this.replay.apply(seq, e);
-    if (wrong) throw new Failed(`seq ${seq}: ${wrong}`, seq);
+    // Held until the range's checkpoint, like a missing number: an earlier event may prove changed there.
+    const wrong = this.broken ? undefined : this.replay.apply(seq, e);
+    if (wrong) this.broken = new Failed(`seq ${seq}: ${wrong}`, seq);
   }
 
   private takeGap(seq: number): void {
@@ -215,10 +242,12 @@ export class BundleVerifier {
   private takeCheckpoint(size: number, leafHashesB64: string, note: string): void {
     const cp = this.openCheckpoint(note, size);
     if (cp.size !== size) throw new Failed(`the checkpoint line says size ${size}, its signed text ${cp.size}`, size);
-    if (size !== this.frontier.size || !this.frontier.root().equals(cp.root)) throw this.mismatch(cp, Buffer.from(leafHashesB64, 'base64'));
+    if (size !== this.frontier.size || !this.frontier.root().equals(cp.root)) throw earliest(this.mismatch(cp, Buffer.from(leafHashesB64, 'base64')), this.broken);
+    if (this.broken) throw this.broken; // sealed as it stands: the log itself breaks the lifecycle
     this.rangeStart = size;
     this.rangeFrontier = this.frontier.copy();
     this.rangeLeaves = [];
+    this.missing = undefined; // a range with a MISSING leaf cannot give a signed root: never reached with one
     this.report.sealedSize = size;
     this.report.checkpoints++;
   }
@@ -251,6 +280,7 @@ export class BundleVerifier {
    */
   private mismatch(cp: Checkpoint, sealedHashes: Buffer): Failed {
     const first = this.rangeStart + 1;
+    const missing = this.missing;
     const sealedCount = cp.size - this.rangeStart;
     const sealed = (i: number) => sealedHashes.subarray(32 * i, 32 * i + 32);
     let genuine = false;
@@ -263,9 +293,11 @@ export class BundleVerifier {
       const i = this.rangeLeaves.findIndex((h, j) => j >= sealedCount || h !== sealed(j).toString('hex'));
       if (i >= 0) {
         const seq = first + i;
+        if (this.rangeLeaves[i] === MISSING) return new Failed(missing!.message, seq);
         return new Failed(`seq ${seq}: the event is not the one sealed in the checkpoint of size ${cp.size} (changed, inserted, removed or moved)`, seq);
       }
     }
+    if (missing) return new Failed(missing.message, missing.seq);
     if (this.frontier.size < cp.size) {
       const missing = this.frontier.size + 1;
       return new Failed(`a checkpoint covers seq ${cp.size} but the events before it end at seq ${this.frontier.size}: seq ${missing} is missing`, missing);

@@ -260,3 +260,17 @@ t.test('a failure is printed once, naming the sequence number up front', async (
   t.match(lines.join('\n'), /^FAILED at seq \d+: (?!seq \d+:)\S/, 'one line, the number up front and not again');
   t.equal(lines.length, 1);
 });
+
+t.test('of two problems in one checkpoint range, the earlier is named: a changed event before a missing one', async (t) => {
+  const lines = await bundle(su);
+  // Two event lines of the same checkpoint range, the second a few numbers later.
+  const ranges: number[][] = [[]];
+  lines.forEach((l, i) => (l.startsWith('{"type":"checkpoint"') ? ranges.push([]) : l.startsWith('{"type":"event"') && ranges.at(-1)!.push(i)));
+  const range = ranges.find((r) => r.length >= 3)!;
+  const [changed, removed] = [range[0]!, range[2]!];
+  const seqOfLine = (i: number) => JSON.parse(lines[i]!).seq as number;
+  const tampered = lines.map((l, i) => (i === changed ? l.replace('"outcome":"ok"', '"outcome":"failed"').replace('"outcome":"refused"', '"outcome":"failed"') : l)).filter((_, i) => i !== removed);
+  t.match(verify(tampered), { ok: false, problem: { seq: seqOfLine(changed), message: /is not the one sealed/ } }, 'the change, not the later gap');
+  const onlyRemoved = lines.filter((_, i) => i !== removed);
+  t.match(verify(onlyRemoved), { ok: false, problem: { seq: seqOfLine(removed), message: /is missing/ } }, 'the gap alone');
+});
