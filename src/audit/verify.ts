@@ -60,7 +60,9 @@ class Failed extends Error {
  * the lifecycle replay's table of keys): every checkpoint is signed by pinned keys of every pinned algorithm; the
  * tree recomputed from the events gives each checkpoint's root; no sequence number is missing, repeated or out of
  * order; a trusted earlier checkpoint is a prefix of this history; and the key lifecycle replays
- * (src/audit/lifecycle-replay.ts). It stops at the first problem and names its sequence number.
+ * (src/audit/lifecycle-replay.ts). It stops at the first checkpoint range that fails and names the earliest sequence
+ * number wrong in it (a missing number or a broken lifecycle rule waits for the range's checkpoint, which may show an
+ * earlier event changed).
  *
  * Where a checkpoint's root does not match, the sealer's own leaf hashes (in the checkpoint line) say which event
  * changed, if they still give the signed root. If they were rewritten too, only the checkpoint's range is known.
