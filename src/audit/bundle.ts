@@ -1,3 +1,7 @@
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { createReadStream, createWriteStream } from 'node:fs';
+
 /**
  * The export bundle of the custody log: JSON Lines (one JSON value per line, UTF-8), written in one pass and read in
  * one pass, so that a log of any length streams through `kms audit export` and `kms audit verify` in bounded memory.
@@ -87,4 +91,31 @@ export async function eachLine(input: AsyncIterable<string>, take: (line: string
     if (from < chunk.length) pending.push(chunk.slice(from));
   }
   if (pending.length > 0) emit(pending.join('')); // the last line, without a newline
+}
+
+/**
+ * Writes lines to a new file, one per line, waiting on the stream as it fills (a bundle may be larger than memory);
+ * returns the SHA-256 of what was written. `exclusive` refuses a file that exists (an archive is never overwritten).
+ */
+export async function writeLinesToFile(path: string, lines: AsyncIterable<string>, opts: { exclusive?: boolean } = {}): Promise<string> {
+  const hash = createHash('sha256');
+  const out = createWriteStream(path, { flags: opts.exclusive ? 'wx' : 'w' });
+  await once(out, 'open');
+  for await (const line of lines) {
+    hash.update(line + '\n');
+    if (!out.write(line + '\n')) await once(out, 'drain');
+  }
+  await new Promise<void>((resolve, reject) => out.end((e?: Error | null) => (e ? reject(e) : resolve())));
+  return hash.digest('hex');
+}
+
+/** Feeds a bundle file's lines to `take` (see eachLine); rejects with the file system's error if it cannot be opened. */
+export async function eachLineOfFile(path: string, take: (line: string) => boolean): Promise<void> {
+  const input = createReadStream(path, { encoding: 'utf8', highWaterMark: 1 << 20 });
+  try {
+    await once(input, 'open');
+    await eachLine(input, take);
+  } finally {
+    input.destroy();
+  }
 }

@@ -1,14 +1,13 @@
 // `kms audit …`: the custody log for auditors. `keys`, `checkpoint` and `export` read the KME's database (config
 // file, URL from the environment, as `kms serve`); `verify` works offline on a bundle file, with no database.
 // Exit codes: 0 ok, 1 verification failed (or the database could not be read), 2 usage or unreadable input.
-import { createReadStream, createWriteStream, readFileSync } from 'node:fs';
-import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import pg from 'pg';
 import { ConfigError, loadConfigFile, readSecret } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { lastSeal } from '../store/seals.js';
-import { eachLine } from './bundle.js';
+import { eachLineOfFile, writeLinesToFile } from './bundle.js';
 import { exportBundle } from './export.js';
 import { pruneLog } from './prune.js';
 import { logVkeys } from './log-keys.js';
@@ -62,12 +61,9 @@ export async function auditCommand(args: string[], out: Out, err: Out): Promise<
         return await withDb(rest, { out: { type: 'string' }, 'after-size': { type: 'string' } }, async (db, config, values) => {
           const after = values['after-size'] === undefined ? undefined : Number(values['after-size']);
           if (after !== undefined && (!Number.isSafeInteger(after) || after < 0)) throw new UsageError('--after-size must be a tree size (a whole number)');
-          const file = typeof values.out === 'string' ? createWriteStream(values.out) : undefined;
-          for await (const line of exportBundle(db, { origin: logOrigin(config), afterSize: after })) {
-            if (!file) out(line);
-            else if (!file.write(line + '\n')) await once(file, 'drain');
-          }
-          if (file) await new Promise<void>((resolve, reject) => file.end((e?: Error | null) => (e ? reject(e) : resolve())));
+          const lines = exportBundle(db, { origin: logOrigin(config), afterSize: after });
+          if (typeof values.out === 'string') await writeLinesToFile(values.out, lines);
+          else for await (const line of lines) out(line);
           return 0;
         });
       case 'verify':
@@ -144,13 +140,10 @@ async function verifyCommand(args: string[], out: Out): Promise<number> {
   const witnesses = typeof values['witness-keys'] === 'string' ? readVkeys(values['witness-keys']) : [];
   const trusted = typeof values['trusted-checkpoint'] === 'string' ? readText(values['trusted-checkpoint'], 'trusted checkpoint') : undefined;
   const verifier = new BundleVerifier({ keys, witnesses, trustedCheckpoint: trusted === undefined ? undefined : trusted.replace(/\n*$/, '\n') });
-  const input = createReadStream(positionals[0]!, { encoding: 'utf8', highWaterMark: 1 << 20 });
-  const opened = new Promise<void>((resolve, reject) => (input.once('open', () => resolve()), input.once('error', reject)));
-  await opened.catch((e: Error) => {
+  await eachLineOfFile(positionals[0]!, (line) => verifier.line(line)).catch((e: NodeJS.ErrnoException) => {
+    if (!e.syscall) throw e; // not the file system's refusal
     throw new ConfigError(`cannot read bundle ${positionals[0]}: ${e.message}`);
   });
-  await eachLine(input, (line) => verifier.line(line));
-  input.destroy();
   const report = verifier.finish();
   if (values.json) out(JSON.stringify(report));
   else printReport(report, trusted !== undefined, out);

@@ -1,8 +1,5 @@
-import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { once } from 'node:events';
-import { createInterface } from 'node:readline';
 import type pg from 'pg';
+import { eachLineOfFile, writeLinesToFile } from './bundle.js';
 import { auditBody, insertAuditSql } from './event.js';
 import { exportBundle, prunedUpTo } from './export.js';
 import { logVkeys } from './log-keys.js';
@@ -37,21 +34,12 @@ export async function pruneLog(
   const upToSize = o.upToSize ?? (await newestSealBefore(db, o.olderThan ?? new Date()));
   if (upToSize === undefined || upToSize <= fromSize) return undefined;
 
-  const hash = createHash('sha256');
-  const out = createWriteStream(o.archive, { flags: 'wx' }); // never overwrite an archive
-  await once(out, 'open');
-  for await (const line of exportBundle(db, { origin: o.origin, afterSize: fromSize, upToSize })) {
-    hash.update(line + '\n');
-    if (!out.write(line + '\n')) await once(out, 'drain');
-  }
-  await new Promise<void>((resolve, reject) => out.end((e?: Error | null) => (e ? reject(e) : resolve())));
-  const archiveSha256 = hash.digest('hex');
+  const lines = exportBundle(db, { origin: o.origin, afterSize: fromSize, upToSize });
+  const archiveSha256 = await writeLinesToFile(o.archive, lines, { exclusive: true }); // never overwrite an archive
 
   // The archive must stand on its own before anything is removed: read it back and verify it with the log's keys.
   const verifier = new BundleVerifier({ keys: (await logVkeys(db)).map(parseVkey) });
-  for await (const line of createInterface({ input: createReadStream(o.archive, { encoding: 'utf8' }), crlfDelay: Infinity })) {
-    if (!verifier.line(line)) break;
-  }
+  await eachLineOfFile(o.archive, (line) => verifier.line(line));
   const report = verifier.finish();
   if (!report.ok || report.sealedSize !== upToSize) {
     throw new Error(`the archive ${o.archive} does not verify (${report.problem?.message ?? `it ends at ${report.sealedSize}`}): nothing was pruned`);
