@@ -87,7 +87,7 @@ export class AuditorService {
 
   /** The leaf hashes of the tree of a checkpoint's size (default: the latest), as the sealer recorded them. */
   private async tree(treeSize?: number): Promise<{ size: number; checkpoint: string; leaves: Hash[] }> {
-    const target = treeSize ?? (await lastSeal(this.db))?.treeSize;
+    const target = treeSize ?? (await treeEdge(this.db))?.treeSize;
     if (target === undefined) throw notFound('the log has no checkpoint yet');
     const seal = await this.sealOf(target);
     if (!seal) throw notFound(`no checkpoint of tree size ${target}`);

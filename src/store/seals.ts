@@ -17,13 +17,16 @@ export interface SealRow {
   sealedAt: Date;
 }
 
-const COLUMNS = `tree_size, first_seq, leaf_hashes, gaps, frontier, checkpoint, sealed_at`;
+/** A seal without its leaf hashes (up to 1.6 MB each: only the export and the proofs read them). */
+export type SealHead = Omit<SealRow, 'leafHashes'>;
 
-function fromRow(r: Record<string, unknown>): SealRow {
+const HEAD_COLUMNS = `tree_size, first_seq, gaps, frontier, checkpoint, sealed_at`;
+const COLUMNS = `${HEAD_COLUMNS}, leaf_hashes`;
+
+function headFromRow(r: Record<string, unknown>): SealHead {
   return {
     treeSize: Number(r.tree_size),
     firstSeq: Number(r.first_seq),
-    leafHashes: r.leaf_hashes as Buffer,
     gaps: (r.gaps as string[]).map(Number),
     frontier: r.frontier as Buffer,
     checkpoint: r.checkpoint as string,
@@ -31,9 +34,12 @@ function fromRow(r: Record<string, unknown>): SealRow {
   };
 }
 
-export async function lastSeal(db: Queryable): Promise<SealRow | undefined> {
-  const { rows } = await db.query(`SELECT ${COLUMNS} FROM audit_seal ORDER BY tree_size DESC LIMIT 1`);
-  return rows[0] ? fromRow(rows[0]) : undefined;
+const fromRow = (r: Record<string, unknown>): SealRow => ({ ...headFromRow(r), leafHashes: r.leaf_hashes as Buffer });
+
+/** The latest seal (its checkpoint, size and gaps); its leaf hashes stay in the database (leafHashesBetween). */
+export async function lastSeal(db: Queryable): Promise<SealHead | undefined> {
+  const { rows } = await db.query(`SELECT ${HEAD_COLUMNS} FROM audit_seal ORDER BY tree_size DESC LIMIT 1`);
+  return rows[0] ? headFromRow(rows[0]) : undefined;
 }
 
 /** Where the tree ends: the last seal's size and right edge (without its leaf hashes, which the sealer does not need). */
