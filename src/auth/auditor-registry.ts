@@ -1,6 +1,6 @@
 import type { AuditorEntry } from '../config/schema.js';
 import { SERVER_AUTH_OID } from './peer-registry.js';
-import type { CertificateIdentity } from './sae-registry.js';
+import { matchesPin, type CertificateIdentity } from './sae-registry.js';
 
 /**
  * Maps a verified client certificate to an auditor of the configuration: the only role the auditor API (/audit/v1)
@@ -18,8 +18,7 @@ export class AuditorRegistry {
   identify(cert: CertificateIdentity & { extKeyUsage?: string[] }): { auditorId: string } | { reason: string } {
     const entry = cert.subjectCn === undefined ? undefined : this.byCn.get(cert.subjectCn);
     if (!entry) return { reason: `client certificate (CN=${cert.subjectCn ?? '?'}) is not an auditor of this KME` };
-    const pin = entry.certificate_sha256?.replace(/:/g, '').toUpperCase();
-    if (pin && pin !== cert.sha256.replace(/:/g, '').toUpperCase()) return { reason: `client certificate of auditor ${entry.id} does not match its pinned fingerprint` };
+    if (!matchesPin(entry.certificate_sha256, cert.sha256)) return { reason: `client certificate of auditor ${entry.id} does not match its pinned fingerprint` };
     if (cert.extKeyUsage?.includes(SERVER_AUTH_OID)) return { reason: `client certificate CN=${cert.subjectCn} is a KME certificate, not an auditor's` };
     return { auditorId: entry.id };
   }

@@ -1,5 +1,5 @@
 import type { PeerConfig } from '../config/schema.js';
-import type { CertificateIdentity } from './sae-registry.js';
+import { matchesPin, type CertificateIdentity } from './sae-registry.js';
 
 /** TLS Web Server Authentication: every KME serves, so a KME's certificate carries it. */
 export const SERVER_AUTH_OID = '1.3.6.1.5.5.7.3.1';
@@ -22,8 +22,7 @@ export class PeerRegistry {
   identify(cert: CertificateIdentity & { extKeyUsage?: string[] }): { kmeId: string } | { reason: string } {
     const peer = cert.subjectCn === undefined ? undefined : this.byCn.get(cert.subjectCn);
     if (!peer) return { reason: `client certificate (CN=${cert.subjectCn ?? '?'}) is not a peer KME of this KME` };
-    const pin = peer.certificate_sha256?.replace(/:/g, '').toUpperCase();
-    if (pin && pin !== cert.sha256.replace(/:/g, '').toUpperCase()) {
+    if (!matchesPin(peer.certificate_sha256, cert.sha256)) {
       return { reason: `client certificate of ${peer.kme_id} does not match its pinned fingerprint` };
     }
     if (!cert.extKeyUsage?.includes(SERVER_AUTH_OID)) {

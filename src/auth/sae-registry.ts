@@ -38,9 +38,7 @@ export class ConfigSaeRegistry implements SaeRegistry {
     if (!cert.subjectCn) return undefined;
     const entry = this.byCn.get(cert.subjectCn);
     if (!entry) return undefined;
-    if (entry.certificate_sha256 && normalizeFingerprint(entry.certificate_sha256) !== normalizeFingerprint(cert.sha256)) {
-      return undefined;
-    }
+    if (!matchesPin(entry.certificate_sha256, cert.sha256)) return undefined;
     return entry.id;
   }
 
@@ -50,3 +48,6 @@ export class ConfigSaeRegistry implements SaeRegistry {
 }
 
 const normalizeFingerprint = (fp: string) => fp.replace(/:/g, '').toUpperCase();
+
+/** True when no fingerprint is pinned, or the certificate's SHA-256 fingerprint is the pinned one (any case, colons or not). */
+export const matchesPin = (pin: string | undefined, sha256: string): boolean => !pin || normalizeFingerprint(pin) === normalizeFingerprint(sha256);

@@ -1,6 +1,7 @@
 import { Agent, request } from 'node:https';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
 import { checkServerIdentity } from 'node:tls';
+import { matchesPin } from '../auth/sae-registry.js';
 import type { PeerConfig } from '../config/schema.js';
 
 /**
@@ -25,7 +26,6 @@ export class PeerClient {
     private readonly defaultTimeoutMs: number,
   ) {
     const expectedCn = peer.certificate_cn ?? peer.kme_id;
-    const pin = peer.certificate_sha256?.replace(/:/g, '').toUpperCase();
     this.agent = new Agent({
       keepAlive: true,
       maxSockets: 32,
@@ -39,7 +39,7 @@ export class PeerClient {
         if (hostError) return hostError;
         const cn = Array.isArray(cert.subject?.CN) ? cert.subject.CN[0] : cert.subject?.CN;
         if (cn !== expectedCn) return new Error(`peer certificate CN ${cn ?? '?'} is not ${expectedCn} (KME ${peer.kme_id})`);
-        if (pin && cert.fingerprint256.replace(/:/g, '').toUpperCase() !== pin) {
+        if (!matchesPin(peer.certificate_sha256, cert.fingerprint256)) {
           return new Error(`peer certificate of ${peer.kme_id} does not match its pinned fingerprint`);
         }
         return undefined;
