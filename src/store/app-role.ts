@@ -30,7 +30,8 @@ export async function grantAppRole(client: pg.ClientBase, role: string): Promise
   const appendOnly = tables.map((r) => r.t).filter((t) => APPEND_ONLY_TABLES.includes(t));
   const ownerOnly = tables.map((r) => r.t).filter((t) => OWNER_ONLY_TABLES.includes(t));
   const others = tables.map((r) => r.t).filter((t) => !APPEND_ONLY_TABLES.includes(t) && !OWNER_ONLY_TABLES.includes(t));
-  await client.query(`GRANT USAGE ON SCHEMA ${await schema(client)} TO ${role}`);
+  const ns = await schema(client);
+  await client.query(`GRANT USAGE ON SCHEMA ${ns} TO ${role}`);
   if (others.length) await client.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ${others.join(', ')} TO ${role}`);
   await client.query(`REVOKE ALL ON ${appendOnly.join(', ')} FROM ${role}`);
   await client.query(`GRANT SELECT, INSERT ON ${appendOnly.join(', ')} TO ${role}`);
@@ -39,7 +40,7 @@ export async function grantAppRole(client: pg.ClientBase, role: string): Promise
     await client.query(`GRANT SELECT ON ${ownerOnly.join(', ')} TO ${role}`);
   }
   await client.query(`GRANT SELECT ON pgmigrations TO ${role}`);
-  await client.query(`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ${await schema(client)} TO ${role}`);
+  await client.query(`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ${ns} TO ${role}`);
 }
 
 async function schema(client: pg.ClientBase): Promise<string> {
