@@ -33,8 +33,9 @@ export async function* exportBundle(
     if (!rows[0]) throw new Error(`no checkpoint of tree size ${afterSize} to start from`);
     start = { size: afterSize, frontier: rows[0].frontier.toString('base64'), checkpoint: rows[0].checkpoint };
   }
-  const first = (await sealsAfter(db, afterSize, 1))[0];
-  const origin = first ? parseCheckpoint(parseNote(first.checkpoint).text).origin : opts.origin;
+  // The log names itself in its checkpoints (only the note is read here: the loop below reads the seals whole).
+  const first = await db.query<{ checkpoint: string }>('SELECT checkpoint FROM audit_seal WHERE tree_size > $1 ORDER BY tree_size LIMIT 1', [afterSize]);
+  const origin = first.rows[0] ? parseCheckpoint(parseNote(first.rows[0].checkpoint).text).origin : opts.origin;
   const header: BundleHeader = {
     type: 'header',
     format: BUNDLE_FORMAT,
