@@ -49,18 +49,18 @@ export async function treeEdge(db: Queryable): Promise<{ treeSize: number; front
 }
 
 /**
- * Records a seal. Two sealers (a leader that lost its lock a moment ago, and the new one) cannot both extend the
- * same tree: the primary key on tree_size and the unique first_seq refuse the second, whose caller just tries again.
+ * Records a seal, only where it extends the last one: the sealer read the tree's edge before it sealed, and a seal
+ * made on an edge that changed meanwhile would leave a hole in the tree. Two sealers (a leader that lost its lock a
+ * moment ago, and the new one) cannot both extend the same tree either: the primary key on tree_size and the unique
+ * first_seq refuse the second. Either way the caller's pass fails and the next one starts from the edge as it is.
  */
 export async function insertSeal(db: Queryable, s: Omit<SealRow, 'sealedAt'>): Promise<void> {
-  await db.query(`INSERT INTO audit_seal (tree_size, first_seq, leaf_hashes, gaps, frontier, checkpoint) VALUES ($1, $2, $3, $4, $5, $6)`, [
-    s.treeSize,
-    s.firstSeq,
-    s.leafHashes,
-    s.gaps,
-    s.frontier,
-    s.checkpoint,
-  ]);
+  const r = await db.query(
+    `INSERT INTO audit_seal (tree_size, first_seq, leaf_hashes, gaps, frontier, checkpoint)
+     SELECT $1, $2, $3, $4, $5, $6 WHERE COALESCE((SELECT max(tree_size) FROM audit_seal), 0) = $2::int8 - 1`,
+    [s.treeSize, s.firstSeq, s.leafHashes, s.gaps, s.frontier, s.checkpoint],
+  );
+  if (r.rowCount !== 1) throw new Error(`the seal of ${s.firstSeq}–${s.treeSize} no longer extends the tree (its edge moved while it was made)`);
 }
 
 /** Seals in order of size, those that end after `afterSize`, at most `limit`. */

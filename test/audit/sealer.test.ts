@@ -12,7 +12,7 @@ import { openNote } from '../../src/audit/signed-note.js';
 import { parseVkey } from '../../src/audit/vkeys.js';
 import { createDb, type Db } from '../../src/store/db.js';
 import { migrate } from '../../src/store/migrate.js';
-import { lastSeal, sealsAfter } from '../../src/store/seals.js';
+import { insertSeal, lastSeal, sealsAfter } from '../../src/store/seals.js';
 import { freshDatabase, type TestDatabase } from '../helpers/database.js';
 import { sleep } from '../helpers/etsi.js';
 import { capturingLogger } from '../helpers/logs.js';
@@ -159,4 +159,11 @@ t.test('one sealer at a time: a second replica seals only once the leader has go
   await leader.close();
   t.ok((await standby.sealOnce()) > 0, 'the standby takes over');
   await checkSealed(t);
+});
+
+t.test('a seal made on an edge that moved meanwhile is refused: no hole in the tree', async (t) => {
+  const last = (await lastSeal(db))!;
+  const stale = { treeSize: last.treeSize + 5, firstSeq: last.treeSize + 2, leafHashes: Buffer.alloc(32 * 4), gaps: [], frontier: Buffer.alloc(0), checkpoint: 'x' };
+  await t.rejects(insertSeal(db, stale), /no longer extends the tree/);
+  t.equal((await lastSeal(db))!.treeSize, last.treeSize, 'nothing recorded');
 });
