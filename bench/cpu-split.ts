@@ -1,7 +1,8 @@
 // Where the machine's CPU went during a measurement, per request: PostgreSQL's processes, the load generator (this
 // process: autocannon and the pacers run in it), everything else (the server under test: the KME or the reference
 // server, and whatever else the shared machine runs), and idle time. Read from /proc before and after the run, so
-// it costs nothing while the run lasts. The figures tell whether a phase is held by the database, by the KME's own
+// it costs nothing while the run lasts. Time the hypervisor gave to other guests (steal) is counted apart: on this
+// shared VM it is often a tenth of a core or more, and it is nobody's work on this machine. The figures tell whether a phase is held by the database, by the KME's own
 // work, or by the load generator competing for the same 2 cores.
 import { readdirSync, readFileSync } from 'node:fs';
 
@@ -11,6 +12,7 @@ export interface CpuSplit {
   loadGeneratorUs: number;
   otherUs: number;
   idleUs: number;
+  stealUs: number;
 }
 
 interface Snapshot {
@@ -19,6 +21,7 @@ interface Snapshot {
   self: number;
   total: number;
   idle: number;
+  steal: number;
 }
 
 const TICK = 100; // USER_HZ on Linux
@@ -32,6 +35,7 @@ function snapshot(): Snapshot | undefined {
   try {
     const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
     const idle = (cpu[3] ?? 0) + (cpu[4] ?? 0); // idle + iowait
+    const steal = cpu[7] ?? 0;
     const total = cpu.slice(0, 8).reduce((a, b) => a + b, 0);
     let postgres = 0;
     for (const pid of readdirSync('/proc')) {
@@ -44,7 +48,7 @@ function snapshot(): Snapshot | undefined {
       }
     }
     const self = processTicks(readFileSync('/proc/self/stat', 'utf8'));
-    return { postgres: postgres / TICK, self: self / TICK, total: total / TICK, idle: idle / TICK };
+    return { postgres: postgres / TICK, self: self / TICK, total: total / TICK, idle: idle / TICK, steal: steal / TICK };
   } catch {
     return undefined; // no /proc: no split
   }
@@ -60,11 +64,21 @@ export function startCpuSplit(): (requests: number) => CpuSplit | undefined {
     const postgres = after.postgres - before.postgres;
     const self = after.self - before.self;
     const idle = after.idle - before.idle;
-    const busy = after.total - before.total - idle;
-    return { postgresUs: per(postgres), loadGeneratorUs: per(self), otherUs: per(Math.max(0, busy - postgres - self)), idleUs: per(idle) };
+    const steal = after.steal - before.steal;
+    const busy = after.total - before.total - idle - steal;
+    return {
+      postgresUs: per(postgres),
+      loadGeneratorUs: per(self),
+      otherUs: per(Math.max(0, busy - postgres - self)),
+      idleUs: per(idle),
+      stealUs: per(steal),
+    };
   };
 }
 
 export function describeCpuSplit(s: CpuSplit): string {
-  return `CPU per request: server ${s.otherUs} µs, PostgreSQL ${s.postgresUs} µs, load generator ${s.loadGeneratorUs} µs, idle ${s.idleUs} µs`;
+  return (
+    `CPU per request: server ${s.otherUs} µs, PostgreSQL ${s.postgresUs} µs, load generator ${s.loadGeneratorUs} µs, idle ${s.idleUs} µs` +
+    (s.stealUs ? `, stolen by the hypervisor ${s.stealUs} µs` : '')
+  );
 }

@@ -99,6 +99,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       closers.unshift(() => source.close());
     }
     const logKeys = new LogKeys({ db, wrapper, signingKey, name: logOrigin(config), log });
+    closers.unshift(() => logKeys.close()); // after the sealer and the witness, which sign with them
     const network = buildNetwork({
       config,
       topology,

@@ -3,8 +3,17 @@ import { IntegrityError, type KeyWrapper } from '../hsm/key-wrapper.js';
 import type { SigningKey } from '../hsm/signing-key.js';
 import type { Logger } from '../log.js';
 import type { Db } from '../store/db.js';
-import { mlDsa65KeyPair } from './ml-dsa-note.js';
+import { mlDsa65KeyPair, type MlDsaKeyPair } from './ml-dsa-note.js';
+import { MlDsaThread } from './ml-dsa-thread.js';
 import { ecdsaLogSigner, mlDsaLogSigner, type LogSigner } from './vkeys.js';
+
+interface LogKeysOptions {
+  db: Db;
+  wrapper: KeyWrapper;
+  signingKey: SigningKey;
+  name: string;
+  log: Logger;
+}
 
 /**
  * The keys that sign the custody log's checkpoints: the HSM's ECDSA P-256 key and, beside it, an ML-DSA-65 key. No
@@ -14,12 +23,14 @@ import { ecdsaLogSigner, mlDsaLogSigner, type LogSigner } from './vkeys.js';
  *
  * A seed that no longer unseals (hsm-mock: a new software KEK on every start) is replaced by a new key, and the log
  * says so: auditors then pin one more key.
+ *
+ * Returns the classical signer and the post-quantum key pair (LogKeys signs with it on a thread of its own).
  */
-export async function openLogSigners(opts: { db: Db; wrapper: KeyWrapper; signingKey: SigningKey; name: string; log: Logger }): Promise<LogSigner[]> {
+async function openLogKeys(opts: LogKeysOptions): Promise<{ classical: LogSigner; pq: MlDsaKeyPair }> {
   const { db, wrapper, name, log } = opts;
   const classical = ecdsaLogSigner(name, opts.signingKey.publicKey, (m) => opts.signingKey.sign(m));
   await db.query(`INSERT INTO audit_signing_key (vkey, algorithm, held_in) VALUES ($1, 'ecdsa-p256', 'hsm') ON CONFLICT DO NOTHING`, [classical.vkey]);
-  return [classical, await postQuantumSigner(db, wrapper, name, log)];
+  return { classical, pq: await postQuantumKeys(db, wrapper, name, log) };
 }
 
 /**
@@ -28,26 +39,39 @@ export async function openLogSigners(opts: { db: Db; wrapper: KeyWrapper; signin
  */
 export class LogKeys {
   private opening: Promise<LogSigner[]> | undefined;
+  private thread: MlDsaThread | undefined;
 
-  constructor(private readonly o: { db: Db; wrapper: KeyWrapper; signingKey: SigningKey; name: string; log: Logger }) {}
+  constructor(private readonly o: LogKeysOptions) {}
 
   /** The name the keys sign under (the log's origin). */
   get name(): string {
     return this.o.name;
   }
 
+  /** The ML-DSA-65 signatures are made on a thread of their own (MlDsaThread), off the request loop. */
   signers(): Promise<LogSigner[]> {
-    this.opening ??= openLogSigners(this.o).catch((err: unknown) => {
-      this.opening = undefined;
-      throw err;
-    });
+    this.opening ??= openLogKeys(this.o).then(
+      ({ classical, pq }) => {
+        const thread = (this.thread = new MlDsaThread(pq.secretKey));
+        return [classical, mlDsaLogSigner(this.o.name, pq, (m) => thread.sign(m))];
+      },
+      (err: unknown) => {
+        this.opening = undefined;
+        throw err;
+      },
+    );
     return this.opening;
+  }
+
+  /** Ends the ML-DSA signing thread: signatures asked for after close() fail. */
+  async close(): Promise<void> {
+    await this.thread?.close();
   }
 }
 
 const aadOf = (vkey: string) => Buffer.from(`qkms custody signing key\n${vkey}`, 'utf8');
 
-async function postQuantumSigner(db: Db, wrapper: KeyWrapper, name: string, log: Logger): Promise<LogSigner> {
+async function postQuantumKeys(db: Db, wrapper: KeyWrapper, name: string, log: Logger): Promise<MlDsaKeyPair> {
   const { rows } = await db.query<{ vkey: string; sealed_secret: Buffer }>(
     `SELECT vkey, sealed_secret FROM audit_signing_key
       WHERE algorithm = 'ml-dsa-65' AND starts_with(vkey, $1) ORDER BY created_at DESC LIMIT 1`,
@@ -58,9 +82,9 @@ async function postQuantumSigner(db: Db, wrapper: KeyWrapper, name: string, log:
     const s = stored.sealed_secret;
     try {
       const seed = await wrapper.decrypt({ kekVersion: s.readInt32BE(0), iv: s.subarray(4, 16), ciphertext: s.subarray(16) }, aadOf(stored.vkey));
-      const signer = mlDsaLogSigner(name, mlDsa65KeyPair(seed));
+      const keys = mlDsa65KeyPair(seed);
       seed.fill(0);
-      if (signer.vkey === stored.vkey) return signer;
+      if (mlDsaLogSigner(name, keys).vkey === stored.vkey) return keys;
       throw new IntegrityError('the unsealed seed gives another key');
     } catch (err) {
       if (!(err instanceof IntegrityError)) throw err; // the HSM is unavailable: try again later, keep the key
@@ -68,7 +92,8 @@ async function postQuantumSigner(db: Db, wrapper: KeyWrapper, name: string, log:
     }
   }
   const seed = randomBytes(32);
-  const signer = mlDsaLogSigner(name, mlDsa65KeyPair(seed));
+  const keys = mlDsa65KeyPair(seed);
+  const signer = mlDsaLogSigner(name, keys);
   const sealed = await wrapper.encrypt(seed, aadOf(signer.vkey));
   seed.fill(0);
   const version = Buffer.alloc(4);
@@ -78,7 +103,7 @@ async function postQuantumSigner(db: Db, wrapper: KeyWrapper, name: string, log:
     Buffer.concat([version, sealed.iv, sealed.ciphertext]),
   ]);
   log.info({ key: signer.vkey.split('+', 2).join('+') }, 'made a new ML-DSA-65 checkpoint signing key (kms audit keys prints it whole)');
-  return signer;
+  return keys;
 }
 
 /** Every verifier key that ever signed this log's checkpoints, oldest first. */

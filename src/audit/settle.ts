@@ -20,7 +20,10 @@ import type { Db } from '../store/db.js';
  * other databases cannot draw our numbers, so they are not waited for.
  */
 export async function settledSeq(db: Db, opts: { waitMs: number; pollMs?: number }): Promise<number | undefined> {
-  const pollMs = opts.pollMs ?? 5;
+  // Polls every pollMs at first, then less often (up to 4×): most transactions in flight end within a few
+  // milliseconds, but under load some take a hundred, and each poll is a query on the KME's own pool.
+  let pollMs = opts.pollMs ?? 5;
+  const maxPollMs = pollMs * 4;
   const drawn = await db.query<{ last: string }>(
     `SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS last FROM audit_event_seq`,
   );
@@ -37,6 +40,7 @@ export async function settledSeq(db: Db, opts: { waitMs: number; pollMs?: number
     if (still.rows[0]!.n === 0) break;
     if (Date.now() >= deadline) return undefined;
     await new Promise((r) => setTimeout(r, pollMs));
+    pollMs = Math.min(maxPollMs, pollMs * 2);
   }
   return last;
 }

@@ -65,8 +65,11 @@ function safely(check: () => boolean): boolean {
   }
 }
 
-/** The post-quantum signer of the log (src/audit/ml-dsa-note.ts) with its verifier key. */
-export function mlDsaLogSigner(name: string, keys: MlDsaKeyPair): LogSigner {
+/**
+ * The post-quantum signer of the log (src/audit/ml-dsa-note.ts) with its verifier key; `sign` replaces the in-thread
+ * signature (the KME signs on a thread of its own: src/audit/ml-dsa-thread.ts).
+ */
+export function mlDsaLogSigner(name: string, keys: MlDsaKeyPair, sign?: (message: Buffer) => Promise<Buffer>): LogSigner {
   const signer = mlDsa65Signer(name, keys);
-  return { ...signer, algorithm: 'ml-dsa-65', vkey: vkeyOf(name, signer.keyId, ML_DSA_65, Buffer.from(keys.publicKey)) };
+  return { ...signer, ...(sign ? { sign } : {}), algorithm: 'ml-dsa-65', vkey: vkeyOf(name, signer.keyId, ML_DSA_65, Buffer.from(keys.publicKey)) };
 }

@@ -226,6 +226,7 @@ t.test('a whole log replaced by a self-consistent forgery, signed by another key
     t.ok(r.problem?.seq !== undefined, `named: seq ${r.problem?.seq}`);
   } finally {
     await sealer.close();
+    await keys.close();
     await db.end();
     await forgery.drop();
   }

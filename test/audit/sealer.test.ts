@@ -41,11 +41,13 @@ t.teardown(async () => {
 
 /** A sealer for one test; it gives up the leader lock when the test ends, for the next test's sealer. */
 function sealer(t: Test): Sealer {
-  const s = new Sealer({ db, databaseUrl: tdb.url, keys: new LogKeys({ db, wrapper, signingKey, name: origin, log }), everyMs: 20, log });
-  t.teardown(() => s.close());
+  const keys = new LogKeys({ db, wrapper, signingKey, name: origin, log });
+  const s = new Sealer({ db, databaseUrl: tdb.url, keys, everyMs: 20, log });
+  t.teardown(async () => (await s.close(), await keys.close()));
   return s;
 }
-const event = (i: number) => auditBody({ operation: 'status', outcome: 'refused', actor: `sae:W${i}`, detail: { i } });
+// Not ASCII only: the sealer hashes the bodies as UTF-8 in SQL, checked here against eventLeafHash.
+const event = (i: number) => auditBody({ operation: 'status', outcome: 'refused', actor: `sae:W${i}`, detail: { i, site: 'Zürich–Genève ✓' } });
 
 /** Everything sealed so far agrees with the table: each leaf is its event, or a gap where no event is committed. */
 async function checkSealed(t: Test): Promise<{ size: number; gaps: number; events: number }> {
