@@ -39,7 +39,9 @@ export class MlDsaThread {
   }
 
   private start(): { thread: Worker; pending: Pending } {
-    const thread = new Worker(ENTRY, { workerData: { secretKey: this.secretKey } satisfies MlDsaWorkerData });
+    // A signature allocates little: small heaps keep the thread's memory at about 15 MiB (22 MiB with V8's defaults).
+    const resourceLimits = { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 24 };
+    const thread = new Worker(ENTRY, { workerData: { secretKey: this.secretKey } satisfies MlDsaWorkerData, resourceLimits });
     const started = { thread, pending: new Map() as Pending };
     thread.unref();
     thread.on('message', (m: FromMlDsa) => {
