@@ -1,11 +1,10 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { SecureContextOptions, TLSSocket, TlsOptions } from 'node:tls';
-import { auditorOf, callerOf, peerOf } from './auth/client-certificate.js';
-import type { AuditorRegistry } from './auth/auditor-registry.js';
+import { auditorOf, callerOf, operatorOf, peerOf } from './auth/client-certificate.js';
 import type { AuditorService } from './audit/auditor-service.js';
-import type { PeerRegistry } from './auth/peer-registry.js';
 import type { PeerService } from './peers/peer-service.js';
-import type { SaeRegistry } from './auth/sae-registry.js';
+import type { Principals } from './auth/principals.js';
+import type { SaeAdmin } from './admin/sae-admin.js';
 import type { KeyService } from './keys/key-service.js';
 import type { Logger } from './log.js';
 import type { Db } from './store/db.js';
@@ -18,13 +17,14 @@ import { registerDocumentedRoutes, splitOpenapi } from './routes/index.js';
 
 export interface AppDeps {
   keys: KeyService;
-  registry: SaeRegistry;
-  /** The KME-to-KME API and who may call it. */
+  /** Who may call which API: SAEs, peer KMEs, auditors, operators (the registry's in-memory image). */
+  principals: Principals;
+  /** The KME-to-KME API. */
   peers: PeerService;
-  peerRegistry: PeerRegistry;
-  /** The auditor API and who may call it. */
+  /** The auditor API. */
   auditor: AuditorService;
-  auditorRegistry: AuditorRegistry;
+  /** The admin API's SAE operations. */
+  saeAdmin: SaeAdmin;
   /** Where refused and failed requests are audited (batched; unidentified callers counted). */
   refusals: RefusalLog;
   db: Db;
@@ -59,11 +59,21 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     const operation = operationOf(request.url);
     const caller =
       operation === 'peer_request'
-        ? peerOf(socket, deps.peerRegistry)
+        ? peerOf(socket, deps.principals)
         : operation === 'audit_request'
-          ? auditorOf(socket, deps.auditorRegistry)
-          : callerOf(socket, deps.registry);
-    const actor = !caller.ok ? 'anonymous' : 'kmeId' in caller ? `kme:${caller.kmeId}` : 'auditorId' in caller ? `auditor:${caller.auditorId}` : `sae:${caller.saeId}`;
+          ? auditorOf(socket, deps.principals)
+          : operation === 'admin_request'
+            ? operatorOf(socket, deps.principals)
+            : callerOf(socket, deps.principals);
+    const actor = !caller.ok
+      ? 'anonymous'
+      : 'kmeId' in caller
+        ? `kme:${caller.kmeId}`
+        : 'auditorId' in caller
+          ? `auditor:${caller.auditorId}`
+          : 'operatorId' in caller
+            ? `operator:${caller.operatorId}`
+            : `sae:${caller.saeId}`;
     const outcome = error.statusCode >= 500 ? 'failed' : 'refused';
     request.log.info({ status: error.statusCode, url: request.url, actor, reason: error.message }, outcome === 'failed' ? 'request failed' : 'request refused');
     deps.refusals.record({
@@ -77,24 +87,25 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   await registerDocumentedRoutes(app, {
     keys: deps.keys,
-    registry: deps.registry,
+    principals: deps.principals,
     peers: deps.peers,
-    peerRegistry: deps.peerRegistry,
     auditor: deps.auditor,
-    auditorRegistry: deps.auditorRegistry,
+    saeAdmin: deps.saeAdmin,
   });
   // Each audience gets its own contract: SAEs the ETSI 014 API, peer KMEs the KME-to-KME API, auditors theirs.
   const docs = splitOpenapi(() => app.swagger());
   app.get('/openapi.json', { schema: { hide: true } }, () => docs().etsi);
   app.get('/kmapi/openapi.json', { schema: { hide: true } }, () => docs().peer);
   app.get('/audit/openapi.json', { schema: { hide: true } }, () => docs().audit);
+  app.get('/admin/openapi.json', { schema: { hide: true } }, () => docs().admin);
   return app;
 }
 
-function operationOf(url: string): 'status' | 'deliver_master' | 'deliver_slave' | 'request' | 'peer_request' | 'audit_request' {
+function operationOf(url: string): 'status' | 'deliver_master' | 'deliver_slave' | 'request' | 'peer_request' | 'audit_request' | 'admin_request' {
   const path = url.split('?')[0] ?? '';
   if (path.startsWith('/kmapi/') || path.startsWith('/peer/')) return 'peer_request';
   if (path.startsWith('/audit/')) return 'audit_request';
+  if (path.startsWith('/admin/')) return 'admin_request';
   if (path.endsWith('/status')) return 'status';
   if (path.endsWith('/enc_keys')) return 'deliver_master';
   if (path.endsWith('/dec_keys')) return 'deliver_slave';

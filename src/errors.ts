@@ -1,9 +1,10 @@
 /**
  * The one error catalogue. Every failure a client can see is a KmsError with an ETSI 014 status (400, 401, 503;
- * 404/405 only for unknown routes) and an ETSI Error body `{message, details?}`. Anything else that escapes is an
- * internal fault: the HTTP layer turns it into a 503 whose body names only the request id (never internals).
+ * 404/405 only for unknown routes; the admin API also answers 404 for an unknown SAE and 409 for a change its state
+ * does not allow) and an ETSI Error body `{message, details?}`. Anything else that escapes is an internal fault: the
+ * HTTP layer turns it into a 503 whose body names only the request id (never internals).
  */
-export type EtsiStatus = 400 | 401 | 404 | 405 | 503;
+export type EtsiStatus = 400 | 401 | 404 | 405 | 409 | 503;
 
 export type ErrorDetail = Record<string, unknown>;
 
@@ -26,6 +27,10 @@ export class KmsError extends Error {
 export const badRequest = (message: string, details?: ErrorDetail[]) => new KmsError(400, message, details);
 export const unauthorized = (message: string, details?: ErrorDetail[]) => new KmsError(401, message, details);
 export const unavailable = (message: string, details?: ErrorDetail[]) => new KmsError(503, message, details);
+/** Admin API only: the thing named does not exist. */
+export const notFound = (message: string) => new KmsError(404, message);
+/** Admin API only: the change is not allowed from the present state (revoked already, ID taken, …). */
+export const conflict = (message: string) => new KmsError(409, message);
 
 /** Messages the standard mandates word for word (ETSI GS QKD 014 §6.2, §6.4). Clients match on them. */
 export const EtsiMessage = {

@@ -1,9 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
-import { PeerRegistry } from './auth/peer-registry.js';
-import { AuditorRegistry } from './auth/auditor-registry.js';
 import { AuditorService } from './audit/auditor-service.js';
-import { ConfigSaeRegistry } from './auth/sae-registry.js';
+import { PrincipalRegistry } from './auth/registry.js';
+import { SaeAdmin } from './admin/sae-admin.js';
 import { Barrier } from './barrier/barrier.js';
 import { ConfigError } from './config/load.js';
 import type { Config } from './config/schema.js';
@@ -27,6 +26,7 @@ import { LinkFigures } from './pool/link-figures.js';
 import type { LinkSource } from './sources/link-source.js';
 import { createSource } from './sources/registry.js';
 import { createDb, type Db } from './store/db.js';
+import { PrincipalChangeError } from './store/principals.js';
 import { checkSchema, migrate } from './store/migrate.js';
 import { ensureLink, nextSeq } from './store/pool.js';
 import { startStatisticsJob } from './lifecycle/statistics.js';
@@ -80,7 +80,10 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     const signingKey = opts.signingKey ?? (await openSigningKey(config.hsm, log));
     closers.unshift(() => signingKey.close());
     const barrier = new Barrier(wrapper);
-    const topology = new Topology(config);
+    const registry = await openRegistry(db, config, log);
+    closers.unshift(registry.start(REGISTRY_POLL_MS));
+    const { principals } = registry;
+    const topology = new Topology(config, (saeId) => principals.isRegistered('sae', saeId));
     const sources = new Map<string, LinkSource>();
     const figures = new Map<string, LinkFigures>();
     for (const link of config.links) {
@@ -112,7 +115,6 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       log,
     });
     closers.unshift(() => network.close());
-    const registry = new ConfigSaeRegistry(config.saes);
     const batcher = new MasterDeliveryBatcher({
       db,
       barrier,
@@ -133,16 +135,16 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       limits: config.keys,
       deadlineMs: config.requests.deadline_ms,
       maxQueued: config.requests.max_queued,
+      principals,
     });
     const refusals = new RefusalLog(db, log, config.kme_id);
     closers.unshift(() => refusals.close()); // after the API has closed: its last refusals are written too
     const app = await buildApp({
       keys,
-      registry,
+      principals,
       peers: network.peerService,
-      peerRegistry: new PeerRegistry(config.peers),
       auditor: new AuditorService(db, logOrigin(config)),
-      auditorRegistry: new AuditorRegistry(config.auditors),
+      saeAdmin: new SaeAdmin(db, registry),
       refusals,
       db,
       log,
@@ -221,6 +223,19 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     return { app, db, wrapper, sealer, refusals, ingesters, sources, figures, network, topology, url, close };
   } catch (err) {
     for (const c of closers) await c().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** How often a KME looks for registry changes made by another process: a revocation reaches it within this. */
+const REGISTRY_POLL_MS = 500;
+
+/** The registry of principals, seeded from the config; a seed the table refuses is a config error that says why. */
+async function openRegistry(db: Db, config: Config, log: Logger): Promise<PrincipalRegistry> {
+  try {
+    return await PrincipalRegistry.open(db, config, log);
+  } catch (err) {
+    if (err instanceof PrincipalChangeError) throw new ConfigError(`the config's saes, peers, auditors and operators: ${err.message}`);
     throw err;
   }
 }

@@ -8,7 +8,7 @@ import canonicalize from 'canonicalize';
 export interface AuditEvent {
   operation: AuditOperation;
   outcome: 'ok' | 'refused' | 'failed';
-  /** 'sae:SAE_A', 'kme:KME_A' for a KME (this one's own jobs, or a peer), 'auditor:AUD_1', or 'anonymous' when no certificate identified anyone. */
+  /** 'sae:SAE_A', 'kme:KME_A' for a KME (this one's own jobs, or a peer), 'auditor:AUD_1', 'operator:alice', or 'anonymous' when no certificate identified anyone. */
   actor: string;
   /** SHA-256 fingerprint of the client certificate (colon-separated hex), when there was one. */
   actorCert?: string;
@@ -34,7 +34,9 @@ export type AuditOperation =
   | 'witness' // this KME cosigned (or refused to cosign) a peer KME's custody checkpoint
   | 'request' // a request refused before its operation was known (bad route, no certificate, …)
   | 'peer_request' // a KME-to-KME request refused
-  | 'audit_request'; // an auditor API request refused
+  | 'audit_request' // an auditor API request refused
+  | 'principal' // an SAE, operator, auditor or peer KME enrolled, changed, suspended, resumed or revoked
+  | 'admin_request'; // an admin API request refused
 
 /** The canonical body: exactly the bytes the sealer (a later issue) will hash into the Merkle tree. */
 export function auditBody(e: AuditEvent): string {

@@ -39,9 +39,10 @@ export class MlDsaThread {
   }
 
   private start(): { thread: Worker; pending: Pending } {
-    // A signature allocates little: small heaps keep the thread's memory at about 15 MiB (22 MiB with V8's defaults).
-    const resourceLimits = { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 24 };
-    const thread = new Worker(ENTRY, { workerData: { secretKey: this.secretKey } satisfies MlDsaWorkerData, resourceLimits });
+    // A signature allocates little: a small young generation keeps the thread at about 15 MiB (22 MiB with V8's
+    // defaults); the old generation's cap is only a cap. No inherited flags: the entry loads what the thread needs.
+    const resourceLimits = { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 128 };
+    const thread = new Worker(ENTRY, { workerData: { secretKey: this.secretKey } satisfies MlDsaWorkerData, resourceLimits, execArgv: [] });
     const started = { thread, pending: new Map() as Pending };
     thread.unref();
     thread.on('message', (m: FromMlDsa) => {

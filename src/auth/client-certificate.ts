@@ -1,62 +1,50 @@
 import type { TLSSocket } from 'node:tls';
-import type { AuditorRegistry } from './auditor-registry.js';
-import type { PeerRegistry } from './peer-registry.js';
-import type { CertificateIdentity, SaeRegistry } from './sae-registry.js';
-
-/** Who is calling, as far as the TLS layer and the registry can tell. */
-export type Caller =
-  | { ok: true; saeId: string; certSha256: string }
-  | { ok: false; reason: string; certSha256?: string };
-
-/**
- * Resolves the caller of a mutual-TLS connection. Verification happened in the handshake (against the configured
- * CA); the server lets unverified clients finish the handshake only so that they get an ETSI 401 body explaining
- * why, instead of a bare TLS alert. Cached per socket: with keep-alive, one lookup serves every request.
- */
-export function callerOf(socket: TLSSocket, registry: SaeRegistry): Caller {
-  const cached = cache.get(socket);
-  if (cached) return cached;
-  const caller = resolve(socket, registry);
-  cache.set(socket, caller);
-  return caller;
-}
-
-const cache = new WeakMap<TLSSocket, Caller>();
+import type { Principals, Role } from './principals.js';
 
 /** A caller of one role: who its verified certificate says it is, or why it is nobody of that role. */
-type RoleCaller<Who> = ({ ok: true; certSha256: string } & Who) | { ok: false; reason: string; certSha256?: string };
-type Registry<Who> = { identify(cert: CertificateIdentity & { extKeyUsage?: string[] }): Who | { reason: string } };
+export type RoleCaller<Who> = ({ ok: true; certSha256: string } & Who) | { ok: false; reason: string; certSha256?: string };
 
-/** Resolves a caller against a role's registry, once per socket (`cache` is the role's). */
-function roleOf<Who extends object>(
-  socket: TLSSocket,
-  registry: Registry<Who>,
-  cache: WeakMap<TLSSocket, RoleCaller<Who>>,
-  what: string,
-): RoleCaller<Who> {
+/** The SAE calling the ETSI 014 API. */
+export type Caller = RoleCaller<{ saeId: string }>;
+/** The peer KME calling the KME-to-KME API. */
+export type PeerCaller = RoleCaller<{ kmeId: string }>;
+/** The auditor calling the auditor API. */
+export type AuditorCaller = RoleCaller<{ auditorId: string }>;
+/** The operator calling the admin API. */
+export type OperatorCaller = RoleCaller<{ operatorId: string }>;
+
+/**
+ * Resolves the caller of a mutual-TLS connection in one role. Verification happened in the handshake (against the
+ * configured CA); the server lets unverified clients finish the handshake only so that they get an ETSI 401 body
+ * explaining why, instead of a bare TLS alert. Cached per socket and per version of the registry: with keep-alive,
+ * one lookup serves every request until an operator changes the registry, and then the next request looks again (a
+ * suspended or revoked principal is refused on connections it already holds open).
+ */
+function roleOf<Who extends object>(socket: TLSSocket, principals: Principals, role: Role, who: (id: string) => Who, what: string): RoleCaller<Who> {
+  const cache = caches[role] as WeakMap<TLSSocket, { version: number; caller: RoleCaller<Who> }>;
   const cached = cache.get(socket);
-  if (cached) return cached;
+  if (cached?.version === principals.version) return cached.caller;
   const verified = verifiedCertificate(socket, what);
   let caller: RoleCaller<Who>;
   if (!verified.ok) caller = verified;
   else {
-    const found = registry.identify({ subjectCn: verified.cn, sha256: verified.certSha256, extKeyUsage: verified.extKeyUsage });
-    caller = 'reason' in found ? { ok: false, reason: found.reason, certSha256: verified.certSha256 } : { ok: true, certSha256: verified.certSha256, ...found };
+    const found = principals.identify(role, { subjectCn: verified.cn, sha256: verified.certSha256, extKeyUsage: verified.extKeyUsage });
+    caller = 'reason' in found ? { ok: false, reason: found.reason, certSha256: verified.certSha256 } : { ok: true, certSha256: verified.certSha256, ...who(found.id) };
   }
-  cache.set(socket, caller);
+  cache.set(socket, { version: principals.version, caller });
   return caller;
 }
 
-/** The peer KME calling over a mutual-TLS connection (the KME-to-KME API), cached per socket like `callerOf`. */
-export type PeerCaller = RoleCaller<{ kmeId: string }>;
-const peerCache = new WeakMap<TLSSocket, PeerCaller>();
-export const peerOf = (socket: TLSSocket, registry: PeerRegistry): PeerCaller => roleOf(socket, registry, peerCache, 'a KME certificate');
+const caches: Record<Role, WeakMap<TLSSocket, unknown>> = { sae: new WeakMap(), peer: new WeakMap(), auditor: new WeakMap(), operator: new WeakMap() };
 
-/** The auditor calling the auditor API, cached per socket like `callerOf`. */
-export type AuditorCaller = RoleCaller<{ auditorId: string }>;
-const auditorCache = new WeakMap<TLSSocket, AuditorCaller>();
-export const auditorOf = (socket: TLSSocket, registry: AuditorRegistry): AuditorCaller =>
-  roleOf(socket, registry, auditorCache, "an auditor's certificate");
+export const callerOf = (socket: TLSSocket, principals: Principals): Caller =>
+  roleOf(socket, principals, 'sae', (saeId) => ({ saeId }), 'an SAE certificate');
+export const peerOf = (socket: TLSSocket, principals: Principals): PeerCaller =>
+  roleOf(socket, principals, 'peer', (kmeId) => ({ kmeId }), 'a KME certificate');
+export const auditorOf = (socket: TLSSocket, principals: Principals): AuditorCaller =>
+  roleOf(socket, principals, 'auditor', (auditorId) => ({ auditorId }), "an auditor's certificate");
+export const operatorOf = (socket: TLSSocket, principals: Principals): OperatorCaller =>
+  roleOf(socket, principals, 'operator', (operatorId) => ({ operatorId }), "an operator's certificate");
 
 type Verified =
   | { ok: true; cn: string | undefined; certSha256: string; extKeyUsage: string[] }
@@ -76,17 +64,6 @@ function verifiedCertificate(socket: TLSSocket, what: string): Verified {
   }
   const cn = Array.isArray(cert.subject?.CN) ? cert.subject.CN[0] : cert.subject?.CN;
   return { ok: true, cn, certSha256, extKeyUsage: cert.ext_key_usage ?? [] };
-}
-
-function resolve(socket: TLSSocket, registry: SaeRegistry): Caller {
-  const verified = verifiedCertificate(socket, 'an SAE certificate');
-  if (!verified.ok) return verified;
-  const { cn, certSha256 } = verified;
-  const saeId = registry.identify({ subjectCn: cn, sha256: certSha256 });
-  if (!saeId) {
-    return { ok: false, reason: `client certificate (CN=${cn ?? '?'}) is not registered as an SAE of this KME`, certSha256 };
-  }
-  return { ok: true, saeId, certSha256 };
 }
 
 function describeTlsError(code: string): string {

@@ -17,6 +17,8 @@ export const DEMO_KMES = [
 const STRANGERS = ['SAE_X'];
 /** Reads the custody logs of all three KMEs through their auditor APIs (kms audit trace). */
 export const DEMO_AUDITOR = 'AUDITOR_1';
+/** The demo's operator: `kms sae …` uses its certificate by default (src/admin/client.ts). */
+export const DEMO_OPERATOR = 'OPERATOR_1';
 
 /**
  * The zero-setup demo: a QKD network of three KMEs in one process with everything embedded — one real PostgreSQL
@@ -49,6 +51,7 @@ export async function runDemo(log: Logger): Promise<{ close: () => Promise<void>
     saeIds: DEMO_KMES.flatMap((k) => [...k.saes]),
     strangerIds: STRANGERS,
     auditorIds: [DEMO_AUDITOR],
+    operatorIds: [DEMO_OPERATOR],
   });
   // The two devices of a simulated link derive their material from a shared seed (a fresh one every run).
   const seedFile = (link: string) => {
@@ -66,7 +69,7 @@ export async function runDemo(log: Logger): Promise<{ close: () => Promise<void>
     pki,
     keys: { max_key_count: 20_000 },
   });
-  for (const config of configs.values()) config.auditors = [{ id: DEMO_AUDITOR }];
+  for (const config of configs.values()) [config.auditors, config.operators] = [[{ id: DEMO_AUDITOR }], [{ id: DEMO_OPERATOR }]];
 
   const pg = await startEmbeddedPostgres();
   const running: RunningKms[] = [];
@@ -92,7 +95,8 @@ export async function runDemo(log: Logger): Promise<{ close: () => Promise<void>
     url: `https://localhost:${(running[i]!.app.server.address() as { port: number }).port}`,
     saes: [...k.saes],
   }));
-  writeFileSync(manifest, JSON.stringify({ kmes, ca: pki.ca, saes: pki.saes, strangers: pki.strangers, auditors: pki.auditors }, null, 2) + '\n');
+  const { ca, saes, strangers, auditors, operators } = pki;
+  writeFileSync(manifest, JSON.stringify({ kmes, ca, saes, strangers, auditors, operators }, null, 2) + '\n');
   log.info({ manifest, kmes: kmes.map((k) => `${k.id} ${k.url} (${k.saes.join(', ')})`) }, 'demo ready: certificates and URLs are in demo.json');
   return { close };
 }

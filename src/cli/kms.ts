@@ -13,8 +13,9 @@ const USAGE = `usage: kms <command> [options]
   migrate --config FILE     apply database migrations and exit (with database.app_role: as the owner, from
                             KMS_MIGRATE_DATABASE_URL, and grant the KME's role only what it needs)
   sim --config FILE         run simulated QKD device pairs that serve ETSI 014 to KMEs (docs/devices.md)
-  pki <init|issue-kme|issue-sae> …   issue a CA and KME/SAE certificates (kms pki help)
+  pki <init|issue-kme|issue-sae|issue-auditor|issue-operator> …   a CA and certificates (kms pki help)
   audit <keys|checkpoint|export|verify> …   the custody log for auditors (kms audit help)
+  sae <list|show|enroll|suspend|resume|revoke> …   SAEs, over the admin API (kms sae help)
 `;
 
 /** Entry point: returns the process exit code (or never returns for long-running commands). */
@@ -46,6 +47,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('./sim.js')).simCommand(rest, log);
     case 'pki':
       return (await import('../pki/cli.js')).pkiCommand(rest, (line) => process.stdout.write(line + '\n'));
+    case 'sae':
+      return (await import('../admin/cli.js')).saeCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case 'audit':
       return (await import('../audit/cli.js')).auditCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case undefined:

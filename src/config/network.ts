@@ -14,21 +14,24 @@ export function checkNetwork(config: Config, fail: (field: string, why: string) 
     peers.set(p.kme_id, i);
   });
 
-  // A certificate is an SAE's or a KME's, never both: the two roles must not share a certificate name.
-  const saeCns = new Map(config.saes.map((s) => [s.certificate_cn ?? s.id, s.id]));
-  config.peers.forEach((p, i) => {
-    const cn = p.certificate_cn ?? p.kme_id;
-    const sae = saeCns.get(cn);
-    if (sae) fail(`/peers/${i}`, `certificate CN ${cn} is also SAE ${sae}'s: a certificate is either an SAE's or a KME's`);
-  });
-  // Likewise an auditor's: reading the custody log is a role of its own (an SAE or KME certificate gets a 401 there).
-  const peerCns = new Set(config.peers.map((p) => p.certificate_cn ?? p.kme_id));
-  config.auditors.forEach((a, i) => {
-    const cn = a.certificate_cn ?? a.id;
-    const sae = saeCns.get(cn);
-    if (sae) fail(`/auditors/${i}`, `certificate CN ${cn} is also SAE ${sae}'s: an auditor's certificate is for auditing only`);
-    if (peerCns.has(cn)) fail(`/auditors/${i}`, `certificate CN ${cn} is also a peer KME's: an auditor's certificate is for auditing only`);
-  });
+  // A certificate name belongs to one principal of one role (SAE, peer KME, auditor, operator): a KME's certificate
+  // never gets keys as an SAE, an SAE's never reads the custody log, and so on (src/auth/principals.ts).
+  const cns = new Map<string, string>();
+  const claim = (field: string, cn: string, who: string) => {
+    const other = cns.get(cn);
+    if (other) fail(field, `certificate CN ${cn} is also ${other}'s: a certificate name belongs to one principal in one role`);
+    cns.set(cn, who);
+  };
+  config.saes.forEach((s, i) => claim(`/saes/${i}`, s.certificate_cn ?? s.id, `SAE ${s.id}`));
+  config.peers.forEach((p, i) => claim(`/peers/${i}`, p.certificate_cn ?? p.kme_id, `peer KME ${p.kme_id}`));
+  for (const [role, list] of [['auditor', config.auditors], ['operator', config.operators]] as const) {
+    const ids = new Set<string>();
+    list.forEach((p, i) => {
+      if (ids.has(p.id)) fail(`/${role}s/${i}/id`, `duplicate ${role} ${p.id}`);
+      ids.add(p.id);
+      claim(`/${role}s/${i}`, p.certificate_cn ?? p.id, `${role} ${p.id}`);
+    });
+  }
 
   const linkIds = new Set<string>();
   const linkedPeers = new Set<string>();

@@ -31,30 +31,41 @@ export const KeyLimitsSchema = Type.Object(
   { additionalProperties: false, default: {} },
 );
 
+const FingerprintPattern = '^([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$';
+
+/** Free-form labels of an SAE (asset, tenant, classification, geography, …), recorded with what it receives. */
+export const TagsSchema = Type.Record(Type.String({ pattern: '^[a-z][a-z0-9_]{0,31}$' }), Type.String({ maxLength: 128 }), {
+  maxProperties: 16,
+  description: 'labels such as asset, tenant, classification, geography (lower-case names, string values)',
+});
+
 export const SaeSchema = Type.Object(
   {
     id: Id('the SAE ID used in ETSI 014 paths'),
     certificate_cn: Type.Optional(Type.String({ minLength: 1, description: 'subject CN; defaults to the SAE ID' })),
     certificate_sha256: Type.Optional(
-      Type.String({
-        pattern: '^([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$',
-        description: 'pin one certificate by its SHA-256 fingerprint, in addition to the CN',
-      }),
+      Type.String({ pattern: FingerprintPattern, description: 'pin one certificate by its SHA-256 fingerprint, in addition to the CN' }),
     ),
+    allowed_peers: Type.Optional(
+      Type.Array(Id('an SAE ID'), { uniqueItems: true, maxItems: 1024, description: 'the SAEs it may share keys with; default: any' }),
+    ),
+    tags: Type.Optional(TagsSchema),
   },
   { additionalProperties: false },
 );
 
-export const AuditorSchema = Type.Object(
-  {
-    id: Id('the auditor, as named in logs and the custody log'),
-    certificate_cn: Type.Optional(Type.String({ minLength: 1, description: 'subject CN; defaults to the auditor ID' })),
-    certificate_sha256: Type.Optional(
-      Type.String({ pattern: '^([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$', description: 'pin one certificate by its SHA-256 fingerprint' }),
-    ),
-  },
-  { additionalProperties: false },
-);
+/** An auditor or an operator: a person's (or a tool's) client certificate, in a role of its own. */
+const PersonSchema = (role: string) =>
+  Type.Object(
+    {
+      id: Id(`the ${role}, as named in logs and the custody log`),
+      certificate_cn: Type.Optional(Type.String({ minLength: 1, description: `subject CN; defaults to the ${role}'s ID` })),
+      certificate_sha256: Type.Optional(Type.String({ pattern: FingerprintPattern, description: 'pin one certificate by its SHA-256 fingerprint' })),
+    },
+    { additionalProperties: false },
+  );
+export const AuditorSchema = PersonSchema('auditor');
+export const OperatorSchema = PersonSchema('operator');
 
 export const Pkcs11HsmSchema = Type.Object(
   {
@@ -267,6 +278,7 @@ export const ConfigSchema = Type.Object(
     hsm: HsmSchema,
     saes: Type.Array(SaeSchema, { minItems: 1 }),
     auditors: Type.Array(AuditorSchema, { default: [], description: 'who may read the custody log through the auditor API (/audit/v1)' }),
+    operators: Type.Array(OperatorSchema, { default: [], description: 'who may administer the KME through the admin API (/admin/v1) and `kms sae|key|pool|…`' }),
     keys: KeyLimitsSchema,
     requests: RequestLimitsSchema,
     links: Type.Optional(
@@ -287,6 +299,7 @@ export type Config = Omit<Static<typeof ConfigSchema>, 'links'> & { links: LinkC
 export type KeyLimits = Static<typeof KeyLimitsSchema>;
 export type SaeEntry = Static<typeof SaeSchema>;
 export type AuditorEntry = Static<typeof AuditorSchema>;
+export type OperatorEntry = Static<typeof OperatorSchema>;
 export type HsmConfig = Static<typeof HsmSchema>;
 export type SourceConfig = Static<typeof SourceSchema>;
 export type LinkConfig = Static<typeof LinkSchema>;

@@ -2,7 +2,8 @@ import type { Barrier } from '../barrier/barrier.js';
 import { IntegrityFailures } from '../barrier/barrier.js';
 import type { KeyLimits } from '../config/schema.js';
 import { auditBody } from '../audit/event.js';
-import { badRequest, KmsError, unavailable } from '../errors.js';
+import type { Principals } from '../auth/principals.js';
+import { badRequest, KmsError, unauthorized, unavailable } from '../errors.js';
 import type { LinkSync } from '../peers/link-sync.js';
 import type { LinkFigures } from '../pool/link-figures.js';
 import type { Topology } from '../peers/topology.js';
@@ -32,6 +33,8 @@ export interface KeyServiceDeps {
   deadlineMs: number;
   /** Get key with key IDs requests that may wait for a transaction (more get a 503 at once). */
   maxQueued: number;
+  /** The registry: the status and allowed peers of this KME's SAEs. None: every pair of registered SAEs may share keys. */
+  principals?: Principals;
 }
 
 /**
@@ -104,6 +107,7 @@ export class KeyService {
       isRegistered: (id) => this.deps.topology.kmeOf(id) !== undefined,
     });
     const slaveSaeIds = [slave, ...additionalSlaves];
+    for (const s of additionalSlaves) this.checkSharing(caller.saeId, s);
     const plan = planDelivery(this.deps.topology, slaveSaeIds, { routeType });
     for (const hop of plan.hops) {
       const state = this.deps.linkSync?.state(hop.link.linkId);
@@ -129,6 +133,7 @@ export class KeyService {
     if (this.deps.topology.kmeOf(master) === undefined) {
       throw badRequest(`master SAE ${master} is not registered at this KME or in its network`);
     }
+    this.checkSharing(master, caller.saeId);
     const keyIds = checkKeyIds(requestedIds, this.deps.limits);
     return this.slaves.submit('dec_keys', { caller, master, keyIds, deadline: Date.now() + this.deps.deadlineMs }).catch(databaseDown);
   }
@@ -212,6 +217,22 @@ export class KeyService {
     if (this.deps.topology.kmeOf(slave) === undefined) {
       throw badRequest(`slave SAE ${slave} is not registered at this KME or in its network`);
     }
+    this.checkSharing(master, slave);
+  }
+
+  /**
+   * Whether the registry lets `master` share keys with `slave`: a slave of this KME that an operator suspended or
+   * revoked gets no keys (400: the request names an SAE that cannot take part), and each side's allowed peers, where
+   * set, must name the other (401: the pair is not authorized). The status of the caller itself was checked with its
+   * certificate; remote SAEs are their own KME's to check.
+   */
+  private checkSharing(master: string, slave: string): void {
+    const { principals } = this.deps;
+    if (!principals) return;
+    const [m, s] = [principals.get('sae', master), principals.get('sae', slave)];
+    if (s && s.status !== 'active') throw badRequest(`slave SAE ${slave} is ${s.status} by an operator: it gets no keys`);
+    if (m?.allowedPeers && !m.allowedPeers.includes(slave)) throw unauthorized(`SAE ${master} may not share keys with ${slave}: it is not among ${master}'s allowed peers`);
+    if (s?.allowedPeers && !s.allowedPeers.includes(master)) throw unauthorized(`SAE ${slave} may not share keys with ${master}: it is not among ${slave}'s allowed peers`);
   }
 }
 

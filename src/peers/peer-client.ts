@@ -1,7 +1,7 @@
 import { Agent, request } from 'node:https';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
 import { checkServerIdentity } from 'node:tls';
-import { matchesPin } from '../auth/sae-registry.js';
+import { matchesPin } from '../auth/principals.js';
 import type { PeerConfig } from '../config/schema.js';
 
 /**

@@ -13,11 +13,12 @@ export interface LinkInfo {
 /**
  * Where every SAE of the network is and how to get there, from the validated config (src/config/network.ts
  * checked it at boot): local SAEs, remote SAEs with their KME, the next hop towards each KME, and the link
- * that carries material to each peer. Immutable; cheap lookups only.
+ * that carries material to each peer. Immutable but for the local SAEs, which operators enroll while the KME runs
+ * (`isLocalSae`: the registry of principals); cheap lookups only.
  */
 export class Topology {
   readonly kmeId: string;
-  private readonly localSaes: Set<string>;
+  private readonly isLocalSae: (saeId: string) => boolean;
   private readonly remoteSaes = new Map<string, string>();
   private readonly nextHops = new Map<string, string>();
   private readonly peers = new Map<string, PeerConfig>();
@@ -25,9 +26,11 @@ export class Topology {
   private readonly linkToPeer = new Map<string, LinkInfo>();
   private readonly loopbackLink: LinkInfo | undefined;
 
-  constructor(config: Config) {
+  /** `isLocalSae`: whether an SAE ID is registered at this KME; default: listed in the config's saes. */
+  constructor(config: Config, isLocalSae?: (saeId: string) => boolean) {
     this.kmeId = config.kme_id;
-    this.localSaes = new Set(config.saes.map((s) => s.id));
+    const configured = new Set(config.saes.map((s) => s.id));
+    this.isLocalSae = isLocalSae ?? ((id) => configured.has(id));
     for (const p of config.peers) {
       this.peers.set(p.kme_id, p);
       this.nextHops.set(p.kme_id, p.kme_id);
@@ -52,11 +55,11 @@ export class Topology {
 
   /** The KME an SAE is attached to, or undefined for an SAE nobody configured. */
   kmeOf(saeId: string): string | undefined {
-    return this.localSaes.has(saeId) ? this.kmeId : this.remoteSaes.get(saeId);
+    return this.isLocalSae(saeId) ? this.kmeId : this.remoteSaes.get(saeId);
   }
 
   isLocal(saeId: string): boolean {
-    return this.localSaes.has(saeId);
+    return this.isLocalSae(saeId);
   }
 
   /** The peer to send to for a KME (itself when adjacent); undefined when unreachable or local. */

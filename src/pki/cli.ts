@@ -27,6 +27,8 @@ commands:
       SAE client certificate, CN = SAE ID: OUT/sae-<id>.crt, OUT/sae-<id>.key
   issue-auditor --ca-dir DIR --id AUDITOR_ID [--out DIR] [--days N]
       auditor client certificate (for the auditor API), CN = auditor ID: OUT/auditor-<id>.crt, .key
+  issue-operator --ca-dir DIR --id OPERATOR_ID [--out DIR] [--days N]
+      operator client certificate (for the admin API and kms sae …), CN = operator ID: OUT/operator-<id>.crt, .key
   help
       this text
 
@@ -43,6 +45,7 @@ const COMMANDS: Record<string, Options> = {
   "issue-kme": { ...COMMON, dns: { type: "string", multiple: true }, ip: { type: "string", multiple: true } },
   "issue-sae": COMMON,
   "issue-auditor": COMMON,
+  "issue-operator": COMMON,
 };
 
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
@@ -119,8 +122,8 @@ async function issueKme(v: Values, out: (line: string) => void): Promise<void> {
   report(out, issued, writeIssued(dir, `kme-${kmeId}`, issued));
 }
 
-/** A client certificate (SAE or auditor: the config, not the certificate, says which role a CN has). */
-async function issueClient(v: Values, out: (line: string) => void, prefix: "sae" | "auditor"): Promise<void> {
+/** A client certificate (SAE, auditor or operator: the registry, not the certificate, says which role a CN has). */
+async function issueClient(v: Values, out: (line: string) => void, prefix: "sae" | "auditor" | "operator"): Promise<void> {
   const clientId = id(v);
   const lifetime = days(v);
   const ca = await loadCa(v);
@@ -153,7 +156,7 @@ export async function pkiCommand(argv: string[], out: (line: string) => void): P
   try {
     if (command === "init") await init(values, out);
     else if (command === "issue-kme") await issueKme(values, out);
-    else await issueClient(values, out, command === "issue-auditor" ? "auditor" : "sae");
+    else await issueClient(values, out, command === "issue-auditor" ? "auditor" : command === "issue-operator" ? "operator" : "sae");
     return 0;
   } catch (e) {
     out(`${command}: ${(e as Error).message}`);

@@ -22,6 +22,8 @@ export type DemoPki = {
   strangers: Record<string, CertFiles>;
   /** Auditor client certificates (the config gives their CNs the auditor role). */
   auditors: Record<string, CertFiles>;
+  /** Operator client certificates (the config gives their CNs the operator role). */
+  operators: Record<string, CertFiles>;
 };
 
 const DAY_MS = 86_400_000;
@@ -57,15 +59,17 @@ async function reusableLeaf(ca: Issued, files: CertFiles, id: string): Promise<b
 }
 
 /** Creates (or reuses) the demo CA and leaf certificates under `dir`. File names: ca.{crt,key},
- * kme-<id>.{crt,key}, sae-<id>.{crt,key}, stranger-<id>.{crt,key}, auditor-<id>.{crt,key}. Returns absolute paths. */
+ * kme-<id>.{crt,key}, sae-<id>.{crt,key}, stranger-<id>.{crt,key}, auditor-<id>.{crt,key}, operator-<id>.{crt,key}.
+ * Returns absolute paths. */
 export async function ensureDemoPki(
   dir: string,
-  opts: { kmeIds: string[]; saeIds: string[]; strangerIds: string[]; auditorIds?: string[] },
+  opts: { kmeIds: string[]; saeIds: string[]; strangerIds: string[]; auditorIds?: string[]; operatorIds?: string[] },
 ): Promise<DemoPki> {
   const abs = resolve(dir);
   mkdirSync(abs, { recursive: true });
   const auditorIds = opts.auditorIds ?? [];
-  for (const id of [...opts.kmeIds, ...opts.saeIds, ...opts.strangerIds, ...auditorIds]) {
+  const operatorIds = opts.operatorIds ?? [];
+  for (const id of [...opts.kmeIds, ...opts.saeIds, ...opts.strangerIds, ...auditorIds, ...operatorIds]) {
     const problem = entityIdProblem(id); // IDs become file names and certificate CNs
     if (problem) throw new Error(problem);
   }
@@ -81,7 +85,7 @@ export async function ensureDemoPki(
     return writeIssued(abs, `${prefix}-${id}`, await issue());
   };
 
-  const result: DemoPki = { ca: join(abs, "ca.crt"), kmes: {}, saes: {}, strangers: {}, auditors: {} };
+  const result: DemoPki = { ca: join(abs, "ca.crt"), kmes: {}, saes: {}, strangers: {}, auditors: {}, operators: {} };
   for (const id of opts.kmeIds) {
     result.kmes[id] = await ensure("kme", id, () =>
       issueServerCert(ca, { commonName: id, dnsNames: ["localhost"], ipAddresses: ["127.0.0.1", "::1"] }),
@@ -95,6 +99,9 @@ export async function ensureDemoPki(
   }
   for (const id of auditorIds) {
     result.auditors[id] = await ensure("auditor", id, () => issueClientCert(ca, { commonName: id }));
+  }
+  for (const id of operatorIds) {
+    result.operators[id] = await ensure("operator", id, () => issueClientCert(ca, { commonName: id }));
   }
   return result;
 }

@@ -2,7 +2,8 @@ import fastifySwagger from '@fastify/swagger';
 import type { FastifyInstance } from 'fastify';
 import type { Etsi014Options } from './etsi014/index.js';
 import { etsi014Routes } from './etsi014/index.js';
-import { auditDocumentInfo, openapiDocument, peerDocumentInfo } from './openapi.js';
+import { adminDocumentInfo, auditDocumentInfo, openapiDocument, peerDocumentInfo } from './openapi.js';
+import { adminRoutes, type AdminRouteOptions } from './admin/index.js';
 import { auditRoutes, type AuditRouteOptions } from './audit/index.js';
 import { peerRoutes, type PeerRouteOptions } from './peer/index.js';
 
@@ -11,11 +12,12 @@ import { peerRoutes, type PeerRouteOptions } from './peer/index.js';
  * so that the running service and `npm run openapi` (which registers the same on a bare app) cannot describe
  * different routes.
  */
-export async function registerDocumentedRoutes(app: FastifyInstance, opts: Etsi014Options & PeerRouteOptions & AuditRouteOptions): Promise<void> {
+export async function registerDocumentedRoutes(app: FastifyInstance, opts: Etsi014Options & PeerRouteOptions & AuditRouteOptions & AdminRouteOptions): Promise<void> {
   await app.register(fastifySwagger, { openapi: openapiDocument, hideUntagged: true });
-  await app.register(etsi014Routes, { prefix: '/api/v1/keys', keys: opts.keys, registry: opts.registry });
-  await app.register(peerRoutes, { peers: opts.peers, peerRegistry: opts.peerRegistry });
-  await app.register(auditRoutes, { auditor: opts.auditor, auditorRegistry: opts.auditorRegistry });
+  await app.register(etsi014Routes, { prefix: '/api/v1/keys', keys: opts.keys, principals: opts.principals });
+  await app.register(peerRoutes, { peers: opts.peers, principals: opts.principals });
+  await app.register(auditRoutes, { auditor: opts.auditor, principals: opts.principals });
+  await app.register(adminRoutes, { saeAdmin: opts.saeAdmin, principals: opts.principals });
 }
 
 export interface OpenapiDocuments {
@@ -25,6 +27,8 @@ export interface OpenapiDocuments {
   peer: unknown;
   /** The auditor API (openapi/kme-audit.json). */
   audit: unknown;
+  /** The admin API (openapi/kme-admin.json). */
+  admin: unknown;
 }
 
 /**
@@ -39,9 +43,10 @@ export function splitOpenapi(generate: () => unknown): () => OpenapiDocuments {
     const pick = (keep: (path: string) => boolean) => Object.fromEntries(Object.entries(all.paths ?? {}).filter(([p]) => keep(p)));
     const isPeer = (p: string) => p.startsWith('/kmapi/') || p.startsWith('/peer/');
     const isAudit = (p: string) => p.startsWith('/audit/');
-    const others = [peerDocumentInfo.tag, auditDocumentInfo.tag];
+    const isAdmin = (p: string) => p.startsWith('/admin/');
+    const others = [peerDocumentInfo.tag, auditDocumentInfo.tag, adminDocumentInfo.tag];
     docs = {
-      etsi: { ...all, tags: all.tags?.filter((t) => !others.includes(t.name)), paths: pick((p) => !isPeer(p) && !isAudit(p)) },
+      etsi: { ...all, tags: all.tags?.filter((t) => !others.includes(t.name)), paths: pick((p) => !isPeer(p) && !isAudit(p) && !isAdmin(p)) },
       peer: {
         ...all,
         info: peerDocumentInfo.info,
@@ -53,6 +58,12 @@ export function splitOpenapi(generate: () => unknown): () => OpenapiDocuments {
         info: auditDocumentInfo.info,
         tags: [{ name: auditDocumentInfo.tag }],
         paths: pick(isAudit),
+      },
+      admin: {
+        ...all,
+        info: adminDocumentInfo.info,
+        tags: [{ name: adminDocumentInfo.tag }],
+        paths: pick(isAdmin),
       },
     };
     return docs;

@@ -2,10 +2,9 @@ import { fileURLToPath } from 'node:url';
 import Fastify from 'fastify';
 import { registerDocumentedRoutes, splitOpenapi, type OpenapiDocuments } from './index.js';
 import type { KeyService } from '../keys/key-service.js';
-import type { SaeRegistry } from '../auth/sae-registry.js';
 import type { PeerService } from '../peers/peer-service.js';
-import type { PeerRegistry } from '../auth/peer-registry.js';
-import type { AuditorRegistry } from '../auth/auditor-registry.js';
+import { Principals } from '../auth/principals.js';
+import type { SaeAdmin } from '../admin/sae-admin.js';
 import type { AuditorService } from '../audit/auditor-service.js';
 
 /** The published contracts, committed. */
@@ -13,6 +12,7 @@ export const OPENAPI_FILES = {
   etsi: fileURLToPath(new URL('../../openapi/etsi-gs-qkd-014.json', import.meta.url)),
   peer: fileURLToPath(new URL('../../openapi/kme-peer.json', import.meta.url)),
   audit: fileURLToPath(new URL('../../openapi/kme-audit.json', import.meta.url)),
+  admin: fileURLToPath(new URL('../../openapi/kme-admin.json', import.meta.url)),
 };
 
 /**
@@ -22,8 +22,8 @@ export const OPENAPI_FILES = {
  */
 export async function generatedOpenapi(): Promise<OpenapiDocuments> {
   const app = Fastify();
-  const unused = {} as KeyService & SaeRegistry & PeerService & PeerRegistry & AuditorService & AuditorRegistry;
-  await registerDocumentedRoutes(app, { keys: unused, registry: unused, peers: unused, peerRegistry: unused, auditor: unused, auditorRegistry: unused });
+  const unused = {} as KeyService & PeerService & AuditorService & SaeAdmin;
+  await registerDocumentedRoutes(app, { keys: unused, peers: unused, auditor: unused, saeAdmin: unused, principals: new Principals() });
   await app.ready();
   const docs = splitOpenapi(() => app.swagger())();
   await app.close();

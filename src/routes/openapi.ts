@@ -14,7 +14,7 @@ export const openapiDocument = {
       'All sizes are in bits. Errors always carry the ETSI Error body.',
   },
   servers: [{ url: 'https://localhost:8443' }],
-  tags: [{ name: 'ETSI GS QKD 014' }, { name: 'KME to KME' }, { name: 'Custody log' }],
+  tags: [{ name: 'ETSI GS QKD 014' }, { name: 'KME to KME' }, { name: 'Custody log' }, { name: 'Administration' }],
 };
 
 export const peerDocumentInfo = {
@@ -41,5 +41,18 @@ export const auditDocumentInfo = {
       'order of sequence number, into an RFC 9162 Merkle tree and signs C2SP checkpoints with an HSM-held ECDSA P-256 ' +
       'key and an ML-DSA-65 key. Proofs are pinned to signed checkpoints; `kms audit verify` checks an export offline. ' +
       'Errors carry the ETSI 014 Error body.',
+  },
+};
+
+export const adminDocumentInfo = {
+  tag: 'Administration',
+  info: {
+    title: 'QKD KMS — admin API',
+    version: '1.0.0',
+    description:
+      "How operators run a KME (docs/operators.md), over mutual TLS with certificates of the operator role only (an " +
+      'SAE, auditor or KME certificate gets 401). SAEs: enroll, list, suspend, resume, revoke. Every change is an ' +
+      'event of the custody log with the operator as its actor. The `kms sae …` commands call this API. Errors carry ' +
+      'the ETSI 014 Error body; 404 names an unknown SAE and 409 a change its present state does not allow.',
   },
 };

@@ -20,7 +20,8 @@ t.test('kms demo: three KMEs, demo.json, keys across the network, clean exit', a
   t.match(demo.stdout, /NOT an HSM/);
 
   const m = JSON.parse(readFileSync(manifest, 'utf8'));
-  t.same(Object.keys(m).sort(), ['auditors', 'ca', 'kmes', 'saes', 'strangers']);
+  t.same(Object.keys(m).sort(), ['auditors', 'ca', 'kmes', 'operators', 'saes', 'strangers']);
+  t.ok(m.operators.OPERATOR_1?.cert, 'the operator certificate that kms sae … uses by default');
   t.ok(m.auditors.AUDITOR_1?.cert, 'the auditor certificate that reads the three logs (kms audit trace)');
   t.same(m.kmes.map((k: { id: string }) => k.id), ['KME_A', 'KME_B', 'KME_C'], 'KME_A first');
   t.match(m.kmes[0], { id: 'KME_A', url: /^https:\/\/localhost:\d+$/, saes: ['SAE_A', 'SAE_D'] });
@@ -50,6 +51,13 @@ t.test('kms demo: three KMEs, demo.json, keys across the network, clean exit', a
     t.same(dec.body, enc.body, `${what}: the same key for ${slave} from its own KME`);
   }
   t.equal((await x.get('/api/v1/keys/SAE_B/status')).status, 401, 'the stranger gets nothing');
+
+  // An operator at the demo, as the README shows: kms sae with nothing but the demo's folder.
+  const list = runKms(['sae', 'list', '--demo', dir, '--kme', 'KME_B']);
+  t.equal(await list.exited, 0, list.stderr);
+  t.match(list.stdout, /^SAE\s+STATUS\s+CERTIFICATE CN/m, 'a table');
+  t.match(list.stdout, /^SAE_B\s+active\s+SAE_B\s+any\s+-\s+config/m, "KME_B's SAE");
+  t.notMatch(list.stdout, /SAE_A/, "KME_A's SAEs are KME_A's");
 
   demo.child.kill('SIGTERM');
   t.equal(await demo.exited, 0);

@@ -24,7 +24,7 @@ export interface TestKms {
   wrapper: KeyWrapper;
   /** Everything the KME logged, for tests that search logs for key material. */
   logs: () => string;
-  /** A keep-alive client with the certificate of a registered SAE (or a stranger's, or the auditor AUDITOR_1's). */
+  /** A keep-alive client with the certificate of a registered SAE (or a stranger's, the auditor AUDITOR_1's or the operator OPERATOR_1's). */
   client: (sae: string) => EtsiClient;
   close: () => Promise<void>;
 }
@@ -35,7 +35,7 @@ function testPki() {
   sharedPki ??= (async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kms-test-pki-'));
     process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
-    return { dir, pki: await ensureDemoPki(dir, { kmeIds: ['KME_T'], saeIds: [...SAES], strangerIds: ['SAE_X'], auditorIds: ['AUDITOR_1'] }) };
+    return { dir, pki: await ensureDemoPki(dir, { kmeIds: ['KME_T'], saeIds: [...SAES], strangerIds: ['SAE_X'], auditorIds: ['AUDITOR_1'], operatorIds: ['OPERATOR_1'] }) };
   })();
   return sharedPki;
 }
@@ -142,6 +142,7 @@ export async function startTestKms(
     hsm: !opts.wrapper && hsm === 'softhsm' ? softHsmConfig(opts.kekLabel) : { type: 'mock' },
     saes: opts.saes ?? SAES.map((id) => ({ id })),
     auditors: [{ id: 'AUDITOR_1' }],
+    operators: [{ id: 'OPERATOR_1' }],
     keys: { max_key_count: 2000, ...opts.keys },
     requests: opts.requests ?? {},
     links: [{ link_id: 'KME_T-loopback', source: { type: 'simulator', rate_bits_per_second: opts.rate ?? 50_000_000 } }],
@@ -159,7 +160,7 @@ export async function startTestKms(
   const wrapper = kms.wrapper;
   if (opts.fill !== false) await waitForPool(kms, config.keys.max_key_count);
   const clients: EtsiClient[] = [];
-  const identities = { ...pki.saes, ...pki.strangers, ...pki.auditors };
+  const identities = { ...pki.saes, ...pki.strangers, ...pki.auditors, ...pki.operators };
   return {
     kms,
     db,

@@ -29,6 +29,13 @@ t.before(async () => {
       await grantAppRoleAt(url, role, log);
       await grantAppRoleAt(url, role, log); // again, as every `kms migrate` does: idempotent
       const u = new URL(url);
+      if (u.password) {
+        // The embedded server (no DATABASE_URL) wants a password: give the role the one its URL will carry.
+        const c = new pg.Client({ connectionString: url });
+        await c.connect();
+        await c.query(`ALTER ROLE ${role} PASSWORD '${decodeURIComponent(u.password).replace(/'/g, "''")}'`);
+        await c.end();
+      }
       u.username = role;
       return u.toString();
     },

@@ -2,8 +2,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Readable } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { AuditorService } from '../../audit/auditor-service.js';
-import type { AuditorRegistry } from '../../auth/auditor-registry.js';
 import { auditorOf } from '../../auth/client-certificate.js';
+import type { Principals } from '../../auth/principals.js';
 import { unauthorized } from '../../errors.js';
 import {
   CheckpointSchema,
@@ -22,7 +22,7 @@ import { ErrorSchema } from '../../schemas/etsi014.js';
 
 export interface AuditRouteOptions {
   auditor: AuditorService;
-  auditorRegistry: AuditorRegistry;
+  principals: Principals;
 }
 
 export const AUDIT_TAG = 'Custody log';
@@ -32,9 +32,9 @@ const errors = { 400: ErrorSchema, 401: ErrorSchema, 404: ErrorSchema, 503: Erro
  * The auditor API (docs/custody.md): read-only access to the custody log for certificates of the auditor role. An
  * SAE's or a KME's certificate gets a 401 before any handler. Errors carry the ETSI Error body, as everywhere.
  */
-export const auditRoutes: FastifyPluginAsyncTypebox<AuditRouteOptions> = async (app, { auditor, auditorRegistry }) => {
+export const auditRoutes: FastifyPluginAsyncTypebox<AuditRouteOptions> = async (app, { auditor, principals }) => {
   app.addHook('onRequest', async (request) => {
-    const caller = auditorOf(request.raw.socket as TLSSocket, auditorRegistry);
+    const caller = auditorOf(request.raw.socket as TLSSocket, principals);
     if (!caller.ok) throw unauthorized(caller.reason);
   });
   const common = { tags: [AUDIT_TAG] };

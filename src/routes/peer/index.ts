@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { TLSSocket } from 'node:tls';
 import { peerOf } from '../../auth/client-certificate.js';
-import type { PeerRegistry } from '../../auth/peer-registry.js';
+import type { Principals } from '../../auth/principals.js';
 import { unauthorized } from '../../errors.js';
 import type { PeerService } from '../../peers/peer-service.js';
 import {
@@ -27,7 +27,7 @@ declare module 'fastify' {
 
 export interface PeerRouteOptions {
   peers: PeerService;
-  peerRegistry: PeerRegistry;
+  principals: Principals;
 }
 
 const TAG = 'KME to KME';
@@ -36,10 +36,10 @@ const TAG = 'KME to KME';
  * The KME-to-KME API (docs/network.md): ETSI GS QKD 020 shaped key relay under /kmapi/v1, and link upkeep under
  * /peer/v1. Only a configured peer KME's certificate gets in; an SAE's certificate gets a 401 before any handler.
  */
-export const peerRoutes: FastifyPluginAsyncTypebox<PeerRouteOptions> = async (app, { peers, peerRegistry }) => {
+export const peerRoutes: FastifyPluginAsyncTypebox<PeerRouteOptions> = async (app, { peers, principals }) => {
   app.decorateRequest('peerKme', '');
   app.addHook('onRequest', async (request) => {
-    const caller = peerOf(request.raw.socket as TLSSocket, peerRegistry);
+    const caller = peerOf(request.raw.socket as TLSSocket, principals);
     if (!caller.ok) throw unauthorized(caller.reason);
     request.peerKme = caller.kmeId;
   });
