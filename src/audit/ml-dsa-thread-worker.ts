@@ -4,6 +4,8 @@
  * CommonJS (see ml-dsa-thread-entry.cjs): no top-level await here.
  */
 import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
+import { readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 
 export interface MlDsaWorkerData {
@@ -14,6 +16,15 @@ export type FromMlDsa = { id: number; signature: Uint8Array } | { id: number; er
 
 const { secretKey } = workerData as MlDsaWorkerData;
 const port = parentPort!;
+
+// A checkpoint's signature is background work, and deliveries must not wait for it: on Linux, where a thread's nice
+// value is its own, this thread runs at a lower priority (nice 10) than the request loop, so on a busy machine it
+// takes mostly time nobody else wants. Elsewhere (or if refused) it runs at the process's priority.
+try {
+  setPriority(Number(readlinkSync('/proc/thread-self').split('/').pop()), 10);
+} catch {
+  // no /proc/thread-self: not Linux
+}
 
 port.on('message', ({ id, message }: ToMlDsa) => {
   try {
