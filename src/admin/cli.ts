@@ -2,7 +2,8 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError } from '../config/load.js';
 import { IdPattern } from '../config/schema.js';
 import type { SaeView } from '../schemas/admin.js';
-import { AdminApiError, AdminClient, adminTarget, type TargetFlags } from './client.js';
+import { HttpJsonError } from '../http/json-client.js';
+import { AdminClient, adminTarget, type TargetFlags } from './client.js';
 import { table } from './table.js';
 
 export const SAE_USAGE = `usage: kms sae <command> [options]
@@ -65,7 +66,7 @@ export async function saeCommand(args: string[], out: Out, err: Out): Promise<nu
       err(`kms sae: ${e.message}`);
       return 2;
     }
-    if (e instanceof AdminApiError) {
+    if (e instanceof HttpJsonError) {
       err(`kms sae ${command}: ${e.status ? `refused (${e.status}): ` : ''}${e.message}`);
       return 1;
     }

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { Agent, request } from 'node:https';
 import { ConfigError } from '../config/load.js';
+import { JsonClient, type ClientIdentity } from '../http/json-client.js';
 
 /**
  * The operator's side of the admin API: where the KME is and which certificate to present. Like Vault's
@@ -8,11 +8,8 @@ import { ConfigError } from '../config/load.js';
  * KMS_CACERT, KMS_CLIENT_CERT, KMS_CLIENT_KEY); with neither, the running demo's manifest (`--demo DIR`, default
  * ./.kms-demo) and its operator certificate, at the KME named by `--kme` (default the first).
  */
-export interface AdminTarget {
+export interface AdminTarget extends ClientIdentity {
   url: string;
-  ca: string;
-  cert: string;
-  key: string;
 }
 
 export interface TargetFlags {
@@ -47,64 +44,20 @@ export function adminTarget(flags: TargetFlags, env: NodeJS.ProcessEnv = process
   return { url: kme.url, ca: demo.ca, ...operator };
 }
 
-/** An answer of the admin API other than 200: its status and the Error body's message. */
-export class AdminApiError extends Error {
-  override name = 'AdminApiError';
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
+/** The admin API at one KME, with the operator's certificate. */
 export class AdminClient {
-  private readonly agent: Agent;
+  private readonly http: JsonClient;
 
   constructor(private readonly target: AdminTarget) {
-    const read = (what: string, file: string) => {
-      try {
-        return readFileSync(file);
-      } catch (e) {
-        throw new ConfigError(`${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-      }
-    };
-    this.agent = new Agent({ ca: read('--ca', target.ca), cert: read('--cert', target.cert), key: read('--key', target.key), keepAlive: true });
+    this.http = new JsonClient(target);
   }
 
-  get url(): string {
-    return this.target.url;
-  }
-
-  /** Calls the admin API; resolves with the JSON answer of a 200, rejects with AdminApiError otherwise. */
+  /** Calls the admin API; resolves with the JSON answer of a 200, rejects with HttpJsonError otherwise. */
   call<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    return new Promise<T>((resolve, reject) => {
-      const req = request(
-        `${this.target.url}${path}`,
-        { method, agent: this.agent, headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {} },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            const text = Buffer.concat(chunks).toString('utf8');
-            let json: unknown;
-            try {
-              json = JSON.parse(text);
-            } catch {
-              return reject(new AdminApiError(res.statusCode ?? 0, `${this.target.url} answered ${res.statusCode} with no JSON`));
-            }
-            if (res.statusCode === 200) resolve(json as T);
-            else reject(new AdminApiError(res.statusCode ?? 0, (json as { message?: string }).message ?? `status ${res.statusCode}`));
-          });
-        },
-      );
-      req.on('error', (e) => reject(new AdminApiError(0, `cannot reach ${this.target.url}: ${(e as NodeJS.ErrnoException).code ?? e.message}`)));
-      req.end(payload);
-    });
+    return this.http.call<T>(method, `${this.target.url}${path}`, body);
   }
 
   close(): void {
-    this.agent.destroy();
+    this.http.close();
   }
 }

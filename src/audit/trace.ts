@@ -1,5 +1,4 @@
-import { readFileSync } from 'node:fs';
-import { Agent, request } from 'node:https';
+import { HttpJsonError, JsonClient } from '../http/json-client.js';
 
 /** Where to find the KMEs of a network and the auditor identity that may read their logs. */
 export interface TraceTarget {
@@ -16,13 +15,15 @@ export interface TracedEvent {
   event: { at?: string; actor?: string; operation?: string; outcome?: string; detail?: Record<string, unknown> };
 }
 
+type EventsPage = { events: Array<{ seq: number; sealed: boolean; event: TracedEvent['event'] }>; next_from_seq?: number };
+
 /**
  * One key's custody chain across KMEs: every event naming the key_ID in each KME's custody log, read through the
  * KMEs' auditor APIs, merged in order of time (each KME's own order where times tie). A KME that cannot be read is
  * reported, not skipped silently.
  */
 export async function traceKey(target: TraceTarget, keyId: string): Promise<{ events: TracedEvent[]; unreachable: Array<{ kme: string; why: string }> }> {
-  const agent = new Agent({ ca: readFileSync(target.ca), cert: readFileSync(target.cert), key: readFileSync(target.key), keepAlive: true });
+  const client = new JsonClient(target);
   const events: TracedEvent[] = [];
   const unreachable: Array<{ kme: string; why: string }> = [];
   try {
@@ -30,20 +31,17 @@ export async function traceKey(target: TraceTarget, keyId: string): Promise<{ ev
       target.kmes.map(async (kme) => {
         try {
           for (let from: number | undefined = 1; from !== undefined; ) {
-            const page = (await getJson(agent, `${kme.url}/audit/v1/events?key_id=${encodeURIComponent(keyId)}&from_seq=${from}&limit=1000`)) as {
-              events: Array<{ seq: number; sealed: boolean; event: TracedEvent['event'] }>;
-              next_from_seq?: number;
-            };
+            const page: EventsPage = await client.call<EventsPage>('GET', `${kme.url}/audit/v1/events?key_id=${encodeURIComponent(keyId)}&from_seq=${from}&limit=1000`);
             for (const e of page.events) events.push({ kme: kme.id, ...e });
             from = page.next_from_seq;
           }
         } catch (e) {
-          unreachable.push({ kme: kme.id, why: (e as Error).message });
+          unreachable.push({ kme: kme.id, why: e instanceof HttpJsonError && e.status ? `HTTP ${e.status}: ${e.message}` : (e as Error).message });
         }
       }),
     );
   } finally {
-    agent.destroy();
+    client.close();
   }
   const order = new Map(target.kmes.map((k, i) => [k.id, i]));
   events.sort((a, b) => String(a.event.at).localeCompare(String(b.event.at)) || order.get(a.kme)! - order.get(b.kme)! || a.seq - b.seq);
@@ -71,27 +69,4 @@ export function traceLine(e: TracedEvent): string {
   ]
     .filter((x) => x !== '')
     .join('  ');
-}
-
-function getJson(agent: Agent, url: string): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const req = request(url, { agent, timeout: 10_000 }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let body: unknown;
-        try {
-          body = JSON.parse(text);
-        } catch {
-          return reject(new Error(`HTTP ${res.statusCode}: not JSON`));
-        }
-        if (res.statusCode !== 200) return reject(new Error(`HTTP ${res.statusCode}: ${(body as { message?: string }).message ?? ''}`));
-        resolve(body);
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error('no answer within 10 s')));
-    req.on('error', reject);
-    req.end();
-  });
 }

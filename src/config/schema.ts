@@ -297,9 +297,6 @@ export const ConfigSchema = Type.Object(
 /** The validated config: `links` always present (parseConfig fills in the default). */
 export type Config = Omit<Static<typeof ConfigSchema>, 'links'> & { links: LinkConfig[] };
 export type KeyLimits = Static<typeof KeyLimitsSchema>;
-export type SaeEntry = Static<typeof SaeSchema>;
-export type AuditorEntry = Static<typeof AuditorSchema>;
-export type OperatorEntry = Static<typeof OperatorSchema>;
 export type HsmConfig = Static<typeof HsmSchema>;
 export type SourceConfig = Static<typeof SourceSchema>;
 export type LinkConfig = Static<typeof LinkSchema>;

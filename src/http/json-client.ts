@@ -1,0 +1,72 @@
+import { readFileSync } from 'node:fs';
+import { Agent, request } from 'node:https';
+import { ConfigError } from '../config/load.js';
+
+/** Where to find a CA and the client certificate to present. */
+export interface ClientIdentity {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+/** An answer other than 200 (status and the Error body's message), or no answer at all (status 0). */
+export class HttpJsonError extends Error {
+  override name = 'HttpJsonError';
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * JSON over mutual TLS, for the `kms` commands that call a KME's APIs with a person's certificate (an operator's,
+ * an auditor's): keep-alive, a 10 s deadline per call, and errors that say what happened in one line. Files that
+ * cannot be read are a ConfigError naming the flag that gave them.
+ */
+export class JsonClient {
+  private readonly agent: Agent;
+
+  constructor(identity: ClientIdentity, flags: Record<keyof ClientIdentity, string> = { ca: '--ca', cert: '--cert', key: '--key' }) {
+    const read = (which: keyof ClientIdentity) => {
+      try {
+        return readFileSync(identity[which]);
+      } catch (e) {
+        throw new ConfigError(`${flags[which]} ${identity[which]}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      }
+    };
+    this.agent = new Agent({ ca: read('ca'), cert: read('cert'), key: read('key'), keepAlive: true });
+  }
+
+  /** Resolves with the JSON answer of a 200; rejects with HttpJsonError otherwise. */
+  call<T>(method: 'GET' | 'POST', url: string, body?: unknown): Promise<T> {
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const origin = new URL(url).origin;
+    return new Promise<T>((resolve, reject) => {
+      const headers = payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {};
+      const req = request(url, { method, agent: this.agent, headers, timeout: 10_000 }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const status = res.statusCode ?? 0;
+          let json: unknown;
+          try {
+            json = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+          } catch {
+            return reject(new HttpJsonError(status, `${origin} answered ${status} with no JSON`));
+          }
+          if (status === 200) resolve(json as T);
+          else reject(new HttpJsonError(status, (json as { message?: string }).message ?? `status ${status}`));
+        });
+      });
+      req.on('timeout', () => req.destroy(new Error('no answer within 10 s')));
+      req.on('error', (e) => reject(new HttpJsonError(0, `cannot reach ${origin}: ${(e as NodeJS.ErrnoException).code ?? e.message}`)));
+      req.end(payload);
+    });
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+}
