@@ -46,6 +46,9 @@ const ROLES: Record<Role, { name: string; unknown: string; serverAuth: 'required
   operator: { name: 'operator', unknown: 'is not an operator of this KME', serverAuth: 'refused' },
 };
 
+/** A role as people read it: 'SAE', 'peer KME', 'auditor', 'operator'. */
+export const roleName = (role: Role): string => ROLES[role].name;
+
 export const normalizeFingerprint = (fp: string): string => fp.replace(/:/g, '').toUpperCase();
 
 /** True when no fingerprint is pinned, or the certificate's SHA-256 fingerprint is the pinned one (any case, colons or not). */
@@ -113,4 +116,4 @@ export class Principals {
 }
 
 const key = (role: Role, id: string) => `${role}\0${id}`;
-const describe = (p: Principal) => `${ROLES[p.role].name} ${p.id}`;
+const describe = (p: Principal) => `${roleName(p.role)} ${p.id}`;

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { auditBody, insertAuditSql } from '../audit/event.js';
-import type { Principal, PrincipalStatus, Role } from '../auth/principals.js';
+import { roleName, type Principal, type PrincipalStatus, type Role } from '../auth/principals.js';
 import { withTransaction, type Db, type DbClient } from './db.js';
 
 /**
@@ -101,7 +101,7 @@ function conflictOf(err: unknown, p: Principal): PrincipalChangeError | undefine
   if (e.code !== '23505') return undefined;
   return e.constraint === 'principal_certificate_cn_key'
     ? new PrincipalChangeError(`certificate CN ${p.certificateCn} already names another principal (IDs and CNs are never reused, even after a revocation)`, 'conflict')
-    : new PrincipalChangeError(`${p.role} ${p.id} exists already (IDs are never reused, even after a revocation)`, 'conflict');
+    : new PrincipalChangeError(`${roleName(p.role)} ${p.id} exists already (IDs are never reused, even after a revocation)`, 'conflict');
 }
 
 const same = (a: Principal, b: Principal) =>
@@ -128,7 +128,7 @@ export async function seedPrincipals(db: Db, fromConfig: readonly Principal[], b
         await insert(c, p);
         events.push(event('enroll', p, by));
       } else if (was.source === 'admin') {
-        throw new PrincipalChangeError(`${p.role} ${p.id} is listed in the config file but was enrolled by an operator: remove it from one of the two`, 'conflict');
+        throw new PrincipalChangeError(`${roleName(p.role)} ${p.id} is listed in the config file but was enrolled by an operator: remove it from one of the two`, 'conflict');
       } else if (!same(was, p) || was.unlisted) {
         await c.query(
           `UPDATE principal SET certificate_cn = $3, certificate_sha256 = $4, allowed_peers = $5, tags = $6, unlisted = false
@@ -177,11 +177,11 @@ export async function changePrincipalStatus(
 ): Promise<StoredPrincipal> {
   return withTransaction(db, async (c) => {
     const { rows } = await c.query(`SELECT ${COLUMNS} FROM principal WHERE role = $1 AND id = $2 FOR UPDATE`, [role, id]);
-    if (!rows[0]) throw new PrincipalChangeError(`no ${role} ${id} is registered`, 'not_found');
+    if (!rows[0]) throw new PrincipalChangeError(`no ${roleName(role)} ${id} is registered`, 'not_found');
     const was = fromRow(rows[0]);
     const move = MOVES[change];
     if (!move.from.includes(was.status)) {
-      throw new PrincipalChangeError(`${role} ${id} is ${was.status}: it cannot be ${change === 'resume' ? 'resumed' : `${change}d`}`, 'conflict');
+      throw new PrincipalChangeError(`${roleName(role)} ${id} is ${was.status}: it cannot be ${change === 'resume' ? 'resumed' : `${change}d`}`, 'conflict');
     }
     await c.query(`UPDATE principal SET status = $3 WHERE role = $1 AND id = $2`, [role, id, move.to]);
     await c.query(insertAuditSql(1), [[event(change, { ...was, status: move.to }, by, reason)]]);

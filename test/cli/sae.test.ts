@@ -43,7 +43,7 @@ t.test('enroll, show, list, suspend, resume, revoke: tables, --json, and the rea
 
   const refused = await sae('resume', 'SAE_E');
   t.equal(refused.code, 1, 'refused by the KME: exit 1');
-  t.match(refused.err, /^kms sae resume: refused \(409\): sae SAE_E is revoked: it cannot be resumed$/);
+  t.match(refused.err, /^kms sae resume: refused \(409\): SAE SAE_E is revoked: it cannot be resumed$/);
   const unknown = await sae('show', 'SAE_Q');
   t.equal(unknown.code, 1);
   t.match(unknown.err, /refused \(404\): no SAE SAE_Q is registered/);

@@ -54,7 +54,7 @@ t.test('an SAE an operator enrolled cannot also come from the file; IDs and CNs 
   await enrollPrincipal(db, sae('SAE_N', { source: 'admin' }), ops);
   await t.rejects(seedPrincipals(db, [sae('SAE_N')], kme), /SAE_N is listed in the config file but was enrolled by an operator/);
   await changePrincipalStatus(db, 'sae', 'SAE_N', 'revoke', ops, 'retired');
-  await t.rejects(enrollPrincipal(db, sae('SAE_N', { source: 'admin', certificateCn: 'fresh' }), ops), /sae SAE_N exists already/);
+  await t.rejects(enrollPrincipal(db, sae('SAE_N', { source: 'admin', certificateCn: 'fresh' }), ops), /SAE SAE_N exists already/);
   await t.rejects(enrollPrincipal(db, sae('SAE_Z', { source: 'admin', certificateCn: 'SAE_N' }), ops), /certificate CN SAE_N already names another principal/);
   const refused = await changePrincipalStatus(db, 'sae', 'SAE_N', 'resume', ops).catch((e: unknown) => e);
   t.ok(refused instanceof PrincipalChangeError && refused.kind === 'conflict', 'resuming a revoked SAE: a conflict');
