@@ -1,3 +1,4 @@
+import canonicalize from 'canonicalize';
 import type pg from 'pg';
 import { auditBody, insertAuditSql } from '../audit/event.js';
 import { roleName, type Principal, type PrincipalStatus, type Role } from '../auth/principals.js';
@@ -104,11 +105,12 @@ function conflictOf(err: unknown, p: Principal): PrincipalChangeError | undefine
     : new PrincipalChangeError(`${roleName(p.role)} ${p.id} exists already (IDs are never reused, even after a revocation)`, 'conflict');
 }
 
+// Tags compare canonically (RFC 8785: keys sorted): jsonb gives them back in its own key order, not the file's.
 const same = (a: Principal, b: Principal) =>
   a.certificateCn === b.certificateCn &&
   a.certificateSha256 === b.certificateSha256 &&
   JSON.stringify(a.allowedPeers ?? null) === JSON.stringify(b.allowedPeers ?? null) &&
-  JSON.stringify(a.tags) === JSON.stringify(b.tags);
+  canonicalize(a.tags) === canonicalize(b.tags);
 
 /**
  * Makes the table agree with the config file's principals, in one transaction (replicas starting together take

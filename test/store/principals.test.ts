@@ -68,3 +68,11 @@ t.test('the table itself: revoked is final, rows are never deleted, role and ID 
   await t.rejects(db.query(`UPDATE principal SET id = 'SAE_AA' WHERE id = 'SAE_A'`), /role and ID never change/);
   await t.rejects(db.query(`INSERT INTO principal (role, id, certificate_cn, source) VALUES ('sae', 'bad id', 'x', 'admin')`), /principal_id_check/);
 });
+
+t.test('tags with several names are the same whatever order the file lists them in (jsonb reorders keys)', async (t) => {
+  const tags = { site: 'geneva', classification: 'secret', tenant: 'bank-1' };
+  await seedPrincipals(db, [sae('SAE_T', { tags })], kme);
+  const stamp = await principalsStamp(db);
+  await seedPrincipals(db, [sae('SAE_T', { tags })], kme);
+  t.equal(await principalsStamp(db), stamp, 'seeding the same tags again changes nothing and writes no event');
+});
