@@ -1,6 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError } from '../config/load.js';
-import { IdPattern } from '../config/schema.js';
+import { FingerprintPattern, IdPattern, TagNamePattern } from '../config/schema.js';
 import type { SaeView } from '../schemas/admin.js';
 import { HttpJsonError } from '../http/json-client.js';
 import { AdminClient, adminTarget, type TargetFlags } from './client.js';
@@ -92,6 +92,8 @@ function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>)
 }
 
 const ID = new RegExp(IdPattern);
+const FINGERPRINT = new RegExp(FingerprintPattern);
+const TAG = new RegExp(`^(${TagNamePattern.slice(1, -1)})=(.{0,128})$`);
 
 /** The one SAE_ID a command takes, checked here so that the error names it before the KME is asked. */
 function saeIdOf(positionals: string[]): string {
@@ -158,11 +160,11 @@ const COMMANDS: Record<string, Command> = {
       for (const p of peers ?? []) if (!ID.test(p)) throw new UsageError(`--allowed-peer "${p}": not an SAE ID`);
       const tags: Record<string, string> = {};
       for (const t of (values.tag as string[] | undefined) ?? []) {
-        const m = /^([a-z][a-z0-9_]{0,31})=(.{0,128})$/.exec(t);
+        const m = TAG.exec(t);
         if (!m) throw new UsageError(`--tag "${t}": NAME=VALUE, NAME in lower case (letters, digits, _)`);
         tags[m[1]!] = m[2]!;
       }
-      if (values.sha256 !== undefined && !/^([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$/.test(values.sha256 as string)) {
+      if (values.sha256 !== undefined && !FINGERPRINT.test(values.sha256 as string)) {
         throw new UsageError(`--sha256: a SHA-256 fingerprint (64 hex digits, colons allowed)`);
       }
       return client.call('POST', '/admin/v1/saes', {

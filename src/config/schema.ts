@@ -31,10 +31,13 @@ export const KeyLimitsSchema = Type.Object(
   { additionalProperties: false, default: {} },
 );
 
-const FingerprintPattern = '^([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$';
+/** A SHA-256 certificate fingerprint: 64 hex digits, colons between the bytes allowed. */
+export const FingerprintPattern = '^([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$';
+/** A tag's name: lower case, letters, digits and _. */
+export const TagNamePattern = '^[a-z][a-z0-9_]{0,31}$';
 
 /** Free-form labels of an SAE (asset, tenant, classification, geography, …), recorded with what it receives. */
-export const TagsSchema = Type.Record(Type.String({ pattern: '^[a-z][a-z0-9_]{0,31}$' }), Type.String({ maxLength: 128 }), {
+export const TagsSchema = Type.Record(Type.String({ pattern: TagNamePattern }), Type.String({ maxLength: 128 }), {
   maxProperties: 16,
   description: 'labels such as asset, tenant, classification, geography (lower-case names, string values)',
 });
@@ -179,7 +182,7 @@ export const PeerSchema = Type.Object(
     url: Type.String({ pattern: '^https://', description: 'where its KME-to-KME API listens' }),
     certificate_cn: Type.Optional(Type.String({ minLength: 1, description: 'subject CN of its certificate; default the KME ID' })),
     certificate_sha256: Type.Optional(
-      Type.String({ pattern: '^([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$', description: 'pin its certificate' }),
+      Type.String({ pattern: FingerprintPattern, description: 'pin its certificate' }),
     ),
   },
   { additionalProperties: false },

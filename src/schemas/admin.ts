@@ -1,5 +1,5 @@
 import { Type, type Static } from 'typebox';
-import { IdPattern, TagsSchema } from '../config/schema.js';
+import { FingerprintPattern, IdPattern, TagsSchema } from '../config/schema.js';
 
 /**
  * The admin API (/admin/v1, docs/operators.md): TypeBox schemas shared by its routes, the published document
@@ -37,7 +37,7 @@ export const EnrollSaeSchema = Type.Object(
   {
     sae_id: SaeId,
     certificate_cn: Type.Optional(Type.String({ minLength: 1, maxLength: 256, description: 'default: the SAE ID' })),
-    certificate_sha256: Type.Optional(Type.String({ pattern: '^([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$', description: 'pin one certificate' })),
+    certificate_sha256: Type.Optional(Type.String({ pattern: FingerprintPattern, description: 'pin one certificate' })),
     allowed_peers: Type.Optional(Type.Array(SaeId, { uniqueItems: true, maxItems: 1024 })),
     tags: Type.Optional(TagsSchema),
   },
