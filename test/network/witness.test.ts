@@ -100,6 +100,10 @@ t.test("a rewritten history is a fork: the witness refuses it and says so in its
     // history afresh, signed with KME_A's own keys — consistent with itself, not with what KME_B cosigned.
     await su.query('BEGIN');
     await su.query('SET LOCAL session_replication_role = replica');
+    // Keep KME_A's running sealer out until the rewrite commits: a seal it inserted meanwhile (its snapshot still
+    // seeing the old seals) would survive the DELETE and leave a hole, which fails cosigning before the witness is
+    // even asked — caught too, but not the fork this test is about.
+    await su.query('LOCK TABLE audit_seal IN SHARE ROW EXCLUSIVE MODE');
     await su.query(`UPDATE audit_event SET body = replace(body, '"outcome":"ok"', '"outcome":"failed"') WHERE seq = (SELECT min(seq) FROM audit_event WHERE operation = 'deliver_master')`);
     await su.query('DELETE FROM audit_seal');
     await su.query('COMMIT');
