@@ -4,6 +4,7 @@ import { auditorOf, callerOf, operatorOf, peerOf } from './auth/client-certifica
 import type { AuditorService } from './audit/auditor-service.js';
 import type { PeerService } from './peers/peer-service.js';
 import type { Principals } from './auth/principals.js';
+import type { KeyAdmin } from './admin/key-admin.js';
 import type { SaeAdmin } from './admin/sae-admin.js';
 import type { KeyService } from './keys/key-service.js';
 import type { Logger } from './log.js';
@@ -25,6 +26,8 @@ export interface AppDeps {
   auditor: AuditorService;
   /** The admin API's SAE operations. */
   saeAdmin: SaeAdmin;
+  /** The admin API's key operations. */
+  keyAdmin: KeyAdmin;
   /** Where refused and failed requests are audited (batched; unidentified callers counted). */
   refusals: RefusalLog;
   db: Db;
@@ -91,6 +94,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     peers: deps.peers,
     auditor: deps.auditor,
     saeAdmin: deps.saeAdmin,
+    keyAdmin: deps.keyAdmin,
   });
   // Each audience gets its own contract: SAEs the ETSI 014 API, peer KMEs the KME-to-KME API, auditors theirs.
   const docs = splitOpenapi(() => app.swagger());

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
 import { AuditorService } from './audit/auditor-service.js';
 import { PrincipalRegistry } from './auth/registry.js';
+import { KeyAdmin } from './admin/key-admin.js';
 import { SaeAdmin } from './admin/sae-admin.js';
 import { Barrier } from './barrier/barrier.js';
 import { ConfigError } from './config/load.js';
@@ -145,6 +146,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       peers: network.peerService,
       auditor: new AuditorService(db, logOrigin(config)),
       saeAdmin: new SaeAdmin(db, registry),
+      keyAdmin: new KeyAdmin({ db, topology, forwarder: network.forwarder, log }),
       refusals,
       db,
       log,

@@ -35,6 +35,9 @@ export type AuditOperation =
   | 'request' // a request refused before its operation was known (bad route, no certificate, …)
   | 'peer_request' // a KME-to-KME request refused
   | 'audit_request' // an auditor API request refused
+  | 'suspend' // an operator put a hold on keys: no slave gets them here until resumed
+  | 'resume' // an operator lifted the hold
+  | 'revoke' // an operator revoked keys as compromised: live material erased, holders named
   | 'principal' // an SAE, operator, auditor or peer KME enrolled, changed, suspended, resumed or revoked
   | 'admin_request'; // an admin API request refused
 

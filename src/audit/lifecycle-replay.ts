@@ -5,7 +5,8 @@
  * - it is handed to its master at most once, by the master that reserved it, and not after it ended;
  * - its material comes from a link on which this KME ingested material before;
  * - a slave gets a key (`deliver_slave`) only if the key was bound here, named that slave, was not delivered to it
- *   already, and was not destroyed, expired, voided or set aside before.
+ *   already, was not destroyed, expired, voided, revoked or set aside before, and is not held (`suspend` without a
+ *   `resume` since).
  * Only events with outcome "ok" change anything. What the log cannot show is not checked: which block positions a
  * key used (events carry key_IDs and counts, not positions).
  *
@@ -39,11 +40,13 @@ interface KeyState {
   /** How it ended and at which seq; endedSeq 0 while it did not. */
   endedOp: string;
   endedSeq: number;
+  /** Seq of the operator's hold on it, 0 while none is. */
+  heldSeq: number;
 }
 
 const NONE: string[] = [];
 
-const ENDINGS = new Set(['destroy', 'expire', 'void', 'set_aside']);
+const ENDINGS = new Set(['destroy', 'expire', 'void', 'set_aside', 'revoke']);
 
 export class LifecycleReplay {
   private readonly keys = new Map<string, KeyState>();
@@ -67,6 +70,13 @@ export class LifecycleReplay {
         return this.noIngest(ids, detail) ?? this.bind(seq, ids, reserveSlaves(detail), master(e.actor));
       case 'deliver_slave':
         return this.deliverToSlave(seq, ids, String(e.actor));
+      case 'suspend':
+      case 'resume':
+        for (const id of ids) {
+          const k = this.keys.get(id);
+          if (k) k.heldSeq = e.operation === 'suspend' ? seq : 0;
+        }
+        return undefined;
       default:
         if (ENDINGS.has(String(e.operation))) {
           for (const id of ids) {
@@ -99,7 +109,7 @@ export class LifecycleReplay {
 
   /** Records a key bound at `seq` (the caller knows it was not bound before). */
   private add(id: string, seq: number, slaves: readonly string[], masterSae: string | undefined, deliveredToMaster: number): void {
-    this.keys.set(id, { boundAt: seq, master: masterSae, deliveredToMaster, named: slaves, got: NONE, endedOp: '', endedSeq: 0 });
+    this.keys.set(id, { boundAt: seq, master: masterSae, deliveredToMaster, named: slaves, got: NONE, endedOp: '', endedSeq: 0, heldSeq: 0 });
     this.figures.keysBound++;
   }
 
@@ -132,6 +142,7 @@ export class LifecycleReplay {
         return `key ${id} was delivered to ${sae} but never bound at this KME`;
       }
       if (k.endedSeq) return `key ${id} was delivered to ${sae} after its ${k.endedOp} at seq ${k.endedSeq}`;
+      if (k.heldSeq) return `key ${id} was delivered to ${sae} while an operator held it (suspended at seq ${k.heldSeq})`;
       if (!k.named.includes(sae)) return `key ${id} was delivered to ${sae}, which was not named as its slave`;
       if (k.got.includes(sae)) return `key ${id} was delivered to ${sae} twice`;
       k.got = k.got === NONE ? [sae] : [...k.got, sae]; // exactly sized: most keys have one slave

@@ -16,6 +16,7 @@ const USAGE = `usage: kms <command> [options]
   pki <init|issue-kme|issue-sae|issue-auditor|issue-operator> …   a CA and certificates (kms pki help)
   audit <keys|checkpoint|export|verify> …   the custody log for auditors (kms audit help)
   sae <list|show|enroll|suspend|resume|revoke> …   SAEs, over the admin API (kms sae help)
+  key <show|suspend|resume|revoke|destroy|received|holders> …   keys, over the admin API (kms key help)
 `;
 
 /** Entry point: returns the process exit code (or never returns for long-running commands). */
@@ -48,7 +49,9 @@ export async function main(argv: string[]): Promise<number> {
     case 'pki':
       return (await import('../pki/cli.js')).pkiCommand(rest, (line) => process.stdout.write(line + '\n'));
     case 'sae':
-      return (await import('../admin/cli.js')).saeCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
+      return (await import('../admin/sae-cli.js')).saeCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
+    case 'key':
+      return (await import('../admin/key-cli.js')).keyCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case 'audit':
       return (await import('../audit/cli.js')).auditCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case undefined:

@@ -90,11 +90,12 @@ export async function deliverToSlaves(
  *
  * A key is fetchable when it was delivered to its master here, or — reserved here for a master at another KME —
  * once that KME reserved it here (its master only learns the key_ID after every KME confirmed). Never past its
- * time-to-live.
+ * time-to-live, and not while an operator holds it (suspended: 400, the request takes nothing).
  */
 function checkSlaveMayFetch(rows: SlaveRow[], keyIds: string[], caller: string, master: string, self: string): string[] {
   const destroy: string[] = [];
   const notFound: string[] = [];
+  const held: string[] = [];
   for (const keyId of keyIds) {
     const slaves = rows.filter((r) => r.keyId === keyId);
     const mine = slaves.find((r) => r.saeId === caller);
@@ -110,8 +111,13 @@ function checkSlaveMayFetch(rows: SlaveRow[], keyIds: string[], caller: string, 
       notFound.push(keyId);
       continue;
     }
+    if (mine.held) {
+      held.push(keyId);
+      continue;
+    }
     if (slaves.every((r) => r === mine || r.delivered)) destroy.push(keyId);
   }
   if (notFound.length > 0) throw badRequest(EtsiMessage.keysNotFound, notFound.map((key_ID) => ({ key_ID })));
+  if (held.length > 0) throw badRequest('one or more keys specified are suspended by an operator of this KME', held.map((key_ID) => ({ key_ID })));
   return destroy;
 }

@@ -18,6 +18,8 @@ export interface SlaveRow {
   keyState: string;
   originKmeId: string;
   expired: boolean;
+  /** An operator holds the key (kms key suspend): no slave gets it until it is resumed. */
+  held: boolean;
 }
 
 /** Where a key's material is: positions of its link (ascending), or a relayed key's own envelope. */
@@ -40,7 +42,8 @@ export async function lockSlaveRows(c: DbClient, keyIds: string[]): Promise<{ sl
       'lock-slave-rows',
       `SELECT k.key_id::text AS "keyId", s.sae AS "saeId", s.sae = ANY(k.fetched_by) AS delivered,
               k.master_sae_id AS "masterSaeId", k.size_bits AS "sizeBits", k.link_id AS "linkId", k.state AS "keyState",
-              k.origin_kme_id AS "originKmeId", k.expires_at <= now() AS expired, k.seqs::text AS seqs, k.wrapped
+              k.origin_kme_id AS "originKmeId", k.expires_at <= now() AS expired,
+              k.held_at IS NOT NULL AS held, k.seqs::text AS seqs, k.wrapped
          FROM qkd_key k CROSS JOIN LATERAL unnest(k.slaves) AS s(sae)
         WHERE k.key_id = ANY($1::uuid[])
         ORDER BY k.key_id, s.sae

@@ -26,6 +26,9 @@ t.test('the paths KMEs write pass', async (t) => {
   const atPeer = [ingest, ev('reserve', 'kme:KME_A', { link_id: 'L', local_slaves: ['SAE_C'] }), ev('deliver_slave', 'sae:SAE_C'), ev('destroy', 'sae:SAE_C')];
   t.equal(replay(atPeer), undefined, "the slave's KME");
   t.equal(replay([ev('deliver_slave', 'sae:SAE_C')], true), undefined, 'a partial bundle: a key bound before it');
+  const held = [ingest, ev('deliver_master', 'sae:SAE_A', { link_id: 'L', slaves: ['SAE_B'] }), ev('suspend', 'operator:OP'), ev('resume', 'operator:OP'), ev('deliver_slave', 'sae:SAE_B')];
+  t.equal(replay(held), undefined, 'held by an operator, resumed, then fetched');
+  t.equal(replay([...loopback, ev('revoke', 'operator:OP')]), undefined, 'a key revoked after it ended (recorded as compromised)');
   t.equal(replay([ingest, ev('deliver_master', 'sae:SAE_A', { link_id: 'L', slaves: ['SAE_B'] }, 'refused'), ev('deliver_master', 'sae:SAE_A', { link_id: 'L', slaves: ['SAE_B'] })]), undefined, 'refused events change nothing');
 });
 
@@ -39,4 +42,6 @@ t.test('each broken rule is named', async (t) => {
   t.match(replay([ingest, ev('reserve', 'kme:KME_B', { link_id: 'L', local_slaves: ['SAE_C'] }), ev('reserve', 'kme:KME_B', { link_id: 'L', local_slaves: ['SAE_C'] })]), /^seq 3: .* bound a second time \(first at seq 2\)/);
   t.match(replay([ingest, ev('reserve', 'sae:SAE_A', { link_id: 'L', slaves: ['SAE_C'] }), ev('deliver_master', 'sae:SAE_D', { link_id: 'L', slaves: ['SAE_C'] })]), /^seq 3: .* handed to SAE_D, but reserved for SAE_A/);
   t.match(replay([ev('deliver_slave', 'sae:SAE_C')]), /^seq 1: .* never bound at this KME/);
+  t.match(replay([ingest, master, ev('suspend', 'operator:OP'), ev('deliver_slave', 'sae:SAE_B')]), /^seq 4: .* while an operator held it \(suspended at seq 3\)/);
+  t.match(replay([ingest, master, ev('revoke', 'operator:OP'), ev('deliver_slave', 'sae:SAE_B')]), /^seq 4: .* after its revoke at seq 3/);
 });

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { saeCommand } from '../../src/admin/cli.js';
+import { saeCommand } from '../../src/admin/sae-cli.js';
 import { runKms } from '../helpers/process.js';
 import { startTestKms, type TestKms } from '../helpers/kms.js';
 

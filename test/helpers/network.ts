@@ -46,7 +46,7 @@ export interface TestNetwork {
   kme: (id: string) => NetworkKme;
   /** The proxy `from` uses to reach `to`. */
   proxy: (from: string, to: string) => TcpProxy;
-  /** A keep-alive ETSI client of an SAE at its own KME. */
+  /** A keep-alive ETSI client of an SAE at its own KME (or of the operator OPERATOR_1 at `kme`). */
   client: (sae: string, kme?: string) => EtsiClient;
   /** The simulated device at one end of a link. */
   device: (kme: string, link: string) => SimulatedDevice;
@@ -65,6 +65,7 @@ export function testPki() {
       saeIds: ['SAE_A', 'SAE_B', 'SAE_C', 'SAE_D', 'SAE_E'],
       strangerIds: ['SAE_X'],
       auditorIds: ['AUDITOR_1'],
+      operatorIds: ['OPERATOR_1'],
     });
     return { dir, pki };
   })();
@@ -141,7 +142,10 @@ export async function startTestNetwork(opts: NetworkOptions): Promise<TestNetwor
     );
   }
   const configs = networkConfigs(spec);
-  for (const config of configs.values()) config.auditors = [{ id: 'AUDITOR_1' }];
+  for (const config of configs.values()) {
+    config.auditors = [{ id: 'AUDITOR_1' }];
+    config.operators = [{ id: 'OPERATOR_1' }];
+  }
   const kmes = new Map<string, NetworkKme>();
   const pools: pg.Pool[] = [];
   for (const [id, config] of configs) {
@@ -185,7 +189,7 @@ export async function startTestNetwork(opts: NetworkOptions): Promise<TestNetwor
     proxy: (from, to) => proxies.get(`${from}>${to}`)!,
     client: (sae, kme) => {
       const at = kmes.get(kme ?? saeHome.get(sae) ?? 'KME_A')!;
-      const identity = pki.saes[sae] ?? pki.strangers[sae];
+      const identity = pki.saes[sae] ?? pki.strangers[sae] ?? pki.operators[sae];
       const c = new EtsiClient(`https://localhost:${ports.get(at.id)}`, pki.ca, identity);
       clients.push(c);
       return c;

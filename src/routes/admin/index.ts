@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { TLSSocket } from 'node:tls';
+import type { KeyAdmin } from '../../admin/key-admin.js';
 import type { SaeAdmin } from '../../admin/sae-admin.js';
 import { operatorOf } from '../../auth/client-certificate.js';
 import type { Principals } from '../../auth/principals.js';
@@ -7,6 +8,7 @@ import { unauthorized } from '../../errors.js';
 import { EnrollSaeSchema, SaeListQuerySchema, SaeListSchema, SaePathSchema, SaeSchema, StatusChangeSchema } from '../../schemas/admin.js';
 import { ErrorSchema } from '../../schemas/etsi014.js';
 import type { ChangeActor } from '../../store/principals.js';
+import { adminKeyRoutes } from './keys.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -17,6 +19,7 @@ declare module 'fastify' {
 
 export interface AdminRouteOptions {
   saeAdmin: SaeAdmin;
+  keyAdmin: KeyAdmin;
   principals: Principals;
 }
 
@@ -28,7 +31,7 @@ const errors = { 400: ErrorSchema, 401: ErrorSchema, 404: ErrorSchema, 409: Erro
  * certificate gets a 401 before any handler. Every change is recorded in the custody log with the operator as its
  * actor. Errors carry the ETSI Error body, as everywhere.
  */
-export const adminRoutes: FastifyPluginAsyncTypebox<AdminRouteOptions> = async (app, { saeAdmin, principals }) => {
+export const adminRoutes: FastifyPluginAsyncTypebox<AdminRouteOptions> = async (app, { saeAdmin, keyAdmin, principals }) => {
   app.decorateRequest('operator', undefined as unknown as ChangeActor);
   app.addHook('onRequest', async (request) => {
     const caller = operatorOf(request.raw.socket as TLSSocket, principals);
@@ -70,4 +73,5 @@ export const adminRoutes: FastifyPluginAsyncTypebox<AdminRouteOptions> = async (
       (request) => saeAdmin.setStatus(request.params.sae_id, change, request.operator, request.body?.reason),
     );
   }
+  await app.register(adminKeyRoutes, { keyAdmin, tags: [ADMIN_TAG] });
 };

@@ -1,9 +1,6 @@
-import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ConfigError } from '../config/load.js';
 import { FingerprintPattern, IdPattern, TagNamePattern } from '../config/schema.js';
 import type { SaeView } from '../schemas/admin.js';
-import { HttpJsonError } from '../http/json-client.js';
-import { AdminClient, adminTarget, type TargetFlags } from './client.js';
+import { noPositionals, runAdminCommand, shortTime, TARGET_HELP, UsageError, type AdminCommand, type Out } from './command.js';
 import { table } from './table.js';
 
 export const SAE_USAGE = `usage: kms sae <command> [options]
@@ -16,79 +13,11 @@ export const SAE_USAGE = `usage: kms sae <command> [options]
   resume SAE_ID [--reason TEXT]              back to active
   revoke SAE_ID [--reason TEXT]              for good: its ID and certificate name are never admitted again
 
-Every command takes --json (the API's answer) and where the KME is, with an operator certificate:
-  --url URL --ca FILE --cert FILE --key FILE   or KMS_ADDR, KMS_CACERT, KMS_CLIENT_CERT, KMS_CLIENT_KEY
-  default: the running demo (--demo DIR, default ./.kms-demo) at the KME --kme ID (default the first)
-Exit status: 0 done, 1 refused by the KME (the reason is printed), 2 bad usage.
-`;
-
-const TARGET_OPTIONS = {
-  url: { type: 'string' },
-  ca: { type: 'string' },
-  cert: { type: 'string' },
-  key: { type: 'string' },
-  demo: { type: 'string' },
-  kme: { type: 'string' },
-  json: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-} as const satisfies NonNullable<ParseArgsConfig['options']>;
-
-class UsageError extends Error {}
-type Out = (line: string) => void;
+${TARGET_HELP}`;
 
 /** `kms sae …`: SAE lifecycle over the admin API. Returns the exit status. */
-export async function saeCommand(args: string[], out: Out, err: Out): Promise<number> {
-  const [command, ...rest] = args;
-  if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
-    out(SAE_USAGE);
-    return command === undefined ? 2 : 0;
-  }
-  let client: AdminClient | undefined;
-  try {
-    const run = COMMANDS[command];
-    if (!run) throw new UsageError(`unknown command "${command}"`);
-    const { values, positionals } = parse(rest, run.options);
-    if (values.help) {
-      out(SAE_USAGE);
-      return 0;
-    }
-    client = new AdminClient(adminTarget(values as TargetFlags));
-    const answer = await run.call(client, values, positionals);
-    if (values.json) out(JSON.stringify(answer, null, 2));
-    else for (const line of run.show(answer)) out(line);
-    return 0;
-  } catch (e) {
-    if (e instanceof UsageError) {
-      err(`kms sae: ${e.message} (kms sae help)`);
-      return 2;
-    }
-    if (e instanceof ConfigError) {
-      err(`kms sae: ${e.message}`);
-      return 2;
-    }
-    if (e instanceof HttpJsonError) {
-      err(`kms sae ${command}: ${e.status ? `refused (${e.status}): ` : ''}${e.message}`);
-      return 1;
-    }
-    throw e;
-  } finally {
-    client?.close();
-  }
-}
-
-type Values = Record<string, string | boolean | string[] | undefined>;
-interface Command {
-  options: NonNullable<ParseArgsConfig['options']>;
-  call(client: AdminClient, values: Values, positionals: string[]): Promise<unknown>;
-  show(answer: unknown): string[];
-}
-
-function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>) {
-  try {
-    return parseArgs({ args, options: { ...TARGET_OPTIONS, ...options }, allowPositionals: true, strict: true });
-  } catch (e) {
-    throw new UsageError((e as Error).message);
-  }
+export function saeCommand(args: string[], out: Out, err: Out): Promise<number> {
+  return runAdminCommand('sae', SAE_USAGE, COMMANDS, args, out, err);
 }
 
 const ID = new RegExp(IdPattern);
@@ -103,10 +32,6 @@ function saeIdOf(positionals: string[]): string {
   return id;
 }
 
-function noPositionals(positionals: string[]): void {
-  if (positionals.length) throw new UsageError(`unexpected argument ${positionals[0]}`);
-}
-
 const path = (id: string) => `/admin/v1/saes/${encodeURIComponent(id)}`;
 
 function saeRows(saes: SaeView[]): string[] {
@@ -119,14 +44,14 @@ function saeRows(saes: SaeView[]): string[] {
       s.allowed_peers ? s.allowed_peers.join(',') || '(none)' : 'any',
       Object.entries(s.tags).map(([k, v]) => `${k}=${v}`).join(',') || '-',
       s.source,
-      s.changed_at.replace(/\.\d+Z$/, 'Z'),
+      shortTime(s.changed_at),
     ]),
   );
 }
 
-const one: Command['show'] = (answer) => saeRows([answer as SaeView]);
+const one: AdminCommand['show'] = (answer) => saeRows([answer as SaeView]);
 
-function statusChange(change: 'suspend' | 'resume' | 'revoke'): Command {
+function statusChange(change: 'suspend' | 'resume' | 'revoke'): AdminCommand {
   return {
     options: { reason: { type: 'string' } },
     call: (client, values, positionals) =>
@@ -135,7 +60,7 @@ function statusChange(change: 'suspend' | 'resume' | 'revoke'): Command {
   };
 }
 
-const COMMANDS: Record<string, Command> = {
+const COMMANDS: Record<string, AdminCommand> = {
   list: {
     options: { status: { type: 'string' } },
     call: (client, values, positionals) => {

@@ -1,0 +1,64 @@
+import t from 'tap';
+import { eventually, NOT_FOUND } from '../helpers/etsi.js';
+import { startTestNetwork, type TestNetwork } from '../helpers/network.js';
+
+// Issue 13 item 2 (keys) across KMEs: a key revoked or destroyed by an operator at the master's KME is voided at the
+// slave's KME too (the slave gets 400 not found there); the slave's KME answers for its own SAEs ("which keys did
+// SAE_B receive", with the link its copy came over) and names them as holders when it revokes.
+
+let net: TestNetwork;
+t.before(async () => {
+  net = await startTestNetwork({
+    kmes: [
+      { id: 'KME_A', saes: ['SAE_A'] },
+      { id: 'KME_B', saes: ['SAE_B'] },
+    ],
+    links: [{ id: 'A-B', ends: ['KME_A', 'KME_B'] }],
+    fill: 100,
+  });
+});
+t.teardown(() => net?.close());
+
+const operatorAt = (kme: string) => net.client('OPERATOR_1', kme);
+
+async function keyForB(): Promise<string> {
+  const res = await net.client('SAE_A').get('/api/v1/keys/SAE_B/enc_keys');
+  if (res.status !== 200) throw new Error(`enc_keys: ${res.status} ${res.text}`);
+  return res.body.keys[0].key_ID as string;
+}
+
+for (const op of ['revoke', 'destroy'] as const) {
+  t.test(`${op} at the master's KME: the slave's KME voids its copy`, async (t) => {
+    const key = await keyForB();
+    const res = await operatorAt('KME_A').post(`/admin/v1/keys/${op}`, { key_ids: [key], reason: `${op} across KMEs` });
+    t.equal(res.status, 200, res.text);
+    // The origin keeps no copy once the master has the key (destroy finds it ended here); the slave's KME does.
+    t.same(res.body.changed, op === 'revoke' ? [key] : []);
+    t.same(res.body.voided_at, ['KME_B'], 'the slave\'s KME is asked to void it');
+    const voided = await eventually(async () => {
+      const [row] = await net.kme('KME_B').query(`SELECT state FROM qkd_key WHERE key_id = $1`, [key]);
+      return row?.state === 'DESTROYED';
+    }, 5_000);
+    t.ok(voided, "KME_B's copy destroyed");
+    const dec = await net.client('SAE_B').get(`/api/v1/keys/SAE_A/dec_keys?key_ID=${key}`);
+    t.equal(dec.status, 400);
+    t.equal(dec.body.message, NOT_FOUND, 'SAE_B gets nothing at its own KME');
+    const [event] = await net.kme('KME_B').query(`SELECT actor, body::jsonb #>> '{detail,reason}' AS reason FROM audit_event WHERE operation = 'void' AND $1::uuid = ANY(key_ids)`, [key]);
+    t.match(event, { actor: 'kme:KME_A', reason: new RegExp(`by operator:OPERATOR_1 at KME_A: ${op} across KMEs`) }, "KME_B's custody log says who and why");
+  });
+}
+
+t.test("the slave's KME answers for its own SAEs and names them when it revokes", async (t) => {
+  const since = new Date(Date.now() - 60_000).toISOString();
+  const key = await keyForB();
+  t.equal((await net.client('SAE_B').get(`/api/v1/keys/SAE_A/dec_keys?key_ID=${key}`)).status, 200);
+  const received = await operatorAt('KME_B').get(`/admin/v1/saes/SAE_B/keys?since=${since}`);
+  t.equal(received.status, 200, received.text);
+  t.same(received.body.keys.map((k: { key_ID: string; as: string; link_id: string }) => [k.key_ID, k.as, k.link_id]), [[key, 'slave', 'A-B']]);
+  const revoked = await operatorAt('KME_B').post('/admin/v1/keys/revoke', { key_ids: [key] });
+  t.equal(revoked.status, 200, revoked.text);
+  t.same(revoked.body.holders.map((h: { sae_id: string; as: string }) => [h.sae_id, h.as]), [['SAE_B', 'slave']], 'KME_B knows its own slave; KME_A knows the master');
+  const atA = await operatorAt('KME_A').get(`/admin/v1/keys/${key}`);
+  t.equal(atA.status, 200, atA.text);
+  t.same(atA.body.holders.map((h: { sae_id: string; as: string }) => [h.sae_id, h.as]), [['SAE_A', 'master']]);
+});
