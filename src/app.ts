@@ -5,6 +5,7 @@ import type { AuditorService } from './audit/auditor-service.js';
 import type { PeerService } from './peers/peer-service.js';
 import type { Principals } from './auth/principals.js';
 import type { KeyAdmin } from './admin/key-admin.js';
+import type { PoolAdmin } from './admin/pool-admin.js';
 import type { SaeAdmin } from './admin/sae-admin.js';
 import type { KeyService } from './keys/key-service.js';
 import type { Logger } from './log.js';
@@ -28,6 +29,8 @@ export interface AppDeps {
   saeAdmin: SaeAdmin;
   /** The admin API's key operations. */
   keyAdmin: KeyAdmin;
+  /** The admin API's pool operations. */
+  poolAdmin: PoolAdmin;
   /** Where refused and failed requests are audited (batched; unidentified callers counted). */
   refusals: RefusalLog;
   db: Db;
@@ -95,6 +98,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     auditor: deps.auditor,
     saeAdmin: deps.saeAdmin,
     keyAdmin: deps.keyAdmin,
+    poolAdmin: deps.poolAdmin,
   });
   // Each audience gets its own contract: SAEs the ETSI 014 API, peer KMEs the KME-to-KME API, auditors theirs.
   const docs = splitOpenapi(() => app.swagger());

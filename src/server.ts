@@ -3,6 +3,7 @@ import { buildApp } from './app.js';
 import { AuditorService } from './audit/auditor-service.js';
 import { PrincipalRegistry } from './auth/registry.js';
 import { KeyAdmin } from './admin/key-admin.js';
+import { PoolAdmin } from './admin/pool-admin.js';
 import { SaeAdmin } from './admin/sae-admin.js';
 import { Barrier } from './barrier/barrier.js';
 import { ConfigError } from './config/load.js';
@@ -19,6 +20,8 @@ import { KeyService } from './keys/key-service.js';
 import { MasterDeliveryBatcher } from './keys/master-batcher.js';
 import { startEraserJob } from './lifecycle/eraser.js';
 import { startExpiryJob } from './lifecycle/expiry.js';
+import { startPoolDeletionJob } from './lifecycle/pool-deletion.js';
+import { PoolGate } from './pool/pool-gate.js';
 import type { Logger } from './log.js';
 import { buildNetwork, type Network } from './peers/network.js';
 import { Topology } from './peers/topology.js';
@@ -102,6 +105,10 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       figures.set(link.link_id, new LinkFigures(link.link_id, info.blockBits, source));
       closers.unshift(() => source.close());
     }
+    // After the links are registered: the gate reads their pools' states.
+    const pools = new PoolGate(db);
+    await pools.reload();
+    closers.unshift(pools.start(REGISTRY_POLL_MS, log));
     const logKeys = new LogKeys({ db, wrapper, signingKey, name: logOrigin(config), log });
     closers.unshift(() => logKeys.close()); // after the sealer and the witness, which sign with them
     const network = buildNetwork({
@@ -137,6 +144,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       deadlineMs: config.requests.deadline_ms,
       maxQueued: config.requests.max_queued,
       principals,
+      pools,
     });
     const refusals = new RefusalLog(db, log, config.kme_id);
     closers.unshift(() => refusals.close()); // after the API has closed: its last refusals are written too
@@ -147,6 +155,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       auditor: new AuditorService(db, logOrigin(config)),
       saeAdmin: new SaeAdmin(db, registry),
       keyAdmin: new KeyAdmin({ db, topology, forwarder: network.forwarder, log }),
+      poolAdmin: new PoolAdmin({ db, gate: pools, topology, minDeletionWaitSeconds: config.admin.min_pool_deletion_wait_seconds }),
       refusals,
       db,
       log,
@@ -175,6 +184,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
           network.announcers.get(link.link_id)?.kick();
         },
         idleMs: link.source.type === 'file' ? link.source.poll_ms : undefined,
+        paused: () => !pools.ingests(link.link_id),
         log,
       });
       ingester.start();
@@ -184,6 +194,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     network.start();
     const stopExpiry = startExpiryJob(db, { kmeId: config.kme_id, log });
     closers.unshift(stopExpiry);
+    closers.unshift(startPoolDeletionJob({ db, gate: pools, kmeId: config.kme_id, log }));
     closers.unshift(startEraserJob({ db, barrier, log }));
     closers.unshift(startStatisticsJob(db, log));
     const sealer = new Sealer({ db, databaseUrl: opts.databaseUrl, keys: logKeys, everyMs: config.audit.seal_every_ms, log });

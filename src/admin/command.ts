@@ -99,11 +99,24 @@ export function noPositionals(positionals: string[]): void {
   if (positionals.length) throw new UsageError(`unexpected argument ${positionals[0]}`);
 }
 
+/** A duration such as 90s, 30m, 12h or 7d, in seconds; undefined when `value` is not one. */
+function seconds(value: string): number | undefined {
+  const m = /^(\d{1,7})([smhd])$/.exec(value);
+  return m ? Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86_400 }[m[2] as 's' | 'm' | 'h' | 'd'] : undefined;
+}
+
+/** A duration flag (90s, 30m, 12h, 7d) in seconds, checked here so that the error names the flag. */
+export function durationArg(flag: string, value: unknown): number {
+  const s = typeof value === 'string' ? seconds(value) : undefined;
+  if (s === undefined) throw new UsageError(`${flag} ${value === undefined ? 'is required' : `"${String(value)}"`}: a duration such as 90s, 30m, 12h or 7d`);
+  return s;
+}
+
 /** An ISO 8601 time, or a duration back from now: 30m, 12h, 7d. Checked here so that the error names the flag. */
 export function timeArg(flag: string, value: unknown, now = Date.now()): string {
   if (typeof value !== 'string' || value === '') throw new UsageError(`${flag} is required: a time (2026-11-30T12:00:00Z) or a duration back from now (30m, 12h, 7d)`);
-  const ago = /^(\d{1,6})([smhd])$/.exec(value);
-  if (ago) return new Date(now - Number(ago[1]) * { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[ago[2] as 's' | 'm' | 'h' | 'd']).toISOString();
+  const ago = seconds(value);
+  if (ago !== undefined) return new Date(now - ago * 1000).toISOString();
   const t = Date.parse(value);
   if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(t)) throw new UsageError(`${flag} "${value}": a time (2026-11-30T12:00:00Z) or a duration back from now (30m, 12h, 7d)`);
   return new Date(t).toISOString();

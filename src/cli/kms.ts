@@ -17,6 +17,7 @@ const USAGE = `usage: kms <command> [options]
   audit <keys|checkpoint|export|verify> …   the custody log for auditors (kms audit help)
   sae <list|show|enroll|suspend|resume|revoke> …   SAEs, over the admin API (kms sae help)
   key <show|suspend|resume|revoke|destroy|received|holders> …   keys, over the admin API (kms key help)
+  pool <list|show|suspend|resume|drain|schedule-deletion|cancel-deletion> …   pools, over the admin API (kms pool help)
 `;
 
 /** Entry point: returns the process exit code (or never returns for long-running commands). */
@@ -52,6 +53,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('../admin/sae-cli.js')).saeCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case 'key':
       return (await import('../admin/key-cli.js')).keyCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
+    case 'pool':
+      return (await import('../admin/pool-cli.js')).poolCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case 'audit':
       return (await import('../audit/cli.js')).auditCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case undefined:

@@ -245,6 +245,18 @@ export const AuditSchema = Type.Object(
   { additionalProperties: false, default: {} },
 );
 
+export const AdminSchema = Type.Object(
+  {
+    min_pool_deletion_wait_seconds: Type.Integer({
+      minimum: 1,
+      maximum: 30 * 86_400,
+      default: 3_600,
+      description: 'the shortest waiting period an operator may give a pool deletion (kms pool schedule-deletion --in)',
+    }),
+  },
+  { additionalProperties: false, default: {} },
+);
+
 export const ConfigSchema = Type.Object(
   {
     kme_id: Id('this KME'),
@@ -293,6 +305,7 @@ export const ConfigSchema = Type.Object(
     peers: Type.Array(PeerSchema, { default: [] }),
     network: NetworkSchema,
     audit: AuditSchema,
+    admin: AdminSchema,
   },
   { additionalProperties: false },
 );

@@ -6,6 +6,7 @@ import type { Principals } from '../auth/principals.js';
 import { badRequest, KmsError, unauthorized, unavailable } from '../errors.js';
 import type { LinkSync } from '../peers/link-sync.js';
 import type { LinkFigures } from '../pool/link-figures.js';
+import type { PoolGate } from '../pool/pool-gate.js';
 import type { Topology } from '../peers/topology.js';
 import { isConnectionError, withTransaction, type Db } from '../store/db.js';
 import { availableBlocks, setAsideChunks } from '../store/pool.js';
@@ -35,6 +36,8 @@ export interface KeyServiceDeps {
   maxQueued: number;
   /** The registry: the status and allowed peers of this KME's SAEs. None: every pair of registered SAEs may share keys. */
   principals?: Principals;
+  /** The operators' holds on pools. None: every pool hands keys out. */
+  pools?: PoolGate;
 }
 
 /**
@@ -70,6 +73,8 @@ export class KeyService {
     const plan = planDelivery(topology, [slave]);
     const slaveKme = topology.kmeOf(slave)!;
     let blocks = await availableBlocks(this.deps.db, plan.material.linkId).catch(databaseDown);
+    const held = this.linksOf(plan).filter((id) => this.deps.pools && !this.deps.pools.handsOut(id));
+    if (held.length > 0) blocks = 0; // an operator holds a pool the keys would come from
     const hop = plan.hops[0];
     if (hop) {
       const state = this.deps.linkSync?.state(hop.link.linkId);
@@ -93,6 +98,7 @@ export class KeyService {
       status_extension: {
         ...(hop ? { qkms_route_type: hop.peer === slaveKme ? 'direct' : 'indirect', qkms_next_hop: hop.peer } : {}),
         ...(this.deps.figures?.get(plan.material.linkId) ? { qkms_link: this.deps.figures.get(plan.material.linkId)!.snapshot() } : {}),
+        ...(held.length > 0 ? { qkms_pool_held: held.map((id) => ({ link_id: id, state: this.deps.pools!.state(id) })) } : {}),
       },
     };
   }
@@ -113,6 +119,7 @@ export class KeyService {
       const state = this.deps.linkSync?.state(hop.link.linkId);
       if (state?.misconfigured) throw unavailable(`link ${hop.link.linkId} to ${hop.peer} is misconfigured: ${state.misconfigured}`);
     }
+    this.deps.pools?.checkHandOut(this.linksOf(plan));
     const keys = await this.deps.batcher
       .deliver({
         plan,
@@ -210,6 +217,11 @@ export class KeyService {
       ),
     ).catch(() => undefined);
     return unavailable(`stored material of key(s) ${ids.join(', ')} failed its integrity check: destroyed as compromised; the operator must investigate`);
+  }
+
+  /** The links whose material a delivery plan takes here: the key's own, and each next hop's (one-time pads). */
+  private linksOf(plan: ReturnType<typeof planDelivery>): string[] {
+    return [...new Set([plan.material.linkId, ...plan.hops.map((h) => h.link.linkId)])];
   }
 
   private checkPair(master: string, slave: string): void {

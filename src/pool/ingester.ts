@@ -27,6 +27,8 @@ export interface IngesterOptions {
   log: Logger;
   /** Pause between polls when the device has nothing new or the pool is full. */
   idleMs?: number;
+  /** While true the device is not read (an operator drains the pool or deleted it); batches taken are still stored. */
+  paused?: () => boolean;
 }
 
 /** A batch taken from the device: its material and the positions it fills, sealed once and stored once. */
@@ -122,7 +124,7 @@ export class Ingester {
       room.total = Math.max(0, room.total - b.blocks);
     }
     if (!this.unchecked) {
-      if (room.total <= 0) return false;
+      if (room.total <= 0 || this.opts.paused?.()) return false;
       this.unchecked = await source.take(Math.min(room.total, this.opts.maxBlocksPerBatch));
     }
     const keys = this.unchecked;

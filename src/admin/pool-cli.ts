@@ -1,0 +1,87 @@
+import type { PoolView } from '../schemas/admin-pools.js';
+import { durationArg, noPositionals, runAdminCommand, shortTime, TARGET_HELP, UsageError, type AdminCommand, type Out } from './command.js';
+import { table } from './table.js';
+
+export const POOL_USAGE = `usage: kms pool <command> [options]
+
+  list                                   the pools of the KME, one per link
+  show LINK_ID                           one pool
+  suspend LINK_ID [--reason TEXT]        no keys or one-time pads from it here (503); its device is still read
+  resume LINK_ID [--reason TEXT]         back to active (from suspended or draining)
+  drain LINK_ID [--reason TEXT]          keys are still made from it; its device is no longer read
+  schedule-deletion LINK_ID --in DURATION [--reason TEXT]
+                                         destroy its unbound material after DURATION (e.g. 24h, 7d); no keys meanwhile
+  cancel-deletion LINK_ID [--reason TEXT]
+                                         back to suspended (never straight to active)
+
+A pool is one link's material at this KME: each end of a paired link has its own (act at both ends to stop a link).
+
+${TARGET_HELP}`;
+
+/** `kms pool …`: pools over the admin API. Returns the exit status. */
+export function poolCommand(args: string[], out: Out, err: Out): Promise<number> {
+  return runAdminCommand('pool', POOL_USAGE, COMMANDS, args, out, err);
+}
+
+const LINK = /^[A-Za-z0-9._~-]{1,128}$/;
+
+function linkIdOf(positionals: string[]): string {
+  if (positionals.length !== 1) throw new UsageError(`give exactly one LINK_ID${positionals.length ? ` (got ${positionals.join(' ')})` : ''}`);
+  const id = positionals[0]!;
+  if (!LINK.test(id)) throw new UsageError(`LINK_ID "${id}": use 1–128 letters, digits and . _ ~ -`);
+  return id;
+}
+
+const path = (id: string) => `/admin/v1/pools/${encodeURIComponent(id)}`;
+
+function poolRows(pools: PoolView[]): string[] {
+  return table(
+    ['LINK', 'STATE', 'PEER', 'ROLE', 'AVAILABLE', 'KEYS OUT', 'DEVICE READ', 'CHANGED'],
+    pools.map((p) => [
+      p.link_id,
+      p.state === 'pending_deletion' ? `pending deletion at ${shortTime(p.delete_at!)}` : p.state,
+      p.peer_kme_id ?? '-',
+      p.role,
+      `${p.available_blocks} blocks of ${p.block_bits} bits`,
+      p.hands_out ? 'yes' : 'no',
+      p.ingests ? 'yes' : 'no',
+      shortTime(p.changed_at),
+    ]),
+  );
+}
+
+const one: AdminCommand['show'] = (answer) => poolRows([answer as PoolView]);
+
+function change(route: string): AdminCommand {
+  return {
+    options: { reason: { type: 'string' } },
+    call: (client, values, positionals) =>
+      client.call('POST', `${path(linkIdOf(positionals))}/${route}`, values.reason === undefined ? {} : { reason: values.reason }),
+    show: one,
+  };
+}
+
+const COMMANDS: Record<string, AdminCommand> = {
+  list: {
+    options: {},
+    call: (client, _values, positionals) => {
+      noPositionals(positionals);
+      return client.call('GET', '/admin/v1/pools');
+    },
+    show: (answer) => poolRows((answer as { pools: PoolView[] }).pools),
+  },
+  show: { options: {}, call: (client, _values, positionals) => client.call('GET', path(linkIdOf(positionals))), show: one },
+  suspend: change('suspend'),
+  resume: change('resume'),
+  drain: change('drain'),
+  'cancel-deletion': change('cancel-deletion'),
+  'schedule-deletion': {
+    options: { in: { type: 'string' }, reason: { type: 'string' } },
+    call: (client, values, positionals) => {
+      const link = linkIdOf(positionals);
+      const wait = durationArg('--in', values.in);
+      return client.call('POST', `${path(link)}/schedule-deletion`, { wait_seconds: wait, ...(values.reason === undefined ? {} : { reason: values.reason }) });
+    },
+    show: one,
+  },
+};

@@ -1,0 +1,64 @@
+import t from 'tap';
+import { poolCommand } from '../../src/admin/pool-cli.js';
+import { startTestKms, type TestKms } from '../helpers/kms.js';
+
+// Issue 13 item 2: `kms pool …` end to end against a running KME over the admin API: every command, its table and
+// --json, refusals (exit 1) and bad arguments named before the KME is asked (exit 2).
+
+let k: TestKms;
+t.before(async () => {
+  k = await startTestKms({ keys: { max_key_count: 50 }, admin: { min_pool_deletion_wait_seconds: 60 } });
+});
+t.teardown(() => k?.close());
+
+async function pool(...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const op = k.pki.operators.OPERATOR_1!;
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await poolCommand([...args, '--url', k.kms.url, '--ca', k.pki.ca, '--cert', op.cert, '--key', op.key], (l) => out.push(l), (l) => err.push(l));
+  return { code, out: out.join('\n'), err: err.join('\n') };
+}
+
+t.test('list, show, suspend, resume, drain, schedule-deletion, cancel-deletion', async (t) => {
+  const list = await pool('list');
+  t.equal(list.code, 0, list.err);
+  t.match(list.out, /^LINK\s+STATE\s+PEER\s+ROLE\s+AVAILABLE\s+KEYS OUT\s+DEVICE READ\s+CHANGED$/m);
+  t.match(list.out, /^KME_T-loopback\s+active\s+-\s+loopback\s+\d+ blocks of 256 bits\s+yes\s+yes\s+\d{4}-/m);
+  for (const [cmd, row] of [
+    ['suspend', /^KME_T-loopback\s+suspended\s.*\s+no\s+yes\s/m],
+    ['drain', /^KME_T-loopback\s+draining\s.*\s+yes\s+no\s/m],
+    ['resume', /^KME_T-loopback\s+active\s.*\s+yes\s+yes\s/m],
+  ] as const) {
+    const r = await pool(cmd, 'KME_T-loopback', '--reason', `${cmd} in a test`);
+    t.equal(r.code, 0, `${cmd}: ${r.err}`);
+    t.match(r.out, row, cmd);
+  }
+  const tooSoon = await pool('schedule-deletion', 'KME_T-loopback', '--in', '30s');
+  t.equal(tooSoon.code, 1, 'refused by the KME: below its minimum waiting period');
+  t.match(tooSoon.err, /^kms pool schedule-deletion: refused \(400\): wait_seconds must be at least 60/);
+  const scheduled = await pool('schedule-deletion', 'KME_T-loopback', '--in', '7d', '--json');
+  t.equal(scheduled.code, 0, scheduled.err);
+  const body = JSON.parse(scheduled.out);
+  t.equal(body.state, 'pending_deletion');
+  t.ok(Math.abs(Date.parse(body.delete_at) - (Date.now() + 7 * 86_400_000)) < 60_000, 'delete_at in seven days');
+  t.match((await pool('show', 'KME_T-loopback')).out, /pending deletion at \d{4}-/);
+  const back = await pool('resume', 'KME_T-loopback');
+  t.equal(back.code, 1, 'no way from pending deletion straight to active');
+  t.match(back.err, /refused \(409\): the pool of link KME_T-loopback is pending deletion/);
+  t.match((await pool('cancel-deletion', 'KME_T-loopback')).out, /^KME_T-loopback\s+suspended\s/m);
+});
+
+t.test('bad usage names the argument (exit 2)', async (t) => {
+  for (const [args, why] of [
+    [['show'], /give exactly one LINK_ID/],
+    [['suspend', 'a/b'], /LINK_ID "a\/b": use 1–128 letters/],
+    [['schedule-deletion', 'KME_T-loopback'], /--in is required: a duration/],
+    [['schedule-deletion', 'KME_T-loopback', '--in', 'soon'], /--in "soon": a duration such as 90s/],
+    [['list', 'extra'], /unexpected argument extra/],
+  ] as Array<[string[], RegExp]>) {
+    const r = await pool(...args);
+    t.equal(r.code, 2, args.join(' '));
+    t.match(r.err, why, args.join(' '));
+  }
+  t.equal((await pool('show', 'NO-LINK')).code, 1, 'an unknown link: refused by the KME (404)');
+});
