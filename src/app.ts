@@ -6,6 +6,7 @@ import type { PeerService } from './peers/peer-service.js';
 import type { Principals } from './auth/principals.js';
 import type { KeyAdmin } from './admin/key-admin.js';
 import type { PoolAdmin } from './admin/pool-admin.js';
+import type { PolicyAdmin } from './admin/policy-admin.js';
 import type { SaeAdmin } from './admin/sae-admin.js';
 import type { KeyService } from './keys/key-service.js';
 import type { Logger } from './log.js';
@@ -31,6 +32,8 @@ export interface AppDeps {
   keyAdmin: KeyAdmin;
   /** The admin API's pool operations. */
   poolAdmin: PoolAdmin;
+  /** The admin API's policies per SAE pair. */
+  policyAdmin: PolicyAdmin;
   /** Where refused and failed requests are audited (batched; unidentified callers counted). */
   refusals: RefusalLog;
   db: Db;
@@ -99,6 +102,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     saeAdmin: deps.saeAdmin,
     keyAdmin: deps.keyAdmin,
     poolAdmin: deps.poolAdmin,
+    policyAdmin: deps.policyAdmin,
   });
   // Each audience gets its own contract: SAEs the ETSI 014 API, peer KMEs the KME-to-KME API, auditors theirs.
   const docs = splitOpenapi(() => app.swagger());

@@ -4,6 +4,7 @@ import { AuditorService } from './audit/auditor-service.js';
 import { PrincipalRegistry } from './auth/registry.js';
 import { KeyAdmin } from './admin/key-admin.js';
 import { PoolAdmin } from './admin/pool-admin.js';
+import { PolicyAdmin } from './admin/policy-admin.js';
 import { SaeAdmin } from './admin/sae-admin.js';
 import { Barrier } from './barrier/barrier.js';
 import { ConfigError } from './config/load.js';
@@ -22,6 +23,9 @@ import { startEraserJob } from './lifecycle/eraser.js';
 import { startExpiryJob } from './lifecycle/expiry.js';
 import { startPoolDeletionJob } from './lifecycle/pool-deletion.js';
 import { PoolGate } from './pool/pool-gate.js';
+import { PolicyBook } from './policy/policy-book.js';
+import { startPoolLevelWatch } from './policy/pool-level-watch.js';
+import { PolicyChangeError } from './store/policies.js';
 import type { Logger } from './log.js';
 import { buildNetwork, type Network } from './peers/network.js';
 import { Topology } from './peers/topology.js';
@@ -105,6 +109,8 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       figures.set(link.link_id, new LinkFigures(link.link_id, info.blockBits, source));
       closers.unshift(() => source.close());
     }
+    const policies = await openPolicyBook(db, config);
+    closers.unshift(policies.start(REGISTRY_POLL_MS, log));
     // After the links are registered: the gate reads their pools' states.
     const pools = new PoolGate(db);
     await pools.reload();
@@ -145,6 +151,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       maxQueued: config.requests.max_queued,
       principals,
       pools,
+      policies,
     });
     const refusals = new RefusalLog(db, log, config.kme_id);
     closers.unshift(() => refusals.close()); // after the API has closed: its last refusals are written too
@@ -155,6 +162,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       auditor: new AuditorService(db, logOrigin(config)),
       saeAdmin: new SaeAdmin(db, registry),
       keyAdmin: new KeyAdmin({ db, topology, forwarder: network.forwarder, log }),
+      policyAdmin: new PolicyAdmin({ db, book: policies }),
       poolAdmin: new PoolAdmin({ db, gate: pools, topology, minDeletionWaitSeconds: config.admin.min_pool_deletion_wait_seconds }),
       refusals,
       db,
@@ -195,6 +203,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     const stopExpiry = startExpiryJob(db, { kmeId: config.kme_id, log });
     closers.unshift(stopExpiry);
     closers.unshift(startPoolDeletionJob({ db, gate: pools, kmeId: config.kme_id, log }));
+    closers.unshift(startPoolLevelWatch({ db, topology, policies, keySize: config.keys.key_size, log }));
     closers.unshift(startEraserJob({ db, barrier, log }));
     closers.unshift(startStatisticsJob(db, log));
     const sealer = new Sealer({ db, databaseUrl: opts.databaseUrl, keys: logKeys, everyMs: config.audit.seal_every_ms, log });
@@ -249,6 +258,15 @@ async function openRegistry(db: Db, config: Config, log: Logger): Promise<Princi
     return await PrincipalRegistry.open(db, config, log);
   } catch (err) {
     if (err instanceof PrincipalChangeError) throw new ConfigError(`the config's saes, peers, auditors and operators: ${err.message}`);
+    throw err;
+  }
+}
+
+async function openPolicyBook(db: Db, config: Config): Promise<PolicyBook> {
+  try {
+    return await PolicyBook.open(db, config);
+  } catch (err) {
+    if (err instanceof PolicyChangeError) throw new ConfigError(`the config's policies: ${err.message}`);
     throw err;
   }
 }

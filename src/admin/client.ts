@@ -53,7 +53,7 @@ export class AdminClient {
   }
 
   /** Calls the admin API; resolves with the JSON answer of a 200, rejects with HttpJsonError otherwise. */
-  call<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+  call<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, body?: unknown): Promise<T> {
     return this.http.call<T>(method, `${this.target.url}${path}`, body);
   }
 

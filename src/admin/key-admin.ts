@@ -156,6 +156,7 @@ function whyUnchanged(operation: KeyChange, row: KeyRow | undefined, steps: Cust
 
 function view(id: string, row: KeyRow | undefined, steps: CustodyStep[]): Omit<KeyView, 'custody'> {
   const bound = steps.find((s) => s.operation === 'reserve' || s.operation === 'deliver_master');
+  const tagged = steps.find((s) => s.detail.tags && typeof s.detail.tags === 'object');
   return {
     key_ID: id,
     state: stateOf(row, steps),
@@ -166,5 +167,6 @@ function view(id: string, row: KeyRow | undefined, steps: CustodyStep[]): Omit<K
     ...(row?.destroyedAt ? { ended_at: row.destroyedAt.toISOString() } : {}),
     ...(row && row.relayedTo.length > 0 ? { relayed_to: row.relayedTo } : {}),
     holders: holdersIn(steps).map((h) => ({ sae_id: h.saeId, as: h.as, at: h.at.toISOString() })),
+    ...(tagged ? { tags: tagged.detail.tags as Record<string, string> } : {}),
   };
 }

@@ -137,6 +137,7 @@ const COMMANDS_WITHOUT_STDIN: Record<string, AdminCommand> = {
         ['created', k.created_at && shortTime(k.created_at)],
         ['expires', k.expires_at && shortTime(k.expires_at)],
         ['ended', k.ended_at && shortTime(k.ended_at)],
+        ['tags', k.tags && Object.entries(k.tags).map(([n, v]) => `${n}=${v}`).join(', ')],
         ['received by', k.holders.map((h) => `${h.sae_id} (${h.as}, ${shortTime(h.at)})`).join(', ') || 'nobody, from this KME'],
       ];
       const width = Math.max(...facts.map(([name]) => name.length));

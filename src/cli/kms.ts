@@ -18,6 +18,7 @@ const USAGE = `usage: kms <command> [options]
   sae <list|show|enroll|suspend|resume|revoke> …   SAEs, over the admin API (kms sae help)
   key <show|suspend|resume|revoke|destroy|received|holders> …   keys, over the admin API (kms key help)
   pool <list|show|suspend|resume|drain|schedule-deletion|cancel-deletion> …   pools, over the admin API (kms pool help)
+  policy <list|show|set|delete> …   policies per SAE pair, over the admin API (kms policy help)
 `;
 
 /** Entry point: returns the process exit code (or never returns for long-running commands). */
@@ -55,6 +56,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('../admin/key-cli.js')).keyCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case 'pool':
       return (await import('../admin/pool-cli.js')).poolCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
+    case 'policy':
+      return (await import('../admin/policy-cli.js')).policyCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case 'audit':
       return (await import('../audit/cli.js')).auditCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case undefined:

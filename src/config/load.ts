@@ -54,6 +54,7 @@ export function parseConfig(raw: unknown, origin = 'config'): Config {
   config.links ??= [{ link_id: `${config.kme_id}-loopback`, max_blocks_per_batch: 16_384, source: Value.Default(SOURCE_SCHEMAS.simulator, { type: 'simulator' }) as Config['links'][number]['source'] }];
   checkKeyLimits(config.keys, origin);
   checkSaes(config, origin);
+  checkPolicies(config, origin);
   checkNetwork(config, (field, why) => {
     throw new ConfigError(`${origin} is invalid:\n  ${field}: ${why}`);
   });
@@ -103,6 +104,17 @@ function checkSaes(config: Config, origin: string): void {
   config.saes.forEach((sae, i) => {
     if (seen.has(sae.id)) throw new ConfigError(`${origin} is invalid:\n  /saes/${i}/id: duplicate SAE ID ${sae.id}`);
     seen.add(sae.id);
+  });
+}
+
+function checkPolicies(config: Config, origin: string): void {
+  const seen = new Set<string>();
+  config.policies.forEach((p, i) => {
+    const [x, y] = p.saes as [string, string];
+    if (x === y) throw new ConfigError(`${origin} is invalid:\n  /policies/${i}/saes: a pair of two different SAEs, not ${x} twice`);
+    const pair = [x, y].sort().join(' and ');
+    if (seen.has(pair)) throw new ConfigError(`${origin} is invalid:\n  /policies/${i}/saes: a second policy for ${pair}`);
+    seen.add(pair);
   });
 }
 

@@ -245,6 +245,20 @@ export const AuditSchema = Type.Object(
   { additionalProperties: false, default: {} },
 );
 
+/** A policy per SAE pair (docs/operators.md, "Policies"); the pair is unordered. */
+export const PolicySchema = Type.Object(
+  {
+    saes: Type.Array(Id('an SAE ID'), { minItems: 2, maxItems: 2, description: 'the pair, either way round' }),
+    key_ttl_seconds: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 30 * 86_400, description: "how long the pair's keys wait for their slaves; default keys.key_ttl_seconds" }),
+    ),
+    min_pool_keys: Type.Optional(Type.Integer({ minimum: 0, description: 'below this many keys in the pool the pair draws from: a log line and a status warning' })),
+    max_keys_per_minute: Type.Optional(Type.Integer({ minimum: 1, description: 'keys the pair may take a minute at this KME; more get a 503' })),
+    tags: Type.Optional(TagsSchema),
+  },
+  { additionalProperties: false },
+);
+
 export const AdminSchema = Type.Object(
   {
     min_pool_deletion_wait_seconds: Type.Integer({
@@ -306,6 +320,7 @@ export const ConfigSchema = Type.Object(
     network: NetworkSchema,
     audit: AuditSchema,
     admin: AdminSchema,
+    policies: Type.Array(PolicySchema, { default: [], description: 'policies per SAE pair; operators add more with kms policy' }),
   },
   { additionalProperties: false },
 );

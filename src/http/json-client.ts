@@ -40,7 +40,7 @@ export class JsonClient {
   }
 
   /** Resolves with the JSON answer of a 200; rejects with HttpJsonError otherwise. */
-  call<T>(method: 'GET' | 'POST', url: string, body?: unknown): Promise<T> {
+  call<T>(method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, body?: unknown): Promise<T> {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const origin = new URL(url).origin;
     return new Promise<T>((resolve, reject) => {

@@ -7,6 +7,9 @@ import { badRequest, KmsError, unauthorized, unavailable } from '../errors.js';
 import type { LinkSync } from '../peers/link-sync.js';
 import type { LinkFigures } from '../pool/link-figures.js';
 import type { PoolGate } from '../pool/pool-gate.js';
+import type { PolicyBook } from '../policy/policy-book.js';
+import { PairRateLimiter } from '../policy/rate-limiter.js';
+import type { StoredPolicy } from '../store/policies.js';
 import type { Topology } from '../peers/topology.js';
 import { isConnectionError, withTransaction, type Db } from '../store/db.js';
 import { availableBlocks, setAsideChunks } from '../store/pool.js';
@@ -38,6 +41,8 @@ export interface KeyServiceDeps {
   principals?: Principals;
   /** The operators' holds on pools. None: every pool hands keys out. */
   pools?: PoolGate;
+  /** Policies per SAE pair: time-to-live, minimum pool level, keys per minute, tags. None: the KME's defaults. */
+  policies?: PolicyBook;
 }
 
 /**
@@ -53,6 +58,8 @@ export interface KeyServiceDeps {
 export class KeyService {
   /** Group commit for Get key with key IDs: concurrent requests share one transaction (src/keys/group-commit.ts). */
   private readonly slaves: GroupCommitQueue<SlaveRequest, KeyContainer>;
+  /** Keys per minute per SAE pair, where a policy limits them. */
+  private readonly rates = new PairRateLimiter();
 
   constructor(private readonly deps: KeyServiceDeps) {
     this.slaves = new GroupCommitQueue({
@@ -82,6 +89,8 @@ export class KeyService {
       if (!state?.up || state.misconfigured) blocks = 0;
       else if (hop.peer !== slaveKme) blocks = Math.min(blocks, state.reach.get(slaveKme) ?? 0);
     }
+    const storedKeys = Math.min(Math.floor((blocks * plan.material.blockBits) / limits.key_size), limits.max_key_count);
+    const minimum = this.deps.policies?.of(caller.saeId, slave)?.minPoolKeys;
     return {
       source_KME_ID: this.deps.kmeId,
       target_KME_ID: slaveKme,
@@ -89,7 +98,7 @@ export class KeyService {
       slave_SAE_ID: slave,
       key_size: limits.key_size,
       // The pool never holds more than max_key_count blocks; the clamp guards clients that check the bound.
-      stored_key_count: Math.min(Math.floor((blocks * plan.material.blockBits) / limits.key_size), limits.max_key_count),
+      stored_key_count: storedKeys,
       max_key_count: limits.max_key_count,
       max_key_per_request: limits.max_key_per_request,
       max_key_size: limits.max_key_size,
@@ -99,6 +108,9 @@ export class KeyService {
         ...(hop ? { qkms_route_type: hop.peer === slaveKme ? 'direct' : 'indirect', qkms_next_hop: hop.peer } : {}),
         ...(this.deps.figures?.get(plan.material.linkId) ? { qkms_link: this.deps.figures.get(plan.material.linkId)!.snapshot() } : {}),
         ...(held.length > 0 ? { qkms_pool_held: held.map((id) => ({ link_id: id, state: this.deps.pools!.state(id) })) } : {}),
+        ...(minimum !== undefined && storedKeys < minimum
+          ? { qkms_warnings: [`the pool holds ${storedKeys} keys, below the minimum of ${minimum} the policy of ${caller.saeId} and ${slave} sets`] }
+          : {}),
       },
     };
   }
@@ -120,6 +132,8 @@ export class KeyService {
       if (state?.misconfigured) throw unavailable(`link ${hop.link.linkId} to ${hop.peer} is misconfigured: ${state.misconfigured}`);
     }
     this.deps.pools?.checkHandOut(this.linksOf(plan));
+    const policy = this.deps.policies?.forRequest(caller.saeId, slaveSaeIds);
+    const charged = policy ? this.charge(caller.saeId, policy.pairs, number) : [];
     const keys = await this.deps.batcher
       .deliver({
         plan,
@@ -131,9 +145,36 @@ export class KeyService {
         blocksPerKey: Math.ceil(size / plan.material.blockBits),
         deadline: Date.now() + this.deps.deadlineMs,
         abandoned,
+        ...(policy?.keyTtlSeconds !== undefined ? { ttlMs: policy.keyTtlSeconds * 1000 } : {}),
+        ...(policy && Object.keys(policy.tags).length ? { tags: policy.tags } : {}),
       })
-      .catch(databaseDown);
+      .catch((err: unknown) => {
+        for (const c of charged) this.rates.refund(c.pair, number, c.second);
+        return databaseDown(err);
+      });
     return { keys };
+  }
+
+  /**
+   * Charges `number` keys to every pair of the request whose policy limits keys per minute; when one would pass its
+   * limit nothing is charged and the request gets a 503 saying when to try again.
+   */
+  private charge(master: string, pairs: StoredPolicy[], number: number): Array<{ pair: string; second: number }> {
+    const charged: Array<{ pair: string; second: number }> = [];
+    for (const p of pairs) {
+      if (p.maxKeysPerMinute === undefined) continue;
+      const pair = p.saes.join('/');
+      const got = this.rates.take(pair, number, p.maxKeysPerMinute);
+      if (!got.ok) {
+        for (const c of charged) this.rates.refund(c.pair, number, c.second);
+        const other = p.saes[0] === master ? p.saes[1] : p.saes[0];
+        throw unavailable(
+          `the policy of ${master} and ${other} allows ${p.maxKeysPerMinute} keys a minute at this KME; ${got.used} were taken in the last minute: try again in ${got.retryAfterS} s`,
+        );
+      }
+      charged.push({ pair, second: got.second });
+    }
+    return charged;
   }
 
   async getKeysWithIds(caller: SaeCaller, master: string, requestedIds: string[]): Promise<KeyContainer> {
@@ -150,7 +191,8 @@ export class KeyService {
     const deadline = Math.min(...batch.map((p) => p.request.deadline));
     try {
       const answers = await withTransaction(this.deps.db, async (c) => {
-        const answers = await deliverToSlaves(c, { barrier: this.deps.barrier, kmeId: this.deps.kmeId }, batch.map((p) => p.request));
+        const tagsOf = (master: string, slave: string) => this.deps.policies?.of(master, slave)?.tags;
+        const answers = await deliverToSlaves(c, { barrier: this.deps.barrier, kmeId: this.deps.kmeId, tagsOf }, batch.map((p) => p.request));
         // Past the deadline the client has its 503: roll back rather than mark keys delivered nobody receives.
         if (Date.now() >= deadline && answers.some((a) => !(a instanceof KmsError))) throw slaveTimedOut();
         return answers;

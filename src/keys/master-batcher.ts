@@ -174,7 +174,13 @@ export class MasterDeliveryBatcher {
       actor: `sae:${r.masterSaeId}`,
       actorCert: r.certSha256,
       keyIds,
-      detail: { link_id: r.plan.material.linkId, slaves: r.slaveSaeIds, size_bits: r.sizeBits, relayed_to: r.plan.hops.map((h) => h.peer) },
+      detail: {
+        link_id: r.plan.material.linkId,
+        slaves: r.slaveSaeIds,
+        size_bits: r.sizeBits,
+        relayed_to: r.plan.hops.map((h) => h.peer),
+        ...(r.tags && Object.keys(r.tags).length ? { tags: r.tags } : {}),
+      },
     });
   }
 }

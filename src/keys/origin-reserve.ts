@@ -24,6 +24,10 @@ export interface MasterRequest {
   deadline: number;
   /** True once the client went away: its keys must not be committed as delivered. */
   abandoned: () => boolean;
+  /** How long its keys wait for their slaves (the pair's policy); none: the KME's default. */
+  ttlMs?: number;
+  /** The pair's policy tags, recorded in the keys' custody events. */
+  tags?: Record<string, string>;
 }
 
 export interface DeliveredKey {
@@ -98,11 +102,12 @@ export async function reserveAtOrigin(
   const opened = await deps.barrier.openChunks(
     [material, ...pads.values()].flatMap((claim) => claim.chunks).filter((ch) => touched.has(`${ch.id.linkId}/${ch.id.firstSeq}`)),
   );
-  const expiresAt = new Date(Date.now() + deps.keyTtlMs);
+  const now = Date.now();
   const rows: KeyRow[] = [];
   const audits: string[] = [];
   const results = served.map((p) => {
     const { request: r } = p;
+    const expiresAt = new Date(now + (r.ttlMs ?? deps.keyTtlMs));
     const remote = r.plan.hops.length > 0;
     const per = r.blocksPerKey;
     const ofKey = (seqs: string[], i: number) => seqs.slice(i * per, (i + 1) * per);
@@ -185,6 +190,7 @@ function auditOf(
       slaves: r.slaveSaeIds,
       size_bits: r.sizeBits,
       blocks: seqs,
+      ...(r.tags && Object.keys(r.tags).length ? { tags: r.tags } : {}),
       ...(remote
         ? {
             kme: kmeId,

@@ -29,7 +29,7 @@ export interface SlaveRequest {
  */
 export async function deliverToSlaves(
   c: DbClient,
-  deps: { barrier: Barrier; kmeId: string },
+  deps: { barrier: Barrier; kmeId: string; tagsOf?: (master: string, slave: string) => Record<string, string> | undefined },
   batch: SlaveRequest[],
 ): Promise<Array<KeyContainer | KmsError>> {
   const { slaves: rows, material } = await lockSlaveRows(c, [...new Set(batch.flatMap((r) => r.keyIds))]);
@@ -69,7 +69,9 @@ export async function deliverToSlaves(
     const d = decisions[i]!;
     if (d instanceof KmsError) return d;
     const actor = { actor: `sae:${r.caller.saeId}`, actorCert: r.caller.certSha256 };
-    auditBodies.push(auditBody({ operation: 'deliver_slave', outcome: 'ok', ...actor, keyIds: r.keyIds, detail: { master: r.master } }));
+    const tags = deps.tagsOf?.(r.master, r.caller.saeId);
+    const detail = { master: r.master, ...(tags && Object.keys(tags).length ? { tags } : {}) };
+    auditBodies.push(auditBody({ operation: 'deliver_slave', outcome: 'ok', ...actor, keyIds: r.keyIds, detail }));
     if (d.destroy.length > 0) {
       auditBodies.push(auditBody({ operation: 'destroy', outcome: 'ok', ...actor, keyIds: d.destroy, detail: { reason: 'all slaves served' } }));
       destroyKeyIds.push(...d.destroy);

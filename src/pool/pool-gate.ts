@@ -1,6 +1,6 @@
 import { unavailable } from '../errors.js';
 import type { Logger } from '../log.js';
-import { Repeater } from '../lifecycle/repeater.js';
+import { startBackgroundJob } from '../lifecycle/background-job.js';
 import type { Db } from '../store/db.js';
 import { loadPoolStates, type PoolState, type PoolStateRow } from '../store/pool-states.js';
 
@@ -35,19 +35,7 @@ export class PoolGate {
 
   /** Polls the database until the returned stop is called; a failed poll keeps the last known states. */
   start(pollMs: number, log: Logger): () => Promise<void> {
-    let failing = false;
-    const loop = new Repeater(async () => {
-      try {
-        await this.reload();
-        failing = false;
-      } catch (err) {
-        if (!failing) log.warn({ err: { message: (err as Error).message } }, 'could not reload pool states; keeping the last known');
-        failing = true;
-      }
-      return pollMs;
-    });
-    loop.start(pollMs);
-    return () => loop.stop();
+    return startBackgroundJob({ what: 'watching the pool states', log, everyMs: pollMs, step: () => this.reload() });
   }
 
   set(row: PoolStateRow): void {

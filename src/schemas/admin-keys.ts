@@ -1,5 +1,5 @@
 import { Type, type Static } from 'typebox';
-import { IdPattern } from '../config/schema.js';
+import { IdPattern, TagsSchema } from '../config/schema.js';
 
 /**
  * The admin API's keys (/admin/v1/keys, docs/operators.md "Keys"): TypeBox schemas shared by the routes, the
@@ -29,6 +29,7 @@ export const KeySchema = Type.Object(
     created_at: Type.Optional(Time),
     expires_at: Type.Optional(Time),
     ended_at: Type.Optional(Time),
+    tags: Type.Optional(TagsSchema), // the tags of the SAE pair policy it was delivered under
     holders: Type.Array(Type.Object({ ...Holder, at: Time }, { additionalProperties: false }), {
       description: 'the SAEs that received it from this KME',
     }),

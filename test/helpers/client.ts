@@ -43,6 +43,14 @@ export class EtsiClient {
     return this.send('POST', path, text, { 'content-type': 'application/json', ...headers });
   }
 
+  put(path: string, body: unknown): Promise<Response> {
+    return this.send('PUT', path, JSON.stringify(body), { 'content-type': 'application/json' });
+  }
+
+  delete(path: string): Promise<Response> {
+    return this.send('DELETE', path);
+  }
+
   send(method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<Response> {
     return new Promise((resolve, reject) => {
       const req = request(new URL(path, this.baseUrl), { method, agent: this.agent, headers }, (res) => {

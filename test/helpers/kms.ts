@@ -127,6 +127,7 @@ export async function startTestKms(
     fill?: boolean;
     requests?: Partial<Config['requests']>;
     admin?: Partial<Config['admin']>;
+    policies?: Config['policies'];
     /** The registered SAEs, when a test needs certificate_cn or certificate_sha256; default SAES by ID. */
     saes?: Array<{ id: string; certificate_cn?: string; certificate_sha256?: string }>;
   } = {},
@@ -147,6 +148,7 @@ export async function startTestKms(
     keys: { max_key_count: 2000, ...opts.keys },
     requests: opts.requests ?? {},
     admin: opts.admin ?? {},
+    policies: opts.policies ?? [],
     links: [{ link_id: 'KME_T-loopback', source: { type: 'simulator', rate_bits_per_second: opts.rate ?? 50_000_000 } }],
   });
   // On SoftHSM no wrapper is passed: startKms opens the PKCS#11 wrapper from config.hsm (and closes it on close).

@@ -1,0 +1,53 @@
+/**
+ * Keys per minute per SAE pair, counted in this process over a sliding minute of one-second buckets. `take` charges
+ * the keys before they are handed out and `refund` gives them back when the request failed, so a refused or failed
+ * request costs nothing and concurrent requests cannot together pass the limit. Replicas each count their own
+ * (a Redis-backed counter is the replicas issue's).
+ */
+export class PairRateLimiter {
+  private readonly windows = new Map<string, { buckets: number[]; second: number }>();
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  /** Charges `n` keys to `pair` if the last minute's total stays within `limit`; otherwise returns the seconds until it would. */
+  take(pair: string, n: number, limit: number): { ok: true; second: number } | { ok: false; retryAfterS: number; used: number } {
+    const w = this.window(pair);
+    const used = w.buckets.reduce((a, b) => a + b, 0);
+    if (used + n > limit) {
+      // The oldest buckets leave the window first: how long until enough of them have.
+      let freed = 0;
+      let wait = 60;
+      for (let i = 1; i <= 60; i++) {
+        freed += w.buckets[(w.second + i) % 60]!;
+        if (used - freed + n <= limit) {
+          wait = i;
+          break;
+        }
+      }
+      return { ok: false, retryAfterS: wait, used };
+    }
+    w.buckets[w.second % 60]! += n;
+    return { ok: true, second: w.second };
+  }
+
+  /** Gives back keys charged at `second` (what `take` returned), if that second is still in the window. */
+  refund(pair: string, n: number, second: number): void {
+    const w = this.window(pair);
+    if (second <= w.second - 60) return;
+    const i = second % 60;
+    w.buckets[i] = Math.max(0, w.buckets[i]! - n);
+  }
+
+  /** The pair's window, with the buckets of the seconds that passed since it was last used emptied. */
+  private window(pair: string) {
+    const second = Math.floor(this.now() / 1000);
+    let w = this.windows.get(pair);
+    if (!w) {
+      w = { buckets: new Array<number>(60).fill(0), second };
+      this.windows.set(pair, w);
+    }
+    for (let s = w.second + 1; s <= Math.min(second, w.second + 60); s++) w.buckets[s % 60] = 0;
+    w.second = Math.max(w.second, second);
+    return w;
+  }
+}
