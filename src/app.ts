@@ -7,6 +7,7 @@ import type { Principals } from './auth/principals.js';
 import type { KeyAdmin } from './admin/key-admin.js';
 import type { PoolAdmin } from './admin/pool-admin.js';
 import type { PolicyAdmin } from './admin/policy-admin.js';
+import type { TlsRotation } from './tls-rotation.js';
 import type { SaeAdmin } from './admin/sae-admin.js';
 import type { KeyService } from './keys/key-service.js';
 import type { Logger } from './log.js';
@@ -34,6 +35,8 @@ export interface AppDeps {
   poolAdmin: PoolAdmin;
   /** The admin API's policies per SAE pair. */
   policyAdmin: PolicyAdmin;
+  /** The admin API's certificate rotation. */
+  tlsRotation: TlsRotation;
   /** Where refused and failed requests are audited (batched; unidentified callers counted). */
   refusals: RefusalLog;
   db: Db;
@@ -103,6 +106,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     keyAdmin: deps.keyAdmin,
     poolAdmin: deps.poolAdmin,
     policyAdmin: deps.policyAdmin,
+    tlsRotation: deps.tlsRotation,
   });
   // Each audience gets its own contract: SAEs the ETSI 014 API, peer KMEs the KME-to-KME API, auditors theirs.
   const docs = splitOpenapi(() => app.swagger());

@@ -1,3 +1,4 @@
+import type { SecureContextOptions, Server as TlsServer } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from './app.js';
 import { AuditorService } from './audit/auditor-service.js';
@@ -23,6 +24,8 @@ import { startEraserJob } from './lifecycle/eraser.js';
 import { startExpiryJob } from './lifecycle/expiry.js';
 import { startPoolDeletionJob } from './lifecycle/pool-deletion.js';
 import { PoolGate } from './pool/pool-gate.js';
+import { ClientTrust } from './auth/client-trust.js';
+import { TlsRotation, type TlsView } from './tls-rotation.js';
 import { PolicyBook } from './policy/policy-book.js';
 import { startPoolLevelWatch } from './policy/pool-level-watch.js';
 import { PolicyChangeError } from './store/policies.js';
@@ -59,6 +62,8 @@ export interface RunningKms {
   /** https://host:port the API listens on. */
   url: string;
   close(): Promise<void>;
+  /** Reloads the TLS server certificate, CA bundle and CRLs from their files (SIGHUP); rejects, changing nothing, when one is bad. */
+  reloadTls(why: string): Promise<TlsView>;
 }
 
 export interface StartOptions {
@@ -155,6 +160,12 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     });
     const refusals = new RefusalLog(db, log, config.kme_id);
     closers.unshift(() => refusals.close()); // after the API has closed: its last refusals are written too
+    const trust = await ClientTrust.load({ ca: tls.ca as Buffer, ...(tls.crl ? { crl: tls.crl as Buffer } : {}) }).catch((err: Error) => {
+      throw new ConfigError(err.message);
+    });
+    // The server exists once the app is built; a reload only ever runs after that.
+    const secureContext = { setSecureContext: (options: SecureContextOptions) => (app.server as unknown as TlsServer).setSecureContext(options) };
+    const tlsRotation = new TlsRotation({ tls: config.tls, server: secureContext, principals, trust, peerClients: [...network.clients.values()], db, log }, tls);
     const app = await buildApp({
       keys,
       principals,
@@ -164,6 +175,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       keyAdmin: new KeyAdmin({ db, topology, forwarder: network.forwarder, log }),
       policyAdmin: new PolicyAdmin({ db, book: policies }),
       poolAdmin: new PoolAdmin({ db, gate: pools, topology, minDeletionWaitSeconds: config.admin.min_pool_deletion_wait_seconds }),
+      tlsRotation,
       refusals,
       db,
       log,
@@ -242,7 +254,8 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
           if (ms > 2_000) log.warn({ part: c.toString().slice(0, 80), ms }, 'slow to close');
         }
       })());
-    return { app, db, wrapper, sealer, refusals, ingesters, sources, figures, network, topology, url, close };
+    const reloadTls = (why: string) => tlsRotation.reload({ actor: `kme:${config.kme_id}` }, why);
+    return { app, db, wrapper, sealer, refusals, ingesters, sources, figures, network, topology, url, close, reloadTls };
   } catch (err) {
     for (const c of closers) await c().catch(() => undefined);
     throw err;

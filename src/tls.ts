@@ -19,6 +19,7 @@ export function tlsServerOptions(tls: Config['tls']): TlsOptions & SecureContext
     cert: readPem(tls.cert, 'tls.cert'),
     key: readPem(tls.key, 'tls.key'),
     ca: readPem(tls.ca, 'tls.ca'),
+    ...(tls.crl ? { crl: readPem(tls.crl, 'tls.crl') } : {}),
     requestCert: true,
     rejectUnauthorized: false,
     minVersion: 'TLSv1.2',

@@ -17,16 +17,19 @@ export type OperatorCaller = RoleCaller<{ operatorId: string }>;
  * Resolves the caller of a mutual-TLS connection in one role. Verification happened in the handshake (against the
  * configured CA); the server lets unverified clients finish the handshake only so that they get an ETSI 401 body
  * explaining why, instead of a bare TLS alert. Cached per socket and per version of the registry: with keep-alive,
- * one lookup serves every request until an operator changes the registry, and then the next request looks again (a
- * suspended or revoked principal is refused on connections it already holds open).
+ * one lookup serves every request until an operator changes the registry or the KME reloads its CA bundle or CRLs,
+ * and then the next request looks again (a suspended or revoked principal, or a revoked certificate, is refused on
+ * connections it already holds open).
  */
 function roleOf<Who extends object>(socket: TLSSocket, principals: Principals, role: Role, who: (id: string) => Who, what: string): RoleCaller<Who> {
   const cache = caches[role] as WeakMap<TLSSocket, { version: number; caller: RoleCaller<Who> }>;
   const cached = cache.get(socket);
   if (cached?.version === principals.version) return cached.caller;
   const verified = verifiedCertificate(socket, what);
+  const distrusted = verified.ok ? principals.trust?.refuses(socket) : undefined;
   let caller: RoleCaller<Who>;
   if (!verified.ok) caller = verified;
+  else if (distrusted) caller = { ok: false, reason: distrusted, certSha256: verified.certSha256 };
   else {
     const found = principals.identify(role, { subjectCn: verified.cn, sha256: verified.certSha256, extKeyUsage: verified.extKeyUsage });
     caller = 'reason' in found ? { ok: false, reason: found.reason, certSha256: verified.certSha256 } : { ok: true, certSha256: verified.certSha256, ...who(found.id) };
@@ -68,6 +71,10 @@ function verifiedCertificate(socket: TLSSocket, what: string): Verified {
 
 function describeTlsError(code: string): string {
   switch (code) {
+    case 'CERT_REVOKED':
+      return 'certificate has been revoked (CRL)';
+    case 'CRL_HAS_EXPIRED':
+      return "the CA's certificate revocation list has expired: the KME refuses its certificates until a fresh one is loaded";
     case 'CERT_HAS_EXPIRED':
       return 'certificate has expired';
     case 'CERT_NOT_YET_VALID':

@@ -1,3 +1,4 @@
+import type { TLSSocket } from 'node:tls';
 /** TLS Web Server Authentication: every KME serves, so a KME's certificate carries it. */
 export const SERVER_AUTH_OID = '1.3.6.1.5.5.7.3.1';
 
@@ -54,18 +55,34 @@ export const normalizeFingerprint = (fp: string): string => fp.replace(/:/g, '')
 /** True when no fingerprint is pinned, or the certificate's SHA-256 fingerprint is the pinned one (any case, colons or not). */
 export const matchesPin = (pin: string | undefined, sha256: string): boolean => !pin || normalizeFingerprint(pin) === normalizeFingerprint(sha256);
 
+/** Whether a connection's certificate is still trusted after the CA bundle or CRLs were reloaded (src/auth/client-trust.ts). */
+export interface ConnectionTrust {
+  refuses(socket: TLSSocket): string | undefined;
+}
+
 export class Principals {
   private byCn = new Map<string, Principal>();
   private byRoleId = new Map<string, Principal>();
   private versionNo = 0;
+  private trustNow: ConnectionTrust | undefined;
 
   constructor(principals: readonly Principal[] = []) {
     this.replace(principals);
   }
 
-  /** Grows by one with every replace(): a cached identification of an older version must be made again. */
+  /** Grows by one with every replace() and trust change: a cached identification of an older version must be made again. */
   get version(): number {
     return this.versionNo;
+  }
+
+  /** The trust in client certificates in force; set again after a reload, so that open connections are checked anew. */
+  get trust(): ConnectionTrust | undefined {
+    return this.trustNow;
+  }
+
+  set trust(trust: ConnectionTrust | undefined) {
+    this.trustNow = trust;
+    this.versionNo++;
   }
 
   /** Swaps in a new image of the registry. Throws (and keeps the old one) if two principals claim one CN or one ID. */

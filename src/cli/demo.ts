@@ -3,6 +3,8 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { networkConfigs } from '../config/network-builder.js';
 import type { Logger } from '../log.js';
+import { loadIssued } from '../pki/certificates.js';
+import { refreshCrl } from '../pki/crl.js';
 import { ensureDemoPki } from '../pki/dev-pki.js';
 import { startKms, type RunningKms } from '../server.js';
 import { freePort, redactUrl, startEmbeddedPostgres } from '../store/embedded-postgres.js';
@@ -28,7 +30,7 @@ export const DEMO_OPERATOR = 'OPERATOR_1';
  *
  * Writes `<dir>/demo.json` once every KME answers requests. Nothing here is fit for production, and it says so.
  */
-export async function runDemo(log: Logger): Promise<{ close: () => Promise<void> }> {
+export async function runDemo(log: Logger): Promise<{ close: () => Promise<void>; reloadTls: (why: string) => Promise<unknown> }> {
   const dir = resolve(process.env.KMS_DEMO_DIR ?? '.kms-demo');
   const base = Number(process.env.KMS_DEMO_PORT ?? 8443);
   if (!Number.isInteger(base) || base < 0 || base > 65533) {
@@ -53,6 +55,9 @@ export async function runDemo(log: Logger): Promise<{ close: () => Promise<void>
     auditorIds: [DEMO_AUDITOR],
     operatorIds: [DEMO_OPERATOR],
   });
+  // A CRL the KMEs load (tls.crl), renewed at each start: `kms pki revoke --ca-dir DIR` adds to it, `kms tls reload` applies it.
+  const crl = join(dir, 'crl.pem');
+  await refreshCrl(await loadIssued(join(dir, 'ca.crt'), join(dir, 'ca.key'), 'demo CA'), crl);
   // The two devices of a simulated link derive their material from a shared seed (a fresh one every run).
   const seedFile = (link: string) => {
     const path = join(dir, `${link}.seed`);
@@ -69,7 +74,10 @@ export async function runDemo(log: Logger): Promise<{ close: () => Promise<void>
     pki,
     keys: { max_key_count: 20_000 },
   });
-  for (const config of configs.values()) [config.auditors, config.operators] = [[{ id: DEMO_AUDITOR }], [{ id: DEMO_OPERATOR }]];
+  for (const config of configs.values()) {
+    [config.auditors, config.operators] = [[{ id: DEMO_AUDITOR }], [{ id: DEMO_OPERATOR }]];
+    config.tls.crl = crl;
+  }
 
   const pg = await startEmbeddedPostgres();
   const running: RunningKms[] = [];
@@ -98,7 +106,7 @@ export async function runDemo(log: Logger): Promise<{ close: () => Promise<void>
   const { ca, saes, strangers, auditors, operators } = pki;
   writeFileSync(manifest, JSON.stringify({ kmes, ca, saes, strangers, auditors, operators }, null, 2) + '\n');
   log.info({ manifest, kmes: kmes.map((k) => `${k.id} ${k.url} (${k.saes.join(', ')})`) }, 'demo ready: certificates and URLs are in demo.json');
-  return { close };
+  return { close, reloadTls: (why) => Promise.all(running.map((k) => k.reloadTls(why))) };
 }
 
 /**

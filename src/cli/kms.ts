@@ -19,6 +19,7 @@ const USAGE = `usage: kms <command> [options]
   key <show|suspend|resume|revoke|destroy|received|holders> …   keys, over the admin API (kms key help)
   pool <list|show|suspend|resume|drain|schedule-deletion|cancel-deletion> …   pools, over the admin API (kms pool help)
   policy <list|show|set|delete> …   policies per SAE pair, over the admin API (kms policy help)
+  tls <show|reload> …       the TLS material in force; reload it from its files (as SIGHUP does)
 `;
 
 /** Entry point: returns the process exit code (or never returns for long-running commands). */
@@ -29,13 +30,13 @@ export async function main(argv: string[]): Promise<number> {
     case 'demo': {
       const { runDemo } = await import('./demo.js');
       const demo = await runDemo(log);
-      return untilSignal(log, demo.close);
+      return untilSignal(log, demo.close, demo.reloadTls);
     }
     case 'serve': {
       const config = loadConfigFile(configPath(rest));
       const { startKms } = await import('../server.js');
       const kms = await startKms(config, { log, databaseUrl: databaseUrl(config.database.url_env) });
-      return untilSignal(log, kms.close);
+      return untilSignal(log, kms.close, kms.reloadTls);
     }
     case 'migrate': {
       const config = loadConfigFile(configPath(rest));
@@ -58,6 +59,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('../admin/pool-cli.js')).poolCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case 'policy':
       return (await import('../admin/policy-cli.js')).policyCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
+    case 'tls':
+      return (await import('../admin/tls-cli.js')).tlsCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case 'audit':
       return (await import('../audit/cli.js')).auditCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case undefined:
@@ -82,10 +85,18 @@ function databaseUrl(envName: string): string {
   return readSecret('the database URL', envName);
 }
 
-/** Keeps a server running until SIGINT/SIGTERM, then closes it gracefully. */
-function untilSignal(log: Logger, close: () => Promise<void>): Promise<number> {
+/**
+ * Keeps a server running until SIGINT/SIGTERM, then closes it gracefully. SIGHUP reloads its TLS material (server
+ * certificate, CA bundle, CRLs) from their files; a bad file is logged and changes nothing.
+ */
+function untilSignal(log: Logger, close: () => Promise<void>, reloadTls: (why: string) => Promise<unknown>): Promise<number> {
+  const hangup = () => {
+    reloadTls('SIGHUP').catch((err: Error) => log.error({ err: { message: err.message } }, 'SIGHUP: TLS material not reloaded'));
+  };
+  process.on('SIGHUP', hangup);
   return new Promise((resolve) => {
     const stop = (signal: string) => {
+      process.off('SIGHUP', hangup);
       log.info({ signal }, 'shutting down');
       close().then(
         () => resolve(0),

@@ -286,6 +286,7 @@ export const ConfigSchema = Type.Object(
         cert: Type.String({ minLength: 1, description: 'server certificate chain (PEM)' }),
         key: Type.String({ minLength: 1, description: 'server private key (PEM)' }),
         ca: Type.String({ minLength: 1, description: 'CA bundle that SAE client certificates must chain to (PEM)' }),
+        crl: Type.Optional(Type.String({ minLength: 1, description: 'certificate revocation lists of those CAs (PEM); reloaded with the rest (SIGHUP, kms tls reload)' })),
       },
       { additionalProperties: false },
     ),

@@ -4,6 +4,14 @@ import { checkServerIdentity } from 'node:tls';
 import { matchesPin } from '../auth/principals.js';
 import type { PeerConfig } from '../config/schema.js';
 
+/** The TLS material a KME presents to its peers and checks them with. */
+export interface PeerTls {
+  ca: Buffer;
+  cert: Buffer;
+  key: Buffer;
+  ecdhCurve?: string;
+}
+
 /**
  * Mutual-TLS JSON client for one peer KME's KME-to-KME API, with keep-alive connections.
  *
@@ -18,15 +26,31 @@ import type { PeerConfig } from '../config/schema.js';
  * - `PeerRefusedError`: the peer answered with an error status and an Error body: it did not act.
  */
 export class PeerClient {
-  private readonly agent: Agent;
+  private agent: Agent;
+  /** Agents of earlier TLS material: their requests in flight finish; close() ends them with the rest. */
+  private readonly retired: Agent[] = [];
 
   constructor(
     readonly peer: PeerConfig,
-    tls: { ca: Buffer; cert: Buffer; key: Buffer; ecdhCurve?: string },
+    tls: PeerTls,
     private readonly defaultTimeoutMs: number,
   ) {
+    this.agent = this.agentFor(tls);
+  }
+
+  /**
+   * New requests present this certificate and trust this CA bundle (after a certificate rotation). Requests in
+   * flight finish on the connections they have; those close when idle.
+   */
+  setTls(tls: PeerTls): void {
+    this.retired.push(this.agent);
+    this.agent = this.agentFor(tls);
+  }
+
+  private agentFor(tls: PeerTls): Agent {
+    const peer = this.peer;
     const expectedCn = peer.certificate_cn ?? peer.kme_id;
-    this.agent = new Agent({
+    return new Agent({
       keepAlive: true,
       maxSockets: 32,
       ca: tls.ca,
@@ -107,7 +131,7 @@ export class PeerClient {
   }
 
   close(): void {
-    this.agent.destroy();
+    for (const agent of [this.agent, ...this.retired]) agent.destroy();
   }
 }
 

@@ -1,6 +1,6 @@
 // Development PKI: a CA and the KME/SAE certificates it signs. ECDSA P-256 with SHA-256 throughout,
 // because clients that connect afresh for every key pay a full handshake each time and an ECDSA
-// handshake is far cheaper than an RSA one (DESIGN.md §9). Not a production CA: no CRL, no OCSP.
+// handshake is far cheaper than an RSA one (DESIGN.md §9). Not a production CA: a CRL (crl.ts) but no OCSP.
 // @peculiar/x509 registers its algorithms through tsyringe, which needs the Reflect metadata polyfill loaded
 // first (ESM evaluates imports in source order).
 import "reflect-metadata";

@@ -2,7 +2,10 @@
 // so the caller decides where lines go (stdout, a test buffer). Key contents are never printed.
 // Exit codes: 0 ok, 1 failed (file or crypto trouble), 2 usage error.
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { existsSync } from "node:fs";
+import "reflect-metadata";
+import * as x509 from "@peculiar/x509";
+import { X509Certificate } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { join, resolve } from "node:path";
 import {
@@ -14,6 +17,7 @@ import {
   writeIssued,
   type Issued,
 } from "./certificates.js";
+import { normalizeSerial, revokeInCrl } from "./crl.js";
 
 const USAGE = `usage: kms pki <command> [options]
 
@@ -29,6 +33,9 @@ commands:
       auditor client certificate (for the auditor API), CN = auditor ID: OUT/auditor-<id>.crt, .key
   issue-operator --ca-dir DIR --id OPERATOR_ID [--out DIR] [--days N]
       operator client certificate (for the admin API and kms sae …), CN = operator ID: OUT/operator-<id>.crt, .key
+  revoke --ca-dir DIR --cert FILE [--crl FILE] [--days N]
+      add the certificate to the CA's revocation list (default DIR/crl.pem), signed by the CA, valid N days
+      (default 30); point the KMEs' tls.crl at it and reload them (kms tls reload, or SIGHUP)
   help
       this text
 
@@ -46,6 +53,7 @@ const COMMANDS: Record<string, Options> = {
   "issue-sae": COMMON,
   "issue-auditor": COMMON,
   "issue-operator": COMMON,
+  revoke: { "ca-dir": str, cert: str, crl: str, days: str },
 };
 
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
@@ -132,6 +140,27 @@ async function issueClient(v: Values, out: (line: string) => void, prefix: "sae"
   report(out, issued, writeIssued(dir, `${prefix}-${clientId}`, issued));
 }
 
+async function revoke(v: Values, out: (line: string) => void): Promise<void> {
+  const certPath = required(v, "cert");
+  const lifetime = days(v);
+  let cert: x509.X509Certificate;
+  try {
+    cert = new x509.X509Certificate(readFileSync(certPath, "utf8"));
+  } catch (e) {
+    throw new Error(`cannot read certificate ${certPath}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "file not found" : (e as Error).message}`);
+  }
+  const ca = await loadCa(v);
+  // By signature, not by name: two CAs may well carry the same name.
+  const caX = new X509Certificate(ca.certPem);
+  if (!new X509Certificate(Buffer.from(cert.rawData)).verify(caX.publicKey)) {
+    throw new Error(`${certPath} (issuer ${cert.issuer}) was not signed by this CA (${resolve(required(v, "ca-dir"))})`);
+  }
+  const crlPath = resolve(typeof v.crl === "string" ? v.crl : join(required(v, "ca-dir"), "crl.pem"));
+  const serials = await revokeInCrl(ca, crlPath, cert.serialNumber, lifetime);
+  out(`revoked ${cert.subject}  serial ${normalizeSerial(cert.serialNumber)}`);
+  out(`wrote ${crlPath} (${serials.length} revoked certificate(s), valid ${lifetime ?? 30} days)`);
+}
+
 /** Runs `pki <command> ...` (argv excludes "pki"); returns the process exit code. */
 export async function pkiCommand(argv: string[], out: (line: string) => void): Promise<number> {
   const [command, ...rest] = argv;
@@ -156,6 +185,7 @@ export async function pkiCommand(argv: string[], out: (line: string) => void): P
   try {
     if (command === "init") await init(values, out);
     else if (command === "issue-kme") await issueKme(values, out);
+    else if (command === "revoke") await revoke(values, out);
     else await issueClient(values, out, command === "issue-auditor" ? "auditor" : command === "issue-operator" ? "operator" : "sae");
     return 0;
   } catch (e) {

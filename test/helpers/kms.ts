@@ -128,6 +128,8 @@ export async function startTestKms(
     requests?: Partial<Config['requests']>;
     admin?: Partial<Config['admin']>;
     policies?: Config['policies'];
+    /** Other TLS files than the shared test PKI's (a test that rotates them works on copies). */
+    tls?: Partial<Config['tls']>;
     /** The registered SAEs, when a test needs certificate_cn or certificate_sha256; default SAES by ID. */
     saes?: Array<{ id: string; certificate_cn?: string; certificate_sha256?: string }>;
   } = {},
@@ -139,7 +141,7 @@ export async function startTestKms(
   const config = parseConfig({
     kme_id: 'KME_T',
     listen: { host: '127.0.0.1', port: 0 },
-    tls: { cert: pki.kmes.KME_T!.cert, key: pki.kmes.KME_T!.key, ca: pki.ca },
+    tls: { cert: pki.kmes.KME_T!.cert, key: pki.kmes.KME_T!.key, ca: pki.ca, ...opts.tls },
     database: { pool_size: 8, ...(opts.appRole ? { app_role: opts.appRole } : {}) },
     hsm: !opts.wrapper && hsm === 'softhsm' ? softHsmConfig(opts.kekLabel) : { type: 'mock' },
     saes: opts.saes ?? SAES.map((id) => ({ id })),

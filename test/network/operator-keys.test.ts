@@ -62,3 +62,11 @@ t.test("the slave's KME answers for its own SAEs and names them when it revokes"
   t.equal(atA.status, 200, atA.text);
   t.same(atA.body.holders.map((h: { sae_id: string; as: string }) => [h.sae_id, h.as]), [['SAE_A', 'master']]);
 });
+
+t.test('after a TLS reload the KME still reaches its peer (its peer clients take the reloaded material)', async (t) => {
+  const view = await net.kme('KME_A').kms.reloadTls('test');
+  t.equal(view.trust.reloads, 1);
+  const key = await keyForB();
+  const dec = await net.client('SAE_B').get(`/api/v1/keys/SAE_A/dec_keys?key_ID=${key}`);
+  t.equal(dec.status, 200, 'a cross-KME key after the reload');
+});

@@ -139,3 +139,32 @@ t.test("CLI-issued files carry a real HTTPS mTLS request", async (t) => {
     t.same(JSON.parse(body), { authorized: true, cn: "SAE_A" }, `verified server as ${hostname}`);
   }
 });
+
+t.test("revoke adds certificates to the CA's CRL, which OpenSSL (Node's TLS) accepts", async (t) => {
+  const { crlEntries } = await import("../../src/pki/crl.js");
+  const { createSecureContext } = await import("node:tls");
+  const dir = t.testdir({});
+  t.equal((await run("init", "--out", dir)).code, 0);
+  t.equal((await run("issue-sae", "--ca-dir", dir, "--id", "SAE_1")).code, 0);
+  t.equal((await run("issue-sae", "--ca-dir", dir, "--id", "SAE_2")).code, 0);
+  const first = await run("revoke", "--ca-dir", dir, "--cert", join(dir, "sae-SAE_1.crt"));
+  t.equal(first.code, 0, first.text);
+  t.match(first.text, /^revoked CN=SAE_1 {2}serial [0-9A-F]+$/m);
+  t.match(first.text, new RegExp(`wrote ${join(dir, "crl.pem")} \\(1 revoked certificate\\(s\\), valid 30 days\\)`));
+  const second = await run("revoke", "--ca-dir", dir, "--cert", join(dir, "sae-SAE_2.crt"), "--days", "7");
+  t.match(second.text, /\(2 revoked certificate\(s\), valid 7 days\)/);
+  const pem = readFileSync(join(dir, "crl.pem"), "utf8");
+  const serials = [1, 2].map((i) => new X509Certificate(readFileSync(join(dir, `sae-SAE_${i}.crt`))).serialNumber.replace(/^(00)+/, "").toUpperCase());
+  t.same(crlEntries(pem).map((e) => e.serial).sort(), serials.sort(), "both serials, in the CRL");
+  t.doesNotThrow(() => createSecureContext({ crl: pem }), "a CRL OpenSSL parses");
+
+  const other = join(dir, "other-ca");
+  t.equal((await run("init", "--out", other)).code, 0);
+  const foreign = await run("revoke", "--ca-dir", other, "--cert", join(dir, "sae-SAE_1.crt"));
+  t.equal(foreign.code, 1, "a certificate of another CA");
+  t.match(foreign.text, /\(issuer CN=QKD KMS development CA\) was not signed by this CA/, 'told apart by signature, though both CAs carry the same name');
+  const missing = await run("revoke", "--ca-dir", dir, "--cert", join(dir, "nope.crt"));
+  t.equal(missing.code, 1);
+  t.match(missing.text, /cannot read certificate .*nope\.crt: file not found/);
+  t.equal((await run("revoke", "--ca-dir", dir)).code, 2, "--cert is required");
+});

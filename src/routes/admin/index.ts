@@ -3,6 +3,7 @@ import type { TLSSocket } from 'node:tls';
 import type { KeyAdmin } from '../../admin/key-admin.js';
 import type { PoolAdmin } from '../../admin/pool-admin.js';
 import type { PolicyAdmin } from '../../admin/policy-admin.js';
+import type { TlsRotation } from '../../tls-rotation.js';
 import type { SaeAdmin } from '../../admin/sae-admin.js';
 import { operatorOf } from '../../auth/client-certificate.js';
 import type { Principals } from '../../auth/principals.js';
@@ -13,6 +14,7 @@ import type { ChangeActor } from '../../store/principals.js';
 import { adminKeyRoutes } from './keys.js';
 import { adminPoolRoutes } from './pools.js';
 import { adminPolicyRoutes } from './policies.js';
+import { adminTlsRoutes } from './tls.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -26,6 +28,7 @@ export interface AdminRouteOptions {
   keyAdmin: KeyAdmin;
   poolAdmin: PoolAdmin;
   policyAdmin: PolicyAdmin;
+  tlsRotation: TlsRotation;
   principals: Principals;
 }
 
@@ -37,7 +40,7 @@ const errors = { 400: ErrorSchema, 401: ErrorSchema, 404: ErrorSchema, 409: Erro
  * certificate gets a 401 before any handler. Every change is recorded in the custody log with the operator as its
  * actor. Errors carry the ETSI Error body, as everywhere.
  */
-export const adminRoutes: FastifyPluginAsyncTypebox<AdminRouteOptions> = async (app, { saeAdmin, keyAdmin, poolAdmin, policyAdmin, principals }) => {
+export const adminRoutes: FastifyPluginAsyncTypebox<AdminRouteOptions> = async (app, { saeAdmin, keyAdmin, poolAdmin, policyAdmin, tlsRotation, principals }) => {
   app.decorateRequest('operator', undefined as unknown as ChangeActor);
   app.addHook('onRequest', async (request) => {
     const caller = operatorOf(request.raw.socket as TLSSocket, principals);
@@ -82,4 +85,5 @@ export const adminRoutes: FastifyPluginAsyncTypebox<AdminRouteOptions> = async (
   await app.register(adminKeyRoutes, { keyAdmin, tags: [ADMIN_TAG] });
   await app.register(adminPoolRoutes, { poolAdmin, tags: [ADMIN_TAG] });
   await app.register(adminPolicyRoutes, { policyAdmin, tags: [ADMIN_TAG] });
+  await app.register(adminTlsRoutes, { tlsRotation, tags: [ADMIN_TAG] });
 };
