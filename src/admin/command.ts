@@ -95,6 +95,17 @@ function parse(args: string[], options: NonNullable<ParseArgsConfig['options']>)
   }
 }
 
+/**
+ * The one argument a command takes (an SAE_ID, a LINK_ID), checked here so that the error names it before the KME is
+ * asked: `rule` says what it must be ("1–64 letters, digits and . _ ~ -").
+ */
+export function oneArgument(positionals: string[], name: string, pattern: RegExp, rule: string): string {
+  if (positionals.length !== 1) throw new UsageError(`give exactly one ${name}${positionals.length ? ` (got ${positionals.join(' ')})` : ''}`);
+  const value = positionals[0]!;
+  if (!pattern.test(value)) throw new UsageError(`${name} "${value}": use ${rule}`);
+  return value;
+}
+
 export function noPositionals(positionals: string[]): void {
   if (positionals.length) throw new UsageError(`unexpected argument ${positionals[0]}`);
 }

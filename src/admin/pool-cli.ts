@@ -1,5 +1,5 @@
 import type { PoolView } from '../schemas/admin-pools.js';
-import { durationArg, noPositionals, runAdminCommand, shortTime, TARGET_HELP, UsageError, type AdminCommand, type Out } from './command.js';
+import { durationArg, noPositionals, oneArgument, runAdminCommand, shortTime, TARGET_HELP, type AdminCommand, type Out } from './command.js';
 import { table } from './table.js';
 
 export const POOL_USAGE = `usage: kms pool <command> [options]
@@ -25,12 +25,7 @@ export function poolCommand(args: string[], out: Out, err: Out): Promise<number>
 
 const LINK = /^[A-Za-z0-9._~-]{1,128}$/;
 
-function linkIdOf(positionals: string[]): string {
-  if (positionals.length !== 1) throw new UsageError(`give exactly one LINK_ID${positionals.length ? ` (got ${positionals.join(' ')})` : ''}`);
-  const id = positionals[0]!;
-  if (!LINK.test(id)) throw new UsageError(`LINK_ID "${id}": use 1–128 letters, digits and . _ ~ -`);
-  return id;
-}
+const linkIdOf = (positionals: string[]) => oneArgument(positionals, 'LINK_ID', LINK, '1–128 letters, digits and . _ ~ -');
 
 const path = (id: string) => `/admin/v1/pools/${encodeURIComponent(id)}`;
 

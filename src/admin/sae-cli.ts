@@ -1,6 +1,6 @@
 import { FingerprintPattern, IdPattern, TagNamePattern } from '../config/schema.js';
 import type { SaeView } from '../schemas/admin.js';
-import { noPositionals, runAdminCommand, shortTime, TARGET_HELP, UsageError, type AdminCommand, type Out } from './command.js';
+import { noPositionals, oneArgument, runAdminCommand, shortTime, TARGET_HELP, UsageError, type AdminCommand, type Out } from './command.js';
 import { table } from './table.js';
 
 export const SAE_USAGE = `usage: kms sae <command> [options]
@@ -24,13 +24,7 @@ const ID = new RegExp(IdPattern);
 const FINGERPRINT = new RegExp(FingerprintPattern);
 const TAG = new RegExp(`^(${TagNamePattern.slice(1, -1)})=(.{0,128})$`);
 
-/** The one SAE_ID a command takes, checked here so that the error names it before the KME is asked. */
-function saeIdOf(positionals: string[]): string {
-  if (positionals.length !== 1) throw new UsageError(`give exactly one SAE_ID${positionals.length ? ` (got ${positionals.join(' ')})` : ''}`);
-  const id = positionals[0]!;
-  if (!ID.test(id)) throw new UsageError(`SAE_ID "${id}": use 1–64 letters, digits and . _ ~ -`);
-  return id;
-}
+const saeIdOf = (positionals: string[]) => oneArgument(positionals, 'SAE_ID', ID, '1–64 letters, digits and . _ ~ -');
 
 const path = (id: string) => `/admin/v1/saes/${encodeURIComponent(id)}`;
 

@@ -1,5 +1,6 @@
 import t from 'tap';
 import { policyCommand } from '../../src/admin/policy-cli.js';
+import { adminCli } from '../helpers/admin-cli.js';
 import { startTestKms, type TestKms } from '../helpers/kms.js';
 
 // Issue 13 items 2 and 3: `kms policy …` end to end against a running KME over the admin API: set, show, list,
@@ -11,13 +12,7 @@ t.before(async () => {
 });
 t.teardown(() => k?.close());
 
-async function policy(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const op = k.pki.operators.OPERATOR_1!;
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await policyCommand([...args, '--url', k.kms.url, '--ca', k.pki.ca, '--cert', op.cert, '--key', op.key], (l) => out.push(l), (l) => err.push(l));
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
+const policy = adminCli(() => k, policyCommand);
 
 t.test('set, show, list, delete', async (t) => {
   const set = await policy('set', 'SAE_B', 'SAE_A', '--ttl', '10m', '--min-pool', '100', '--max-per-minute', '1200', '--tag', 'tenant=bank', '--tag', 'geography=ch');

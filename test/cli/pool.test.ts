@@ -1,5 +1,6 @@
 import t from 'tap';
 import { poolCommand } from '../../src/admin/pool-cli.js';
+import { adminCli } from '../helpers/admin-cli.js';
 import { startTestKms, type TestKms } from '../helpers/kms.js';
 
 // Issue 13 item 2: `kms pool …` end to end against a running KME over the admin API: every command, its table and
@@ -11,13 +12,7 @@ t.before(async () => {
 });
 t.teardown(() => k?.close());
 
-async function pool(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const op = k.pki.operators.OPERATOR_1!;
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await poolCommand([...args, '--url', k.kms.url, '--ca', k.pki.ca, '--cert', op.cert, '--key', op.key], (l) => out.push(l), (l) => err.push(l));
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
+const pool = adminCli(() => k, poolCommand);
 
 t.test('list, show, suspend, resume, drain, schedule-deletion, cancel-deletion', async (t) => {
   const list = await pool('list');

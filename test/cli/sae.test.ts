@@ -1,6 +1,7 @@
 import t from 'tap';
 import { saeCommand } from '../../src/admin/sae-cli.js';
 import { runKms } from '../helpers/process.js';
+import { adminCli } from '../helpers/admin-cli.js';
 import { startTestKms, type TestKms } from '../helpers/kms.js';
 
 // Issue 13 item 2: `kms sae …` end to end against a running KME, over the admin API with the operator's certificate:
@@ -12,14 +13,7 @@ t.before(async () => {
 });
 t.teardown(() => k?.close());
 
-/** Runs `kms sae ARGS` in this process against the test KME; returns the exit status and what it printed. */
-async function sae(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const op = k.pki.operators.OPERATOR_1!;
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await saeCommand([...args, '--url', k.kms.url, '--ca', k.pki.ca, '--cert', op.cert, '--key', op.key], (l) => out.push(l), (l) => err.push(l));
-  return { code, out: out.join('\n'), err: err.join('\n') };
-}
+const sae = adminCli(() => k, saeCommand);
 
 t.test('enroll, show, list, suspend, resume, revoke: tables, --json, and the reasons of refusals', async (t) => {
   const enroll = await sae('enroll', 'SAE_E', '--cn', 'encryptor-5.example', '--allowed-peer', 'SAE_A', '--allowed-peer', 'SAE_B', '--tag', 'site=geneva', '--tag', 'classification=secret');
