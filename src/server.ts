@@ -124,6 +124,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     closers.unshift(() => logKeys.close()); // after the sealer and the witness, which sign with them
     const network = buildNetwork({
       config,
+      principals,
       topology,
       db,
       barrier,

@@ -3,7 +3,8 @@ import { IntegrityFailures } from '../barrier/barrier.js';
 import type { KeyLimits } from '../config/schema.js';
 import { auditBody } from '../audit/event.js';
 import type { Principals } from '../auth/principals.js';
-import { badRequest, KmsError, unauthorized, unavailable } from '../errors.js';
+import { badRequest, KmsError, unavailable } from '../errors.js';
+import { checkSharing } from './sharing.js';
 import type { LinkSync } from '../peers/link-sync.js';
 import type { LinkFigures } from '../pool/link-figures.js';
 import type { PoolGate } from '../pool/pool-gate.js';
@@ -274,19 +275,8 @@ export class KeyService {
     this.checkSharing(master, slave);
   }
 
-  /**
-   * Whether the registry lets `master` share keys with `slave`: a slave of this KME that an operator suspended or
-   * revoked gets no keys (400: the request names an SAE that cannot take part), and each side's allowed peers, where
-   * set, must name the other (401: the pair is not authorized). The status of the caller itself was checked with its
-   * certificate; remote SAEs are their own KME's to check.
-   */
   private checkSharing(master: string, slave: string): void {
-    const { principals } = this.deps;
-    if (!principals) return;
-    const [m, s] = [principals.get('sae', master), principals.get('sae', slave)];
-    if (s && s.status !== 'active') throw badRequest(`slave SAE ${slave} is ${s.status} by an operator: it gets no keys`);
-    if (m?.allowedPeers && !m.allowedPeers.includes(slave)) throw unauthorized(`SAE ${master} may not share keys with ${slave}: it is not among ${master}'s allowed peers`);
-    if (s?.allowedPeers && !s.allowedPeers.includes(master)) throw unauthorized(`SAE ${slave} may not share keys with ${master}: it is not among ${slave}'s allowed peers`);
+    checkSharing(this.deps.principals, master, slave);
   }
 }
 

@@ -163,7 +163,7 @@ export class MasterDeliveryBatcher {
     await voidEverywhere(this.deps, failed.map(({ item, why }) => ({ keyIds: item.reserved.keyIds, spent: item.reserved.spent, why })));
     for (const { item, why } of failed) {
       if (item.pending.request.abandoned()) continue;
-      item.pending.reject(unavailable(`the KMEs of the slaves could not confirm the keys in time (${why.split(':')[0]}); nothing was delivered, try again`));
+      item.pending.reject(unavailable(failureMessage(why)));
     }
   }
 
@@ -183,6 +183,17 @@ export class MasterDeliveryBatcher {
       },
     });
   }
+}
+
+/**
+ * What the master is told when a KME on the way did not take the keys: the peer's own reason when it refused them
+ * (a `failed` ack: e.g. its slave is suspended there), otherwise that they could not be confirmed in time.
+ */
+function failureMessage(why: string): string {
+  const [outcome, ...rest] = why.split(': ');
+  const reason = rest.join(': ');
+  if (outcome === 'failed' && reason) return `a KME on the way to the slaves refused the keys: ${reason}; nothing was delivered`;
+  return `the KMEs of the slaves could not confirm the keys in time (${outcome}); nothing was delivered, try again`;
 }
 
 const timedOut = () => unavailable('key request timed out waiting for the key store; nothing was taken, try again');

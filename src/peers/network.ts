@@ -1,3 +1,4 @@
+import type { Principals } from '../auth/principals.js';
 import type { Barrier } from '../barrier/barrier.js';
 import type { Witness } from '../audit/witness.js';
 import type { Config } from '../config/schema.js';
@@ -34,6 +35,8 @@ const GC_AGE_MS = 10 * 60_000;
 
 export function buildNetwork(deps: {
   config: Config;
+  /** The registry of principals: the status and allowed peers of this KME's SAEs, for reservations made for them. */
+  principals?: Principals;
   topology: Topology;
   db: Db;
   barrier: Barrier;
@@ -97,6 +100,7 @@ export function buildNetwork(deps: {
     forwarder,
     maxKeyTtlMs: config.keys.key_ttl_seconds * 1000,
     log,
+    ...(deps.principals ? { principals: deps.principals } : {}),
   });
   const peerService = new PeerService({ db, topology, receiver, forwarder, secondaries, linkSync, witness: deps.witness, log });
   return {

@@ -1,3 +1,5 @@
+import type { Principals } from '../auth/principals.js';
+import { checkSharing } from '../keys/sharing.js';
 import type { Barrier } from '../barrier/barrier.js';
 import { auditBody } from '../audit/event.js';
 import { KmsError } from '../errors.js';
@@ -38,6 +40,8 @@ export class ExtKeysReceiver {
       forwarder: Forwarder;
       maxKeyTtlMs: number;
       log: Logger;
+      /** The registry: this KME's slaves that operators suspended or revoked get no reservation. */
+      principals?: Principals;
     },
   ) {}
 
@@ -114,7 +118,9 @@ export class ExtKeysReceiver {
         throw new Error(`key ${k.key_id}: value is not ${k.qkms_size} bits`);
       }
     }
-    return planDelivery(topology, r.target_sae_ids, { material: link, exclude: [...r.qkms_path] });
+    const plan = planDelivery(topology, r.target_sae_ids, { material: link, exclude: [...r.qkms_path] });
+    for (const slave of plan.localSlaves) checkSharing(this.deps.principals, r.initiator_sae_id, slave);
+    return plan;
   }
 
   private async hold(c: DbClient, from: string, valid: Array<{ i: number; request: ExtKeys; plan: DeliveryPlan }>) {

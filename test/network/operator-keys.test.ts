@@ -70,3 +70,14 @@ t.test('after a TLS reload the KME still reaches its peer (its peer clients take
   const dec = await net.client('SAE_B').get(`/api/v1/keys/SAE_A/dec_keys?key_ID=${key}`);
   t.equal(dec.status, 200, 'a cross-KME key after the reload');
 });
+
+t.test("a slave suspended at its own KME gets no reservation there: the master's request fails and takes nothing", async (t) => {
+  t.equal((await operatorAt('KME_B').post('/admin/v1/saes/SAE_B/suspend', { reason: 'maintenance' })).status, 200);
+  const refused = await net.client('SAE_A').get('/api/v1/keys/SAE_B/enc_keys');
+  t.not(refused.status, 200, 'no key for a suspended slave');
+  t.match(refused.body.message, /slave SAE SAE_B is suspended by an operator/, `the reason reaches the master (${refused.status})`);
+  const [reserved] = await net.kme('KME_B').query(`SELECT count(*)::int AS n FROM qkd_key WHERE state = 'RESERVED'`);
+  t.equal(reserved!.n, 0, 'nothing reserved at KME_B');
+  t.equal((await operatorAt('KME_B').post('/admin/v1/saes/SAE_B/resume', {})).status, 200);
+  t.equal((await net.client('SAE_A').get('/api/v1/keys/SAE_B/enc_keys')).status, 200, 'resumed: keys again');
+});
