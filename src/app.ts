@@ -8,6 +8,7 @@ import type { KeyAdmin } from './admin/key-admin.js';
 import type { PoolAdmin } from './admin/pool-admin.js';
 import type { PolicyAdmin } from './admin/policy-admin.js';
 import type { TlsRotation } from './tls-rotation.js';
+import type { KekRotation } from './lifecycle/kek-rotation.js';
 import type { SaeAdmin } from './admin/sae-admin.js';
 import type { KeyService } from './keys/key-service.js';
 import type { Logger } from './log.js';
@@ -37,6 +38,8 @@ export interface AppDeps {
   policyAdmin: PolicyAdmin;
   /** The admin API's certificate rotation. */
   tlsRotation: TlsRotation;
+  /** The admin API's KEK rotation. */
+  kek: KekRotation;
   /** Where refused and failed requests are audited (batched; unidentified callers counted). */
   refusals: RefusalLog;
   db: Db;
@@ -107,6 +110,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     poolAdmin: deps.poolAdmin,
     policyAdmin: deps.policyAdmin,
     tlsRotation: deps.tlsRotation,
+    kek: deps.kek,
   });
   // Each audience gets its own contract: SAEs the ETSI 014 API, peer KMEs the KME-to-KME API, auditors theirs.
   const docs = splitOpenapi(() => app.swagger());

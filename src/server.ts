@@ -11,6 +11,7 @@ import { Barrier } from './barrier/barrier.js';
 import { ConfigError } from './config/load.js';
 import type { Config } from './config/schema.js';
 import type { KeyWrapper } from './hsm/key-wrapper.js';
+import { SwappableKeyWrapper } from './hsm/swappable-wrapper.js';
 import { openKeyWrapper, openSigningKey } from './hsm/open.js';
 import type { SigningKey } from './hsm/signing-key.js';
 import { logOrigin, Sealer } from './audit/sealer.js';
@@ -24,6 +25,8 @@ import { startEraserJob } from './lifecycle/eraser.js';
 import { startExpiryJob } from './lifecycle/expiry.js';
 import { startPoolDeletionJob } from './lifecycle/pool-deletion.js';
 import { PoolGate } from './pool/pool-gate.js';
+import { KekRotation } from './lifecycle/kek-rotation.js';
+import { startKekRewrapJob } from './lifecycle/kek-rewrap-job.js';
 import { ClientTrust } from './auth/client-trust.js';
 import { TlsRotation, type TlsView } from './tls-rotation.js';
 import { PolicyBook } from './policy/policy-book.js';
@@ -64,6 +67,8 @@ export interface RunningKms {
   close(): Promise<void>;
   /** Reloads the TLS server certificate, CA bundle and CRLs from their files (SIGHUP); rejects, changing nothing, when one is bad. */
   reloadTls(why: string): Promise<TlsView>;
+  /** KEK rotation: rotate, status, and the re-wrap's steps (tests drive them). */
+  kek: KekRotation;
 }
 
 export interface StartOptions {
@@ -73,6 +78,8 @@ export interface StartOptions {
   wrapper?: KeyWrapper;
   /** The checkpoint signing key likewise; otherwise opened from config.hsm. */
   signingKey?: SigningKey;
+  /** How long after a KEK rotation an old version may be destroyed (default 60 s; tests shorten it). */
+  kekGraceMs?: number;
 }
 
 /**
@@ -87,12 +94,23 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
   if (config.database.app_role) await checkSchema(opts.databaseUrl);
   else await migrate(opts.databaseUrl, log);
   const db = createDb({ url: opts.databaseUrl, poolSize: config.database.pool_size, log });
-  const wrapper = opts.wrapper ?? (await openKeyWrapper(config.hsm, log));
+  // Swappable: rotating the KEK may open a fresh HSM connection while the KME runs.
+  const wrapper = new SwappableKeyWrapper(opts.wrapper ?? (await openKeyWrapper(config.hsm, log)));
   const closers: Array<() => Promise<unknown>> = [() => wrapper.close(), () => db.end()];
   try {
     const signingKey = opts.signingKey ?? (await openSigningKey(config.hsm, log));
     closers.unshift(() => signingKey.close());
     const barrier = new Barrier(wrapper);
+    const kek = new KekRotation({
+      db,
+      wrapper,
+      barrier,
+      reopen: () => openKeyWrapper(config.hsm, log),
+      kmeId: config.kme_id,
+      log,
+      ...(opts.kekGraceMs !== undefined ? { graceMs: opts.kekGraceMs } : {}),
+    });
+    await kek.start();
     const registry = await openRegistry(db, config, log);
     closers.unshift(registry.start(REGISTRY_POLL_MS));
     const { principals } = registry;
@@ -177,6 +195,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       policyAdmin: new PolicyAdmin({ db, book: policies }),
       poolAdmin: new PoolAdmin({ db, gate: pools, topology, minDeletionWaitSeconds: config.admin.min_pool_deletion_wait_seconds }),
       tlsRotation,
+      kek,
       refusals,
       db,
       log,
@@ -218,6 +237,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     closers.unshift(startPoolDeletionJob({ db, gate: pools, kmeId: config.kme_id, log }));
     closers.unshift(startPoolLevelWatch({ db, topology, policies, keySize: config.keys.key_size, log }));
     closers.unshift(startEraserJob({ db, barrier, log }));
+    closers.unshift(startKekRewrapJob({ rotation: kek, databaseUrl: opts.databaseUrl, log }));
     closers.unshift(startStatisticsJob(db, log));
     const sealer = new Sealer({ db, databaseUrl: opts.databaseUrl, keys: logKeys, everyMs: config.audit.seal_every_ms, log });
     closers.unshift(sealer.start());
@@ -256,7 +276,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
         }
       })());
     const reloadTls = (why: string) => tlsRotation.reload({ actor: `kme:${config.kme_id}` }, why);
-    return { app, db, wrapper, sealer, refusals, ingesters, sources, figures, network, topology, url, close, reloadTls };
+    return { app, db, wrapper, sealer, refusals, ingesters, sources, figures, network, topology, url, close, reloadTls, kek };
   } catch (err) {
     for (const c of closers) await c().catch(() => undefined);
     throw err;

@@ -38,6 +38,7 @@ export type AuditOperation =
   | 'suspend' // an operator put a hold on keys: no slave gets them here until resumed
   | 'resume' // an operator lifted the hold
   | 'revoke' // an operator revoked keys as compromised: live material erased, holders named
+  | 'kek' // a KEK version was created and put in use, or destroyed in the HSM once nothing referred to it
   | 'tls' // the TLS server certificate, CA bundle and CRLs were reloaded (SIGHUP or an operator)
   | 'policy' // a policy per SAE pair was set, changed or deleted (by an operator, or from the config file)
   | 'pool' // an operator suspended, resumed, drained or scheduled the deletion of a link's pool; or it was deleted

@@ -73,8 +73,11 @@ const aadOf = (vkey: string) => Buffer.from(`qkms custody signing key\n${vkey}`,
 
 async function postQuantumKeys(db: Db, wrapper: KeyWrapper, name: string, log: Logger): Promise<MlDsaKeyPair> {
   const { rows } = await db.query<{ vkey: string; sealed_secret: Buffer }>(
-    `SELECT vkey, sealed_secret FROM audit_signing_key
-      WHERE algorithm = 'ml-dsa-65' AND starts_with(vkey, $1) ORDER BY created_at DESC LIMIT 1`,
+    // The newest seal of the seed: the KEK re-wrap adds seals under newer versions (migration 0011).
+    `SELECT k.vkey, COALESCE((SELECT s.sealed_secret FROM audit_signing_key_seal s WHERE s.vkey = k.vkey ORDER BY s.kek_version DESC LIMIT 1),
+                            k.sealed_secret) AS sealed_secret
+       FROM audit_signing_key k
+      WHERE k.algorithm = 'ml-dsa-65' AND starts_with(k.vkey, $1) ORDER BY k.created_at DESC LIMIT 1`,
     [`${name}+`],
   );
   const stored = rows[0];
@@ -104,6 +107,43 @@ async function postQuantumKeys(db: Db, wrapper: KeyWrapper, name: string, log: L
   ]);
   log.info({ key: signer.vkey.split('+', 2).join('+') }, 'made a new ML-DSA-65 checkpoint signing key (kms audit keys prints it whole)');
   return keys;
+}
+
+/** SQL for the KEK version of a sealed seed: its first 4 bytes, big-endian. */
+export const sealVersionSql = (column: string) => `('x' || encode(substring(${column} from 1 for 4), 'hex'))::bit(32)::int`;
+
+/** SQL: per key held under the KEK, its newest seal (the one in use). */
+export const NEWEST_SEALS_SQL = `SELECT k.vkey, COALESCE((SELECT s.sealed_secret FROM audit_signing_key_seal s WHERE s.vkey = k.vkey ORDER BY s.kek_version DESC LIMIT 1),
+                                  k.sealed_secret) AS sealed
+    FROM audit_signing_key k WHERE k.held_in = 'kek'`;
+
+/**
+ * The KEK re-wrap's part for the custody log's keys (src/lifecycle/kek-rotation.ts): every ML-DSA seed whose newest
+ * seal is under an older KEK version than `current` is sealed again under the current one, added to
+ * audit_signing_key_seal (append-only: the old seal stays, unusable once its version is destroyed). Returns how many.
+ */
+export async function resealSeeds(db: Db, wrapper: KeyWrapper, current: number): Promise<number> {
+  const { rows } = await db.query<{ vkey: string; sealed: Buffer }>(
+    `SELECT vkey, sealed FROM (${NEWEST_SEALS_SQL}) AS newest
+      WHERE ${sealVersionSql('sealed')} < $1`,
+    [current],
+  );
+  for (const { vkey, sealed: s } of rows) {
+    const seed = await wrapper.decrypt({ kekVersion: s.readInt32BE(0), iv: s.subarray(4, 16), ciphertext: s.subarray(16) }, aadOf(vkey));
+    try {
+      const again = await wrapper.encrypt(seed, aadOf(vkey));
+      const version = Buffer.alloc(4);
+      version.writeInt32BE(again.kekVersion);
+      await db.query(`INSERT INTO audit_signing_key_seal (vkey, kek_version, sealed_secret) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, [
+        vkey,
+        again.kekVersion,
+        Buffer.concat([version, again.iv, again.ciphertext]),
+      ]);
+    } finally {
+      seed.fill(0);
+    }
+  }
+  return rows.length;
 }
 
 /** Every verifier key that ever signed this log's checkpoints, oldest first. */

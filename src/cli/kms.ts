@@ -19,6 +19,7 @@ const USAGE = `usage: kms <command> [options]
   key <show|suspend|resume|revoke|destroy|received|holders> …   keys, over the admin API (kms key help)
   pool <list|show|suspend|resume|drain|schedule-deletion|cancel-deletion> …   pools, over the admin API (kms pool help)
   policy <list|show|set|delete> …   policies per SAE pair, over the admin API (kms policy help)
+  kek <status|rotate> …     the key-encryption key's versions; rotate it without downtime (kms kek help)
   tls <show|reload> …       the TLS material in force; reload it from its files (as SIGHUP does)
 `;
 
@@ -61,6 +62,8 @@ export async function main(argv: string[]): Promise<number> {
       return (await import('../admin/policy-cli.js')).policyCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case 'tls':
       return (await import('../admin/tls-cli.js')).tlsCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
+    case 'kek':
+      return (await import('../admin/kek-cli.js')).kekCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case 'audit':
       return (await import('../audit/cli.js')).auditCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case undefined:

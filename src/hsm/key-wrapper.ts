@@ -66,3 +66,25 @@ export class HsmUnavailableError extends Error {
 export class IntegrityError extends Error {
   override name = 'IntegrityError';
 }
+
+/**
+ * Optional capability (DESIGN §3.4) of the HSM behind a KeyWrapper: the KEK versions an operator adds and destroys
+ * (src/lifecycle/kek-rotation.ts). Both implementations have it; `kekVersionsOf` says whether a wrapper does.
+ */
+export interface KekVersions {
+  /** The versions the HSM holds, ascending. */
+  listVersions(): Promise<number[]>;
+  /**
+   * Creates version `n` (higher than every version held) in the HSM. A wrapper already open may not use it before it
+   * is opened again (`needsReopen`); the caller then opens a fresh one.
+   */
+  createVersion(n: number): Promise<void>;
+  /** Destroys version `n` in the HSM, for good: what it sealed never opens again. Refuses the highest version. */
+  destroyVersion(n: number): Promise<void>;
+  /** True when a wrapper must be opened again to use a version created since it opened (PKCS#11: its sessions). */
+  readonly needsReopen: boolean;
+}
+
+export function kekVersionsOf(w: KeyWrapper): (KeyWrapper & KekVersions) | undefined {
+  return 'listVersions' in w && 'createVersion' in w ? (w as KeyWrapper & KekVersions) : undefined;
+}

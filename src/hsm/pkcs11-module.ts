@@ -141,7 +141,8 @@ function login(p11: PKCS11, session: Buffer, t: Omit<Target, 'keyLabel'>): void 
   }
 }
 
-function findKeys(p11: PKCS11, session: Buffer, t: Target): Map<number, Buffer> {
+/** The KEK versions on the token (token objects labelled `${keyLabel}.v<n>`), by version. */
+export function findKeys(p11: PKCS11, session: Buffer, t: Target): Map<number, Buffer> {
   const prefix = `${t.keyLabel}.v`;
   const keys = new Map<number, Buffer>();
   // Token objects only: session copies (ours or another thread's) are visible here too.
@@ -164,14 +165,18 @@ function findKeys(p11: PKCS11, session: Buffer, t: Target): Map<number, Buffer> 
 }
 
 function generateFirst(p11: PKCS11, session: Buffer, t: Target): Map<number, Buffer> {
-  const label = `${t.keyLabel}.v1`;
-  const key = p11.C_GenerateKey(session, { mechanism: K.CKM_AES_KEY_GEN }, [
+  return new Map([[1, generateVersion(p11, session, t, 1)]]);
+}
+
+/** Generates KEK version `n` on the token: AES-256, SENSITIVE, never EXTRACTABLE, labelled `${keyLabel}.v<n>`. */
+export function generateVersion(p11: PKCS11, session: Buffer, t: Target, n: number): Buffer {
+  const label = `${t.keyLabel}.v${n}`;
+  return p11.C_GenerateKey(session, { mechanism: K.CKM_AES_KEY_GEN }, [
     { type: K.CKA_CLASS, value: K.CKO_SECRET_KEY }, { type: K.CKA_KEY_TYPE, value: K.CKK_AES },
     { type: K.CKA_VALUE_LEN, value: 32 }, { type: K.CKA_TOKEN, value: true }, { type: K.CKA_PRIVATE, value: true },
     { type: K.CKA_SENSITIVE, value: true }, { type: K.CKA_EXTRACTABLE, value: false },
     { type: K.CKA_ENCRYPT, value: true }, { type: K.CKA_DECRYPT, value: true }, { type: K.CKA_WRAP, value: true },
     { type: K.CKA_UNWRAP, value: true }, { type: K.CKA_LABEL, value: label }, { type: K.CKA_ID, value: Buffer.from(label) }]);
-  return new Map([[1, key]]);
 }
 
 /**

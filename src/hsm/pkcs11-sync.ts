@@ -8,12 +8,13 @@
  */
 import { createHash } from 'node:crypto';
 import type { PKCS11 } from 'pkcs11js';
-import { HsmUnavailableError, IntegrityError, type KeyWrapper, type Sealed } from './key-wrapper.js';
+import { HsmUnavailableError, IntegrityError, type KekVersions, type KeyWrapper, type Sealed } from './key-wrapper.js';
+import { pkcs11KekVersions } from './pkcs11-kek-versions.js';
 import { Engine, IV_BYTES, TAG_BYTES } from './pkcs11-engine.js';
 import { joinLogin, leaveLogin, logins, ModuleHandle, type Pkcs11Options } from './pkcs11-module.js';
 import { moduleShare } from './pkcs11-share.js';
 
-export async function openSynchronousWrapper(opts: Pkcs11Options): Promise<KeyWrapper> {
+export async function openSynchronousWrapper(opts: Pkcs11Options): Promise<KeyWrapper & KekVersions> {
   const { module, tokenLabel, keyLabel, log } = opts;
   const token = `token '${tokenLabel}'`;
   const pinDigest = createHash('sha256').update(opts.pin).digest();
@@ -36,6 +37,7 @@ export async function openSynchronousWrapper(opts: Pkcs11Options): Promise<KeyWr
   };
 
   return {
+    ...pkcs11KekVersions(opts),
     description: `PKCS#11 ${token} (${session.model}) via ${module}, KEK '${keyLabel}'`,
     isHardware: true,
     currentVersion: () => engine.current,

@@ -28,7 +28,8 @@
  * event loop, and unbounded: a module that hangs stops the whole KME. Only for an in-process software module.
  */
 import { createHash } from 'node:crypto';
-import { HsmUnavailableError, IntegrityError, type KeyWrapper, type Sealed } from './key-wrapper.js';
+import { HsmUnavailableError, IntegrityError, type KekVersions, type KeyWrapper, type Sealed } from './key-wrapper.js';
+import { pkcs11KekVersions } from './pkcs11-kek-versions.js';
 import { DECRYPT, ENCRYPT, pending, type Outcome } from './pkcs11-batch.js';
 import { IV_BYTES, RETRY_MS, TAG_BYTES } from './pkcs11-engine.js';
 import { Lane, type Call } from './pkcs11-lane.js';
@@ -41,7 +42,7 @@ export type { Pkcs11Options } from './pkcs11-module.js';
 const DEFAULT_TIMEOUT_MS = 2000;
 const MAX_STALLED = 3;
 
-export async function openPkcs11KeyWrapper(opts: Pkcs11Options): Promise<KeyWrapper> {
+export async function openPkcs11KeyWrapper(opts: Pkcs11Options): Promise<KeyWrapper & KekVersions> {
   if (opts.timeoutMs === 0) return openSynchronousWrapper(opts);
   const { module, tokenLabel, keyLabel, log } = opts;
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -142,6 +143,7 @@ export async function openPkcs11KeyWrapper(opts: Pkcs11Options): Promise<KeyWrap
   log?.info({ token: tokenLabel, kekVersion: current, versions }, 'PKCS#11 key wrapper open');
 
   return {
+    ...pkcs11KekVersions(opts),
     description: `PKCS#11 ${token} (${model}) via ${module}, KEK '${keyLabel}'`,
     isHardware: true,
     currentVersion: () => current,

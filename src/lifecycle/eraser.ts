@@ -105,8 +105,8 @@ async function eraseBatch(db: Db, barrier: Barrier, batch: number): Promise<Eras
   });
 }
 
-/** The chunk's envelope again, with every gone position zeroed, under a fresh data key. */
-async function reseal(barrier: Barrier, linkId: string, chunk: { first: string; blocks: number; sealed: Buffer; gone: string }) {
+/** The chunk's envelope again, with every gone position zeroed, under a fresh data key and the current KEK version. */
+export async function reseal(barrier: Barrier, linkId: string, chunk: { first: string; blocks: number; sealed: Buffer; gone: string }) {
   const id = { linkId, firstSeq: chunk.first, blocks: chunk.blocks };
   const plain = await barrier.open(chunk.sealed, id);
   try {

@@ -17,7 +17,7 @@ export async function registerDocumentedRoutes(app: FastifyInstance, opts: Etsi0
   await app.register(etsi014Routes, { prefix: '/api/v1/keys', keys: opts.keys, principals: opts.principals });
   await app.register(peerRoutes, { peers: opts.peers, principals: opts.principals });
   await app.register(auditRoutes, { auditor: opts.auditor, principals: opts.principals });
-  await app.register(adminRoutes, { saeAdmin: opts.saeAdmin, keyAdmin: opts.keyAdmin, poolAdmin: opts.poolAdmin, policyAdmin: opts.policyAdmin, tlsRotation: opts.tlsRotation, principals: opts.principals });
+  await app.register(adminRoutes, { saeAdmin: opts.saeAdmin, keyAdmin: opts.keyAdmin, poolAdmin: opts.poolAdmin, policyAdmin: opts.policyAdmin, tlsRotation: opts.tlsRotation, kek: opts.kek, principals: opts.principals });
 }
 
 export interface OpenapiDocuments {

@@ -8,6 +8,7 @@ import type { KeyAdmin } from '../admin/key-admin.js';
 import type { PoolAdmin } from '../admin/pool-admin.js';
 import type { PolicyAdmin } from '../admin/policy-admin.js';
 import type { TlsRotation } from '../tls-rotation.js';
+import type { KekRotation } from '../lifecycle/kek-rotation.js';
 import type { SaeAdmin } from '../admin/sae-admin.js';
 import type { AuditorService } from '../audit/auditor-service.js';
 
@@ -26,8 +27,8 @@ export const OPENAPI_FILES = {
  */
 export async function generatedOpenapi(): Promise<OpenapiDocuments> {
   const app = Fastify();
-  const unused = {} as KeyService & PeerService & AuditorService & SaeAdmin & KeyAdmin & PoolAdmin & PolicyAdmin & TlsRotation;
-  await registerDocumentedRoutes(app, { keys: unused, peers: unused, auditor: unused, saeAdmin: unused, keyAdmin: unused, poolAdmin: unused, policyAdmin: unused, tlsRotation: unused, principals: new Principals() });
+  const unused = {} as KeyService & PeerService & AuditorService & SaeAdmin & KeyAdmin & PoolAdmin & PolicyAdmin & TlsRotation & KekRotation;
+  await registerDocumentedRoutes(app, { keys: unused, peers: unused, auditor: unused, saeAdmin: unused, keyAdmin: unused, poolAdmin: unused, policyAdmin: unused, tlsRotation: unused, kek: unused, principals: new Principals() });
   await app.ready();
   const docs = splitOpenapi(() => app.swagger())();
   await app.close();

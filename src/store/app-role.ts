@@ -3,7 +3,7 @@ import type { Logger } from '../log.js';
 import { ConfigError } from '../config/load.js';
 
 /** The custody log's tables: the application may read and append, never change or remove. */
-export const APPEND_ONLY_TABLES = ['audit_event', 'audit_seal', 'audit_signing_key', 'audit_cosignature'];
+export const APPEND_ONLY_TABLES = ['audit_event', 'audit_seal', 'audit_signing_key', 'audit_signing_key_seal', 'audit_cosignature'];
 /** Written only by `kms audit prune`, as the owner: the KME may read it. */
 export const OWNER_ONLY_TABLES = ['audit_prune'];
 

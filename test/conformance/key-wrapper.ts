@@ -2,7 +2,7 @@
 // SoftHSM and hsm-mock run the same checks, so the barrier cannot tell them apart.
 import { randomBytes } from 'node:crypto';
 import type { Test } from 'tap';
-import { HsmUnavailableError, IntegrityError, type KeyWrapper, type Sealed } from '../../src/hsm/key-wrapper.js';
+import { HsmUnavailableError, IntegrityError, kekVersionsOf, type KeyWrapper, type Sealed } from '../../src/hsm/key-wrapper.js';
 
 type ErrorClass = new (...args: never[]) => Error;
 
@@ -204,5 +204,28 @@ export async function keyWrapperConformance(t: Test, make: () => Promise<KeyWrap
     await rejectsWith(t, w.decrypt(sealed, aad), HsmUnavailableError, 'decrypt after close');
     t.type(w.description, 'string');
     t.ok(w.description.length > 0, 'description survives close');
+  });
+
+  await t.test('KEK versions (the optional capability): a new version seals from the next open, an old one opens until destroyed', async (t) => {
+    const first = await use(t);
+    const versions = kekVersionsOf(first);
+    if (!versions) return t.pass('this implementation has no KEK versions capability');
+    const old = first.currentVersion();
+    const aad = Buffer.from('rotation');
+    const underOld = await first.encrypt(Buffer.from('sealed before the rotation'), aad);
+    await rejectsWith(t, versions.createVersion(old), Error, 'a version not above the current one');
+    await versions.createVersion(old + 1);
+    t.ok((await versions.listVersions()).includes(old + 1), 'the HSM holds the new version');
+    const w = versions.needsReopen ? await use(t) : first;
+    t.equal(w.currentVersion(), old + 1, 'the new version is current');
+    const underNew = await w.encrypt(Buffer.from('sealed after'), aad);
+    t.equal(underNew.kekVersion, old + 1, 'and seals');
+    t.equal((await w.decrypt(underOld, aad)).toString(), 'sealed before the rotation', 'the old version still opens');
+    await rejectsWith(t, versions.destroyVersion(old + 1), Error, 'destroying the current version');
+    await versions.destroyVersion(old);
+    t.notOk((await versions.listVersions()).includes(old), 'the old version is gone from the HSM');
+    const fresh = versions.needsReopen ? await use(t) : w;
+    await rejectsWith(t, fresh.decrypt(underOld, aad), IntegrityError, 'what the destroyed version sealed never opens again');
+    t.equal((await fresh.decrypt(underNew, aad)).toString(), 'sealed after');
   });
 }

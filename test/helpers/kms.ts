@@ -128,6 +128,8 @@ export async function startTestKms(
     requests?: Partial<Config['requests']>;
     admin?: Partial<Config['admin']>;
     policies?: Config['policies'];
+    /** How soon after a KEK rotation an old version may be destroyed (the KME's default: 60 s). */
+    kekGraceMs?: number;
     /** Other TLS files than the shared test PKI's (a test that rotates them works on copies). */
     tls?: Partial<Config['tls']>;
     /** The registered SAEs, when a test needs certificate_cn or certificate_sha256; default SAES by ID. */
@@ -158,7 +160,7 @@ export async function startTestKms(
   const databaseUrl = typeof opts.databaseUrl === 'function' ? await opts.databaseUrl(db.url) : (opts.databaseUrl ?? db.url);
   let kms: Awaited<ReturnType<typeof startKms>>;
   try {
-    kms = await startKms(config, { log, databaseUrl, wrapper: opts.wrapper ?? mock });
+    kms = await startKms(config, { log, databaseUrl, wrapper: opts.wrapper ?? mock, ...(opts.kekGraceMs !== undefined ? { kekGraceMs: opts.kekGraceMs } : {}) });
   } catch (err) {
     await db.drop(); // a KME that would not start (some tests want that) leaves no database behind
     throw err;

@@ -165,7 +165,8 @@ export async function startTestNetwork(opts: NetworkOptions): Promise<TestNetwor
     const kek = randomBytes(32);
     // Its checkpoint signing key likewise (derived from the KEK): peers that witness its log pinned it.
     const start = () =>
-      startKms(config, { log, databaseUrl: db.url, wrapper: createMockKeyWrapper({ kek }), signingKey: createMockSigningKey({ seed: kek }) });
+      // A KEK version a rotation adds lives in this wrapper only (hsm-mock): a restart after a rotation loses it.
+      startKms(config, { log, databaseUrl: db.url, wrapper: createMockKeyWrapper({ kek }), signingKey: createMockSigningKey({ seed: kek }), kekGraceMs: 0 });
     const entry: NetworkKme = {
       id,
       kms: await start(),

@@ -2,7 +2,8 @@ import t from 'tap';
 import { eventually, NOT_FOUND } from '../helpers/etsi.js';
 import { startTestNetwork, type TestNetwork } from '../helpers/network.js';
 
-// Issue 13 item 2 (keys) across KMEs: a key revoked or destroyed by an operator at the master's KME is voided at the
+// Issue 13 items 2, 5 (KEK rotation across KMEs) and 6 (a TLS reload's peer clients).
+// Keys across KMEs: a key revoked or destroyed by an operator at the master's KME is voided at the
 // slave's KME too (the slave gets 400 not found there); the slave's KME answers for its own SAEs ("which keys did
 // SAE_B receive", with the link its copy came over) and names them as holders when it revokes.
 
@@ -80,4 +81,44 @@ t.test("a slave suspended at its own KME gets no reservation there: the master's
   t.equal(reserved!.n, 0, 'nothing reserved at KME_B');
   t.equal((await operatorAt('KME_B').post('/admin/v1/saes/SAE_B/resume', {})).status, 200);
   t.equal((await net.client('SAE_A').get('/api/v1/keys/SAE_B/enc_keys')).status, 200, 'resumed: keys again');
+});
+
+t.test('KEK rotation at both KMEs under load: every key the master got is what the slave gets from its own KME', async (t) => {
+  let done = false;
+  const got: Array<{ key_ID: string; key: string }> = [];
+  const failures: string[] = [];
+  const load = Promise.all(
+    [0, 1, 2].map(async () => {
+      const a = net.client('SAE_A');
+      while (!done) {
+        const res = await a.post('/api/v1/keys/SAE_B/enc_keys', { number: 4 });
+        if (res.status === 200) got.push(...res.body.keys);
+        else if (res.status !== 503) failures.push(`${res.status} ${res.text}`);
+      }
+    }),
+  );
+  await new Promise((r) => setTimeout(r, 300));
+  for (const kme of ['KME_A', 'KME_B']) {
+    const res = await operatorAt(kme).post('/admin/v1/kek/rotate', { reason: 'rotation under load' });
+    t.equal(res.status, 200, `${kme}: ${res.text}`);
+  }
+  await new Promise((r) => setTimeout(r, 700));
+  done = true;
+  await load;
+  t.same(failures, [], 'no request failed across the rotations');
+  for (const kme of ['KME_A', 'KME_B']) {
+    const settled = await eventually(async () => {
+      const s = (await operatorAt(kme).get('/admin/v1/kek')).body;
+      return s.current === 2 && s.rewrap_pending === 0 && s.versions.every((v: { version: number; in_hsm: boolean }) => v.version === 2 || !v.in_hsm);
+    }, 20_000, 100);
+    t.ok(settled, `${kme}: everything re-wrapped under version 2, version 1 destroyed`);
+  }
+  t.ok(got.length > 0, `${got.length} keys delivered across the rotations`);
+  const fetched: Array<{ key_ID: string; key: string }> = [];
+  for (let i = 0; i < got.length; i += 128) {
+    const res = await net.client('SAE_B').post('/api/v1/keys/SAE_A/dec_keys', { key_IDs: got.slice(i, i + 128).map((k) => ({ key_ID: k.key_ID })) });
+    t.equal(res.status, 200, res.text);
+    fetched.push(...(res.body?.keys ?? []));
+  }
+  t.same(fetched, got, "KME_B's copies, re-wrapped under its new KEK, are exactly what KME_A handed out");
 });

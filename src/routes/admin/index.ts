@@ -4,6 +4,7 @@ import type { KeyAdmin } from '../../admin/key-admin.js';
 import type { PoolAdmin } from '../../admin/pool-admin.js';
 import type { PolicyAdmin } from '../../admin/policy-admin.js';
 import type { TlsRotation } from '../../tls-rotation.js';
+import type { KekRotation } from '../../lifecycle/kek-rotation.js';
 import type { SaeAdmin } from '../../admin/sae-admin.js';
 import { operatorOf } from '../../auth/client-certificate.js';
 import type { Principals } from '../../auth/principals.js';
@@ -15,6 +16,7 @@ import { adminKeyRoutes } from './keys.js';
 import { adminPoolRoutes } from './pools.js';
 import { adminPolicyRoutes } from './policies.js';
 import { adminTlsRoutes } from './tls.js';
+import { adminKekRoutes } from './kek.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -29,6 +31,7 @@ export interface AdminRouteOptions {
   poolAdmin: PoolAdmin;
   policyAdmin: PolicyAdmin;
   tlsRotation: TlsRotation;
+  kek: KekRotation;
   principals: Principals;
 }
 
@@ -40,7 +43,7 @@ const errors = { 400: ErrorSchema, 401: ErrorSchema, 404: ErrorSchema, 409: Erro
  * certificate gets a 401 before any handler. Every change is recorded in the custody log with the operator as its
  * actor. Errors carry the ETSI Error body, as everywhere.
  */
-export const adminRoutes: FastifyPluginAsyncTypebox<AdminRouteOptions> = async (app, { saeAdmin, keyAdmin, poolAdmin, policyAdmin, tlsRotation, principals }) => {
+export const adminRoutes: FastifyPluginAsyncTypebox<AdminRouteOptions> = async (app, { saeAdmin, keyAdmin, poolAdmin, policyAdmin, tlsRotation, kek, principals }) => {
   app.decorateRequest('operator', undefined as unknown as ChangeActor);
   app.addHook('onRequest', async (request) => {
     const caller = operatorOf(request.raw.socket as TLSSocket, principals);
@@ -86,4 +89,5 @@ export const adminRoutes: FastifyPluginAsyncTypebox<AdminRouteOptions> = async (
   await app.register(adminPoolRoutes, { poolAdmin, tags: [ADMIN_TAG] });
   await app.register(adminPolicyRoutes, { policyAdmin, tags: [ADMIN_TAG] });
   await app.register(adminTlsRoutes, { tlsRotation, tags: [ADMIN_TAG] });
+  await app.register(adminKekRoutes, { kek, tags: [ADMIN_TAG] });
 };
