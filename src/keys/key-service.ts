@@ -10,7 +10,6 @@ import type { LinkFigures } from '../pool/link-figures.js';
 import type { PoolGate } from '../pool/pool-gate.js';
 import type { PolicyBook } from '../policy/policy-book.js';
 import { PairRateLimiter } from '../policy/rate-limiter.js';
-import type { StoredPolicy } from '../store/policies.js';
 import type { Topology } from '../peers/topology.js';
 import { isConnectionError, withTransaction, type Db } from '../store/db.js';
 import { availableBlocks, setAsideChunks } from '../store/pool.js';
@@ -134,7 +133,7 @@ export class KeyService {
     }
     this.deps.pools?.checkHandOut(this.linksOf(plan));
     const policy = this.deps.policies?.forRequest(caller.saeId, slaveSaeIds);
-    const charged = policy ? this.charge(caller.saeId, policy.pairs, number) : [];
+    const charged = policy ? this.rates.charge(caller.saeId, policy.pairs, number) : [];
     const keys = await this.deps.batcher
       .deliver({
         plan,
@@ -150,32 +149,10 @@ export class KeyService {
         ...(policy && Object.keys(policy.tags).length ? { tags: policy.tags } : {}),
       })
       .catch((err: unknown) => {
-        for (const c of charged) this.rates.refund(c.pair, number, c.second);
+        this.rates.refundAll(charged, number);
         return databaseDown(err);
       });
     return { keys };
-  }
-
-  /**
-   * Charges `number` keys to every pair of the request whose policy limits keys per minute; when one would pass its
-   * limit nothing is charged and the request gets a 503 saying when to try again.
-   */
-  private charge(master: string, pairs: StoredPolicy[], number: number): Array<{ pair: string; second: number }> {
-    const charged: Array<{ pair: string; second: number }> = [];
-    for (const p of pairs) {
-      if (p.maxKeysPerMinute === undefined) continue;
-      const pair = p.saes.join('/');
-      const got = this.rates.take(pair, number, p.maxKeysPerMinute);
-      if (!got.ok) {
-        for (const c of charged) this.rates.refund(c.pair, number, c.second);
-        const other = p.saes[0] === master ? p.saes[1] : p.saes[0];
-        throw unavailable(
-          `the policy of ${master} and ${other} allows ${p.maxKeysPerMinute} keys a minute at this KME; ${got.used} were taken in the last minute: try again in ${got.retryAfterS} s`,
-        );
-      }
-      charged.push({ pair, second: got.second });
-    }
-    return charged;
   }
 
   async getKeysWithIds(caller: SaeCaller, master: string, requestedIds: string[]): Promise<KeyContainer> {

@@ -1,3 +1,12 @@
+import { unavailable } from '../errors.js';
+import type { StoredPolicy } from '../store/policies.js';
+
+/** Keys charged to one pair at one second (what a refund gives back). */
+export interface Charge {
+  pair: string;
+  second: number;
+}
+
 /**
  * Keys per minute per SAE pair, counted in this process over a sliding minute of one-second buckets. `take` charges
  * the keys before they are handed out and `refund` gives them back when the request failed, so a refused or failed
@@ -28,6 +37,34 @@ export class PairRateLimiter {
     }
     w.buckets[w.second % 60]! += n;
     return { ok: true, second: w.second };
+  }
+
+  /**
+   * Charges `n` keys to every pair of a request whose policy limits keys per minute: all or nothing. When one pair
+   * would pass its limit nothing is charged and the request gets a 503 that says how many were taken and when to try
+   * again.
+   */
+  charge(master: string, pairs: StoredPolicy[], n: number): Charge[] {
+    const charged: Charge[] = [];
+    for (const p of pairs) {
+      if (p.maxKeysPerMinute === undefined) continue;
+      const pair = p.saes.join('/');
+      const got = this.take(pair, n, p.maxKeysPerMinute);
+      if (!got.ok) {
+        this.refundAll(charged, n);
+        const other = p.saes[0] === master ? p.saes[1] : p.saes[0];
+        throw unavailable(
+          `the policy of ${master} and ${other} allows ${p.maxKeysPerMinute} keys a minute at this KME; ${got.used} were taken in the last minute: try again in ${got.retryAfterS} s`,
+        );
+      }
+      charged.push({ pair, second: got.second });
+    }
+    return charged;
+  }
+
+  /** Gives back what `charge` took (the request failed). */
+  refundAll(charges: Charge[], n: number): void {
+    for (const c of charges) this.refund(c.pair, n, c.second);
   }
 
   /** Gives back keys charged at `second` (what `take` returned), if that second is still in the window. */
