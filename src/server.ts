@@ -143,6 +143,8 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     const network = buildNetwork({
       config,
       principals,
+      pools,
+      policies,
       topology,
       db,
       barrier,

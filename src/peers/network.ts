@@ -1,3 +1,5 @@
+import type { PoolGate } from '../pool/pool-gate.js';
+import type { PolicyBook } from '../policy/policy-book.js';
 import type { Principals } from '../auth/principals.js';
 import type { Barrier } from '../barrier/barrier.js';
 import type { Witness } from '../audit/witness.js';
@@ -37,6 +39,9 @@ export function buildNetwork(deps: {
   config: Config;
   /** The registry of principals: the status and allowed peers of this KME's SAEs, for reservations made for them. */
   principals?: Principals;
+  /** Operators' holds on pools and policies per SAE pair, for reservations and relays. */
+  pools?: PoolGate;
+  policies?: PolicyBook;
   topology: Topology;
   db: Db;
   barrier: Barrier;
@@ -101,6 +106,8 @@ export function buildNetwork(deps: {
     maxKeyTtlMs: config.keys.key_ttl_seconds * 1000,
     log,
     ...(deps.principals ? { principals: deps.principals } : {}),
+    ...(deps.pools ? { pools: deps.pools } : {}),
+    ...(deps.policies ? { policies: deps.policies } : {}),
   });
   const peerService = new PeerService({ db, topology, receiver, forwarder, secondaries, linkSync, witness: deps.witness, log });
   return {

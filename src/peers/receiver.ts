@@ -1,3 +1,5 @@
+import type { PoolGate } from '../pool/pool-gate.js';
+import type { PolicyBook } from '../policy/policy-book.js';
 import type { Principals } from '../auth/principals.js';
 import { checkSharing } from '../keys/sharing.js';
 import type { Barrier } from '../barrier/barrier.js';
@@ -42,6 +44,10 @@ export class ExtKeysReceiver {
       log: Logger;
       /** The registry: this KME's slaves that operators suspended or revoked get no reservation. */
       principals?: Principals;
+      /** Operators' holds on pools: a relay onward spends none of a held pool's one-time pads. */
+      pools?: PoolGate;
+      /** Policies per SAE pair: a pair's own time-to-live may be longer than `maxKeyTtlMs`. */
+      policies?: PolicyBook;
     },
   ) {}
 
@@ -120,7 +126,14 @@ export class ExtKeysReceiver {
     }
     const plan = planDelivery(topology, r.target_sae_ids, { material: link, exclude: [...r.qkms_path] });
     for (const slave of plan.localSlaves) checkSharing(this.deps.principals, r.initiator_sae_id, slave);
+    this.deps.pools?.checkHandOut(plan.hops.map((h) => h.link.linkId));
     return plan;
+  }
+
+  /** How much longer than `maxKeyTtlMs` this KME's policies let the keys of these pairs wait (0: no longer). */
+  private longerTtlMs(master: string, slaves: string[]): number {
+    const ttls = slaves.flatMap((s) => this.deps.policies?.of(master, s)?.keyTtlSeconds ?? []);
+    return Math.max(0, ...ttls.map((t) => t * 1000 - this.deps.maxKeyTtlMs));
   }
 
   private async hold(c: DbClient, from: string, valid: Array<{ i: number; request: ExtKeys; plan: DeliveryPlan }>) {
@@ -157,7 +170,7 @@ export class ExtKeysReceiver {
     }
     for (const { i, request: r, plan, perKey } of wanted) {
       const linkId = r.qkms_link_id;
-      const expiresAt = new Date(Math.min(Date.parse(r.qkms_expires_at), expiresCap));
+      const expiresAt = new Date(Math.min(Date.parse(r.qkms_expires_at), expiresCap + this.longerTtlMs(r.initiator_sae_id, plan.localSlaves)));
       const keyBytes: Buffer[] = [];
       const opened = opens({ request: r, plan, perKey, i });
       for (const [n, k] of r.keys.entries()) {

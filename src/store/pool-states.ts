@@ -61,7 +61,8 @@ export async function changePoolState(
 ): Promise<PoolStateRow> {
   const move = MOVES[change];
   return withTransaction(db, async (c) => {
-    const { rows } = await c.query(`SELECT pool_state AS state FROM link WHERE link_id = $1 FOR UPDATE`, [linkId]);
+    // NO KEY UPDATE: ingest's inserts into key_chunk hold KEY SHARE locks on the link's row (their foreign key).
+    const { rows } = await c.query(`SELECT pool_state AS state FROM link WHERE link_id = $1 FOR NO KEY UPDATE`, [linkId]);
     const from = (rows[0] as { state: PoolState } | undefined)?.state;
     if (!from) throw new PoolChangeError(`link ${linkId} has no pool at this KME`, 'not_found');
     if (!move.from.includes(from)) {
@@ -89,7 +90,7 @@ export async function changePoolState(
 export async function deletePoolIfDue(db: Db, linkId: string, kmeId: string): Promise<number | undefined> {
   return withTransaction(db, async (c) => {
     const { rows } = await c.query(
-      `SELECT pool_delete_at AS at FROM link WHERE link_id = $1 AND pool_state = 'pending_deletion' AND pool_delete_at <= now() FOR UPDATE SKIP LOCKED`,
+      `SELECT pool_delete_at AS at FROM link WHERE link_id = $1 AND pool_state = 'pending_deletion' AND pool_delete_at <= now() FOR NO KEY UPDATE SKIP LOCKED`,
       [linkId],
     );
     if (rows.length === 0) return undefined;

@@ -122,3 +122,16 @@ t.test('KEK rotation at both KMEs under load: every key the master got is what t
   }
   t.same(fetched, got, "KME_B's copies, re-wrapped under its new KEK, are exactly what KME_A handed out");
 });
+
+t.test("a pair's time-to-live longer than the default holds at the slave's KME too when its policy there says so", async (t) => {
+  for (const kme of ['KME_A', 'KME_B']) {
+    t.equal((await operatorAt(kme).put('/admin/v1/policies/SAE_A/SAE_B', { key_ttl_seconds: 900 })).status, 200, kme);
+  }
+  const key = await keyForB();
+  const [row] = await net.kme('KME_B').query(`SELECT extract(epoch from expires_at - created_at)::int AS ttl FROM qkd_key WHERE key_id = $1`, [key]);
+  t.ok(row!.ttl > 850, `KME_B keeps the copy for the pair's 900 s (${row!.ttl} s), beyond its default of 300 s`);
+  for (const kme of ['KME_A', 'KME_B']) await operatorAt(kme).delete('/admin/v1/policies/SAE_A/SAE_B');
+  const other = await keyForB();
+  const [capped] = await net.kme('KME_B').query(`SELECT extract(epoch from expires_at - created_at)::int AS ttl FROM qkd_key WHERE key_id = $1`, [other]);
+  t.ok(capped!.ttl <= 301, `without the policy: the default (${capped!.ttl} s)`);
+});

@@ -145,3 +145,14 @@ t.test('roles: a KME certificate is never an SAE, an SAE certificate never a KME
   });
   t.equal(wrongLink.status, 401, 'a link the caller is not an end of');
 });
+
+t.test("a trusted node spends no one-time pad of a pool its operator holds: the relay is refused with the reason", async (t) => {
+  const operatorAtB = net.client('OPERATOR_1', 'KME_B');
+  t.equal((await operatorAtB.post('/admin/v1/pools/B-C/suspend', { reason: 'maintenance' })).status, 200);
+  const refused = await net.client('SAE_A').get('/api/v1/keys/SAE_C/enc_keys');
+  t.equal(refused.status, 503);
+  t.match(refused.body.message, /refused the keys: the key pool of link B-C is suspended by an operator/);
+  t.equal((await net.client('SAE_A').get('/api/v1/keys/SAE_B/enc_keys')).status, 200, 'a pair that does not cross B-C is served');
+  t.equal((await operatorAtB.post('/admin/v1/pools/B-C/resume', {})).status, 200);
+  t.equal((await net.client('SAE_A').get('/api/v1/keys/SAE_C/enc_keys')).status, 200, 'resumed: relayed again');
+});
