@@ -9,8 +9,9 @@ import type { Issued } from "./certificates.js";
 const cryptoImpl = webcrypto as unknown as Crypto;
 const SIGNING = { name: "ECDSA", hash: "SHA-256" } as const;
 
-/** A certificate's serial number as CRLs and Node print it: upper-case hex, no leading zero bytes. */
-export const normalizeSerial = (hex: string): string => hex.replace(/^(00)+(?=.)/, "").toUpperCase();
+import { normalizeSerial } from "./serial.js";
+
+export { normalizeSerial };
 
 /** The serial numbers a CRL names, with when each was revoked. */
 export function crlEntries(pem: string): Array<{ serial: string; revokedAt: Date }> {
