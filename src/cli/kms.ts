@@ -23,6 +23,19 @@ const USAGE = `usage: kms <command> [options]
   tls <show|reload> …       the TLS material in force; reload it from its files (as SIGHUP does)
 `;
 
+type TextCommand = (args: string[], out: (line: string) => void, err: (line: string) => void) => Promise<number>;
+
+/** The commands that print to stdout and stderr and return: the admin API's nouns and the auditor's tools, each loaded when used. */
+const TEXT_COMMANDS: Record<'sae' | 'key' | 'pool' | 'policy' | 'tls' | 'kek' | 'audit', () => Promise<TextCommand>> = {
+  sae: async () => (await import('../admin/sae-cli.js')).saeCommand,
+  key: async () => (await import('../admin/key-cli.js')).keyCommand,
+  pool: async () => (await import('../admin/pool-cli.js')).poolCommand,
+  policy: async () => (await import('../admin/policy-cli.js')).policyCommand,
+  tls: async () => (await import('../admin/tls-cli.js')).tlsCommand,
+  kek: async () => (await import('../admin/kek-cli.js')).kekCommand,
+  audit: async () => (await import('../audit/cli.js')).auditCommand,
+};
+
 /** Entry point: returns the process exit code (or never returns for long-running commands). */
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -53,19 +66,15 @@ export async function main(argv: string[]): Promise<number> {
     case 'pki':
       return (await import('../pki/cli.js')).pkiCommand(rest, (line) => process.stdout.write(line + '\n'));
     case 'sae':
-      return (await import('../admin/sae-cli.js')).saeCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case 'key':
-      return (await import('../admin/key-cli.js')).keyCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case 'pool':
-      return (await import('../admin/pool-cli.js')).poolCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case 'policy':
-      return (await import('../admin/policy-cli.js')).policyCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case 'tls':
-      return (await import('../admin/tls-cli.js')).tlsCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
     case 'kek':
-      return (await import('../admin/kek-cli.js')).kekCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
-    case 'audit':
-      return (await import('../audit/cli.js')).auditCommand(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
+    case 'audit': {
+      const run = await TEXT_COMMANDS[command]();
+      return run(rest, (line) => process.stdout.write(line + '\n'), (line) => process.stderr.write(line + '\n'));
+    }
     case undefined:
     case 'help':
     case '--help':
