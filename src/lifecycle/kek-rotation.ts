@@ -46,9 +46,26 @@ export class KekRotation {
     },
   ) {}
 
-  /** Records the version in use at start (a new database, or a KEK made on the token before the first start). */
+  /**
+   * Records the version in use at start, and every version rows still refer to (a new database, or versions made on
+   * the token outside the KME): the re-wrap and the destruction look only at versions this table lists.
+   */
   async start(): Promise<void> {
-    await this.deps.db.query(`INSERT INTO kek_version (version) VALUES ($1) ON CONFLICT DO NOTHING`, [this.deps.wrapper.currentVersion()]);
+    await this.deps.db.query(
+      `INSERT INTO kek_version (version)
+         SELECT $1::int UNION SELECT DISTINCT kek_version FROM key_chunk UNION SELECT DISTINCT kek_version FROM qkd_key WHERE kek_version IS NOT NULL
+       ON CONFLICT DO NOTHING`,
+      [this.deps.wrapper.currentVersion()],
+    );
+  }
+
+  /**
+   * Versions older than the current one and not destroyed yet, from the small kek_version table. None (the usual
+   * case): the re-wrap and the destruction have nothing to do, and look no further — their queries scan whole tables.
+   */
+  private async olderVersions(current: number): Promise<number[]> {
+    const { rows } = await this.deps.db.query<{ version: number }>(`SELECT version FROM kek_version WHERE version < $1 AND destroyed_at IS NULL`, [current]);
+    return rows.map((r) => r.version);
   }
 
   /** Creates the next KEK version and puts it in use; one rotation at a time in this process. */
@@ -123,6 +140,7 @@ export class KekRotation {
   /** One batch of the re-wrap: up to `batch` chunks and relayed keys, and the signing seeds. Returns the rows moved. */
   async rewrapOnce(batch = 64): Promise<number> {
     const current = this.deps.wrapper.currentVersion();
+    if ((await this.olderVersions(current)).length === 0) return 0;
     const chunks = await withTransaction(this.deps.db, async (c) => {
       const { rows } = await c.query<{ link_id: string; first: string; blocks: number; sealed: Buffer; gone: string }>(
         `SELECT link_id, first_seq::text AS first, blocks, sealed, gone::text AS gone FROM key_chunk
@@ -164,6 +182,7 @@ export class KekRotation {
   async destroyUnused(now = Date.now()): Promise<number[]> {
     const { wrapper, db, log } = this.deps;
     const current = wrapper.currentVersion();
+    if ((await this.olderVersions(current)).length === 0) return [];
     const { rows } = await db.query<{ created_at: Date }>(`SELECT created_at FROM kek_version WHERE version = $1`, [current]);
     if (!rows[0] || now - rows[0].created_at.getTime() < (this.deps.graceMs ?? 60_000)) return [];
     const refs = await this.references();
