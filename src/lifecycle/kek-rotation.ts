@@ -47,16 +47,12 @@ export class KekRotation {
   ) {}
 
   /**
-   * Records the version in use at start, and every version rows still refer to (a new database, or versions made on
-   * the token outside the KME): the re-wrap and the destruction look only at versions this table lists.
+   * Records the version in use at start. With the rotations recorded as they happen and the versions in use when
+   * migration 0011 ran, the table lists every version that ever sealed a row: the re-wrap and the destruction look
+   * only at versions it lists.
    */
   async start(): Promise<void> {
-    await this.deps.db.query(
-      `INSERT INTO kek_version (version)
-         SELECT $1::int UNION SELECT DISTINCT kek_version FROM key_chunk UNION SELECT DISTINCT kek_version FROM qkd_key WHERE kek_version IS NOT NULL
-       ON CONFLICT DO NOTHING`,
-      [this.deps.wrapper.currentVersion()],
-    );
+    await this.deps.db.query(`INSERT INTO kek_version (version) VALUES ($1) ON CONFLICT DO NOTHING`, [this.deps.wrapper.currentVersion()]);
   }
 
   /**
