@@ -106,6 +106,9 @@ export function oneArgument(positionals: string[], name: string, pattern: RegExp
   return value;
 }
 
+/** `--reason TEXT` as the admin API takes it: a `reason` field, or nothing when the flag was not given. */
+export const reasonOf = (values: Values): { reason?: string } => (typeof values.reason === 'string' ? { reason: values.reason } : {});
+
 export function noPositionals(positionals: string[]): void {
   if (positionals.length) throw new UsageError(`unexpected argument ${positionals[0]}`);
 }

@@ -1,5 +1,5 @@
 import type { KekStatus } from '../lifecycle/kek-rotation.js';
-import { noPositionals, runAdminCommand, shortTime, TARGET_HELP, type AdminCommand, type Out } from './command.js';
+import { noPositionals, reasonOf, runAdminCommand, shortTime, TARGET_HELP, type AdminCommand, type Out } from './command.js';
 import { table } from './table.js';
 
 export const KEK_USAGE = `usage: kms kek <command> [options]
@@ -46,7 +46,7 @@ const COMMANDS: Record<string, AdminCommand> = {
   status: { options: {}, call: noArguments((client) => client.call('GET', '/admin/v1/kek')), show: (a) => lines(a as KekStatus) },
   rotate: {
     options: { reason: { type: 'string' } },
-    call: noArguments((client, values) => client.call('POST', '/admin/v1/kek/rotate', values.reason === undefined ? {} : { reason: values.reason })),
+    call: noArguments((client, values) => client.call('POST', '/admin/v1/kek/rotate', reasonOf(values))),
     show: (a) => [`rotated: new material is sealed under version ${(a as KekStatus).current}`, '', ...lines(a as KekStatus)],
   },
 };

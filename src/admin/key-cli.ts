@@ -1,7 +1,7 @@
 import { IdPattern } from '../config/schema.js';
 import type { KeyChange, KeyChangeResult, KeyView, LinkHoldersView, ReceiptsView } from '../schemas/admin-keys.js';
 import type { AdminClient } from './client.js';
-import { noPositionals, runAdminCommand, shortTime, TARGET_HELP, timeArg, UsageError, type AdminCommand, type Out, type Values } from './command.js';
+import { noPositionals, reasonOf, runAdminCommand, shortTime, TARGET_HELP, timeArg, UsageError, type AdminCommand, type Out, type Values } from './command.js';
 import { table } from './table.js';
 
 export const KEY_USAGE = `usage: kms key <command> [options]
@@ -60,7 +60,7 @@ function change(operation: KeyChange, stdin: () => Promise<string>): AdminComman
       const merged: KeyChangeResult = { operation, changed: [], erased: [], unchanged: [], ...(operation === 'revoke' ? { holders: [] } : {}) };
       const voidedAt = new Set<string>();
       for (let i = 0; i < ids.length; i += PER_REQUEST) {
-        const body = { key_ids: ids.slice(i, i + PER_REQUEST), ...(values.reason !== undefined ? { reason: values.reason } : {}) };
+        const body = { key_ids: ids.slice(i, i + PER_REQUEST), ...reasonOf(values) };
         const r = await client.call<KeyChangeResult>('POST', `/admin/v1/keys/${operation}`, body);
         merged.changed.push(...r.changed);
         merged.erased.push(...r.erased);

@@ -1,5 +1,5 @@
 import type { PoolView } from '../schemas/admin-pools.js';
-import { durationArg, noPositionals, oneArgument, runAdminCommand, shortTime, TARGET_HELP, type AdminCommand, type Out } from './command.js';
+import { durationArg, noPositionals, oneArgument, reasonOf, runAdminCommand, shortTime, TARGET_HELP, type AdminCommand, type Out } from './command.js';
 import { table } from './table.js';
 
 export const POOL_USAGE = `usage: kms pool <command> [options]
@@ -51,7 +51,7 @@ function change(route: string): AdminCommand {
   return {
     options: { reason: { type: 'string' } },
     call: (client, values, positionals) =>
-      client.call('POST', `${path(linkIdOf(positionals))}/${route}`, values.reason === undefined ? {} : { reason: values.reason }),
+      client.call('POST', `${path(linkIdOf(positionals))}/${route}`, reasonOf(values)),
     show: one,
   };
 }
@@ -75,7 +75,7 @@ const COMMANDS: Record<string, AdminCommand> = {
     call: (client, values, positionals) => {
       const link = linkIdOf(positionals);
       const wait = durationArg('--in', values.in);
-      return client.call('POST', `${path(link)}/schedule-deletion`, { wait_seconds: wait, ...(values.reason === undefined ? {} : { reason: values.reason }) });
+      return client.call('POST', `${path(link)}/schedule-deletion`, { wait_seconds: wait, ...reasonOf(values) });
     },
     show: one,
   },

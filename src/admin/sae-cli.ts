@@ -1,6 +1,6 @@
 import { FingerprintPattern, IdPattern, TagNamePattern } from '../config/schema.js';
 import type { SaeView } from '../schemas/admin.js';
-import { noPositionals, oneArgument, runAdminCommand, shortTime, TARGET_HELP, UsageError, type AdminCommand, type Out } from './command.js';
+import { noPositionals, oneArgument, reasonOf, runAdminCommand, shortTime, TARGET_HELP, UsageError, type AdminCommand, type Out } from './command.js';
 import { table } from './table.js';
 
 export const SAE_USAGE = `usage: kms sae <command> [options]
@@ -49,7 +49,7 @@ function statusChange(change: 'suspend' | 'resume' | 'revoke'): AdminCommand {
   return {
     options: { reason: { type: 'string' } },
     call: (client, values, positionals) =>
-      client.call('POST', `${path(saeIdOf(positionals))}/${change}`, values.reason === undefined ? {} : { reason: values.reason }),
+      client.call('POST', `${path(saeIdOf(positionals))}/${change}`, reasonOf(values)),
     show: one,
   };
 }

@@ -1,5 +1,5 @@
 import type { TlsView } from '../tls-rotation.js';
-import { noPositionals, runAdminCommand, shortTime, TARGET_HELP, type AdminCommand, type Out } from './command.js';
+import { noPositionals, reasonOf, runAdminCommand, shortTime, TARGET_HELP, type AdminCommand, type Out } from './command.js';
 import { table } from './table.js';
 
 export const TLS_USAGE = `usage: kms tls <command> [options]
@@ -46,7 +46,7 @@ const COMMANDS: Record<string, AdminCommand> = {
     options: { reason: { type: 'string' } },
     call: (client, values, positionals) => {
       noPositionals(positionals);
-      return client.call('POST', '/admin/v1/tls/reload', values.reason === undefined ? {} : { reason: values.reason });
+      return client.call('POST', '/admin/v1/tls/reload', reasonOf(values));
     },
     show: (answer) => ['reloaded', '', ...lines(answer as TlsView)],
   },

@@ -86,6 +86,15 @@ export interface NetworkOptions {
   fill?: number;
 }
 
+/** Two KMEs joined by one link: KME_A (SAE_A) — KME_B (SAE_B). */
+export const PAIR: Pick<NetworkOptions, 'kmes' | 'links'> = {
+  kmes: [
+    { id: 'KME_A', saes: ['SAE_A'] },
+    { id: 'KME_B', saes: ['SAE_B'] },
+  ],
+  links: [{ id: 'A-B', ends: ['KME_A', 'KME_B'] }],
+};
+
 /** The demo's line: KME_A (SAE_A, SAE_D) — KME_B (SAE_B) — KME_C (SAE_C), with a loopback link at KME_A. */
 export const LINE: Pick<NetworkOptions, 'kmes' | 'links'> = {
   kmes: [

@@ -1,7 +1,7 @@
 import t from 'tap';
 import type { EtsiClient, Response } from '../helpers/client.js';
 import { etsiErrorProblem, windows } from '../helpers/etsi.js';
-import { startTestNetwork, type TestNetwork } from '../helpers/network.js';
+import { PAIR, startTestNetwork, type TestNetwork } from '../helpers/network.js';
 import { availableOwned, poolViolations } from '../helpers/pool-state.js';
 
 // Masters at BOTH ends of one link ask for keys at the same time, many connections each: no material is ever
@@ -14,11 +14,7 @@ const REQUESTS_PER_END = 360;
 let net: TestNetwork;
 t.before(async () => {
   net = await startTestNetwork({
-    kmes: [
-      { id: 'KME_A', saes: ['SAE_A'] },
-      { id: 'KME_B', saes: ['SAE_B'] },
-    ],
-    links: [{ id: 'A-B', ends: ['KME_A', 'KME_B'] }],
+    ...PAIR,
     keys: { max_key_count: 3_000 },
     // Generous on this shared 2-core machine: this test is about who gets which material, not about latency.
     network: { peer_timeout_ms: 10_000 },

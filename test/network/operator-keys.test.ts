@@ -1,6 +1,6 @@
 import t from 'tap';
 import { eventually, NOT_FOUND } from '../helpers/etsi.js';
-import { startTestNetwork, type TestNetwork } from '../helpers/network.js';
+import { PAIR, startTestNetwork, type TestNetwork } from '../helpers/network.js';
 
 // Issue 13 items 2, 5 (KEK rotation across KMEs) and 6 (a TLS reload's peer clients).
 // Keys across KMEs: a key revoked or destroyed by an operator at the master's KME is voided at the
@@ -10,11 +10,7 @@ import { startTestNetwork, type TestNetwork } from '../helpers/network.js';
 let net: TestNetwork;
 t.before(async () => {
   net = await startTestNetwork({
-    kmes: [
-      { id: 'KME_A', saes: ['SAE_A'] },
-      { id: 'KME_B', saes: ['SAE_B'] },
-    ],
-    links: [{ id: 'A-B', ends: ['KME_A', 'KME_B'] }],
+    ...PAIR,
     fill: 100,
   });
 });

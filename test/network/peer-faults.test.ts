@@ -1,6 +1,6 @@
 import t from 'tap';
 import { etsiErrorProblem, eventually, NOT_FOUND } from '../helpers/etsi.js';
-import { startTestNetwork, type TestNetwork } from '../helpers/network.js';
+import { PAIR, startTestNetwork, type TestNetwork } from '../helpers/network.js';
 
 // Failure semantics between two KMEs (issue: "each proven by a test"): a peer that refuses connections, one that
 // says nothing, an answer lost on its way back, a KME restarted with reservations pending, a slave that never
@@ -13,11 +13,7 @@ const TTL_S = 10; // long enough for a restart on a loaded machine, short enough
 let net: TestNetwork;
 t.before(async () => {
   net = await startTestNetwork({
-    kmes: [
-      { id: 'KME_A', saes: ['SAE_A'] },
-      { id: 'KME_B', saes: ['SAE_B'] },
-    ],
-    links: [{ id: 'A-B', ends: ['KME_A', 'KME_B'] }],
+    ...PAIR,
     keys: { max_key_count: 1_000, key_ttl_seconds: TTL_S },
     // A slow link upkeep, so that the KME-to-KME connections stay idle between the test's own requests (the
     // lost-answer case needs the request to travel on a connection the test controls).
