@@ -1,4 +1,4 @@
-import { IdPattern, TagNamePattern } from '../config/schema.js';
+import { IdPattern, LinkFailureSchema, TagNamePattern } from '../config/schema.js';
 import type { PolicyView } from '../schemas/admin-policies.js';
 import { durationArg, noPositionals, runAdminCommand, shortTime, TARGET_HELP, UsageError, type AdminCommand, type Out, type Values } from './command.js';
 import { table } from './table.js';
@@ -7,11 +7,15 @@ export const POLICY_USAGE = `usage: kms policy <command> [options]
 
   list                                   the policies per SAE pair of the KME
   show SAE_ID SAE_ID                     one pair's policy (either way round)
-  set SAE_ID SAE_ID [--ttl DURATION] [--min-pool N] [--max-per-minute N] [--tag NAME=VALUE]...
+  set SAE_ID SAE_ID [--ttl DURATION] [--min-pool N] [--max-per-minute N] [--link-failure MODE] [--tag NAME=VALUE]...
                                          the pair's whole policy (what is left out is unset):
                                            --ttl             how long its keys wait for their slaves (e.g. 10m)
                                            --min-pool        warn below this many keys in the pool it draws from
                                            --max-per-minute  keys it may take a minute here; more get a 503
+                                           --link-failure    when its QKD link cannot serve: fail_closed (a 503,
+                                                             the default) or pqc_fallback (the master's KME makes
+                                                             the key and sends it with ML-KEM-768+X25519; the
+                                                             other KME's policy must allow it too)
                                            --tag             recorded on every key delivered under it
   delete SAE_ID SAE_ID                   the KME's defaults apply again
 
@@ -39,16 +43,24 @@ function count(flag: string, value: Values[string], min: number): number | undef
   return n;
 }
 
+function linkFailure(value: Values[string]): string | undefined {
+  if (value === undefined) return undefined;
+  const modes: readonly string[] = LinkFailureSchema.enum;
+  if (typeof value !== 'string' || !modes.includes(value)) throw new UsageError(`--link-failure "${String(value)}": ${modes.join(' or ')}`);
+  return value;
+}
+
 const path = ([a, b]: [string, string]) => `/admin/v1/policies/${encodeURIComponent(a)}/${encodeURIComponent(b)}`;
 
 function policyRows(policies: PolicyView[]): string[] {
   return table(
-    ['PAIR', 'KEY TTL', 'MIN POOL', 'MAX PER MINUTE', 'TAGS', 'SOURCE', 'CHANGED'],
+    ['PAIR', 'KEY TTL', 'MIN POOL', 'MAX PER MINUTE', 'LINK FAILURE', 'TAGS', 'SOURCE', 'CHANGED'],
     policies.map((p) => [
       p.saes.join(' - '),
       p.key_ttl_seconds !== undefined ? `${p.key_ttl_seconds} s` : 'default',
       p.min_pool_keys !== undefined ? String(p.min_pool_keys) : '-',
       p.max_keys_per_minute !== undefined ? String(p.max_keys_per_minute) : '-',
+      p.link_failure,
       Object.entries(p.tags).map(([k, v]) => `${k}=${v}`).join(',') || '-',
       p.source,
       shortTime(p.changed_at),
@@ -70,7 +82,13 @@ const COMMANDS: Record<string, AdminCommand> = {
   },
   show: { options: {}, call: (client, _values, positionals) => client.call('GET', path(pairOf(positionals))), show: (a) => policyRows([a as PolicyView]) },
   set: {
-    options: { ttl: { type: 'string' }, 'min-pool': { type: 'string' }, 'max-per-minute': { type: 'string' }, tag: { type: 'string', multiple: true } },
+    options: {
+      ttl: { type: 'string' },
+      'min-pool': { type: 'string' },
+      'max-per-minute': { type: 'string' },
+      'link-failure': { type: 'string' },
+      tag: { type: 'string', multiple: true },
+    },
     call: (client, values, positionals) => {
       const pair = pairOf(positionals);
       const tags: Record<string, string> = {};
@@ -81,10 +99,12 @@ const COMMANDS: Record<string, AdminCommand> = {
       }
       const minPool = count('--min-pool', values['min-pool'], 0);
       const perMinute = count('--max-per-minute', values['max-per-minute'], 1);
+      const onFailure = linkFailure(values['link-failure']);
       return client.call('PUT', path(pair), {
         ...(values.ttl !== undefined ? { key_ttl_seconds: durationArg('--ttl', values.ttl) } : {}),
         ...(minPool !== undefined ? { min_pool_keys: minPool } : {}),
         ...(perMinute !== undefined ? { max_keys_per_minute: perMinute } : {}),
+        ...(onFailure !== undefined ? { link_failure: onFailure } : {}),
         ...(Object.keys(tags).length ? { tags } : {}),
       });
     },

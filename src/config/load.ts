@@ -61,7 +61,7 @@ export function parseConfig(raw: unknown, origin = 'config'): Config {
   return config;
 }
 
-type SchemaError = { instancePath: string; message: string };
+type SchemaError = { instancePath: string; message: string; keyword?: string; params?: Record<string, unknown> };
 
 /**
  * The `hsm` union would report every mismatch of every member; report the errors of the member its `type`
@@ -83,6 +83,9 @@ function describeError(e: SchemaError, config: unknown): string[] {
     if (!member) return [`  ${at}/type: must be one of ${Object.keys(SOURCE_SCHEMAS).map((k) => `"${k}"`).join(', ')}`];
     return [...Value.Errors(member, src)].map((m) => `  ${at}${m.instancePath}: ${m.message}`);
   }
+  // "must be equal to one of the allowed values" leaves the operator guessing which: name them.
+  const allowed = e.keyword === 'enum' ? e.params?.allowedValues : undefined;
+  if (Array.isArray(allowed)) return [`  ${e.instancePath || '/'}: must be one of ${allowed.map((v) => JSON.stringify(v)).join(', ')}`];
   return [`  ${e.instancePath || '/'}: ${e.message}`];
 }
 

@@ -245,6 +245,12 @@ export const AuditSchema = Type.Object(
   { additionalProperties: false, default: {} },
 );
 
+/** What a pair's keys do when its QKD link cannot serve them (a policy's link_failure). */
+export const LinkFailureSchema = Type.Enum(['fail_closed', 'pqc_fallback'], {
+  description:
+    "when the pair's QKD link or pool cannot serve a request: fail_closed (the default) answers 503; pqc_fallback lets the master's KME make the key and send it to the slave's KME encapsulated with ML-KEM-768+X25519 (the slave's KME must allow it too)",
+});
+
 /** A policy per SAE pair (docs/operators.md, "Policies"); the pair is unordered. */
 export const PolicySchema = Type.Object(
   {
@@ -254,6 +260,7 @@ export const PolicySchema = Type.Object(
     ),
     min_pool_keys: Type.Optional(Type.Integer({ minimum: 0, description: 'below this many keys in the pool the pair draws from: a log line and a status warning' })),
     max_keys_per_minute: Type.Optional(Type.Integer({ minimum: 1, description: 'keys the pair may take a minute at this KME; more get a 503' })),
+    link_failure: Type.Optional(LinkFailureSchema),
     tags: Type.Optional(TagsSchema),
   },
   { additionalProperties: false },

@@ -41,6 +41,8 @@ export function describeValidationError(
   if (context === 'params' && e.keyword === 'minLength') return `the ${field} in the path is empty`;
   const what = field || (context === 'body' ? 'request body' : context);
   if (e.keyword === 'type') return `${what} must be ${article(String(e.params.type))}`;
+  // ajv's "must be equal to one of the allowed values" does not say which.
+  if (e.keyword === 'enum' && Array.isArray(e.params.allowedValues)) return `${what} must be one of ${e.params.allowedValues.map((v) => JSON.stringify(v)).join(', ')}`;
   return `${what} ${e.message ?? 'is invalid'}`;
 }
 

@@ -49,15 +49,25 @@ export class PolicyBook {
   }
 
   /**
-   * What applies to keys a master shares with these slaves: each pair's own limits, the shortest time-to-live of
-   * them all, and their tags merged (the path's slave first: on a clash its pair's tag wins).
+   * Whether this KME's policy lets the pair's keys be made and sent with ML-KEM-768+X25519 when its QKD link cannot
+   * serve them. A pair without a policy fails closed.
    */
-  forRequest(master: string, slaves: string[]): { pairs: StoredPolicy[]; keyTtlSeconds?: number; tags: Record<string, string> } {
+  allowsFallback(master: string, slave: string): boolean {
+    return this.of(master, slave)?.linkFailure === 'pqc_fallback';
+  }
+
+  /**
+   * What applies to keys a master shares with these slaves: each pair's own limits, the shortest time-to-live of
+   * them all, their tags merged (the path's slave first: on a clash its pair's tag wins), and whether the request
+   * may fall back to a PQC key: only when every pair allows it, since one key goes to all the slaves.
+   */
+  forRequest(master: string, slaves: string[]): { pairs: StoredPolicy[]; keyTtlSeconds?: number; tags: Record<string, string>; fallback: boolean } {
     const pairs = slaves.flatMap((s) => this.of(master, s) ?? []);
     const ttls = pairs.flatMap((p) => (p.keyTtlSeconds !== undefined ? [p.keyTtlSeconds] : []));
     const tags: Record<string, string> = {};
     for (const p of [...pairs].reverse()) Object.assign(tags, p.tags);
-    return { pairs, ...(ttls.length ? { keyTtlSeconds: Math.min(...ttls) } : {}), tags };
+    const fallback = slaves.length > 0 && slaves.every((s) => this.allowsFallback(master, s));
+    return { pairs, ...(ttls.length ? { keyTtlSeconds: Math.min(...ttls) } : {}), tags, fallback };
   }
 }
 
@@ -68,6 +78,7 @@ export function policiesOf(config: Pick<Config, 'policies'>): PairPolicy[] {
     ...(p.key_ttl_seconds !== undefined ? { keyTtlSeconds: p.key_ttl_seconds } : {}),
     ...(p.min_pool_keys !== undefined ? { minPoolKeys: p.min_pool_keys } : {}),
     ...(p.max_keys_per_minute !== undefined ? { maxKeysPerMinute: p.max_keys_per_minute } : {}),
+    ...(p.link_failure !== undefined ? { linkFailure: p.link_failure } : {}),
     tags: p.tags ?? {},
     source: 'config' as const,
   }));

@@ -4,10 +4,16 @@ import { withTransaction, type Db, type DbClient } from './db.js';
 import type { ChangeActor } from './principals.js';
 
 /**
- * Policies per SAE pair in PostgreSQL (migration 0010). A pair is unordered: `pairOf` sorts it. Every change is a
- * `policy` event of the custody log in the same transaction. The KME processes hold an image of the table
- * (src/policy/policy-book.ts) and reload it when `policiesStamp` changes.
+ * Policies per SAE pair in PostgreSQL (migrations 0010 and 0012). A pair is unordered: `pairOf` sorts it. Every
+ * change is a `policy` event of the custody log in the same transaction. The KME processes hold an image of the
+ * table (src/policy/policy-book.ts) and reload it when `policiesStamp` changes.
  */
+
+/**
+ * What a pair's keys do when its QKD link or pool cannot serve a request: fail closed (503, the default) or let the
+ * master's KME make the key and send it to the slave's KME encapsulated with ML-KEM-768+X25519.
+ */
+export type LinkFailure = 'fail_closed' | 'pqc_fallback';
 
 export interface PairPolicy {
   /** The pair, sorted: saes[0] < saes[1]. */
@@ -18,18 +24,22 @@ export interface PairPolicy {
   minPoolKeys?: number;
   /** Keys the pair may take a minute at this KME; more get a 503. */
   maxKeysPerMinute?: number;
+  /** When the pair's link cannot serve it; none: 'fail_closed'. */
+  linkFailure?: LinkFailure;
   /** Recorded on every key delivered under the pair, in its custody events. */
   tags: Record<string, string>;
   source: 'config' | 'admin';
 }
 
+/** A policy as the table holds it: the column has a default, so a stored policy always says what it does. */
 export interface StoredPolicy extends PairPolicy {
+  linkFailure: LinkFailure;
   changedAt: Date;
 }
 
 export const pairOf = (x: string, y: string): [string, string] => (x < y ? [x, y] : [y, x]);
 
-const COLUMNS = `sae_a, sae_b, key_ttl_seconds, min_pool_keys, max_keys_per_minute, tags, source, changed_at`;
+const COLUMNS = `sae_a, sae_b, key_ttl_seconds, min_pool_keys, max_keys_per_minute, link_failure, tags, source, changed_at`;
 
 function fromRow(r: Record<string, unknown>): StoredPolicy {
   return {
@@ -37,6 +47,7 @@ function fromRow(r: Record<string, unknown>): StoredPolicy {
     ...(r.key_ttl_seconds !== null ? { keyTtlSeconds: r.key_ttl_seconds as number } : {}),
     ...(r.min_pool_keys !== null ? { minPoolKeys: r.min_pool_keys as number } : {}),
     ...(r.max_keys_per_minute !== null ? { maxKeysPerMinute: r.max_keys_per_minute as number } : {}),
+    linkFailure: r.link_failure as LinkFailure,
     tags: r.tags as Record<string, string>,
     source: r.source as 'config' | 'admin',
     changedAt: r.changed_at as Date,
@@ -115,17 +126,23 @@ async function one(c: DbClient, saes: [string, string]): Promise<StoredPolicy | 
 
 async function upsert(c: DbClient, p: PairPolicy): Promise<void> {
   await c.query(
-    `INSERT INTO pair_policy (sae_a, sae_b, key_ttl_seconds, min_pool_keys, max_keys_per_minute, tags, source)
-     VALUES ($1, $2, $3, $4, $5, $6, $7)
+    `INSERT INTO pair_policy (sae_a, sae_b, key_ttl_seconds, min_pool_keys, max_keys_per_minute, link_failure, tags, source)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
      ON CONFLICT (sae_a, sae_b) DO UPDATE SET key_ttl_seconds = $3, min_pool_keys = $4, max_keys_per_minute = $5,
-       tags = $6, source = $7, changed_at = clock_timestamp()`,
-    [p.saes[0], p.saes[1], p.keyTtlSeconds ?? null, p.minPoolKeys ?? null, p.maxKeysPerMinute ?? null, JSON.stringify(p.tags), p.source],
+       link_failure = $6, tags = $7, source = $8, changed_at = clock_timestamp()`,
+    [p.saes[0], p.saes[1], p.keyTtlSeconds ?? null, p.minPoolKeys ?? null, p.maxKeysPerMinute ?? null, linkFailureOf(p), JSON.stringify(p.tags), p.source],
   );
 }
 
-/** What a policy says, without when or by whom: to tell a changed config entry from an unchanged one. */
+/** What a policy does when its link cannot serve: left out, it fails closed (the column's default). */
+const linkFailureOf = (p: PairPolicy): LinkFailure => p.linkFailure ?? 'fail_closed';
+
+/**
+ * What a policy says, without when or by whom: to tell a changed config entry from an unchanged one. A config entry
+ * without link_failure equals a stored 'fail_closed', so the migration that added the column changes nothing.
+ */
 function comparable(p: PairPolicy) {
-  return { saes: p.saes, ttl: p.keyTtlSeconds ?? null, min: p.minPoolKeys ?? null, max: p.maxKeysPerMinute ?? null, tags: p.tags };
+  return { saes: p.saes, ttl: p.keyTtlSeconds ?? null, min: p.minPoolKeys ?? null, max: p.maxKeysPerMinute ?? null, linkFailure: linkFailureOf(p), tags: p.tags };
 }
 
 function event(change: 'set' | 'update' | 'delete', p: PairPolicy, by: ChangeActor, reason?: string): string {
@@ -148,6 +165,8 @@ function comparablePolicyDetail(p: PairPolicy): Record<string, unknown> {
     ...(p.keyTtlSeconds !== undefined ? { key_ttl_seconds: p.keyTtlSeconds } : {}),
     ...(p.minPoolKeys !== undefined ? { min_pool_keys: p.minPoolKeys } : {}),
     ...(p.maxKeysPerMinute !== undefined ? { max_keys_per_minute: p.maxKeysPerMinute } : {}),
+    // Always named, the default too: the event alone tells an auditor whether the pair may get keys not made by QKD.
+    link_failure: linkFailureOf(p),
     tags: p.tags,
   };
 }

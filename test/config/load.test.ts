@@ -37,6 +37,7 @@ const bad: Array<[string, unknown, RegExp]> = [
   ['SAE ID with a slash', { ...minimal, saes: [{ id: 'a/b' }] }, /\/saes\/0\/id: must match pattern/],
   ['no SAEs', { ...minimal, saes: [] }, /\/saes: must not have fewer than 1 items|\/saes: must NOT have fewer than 1 items/],
   ['unknown field', { ...minimal, listen: { port: 1, hots: 'x' } }, /\/listen: must not have additional properties/i],
+  ['a policy link_failure that is neither mode', { ...minimal, policies: [{ saes: ['SAE_A', 'SAE_B'], link_failure: 'pqc' }] }, /\/policies\/0\/link_failure: must be one of "fail_closed", "pqc_fallback"/],
 ];
 
 for (const [name, raw, message] of bad) {

@@ -21,7 +21,7 @@ t.teardown(() => k?.close());
 t.test('the config file seeds a policy; operators list it but change it in the file only', async (t) => {
   const list = await operator().get('/admin/v1/policies');
   t.equal(list.status, 200, list.text);
-  t.match(list.body, { policies: [{ saes: ['SAE_A', 'SAE_C'], min_pool_keys: 10, tags: { tenant: 'grid' }, source: 'config' }] });
+  t.match(list.body, { policies: [{ saes: ['SAE_A', 'SAE_C'], min_pool_keys: 10, link_failure: 'fail_closed', tags: { tenant: 'grid' }, source: 'config' }] });
   const shown = await operator().get('/admin/v1/policies/SAE_C/SAE_A');
   t.equal(shown.status, 200, 'either way round');
   const change = await operator().put('/admin/v1/policies/SAE_A/SAE_C', { max_keys_per_minute: 1 });
@@ -33,6 +33,9 @@ t.test('the config file seeds a policy; operators list it but change it in the f
   const bad = await operator().put('/admin/v1/policies/SAE_A/SAE_B', { max_keys_per_minute: 0 });
   t.equal(bad.status, 400);
   t.match(bad.body.message, /max_keys_per_minute/);
+  const badMode = await operator().put('/admin/v1/policies/SAE_A/SAE_B', { link_failure: 'pqc' });
+  t.equal(badMode.status, 400);
+  t.equal(badMode.body.message, 'link_failure must be one of "fail_closed", "pqc_fallback"');
   t.equal((await operator().get('/admin/v1/policies/SAE_A/SAE_D')).status, 404);
 });
 
@@ -106,6 +109,18 @@ t.test('below the minimum pool level: a log line, and a warning in status', asyn
   await sleep(10);
 });
 
+t.test("a pair's link_failure: fail_closed unless set, pqc_fallback when set, in the answers and the custody event", async (t) => {
+  const set = await operator().put('/admin/v1/policies/SAE_C/SAE_B', { link_failure: 'pqc_fallback' });
+  t.equal(set.status, 200, set.text);
+  t.match(set.body, { saes: ['SAE_B', 'SAE_C'], link_failure: 'pqc_fallback', source: 'admin' });
+  t.equal((await operator().get('/admin/v1/policies/SAE_B/SAE_C')).body.link_failure, 'pqc_fallback');
+  const [event] = (await k.kms.db.query(`SELECT body::jsonb -> 'detail' AS d FROM audit_event WHERE operation = 'policy' ORDER BY seq DESC LIMIT 1`)).rows;
+  t.same(event.d, { change: 'set', saes: ['SAE_B', 'SAE_C'], link_failure: 'pqc_fallback', tags: {}, source: 'admin' });
+  const back = await operator().put('/admin/v1/policies/SAE_B/SAE_C', {});
+  t.equal(back.body.link_failure, 'fail_closed', 'a policy that leaves it out fails closed');
+  t.equal((await operator().delete('/admin/v1/policies/SAE_B/SAE_C')).status, 200);
+});
+
 t.test('every policy change is a custody event', async (t) => {
   const { rows } = await k.kms.db.query(`SELECT actor, body::jsonb -> 'detail' AS d FROM audit_event WHERE operation = 'policy' ORDER BY seq`);
   t.same(
@@ -115,6 +130,14 @@ t.test('every policy change is a custody event', async (t) => {
       ['operator:OPERATOR_1', 'set', 'SAE_A/SAE_B', 'admin'],
       ['operator:OPERATOR_1', 'set', 'SAE_A/SAE_D', 'admin'],
       ['operator:OPERATOR_1', 'delete', 'SAE_A/SAE_D', 'admin'],
+      ['operator:OPERATOR_1', 'set', 'SAE_B/SAE_C', 'admin'],
+      ['operator:OPERATOR_1', 'update', 'SAE_B/SAE_C', 'admin'],
+      ['operator:OPERATOR_1', 'delete', 'SAE_B/SAE_C', 'admin'],
     ],
+  );
+  t.same(
+    rows.filter((r) => r.d.change !== 'delete').map((r) => r.d.link_failure),
+    ['fail_closed', 'fail_closed', 'fail_closed', 'pqc_fallback', 'fail_closed'],
+    'every set and update names what the pair does when its link fails',
   );
 });
