@@ -20,6 +20,7 @@ import { LogKeys } from './audit/log-keys.js';
 import { Witness } from './audit/witness.js';
 import { startCosigning } from './peers/cosigning.js';
 import { KeyService } from './keys/key-service.js';
+import { FallbackState } from './keys/fallback-state.js';
 import { MasterDeliveryBatcher } from './keys/master-batcher.js';
 import { startEraserJob } from './lifecycle/eraser.js';
 import { startExpiryJob } from './lifecycle/expiry.js';
@@ -155,6 +156,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       log,
     });
     closers.unshift(() => network.close());
+    const fallback = await new FallbackState({ db, kmeId: config.kme_id, log }).load();
     const batcher = new MasterDeliveryBatcher({
       db,
       barrier,
@@ -163,6 +165,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       keyTtlMs: config.keys.key_ttl_seconds * 1000,
       maxQueued: config.requests.max_queued,
       log,
+      fallback: { state: fallback, peerKeys: network.peerKemKeys },
     });
     const keys = new KeyService({
       kmeId: config.kme_id,
@@ -178,6 +181,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       principals,
       pools,
       policies,
+      fallback,
     });
     const refusals = new RefusalLog(db, log, config.kme_id);
     closers.unshift(() => refusals.close()); // after the API has closed: its last refusals are written too

@@ -43,6 +43,7 @@ export type AuditOperation =
   | 'policy' // a policy per SAE pair was set, changed or deleted (by an operator, or from the config file)
   | 'pool' // an operator suspended, resumed, drained or scheduled the deletion of a link's pool; or it was deleted
   | 'principal' // an SAE, operator, auditor or peer KME enrolled, changed, suspended, resumed or revoked
+  | 'fallback' // a link's pairs began getting fallback keys (its QKD pool could not serve), or QKD material served again
   | 'admin_request'; // an admin API request refused
 
 /** The canonical body: exactly the bytes the sealer (a later issue) will hash into the Merkle tree. */

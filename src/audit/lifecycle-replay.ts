@@ -94,7 +94,8 @@ export class LifecycleReplay {
   }
 
   private noIngest(ids: string[], detail: Record<string, unknown>): string | undefined {
-    if (this.partial || this.links.has(String(detail.link_id))) return undefined;
+    // A fallback key's material was made by its master's KME (docs/operators.md, "When a link fails"), not ingested.
+    if (this.partial || this.links.has(String(detail.link_id)) || detail.origin === 'pqc_fallback') return undefined;
     return `key ${ids[0]} takes material from link ${String(detail.link_id)}, on which nothing was ingested before`;
   }
 

@@ -21,6 +21,7 @@ import { deliverToSlaves, type SlaveRequest } from './slave-delivery.js';
 import { checkExtensions, checkKeyIds, checkKeyRequest } from './request-rules.js';
 import { planDelivery } from '../peers/routing.js';
 import type { EtsiStatus, KeyContainer, KeyRequest, SaeCaller } from './types.js';
+import type { FallbackState } from './fallback-state.js';
 
 export interface KeyServiceDeps {
   kmeId: string;
@@ -41,8 +42,10 @@ export interface KeyServiceDeps {
   principals?: Principals;
   /** The operators' holds on pools. None: every pool hands keys out. */
   pools?: PoolGate;
-  /** Policies per SAE pair: time-to-live, minimum pool level, keys per minute, tags. None: the KME's defaults. */
+  /** Policies per SAE pair: time-to-live, minimum pool level, keys per minute, tags, link failure. None: the KME's defaults. */
   policies?: PolicyBook;
+  /** Which links' pairs get fallback keys now, and how many each pair got (status figures). */
+  fallback?: FallbackState;
 }
 
 /**
@@ -89,8 +92,13 @@ export class KeyService {
       if (!state?.up || state.misconfigured) blocks = 0;
       else if (hop.peer !== slaveKme) blocks = Math.min(blocks, state.reach.get(slaveKme) ?? 0);
     }
-    const storedKeys = Math.min(Math.floor((blocks * plan.material.blockBits) / limits.key_size), limits.max_key_count);
+    let storedKeys = Math.min(Math.floor((blocks * plan.material.blockBits) / limits.key_size), limits.max_key_count);
     const minimum = this.deps.policies?.of(caller.saeId, slave)?.minPoolKeys;
+    // A pair that falls back gets keys while the slave's KME answers, whatever the pool holds: say so, so that an
+    // encryptor that checks stored_key_count before it asks still asks.
+    const fallback = this.fallbackFigures(caller.saeId, slave, plan, { held: held.length > 0, storedKeys });
+    const fallbackNow = fallback?.next_key_origin === 'pqc_fallback';
+    if (fallbackNow) storedKeys = limits.max_key_count;
     return {
       source_KME_ID: this.deps.kmeId,
       target_KME_ID: slaveKme,
@@ -108,8 +116,13 @@ export class KeyService {
         ...(hop ? { qkms_route_type: hop.peer === slaveKme ? 'direct' : 'indirect', qkms_next_hop: hop.peer } : {}),
         ...(this.deps.figures?.get(plan.material.linkId) ? { qkms_link: this.deps.figures.get(plan.material.linkId)!.snapshot() } : {}),
         ...(held.length > 0 ? { qkms_pool_held: held.map((id) => ({ link_id: id, state: this.deps.pools!.state(id) })) } : {}),
-        ...(minimum !== undefined && storedKeys < minimum
-          ? { qkms_warnings: [`the pool holds ${storedKeys} keys, below the minimum of ${minimum} the policy of ${caller.saeId} and ${slave} sets`] }
+        ...(fallback ? { qkms_fallback: fallback } : {}),
+        ...(minimum !== undefined && (fallbackNow ? 0 : storedKeys) < minimum
+          ? {
+              qkms_warnings: [
+                `the pool holds ${fallbackNow ? 0 : storedKeys} keys, below the minimum of ${minimum} the policy of ${caller.saeId} and ${slave} sets`,
+              ],
+            }
           : {}),
       },
     };
@@ -134,7 +147,7 @@ export class KeyService {
     this.deps.pools?.checkHandOut(this.linksOf(plan));
     const policy = this.deps.policies?.forRequest(caller.saeId, slaveSaeIds);
     const charged = policy ? this.rates.charge(caller.saeId, policy.pairs, number) : [];
-    const keys = await this.deps.batcher
+    const delivery = await this.deps.batcher
       .deliver({
         plan,
         masterSaeId: caller.saeId,
@@ -147,12 +160,39 @@ export class KeyService {
         abandoned,
         ...(policy?.keyTtlSeconds !== undefined ? { ttlMs: policy.keyTtlSeconds * 1000 } : {}),
         ...(policy && Object.keys(policy.tags).length ? { tags: policy.tags } : {}),
+        ...(policy?.fallback && this.canFallBack(plan) ? { fallback: true } : {}),
       })
       .catch((err: unknown) => {
         this.rates.refundAll(charged, number);
         return databaseDown(err);
       });
-    return { keys };
+    if (delivery.origin === 'pqc_fallback') for (const s of slaveSaeIds) this.deps.fallback?.count(caller.saeId, s, number);
+    return { keys: delivery.keys, key_container_extension: { qkms_key_origin: delivery.origin } };
+  }
+
+  /**
+   * Fallback keys go only where no trusted node stands between (every slave at this KME or at a next hop), and only
+   * with the fallback wired in.
+   */
+  private canFallBack(plan: ReturnType<typeof planDelivery>): boolean {
+    return this.deps.fallback !== undefined && plan.hops.every((h) => h.targets.every((t) => this.deps.topology.kmeOf(t) === h.peer));
+  }
+
+  /**
+   * For a pair whose policy allows the fallback: which origin its next key would have (pqc_fallback when the pool
+   * holds too little for one key and the slave's KME answers), since when the link falls back, and the fallback keys
+   * this process delivered for it. Undefined for other pairs.
+   */
+  private fallbackFigures(master: string, slave: string, plan: ReturnType<typeof planDelivery>, pool: { held: boolean; storedKeys: number }) {
+    if (!this.deps.fallback || !this.deps.policies?.allowsFallback(master, slave) || !this.canFallBack(plan)) return undefined;
+    const hop = plan.hops[0];
+    const reachable = !hop || this.deps.linkSync?.state(hop.link.linkId)?.up === true;
+    return {
+      policy: 'pqc_fallback',
+      next_key_origin: pool.held ? 'none' : pool.storedKeys > 0 ? 'qkd' : reachable ? 'pqc_fallback' : 'none',
+      link_in_fallback: this.deps.fallback.isActive(plan.material.linkId),
+      fallback_keys_delivered: this.deps.fallback.keys(master, slave),
+    };
   }
 
   async getKeysWithIds(caller: SaeCaller, master: string, requestedIds: string[]): Promise<KeyContainer> {

@@ -11,10 +11,21 @@ import { setAsideChunks } from '../store/pool.js';
 import { integrityVerdict, KEK_SUSPECT } from './integrity.js';
 import { GroupCommitQueue, type Pending as GroupPending } from './group-commit.js';
 import { reserveAtOrigin, type DeliveredKey, type MasterRequest, type Reserved } from './origin-reserve.js';
+import { reserveFallback } from './fallback-reserve.js';
+import type { FallbackState } from './fallback-state.js';
+import type { KeyOrigin } from './key-origin.js';
+import type { PeerKemKeys } from '../peers/peer-kem-keys.js';
+import type { KemPublicKey } from '../peers/pqc-envelope.js';
 
 export type { DeliveredKey, MasterRequest } from './origin-reserve.js';
 
-type Pending = GroupPending<MasterRequest, DeliveredKey[]>;
+/** A request's keys, and where their material came from. */
+export interface Delivery {
+  keys: DeliveredKey[];
+  origin: KeyOrigin;
+}
+
+type Pending = GroupPending<MasterRequest, Delivery>;
 
 /**
  * Group commit for Get key (src/keys/group-commit.ts), one queue per material link: concurrent requests share one
@@ -30,7 +41,7 @@ type Pending = GroupPending<MasterRequest, DeliveredKey[]>;
  * peers were asked is not delivered: its reserved keys are voided (burned, never handed out).
  */
 export class MasterDeliveryBatcher {
-  private readonly queue: GroupCommitQueue<MasterRequest, DeliveredKey[]>;
+  private readonly queue: GroupCommitQueue<MasterRequest, Delivery>;
 
   constructor(
     private readonly deps: {
@@ -49,6 +60,11 @@ export class MasterDeliveryBatcher {
       /** Upper bound on the blocks one transaction claims, to keep transactions short. */
       maxBlocksPerBatch?: number;
       maxQueued: number;
+      /**
+       * The link-failure fallback: requests that allow it (`MasterRequest.fallback`) and that the QKD pool cannot
+       * serve get fallback keys (src/keys/fallback-reserve.ts). None: they get a 503 like the others.
+       */
+      fallback?: { state: FallbackState; peerKeys: PeerKemKeys };
     },
   ) {
     this.queue = new GroupCommitQueue({
@@ -64,24 +80,31 @@ export class MasterDeliveryBatcher {
     });
   }
 
-  deliver(request: MasterRequest): Promise<DeliveredKey[]> {
+  deliver(request: MasterRequest): Promise<Delivery> {
     return this.queue.submit(request.plan.material.linkId, request);
   }
 
   private async run(linkId: string, batch: Pending[]): Promise<void> {
-    let reserved: Array<Reserved | 'expired' | undefined>;
+    let reserved: Array<Reserved | 'expired' | Error | undefined>;
     try {
       reserved = await this.reserve(linkId, batch.map((p) => p.request));
     } catch (err) {
       for (const p of batch) p.reject(err);
       return;
     }
+    if (reserved.some((r) => r && r !== 'expired')) void this.deps.fallback?.state.qkdServed(linkId);
+    const short = batch.flatMap((p, i) => (reserved[i] === undefined && p.request.fallback && this.deps.fallback ? [i] : []));
+    if (short.length > 0) {
+      const made = await this.reserveFallback(linkId, short.map((i) => batch[i]!.request));
+      short.forEach((i, n) => (reserved[i] = made[n]));
+    }
     const remote: number[] = [];
     batch.forEach((p, i) => {
       const r = reserved[i];
       if (r === 'expired') return p.reject(timedOut());
+      if (r instanceof Error) return p.reject(r);
       if (!r) return p.reject(notEnough(p.request));
-      if (p.request.plan.hops.length === 0) return p.resolve(r.keys);
+      if (p.request.plan.hops.length === 0) return p.resolve({ keys: r.keys, origin: r.origin });
       remote.push(i);
     });
     if (remote.length > 0) await this.forward(remote.map((i) => ({ pending: batch[i]!, reserved: reserved[i] as Reserved })));
@@ -119,6 +142,48 @@ export class MasterDeliveryBatcher {
     }
   }
 
+  /**
+   * Fallback keys for requests the QKD pool could not serve: fetches each next hop's KEM key, then makes the keys in
+   * a transaction of their own. Per request: its keys, or the error to answer (a 503 saying why).
+   */
+  private async reserveFallback(linkId: string, requests: MasterRequest[]): Promise<Array<Reserved | Error>> {
+    const { state, peerKeys } = this.deps.fallback!;
+    const deadline = Math.min(...requests.map((r) => r.deadline));
+    const keys = new Map<string, KemPublicKey>();
+    const unreachable = new Map<string, string>();
+    const peers = [...new Set(requests.flatMap((r) => r.plan.hops.map((h) => h.peer)))];
+    await Promise.all(
+      peers.map((peer) =>
+        peerKeys.of(peer, Math.max(1, deadline - Date.now())).then(
+          (k) => keys.set(peer, k),
+          (err: Error) => unreachable.set(peer, err.message),
+        ),
+      ),
+    );
+    const able = requests.filter((r) => r.plan.hops.every((h) => keys.has(h.peer)));
+    let made: Reserved[] = [];
+    if (able.length > 0) {
+      try {
+        made = await withTransaction(this.deps.db, async (c) => {
+          const reserved = await reserveFallback(c, { ...this.deps, fallback: state }, linkId, able, keys);
+          if (Date.now() >= deadline) throw timedOut();
+          return reserved;
+        });
+      } catch (err) {
+        return requests.map(() => err as Error);
+      }
+    }
+    return requests.map((r) => {
+      const at = able.indexOf(r);
+      if (at >= 0) return made[at]!;
+      const peer = r.plan.hops.find((h) => !keys.has(h.peer))!.peer;
+      return unavailable(
+        `no QKD material for ${r.masterSaeId} → ${r.slaveSaeIds[0]}, and the fallback could not reach ${peer}: ` +
+          `${unreachable.get(peer)}; nothing was delivered, try again later`,
+      );
+    });
+  }
+
   /** Asks every next hop, then delivers what every hop confirmed and voids the rest. */
   private async forward(items: Array<{ pending: Pending; reserved: Reserved }>): Promise<void> {
     const deadline = Math.min(...items.map((x) => x.pending.request.deadline));
@@ -139,12 +204,12 @@ export class MasterDeliveryBatcher {
             c,
             ok.flatMap((x) => x.reserved.keyIds.map((keyId) => ({ keyId, relayedTo: x.pending.request.plan.hops.map((h) => h.peer) }))),
             true,
-            ok.map((x) => this.deliveredAudit(x.pending.request, x.reserved.keyIds)),
+            ok.map((x) => this.deliveredAudit(x.pending.request, x.reserved)),
           );
           // As in the first transaction: past the deadline the client has its 503; roll back and void instead.
           if (Date.now() >= settleBy) throw timedOut();
         });
-        for (const x of ok) x.pending.resolve(x.reserved.keys);
+        for (const x of ok) x.pending.resolve({ keys: x.reserved.keys, origin: x.reserved.origin });
       } catch (err) {
         // The COMMIT may or may not have happened: the master gets no key, so nobody may use these anywhere.
         for (const x of ok) failed.push({ item: x, why: `could not record the delivery: ${(err as Error).message}` });
@@ -167,18 +232,19 @@ export class MasterDeliveryBatcher {
     }
   }
 
-  private deliveredAudit(r: MasterRequest, keyIds: string[]): string {
+  private deliveredAudit(r: MasterRequest, reserved: Reserved): string {
     return auditBody({
       operation: 'deliver_master',
       outcome: 'ok',
       actor: `sae:${r.masterSaeId}`,
       actorCert: r.certSha256,
-      keyIds,
+      keyIds: reserved.keyIds,
       detail: {
         link_id: r.plan.material.linkId,
         slaves: r.slaveSaeIds,
         size_bits: r.sizeBits,
         relayed_to: r.plan.hops.map((h) => h.peer),
+        ...(reserved.origin === 'qkd' ? {} : { origin: reserved.origin }),
         ...(r.tags && Object.keys(r.tags).length ? { tags: r.tags } : {}),
       },
     });

@@ -9,6 +9,7 @@ import { claimOwned, cursorsAfter, type OwnedClaim } from '../store/chunks.js';
 import { bindKeys, type KeyRow } from '../store/bind-keys.js';
 import { assemble, wipe, xor } from '../barrier/material.js';
 import type { DeliveryPlan } from '../peers/routing.js';
+import type { KeyOrigin } from './key-origin.js';
 
 /** One Get key request, checked and routed, waiting for its keys. */
 export interface MasterRequest {
@@ -28,6 +29,11 @@ export interface MasterRequest {
   ttlMs?: number;
   /** The pair's policy tags, recorded in the keys' custody events. */
   tags?: Record<string, string>;
+  /**
+   * Every pair of the request allows the link-failure fallback and its route is direct: when the QKD pool cannot
+   * serve it, the request gets fallback keys (src/keys/fallback-reserve.ts) instead of a 503.
+   */
+  fallback?: boolean;
 }
 
 export interface DeliveredKey {
@@ -37,6 +43,7 @@ export interface DeliveredKey {
 
 /** What the first transaction made of a request: its keys, and what must reach each next hop. */
 export interface Reserved {
+  origin: KeyOrigin;
   keys: DeliveredKey[];
   keyIds: string[];
   outgoing: Outgoing[];
@@ -156,7 +163,7 @@ export async function reserveAtOrigin(
       const x = p.padsByHop.find((y) => y.hop === h);
       return { peer: h.peer, linkId: h.link.linkId, seqs: x ? x.seqs : p.seqs };
     });
-    return { keys, keyIds: p.keyIds, outgoing, spent };
+    return { origin: 'qkd' as const, keys, keyIds: p.keyIds, outgoing, spent };
   });
   opened.wipe();
   await bindKeys(c, {

@@ -6,6 +6,7 @@ import type { DbClient } from '../store/db.js';
 import { chunksHolding } from '../store/chunks.js';
 import { lockSlaveRows, recordSlaveDeliveries, type SlaveRow } from '../store/deliveries.js';
 import type { KeyContainer, SaeCaller } from './types.js';
+import { markOrigin } from './key-origin.js';
 
 /** One Get key with key IDs request, checked for shape, waiting for its keys. */
 export interface SlaveRequest {
@@ -55,6 +56,7 @@ export async function deliverToSlaves(
     deps.barrier.openAll(relayed.map((k) => ({ wrapped: k.wrapped!, id: { keyId: k.keyId } }))),
   ]);
   const sizeOf = new Map(rows.map((r) => [r.keyId, r.sizeBits]));
+  const originOf = new Map(rows.map((r) => [r.keyId, r.origin]));
   const keyBytes = new Map<string, string>();
   for (const k of keys) {
     if (k.seqs.length > 0) keyBytes.set(k.keyId, assemble(opened.blocks(k.linkId, k.seqs), sizeOf.get(k.keyId)!).toString('base64'));
@@ -76,7 +78,10 @@ export async function deliverToSlaves(
       auditBodies.push(auditBody({ operation: 'destroy', outcome: 'ok', ...actor, keyIds: d.destroy, detail: { reason: 'all slaves served' } }));
       destroyKeyIds.push(...d.destroy);
     }
-    return { keys: r.keyIds.map((keyId) => ({ key_ID: keyId, key: keyBytes.get(keyId)! })) };
+    return markOrigin(
+      r.keyIds.map((keyId) => ({ key_ID: keyId, key: keyBytes.get(keyId)! })),
+      (keyId) => originOf.get(keyId)!,
+    );
   });
   await recordSlaveDeliveries(c, {
     deliveries: granted.map((r) => ({ slaveSaeId: r.caller.saeId, keyIds: r.keyIds })),

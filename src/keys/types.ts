@@ -1,3 +1,5 @@
+import type { KeyOrigin } from './key-origin.js';
+
 /** ETSI GS QKD 014 data shapes as the key service produces and consumes them (framework-free). */
 
 /** Status (Table 9). All sizes in bits. */
@@ -25,9 +27,13 @@ export interface KeyRequest {
   extension_optional?: object[];
 }
 
-/** Key container (Table 11). `key` is standard, padded base64 (RFC 4648 §4) of exactly `size` bits. */
+/**
+ * Key container (Table 11). `key` is standard, padded base64 (RFC 4648 §4) of exactly `size` bits. Where the keys'
+ * material came from is in `key_container_extension.qkms_key_origin` (src/keys/key-origin.ts).
+ */
 export interface KeyContainer {
-  keys: Array<{ key_ID: string; key: string }>;
+  keys: Array<{ key_ID: string; key: string; key_extension?: { qkms_key_origin: KeyOrigin } }>;
+  key_container_extension?: { qkms_key_origin: KeyOrigin | 'mixed' };
 }
 
 /** The authenticated caller of a key operation. */

@@ -17,6 +17,8 @@ import { LinkSync } from './link-sync.js';
 import { PeerClient } from './peer-client.js';
 import { PeerService } from './peer-service.js';
 import { ExtKeysReceiver } from './receiver.js';
+import { PeerKemKeys } from './peer-kem-keys.js';
+import { OwnKemKey } from './pqc-envelope.js';
 import type { Topology } from './topology.js';
 
 /** The KME-to-KME side of one KME, wired: clients, relay, link upkeep, announcements, and the service peers call. */
@@ -28,6 +30,8 @@ export interface Network {
   peerService: PeerService;
   peerRooms: Map<string, PeerRoom>;
   announcers: Map<string, Announcer>;
+  /** The peers' public KEM keys, for fallback keys sent to them. */
+  peerKemKeys: PeerKemKeys;
   start(): void;
   close(): Promise<void>;
 }
@@ -98,18 +102,20 @@ export function buildNetwork(deps: {
     gcAgeMs: GC_AGE_MS,
     log,
   });
+  const kem = new OwnKemKey();
   const receiver = new ExtKeysReceiver({
     db,
     barrier,
     topology,
     forwarder,
+    kem,
     maxKeyTtlMs: config.keys.key_ttl_seconds * 1000,
     log,
     ...(deps.principals ? { principals: deps.principals } : {}),
     ...(deps.pools ? { pools: deps.pools } : {}),
     ...(deps.policies ? { policies: deps.policies } : {}),
   });
-  const peerService = new PeerService({ db, topology, receiver, forwarder, secondaries, linkSync, witness: deps.witness, log });
+  const peerService = new PeerService({ db, topology, receiver, forwarder, secondaries, linkSync, witness: deps.witness, kem, log });
   return {
     forwarder,
     clients,
@@ -117,6 +123,7 @@ export function buildNetwork(deps: {
     peerService,
     peerRooms,
     announcers,
+    peerKemKeys: new PeerKemKeys(clients),
     start() {
       linkSync.start();
       for (const a of announcers.values()) a.start();

@@ -77,16 +77,24 @@ export class PeerClient {
 
   /** POSTs JSON and returns the parsed 2xx body. `timeoutMs` bounds the whole exchange. */
   post<T>(path: string, body: unknown, timeoutMs = this.defaultTimeoutMs): Promise<T> {
-    const payload = Buffer.from(JSON.stringify(body));
+    return this.exchange('POST', path, Buffer.from(JSON.stringify(body)), timeoutMs);
+  }
+
+  /** GETs and returns the parsed 2xx body. `timeoutMs` bounds the whole exchange. */
+  get<T>(path: string, timeoutMs = this.defaultTimeoutMs): Promise<T> {
+    return this.exchange('GET', path, undefined, timeoutMs);
+  }
+
+  private exchange<T>(method: 'GET' | 'POST', path: string, payload: Buffer | undefined, timeoutMs: number): Promise<T> {
     const url = new URL(path, this.peer.url);
     return new Promise<T>((resolve, reject) => {
       let sent = false;
       const req = request(
         url,
         {
-          method: 'POST',
+          method,
           agent: this.agent,
-          headers: { 'content-type': 'application/json', 'content-length': payload.length },
+          headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
           timeout: timeoutMs,
         },
         (res) => {

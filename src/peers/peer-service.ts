@@ -2,7 +2,8 @@ import type { Static } from 'typebox';
 import { badRequest, unauthorized } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { SecondaryIngest } from '../pool/secondary-ingest.js';
-import type { CosignAnswer, CosignRequest, ExtKeysAck, ExtKeysBatch, Material, MaterialAck, Sync, VoidSchema } from '../schemas/peer.js';
+import type { CosignAnswer, CosignRequest, ExtKeysAck, ExtKeysBatch, KemKey, Material, MaterialAck, Sync, VoidSchema } from '../schemas/peer.js';
+import { KEM_NAME, type OwnKemKey } from './pqc-envelope.js';
 import type { Witness } from '../audit/witness.js';
 import type { Db } from '../store/db.js';
 import type { Forwarder } from './forwarder.js';
@@ -27,6 +28,8 @@ export class PeerService {
       linkSync: LinkSync;
       /** This KME as a witness of its peers' custody logs. */
       witness: Witness;
+      /** This KME's KEM key, which peers seal fallback keys to. */
+      kem: OwnKemKey;
       log: Logger;
     },
   ) {}
@@ -34,6 +37,12 @@ export class PeerService {
   /** Witnesses the caller's custody checkpoint (src/audit/witness.ts). */
   cosign(from: string, body: CosignRequest): Promise<CosignAnswer> {
     return this.deps.witness.cosign(from, body);
+  }
+
+  /** This KME's public KEM key (src/peers/pqc-envelope.ts), for peers that send it fallback keys. */
+  kemKey(): KemKey {
+    const { id, publicKey } = this.deps.kem.public;
+    return { kem: KEM_NAME, kem_key_id: id, public_key: Buffer.from(publicKey).toString('base64') };
   }
 
   extKeys(from: string, body: ExtKeysBatch): Promise<ExtKeysAck> {

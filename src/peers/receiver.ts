@@ -18,6 +18,8 @@ import type { Forwarder, Outgoing } from './forwarder.js';
 import { fromRanges, toRanges } from './ranges.js';
 import { voidEverywhere, type Spent } from './void-keys.js';
 import type { Topology } from './topology.js';
+import { openFallbackKeys } from './fallback-message.js';
+import { KEM_NAME, type OwnKemKey } from './pqc-envelope.js';
 
 type Ack = ExtKeysAck['acks'][number];
 
@@ -46,8 +48,13 @@ export class ExtKeysReceiver {
       principals?: Principals;
       /** Operators' holds on pools: a relay onward spends none of a held pool's one-time pads. */
       pools?: PoolGate;
-      /** Policies per SAE pair: a pair's own time-to-live may be longer than `maxKeyTtlMs`. */
+      /**
+       * Policies per SAE pair: a pair's own time-to-live may be longer than `maxKeyTtlMs`, and only a pair whose
+       * policy here says pqc_fallback takes fallback keys.
+       */
       policies?: PolicyBook;
+      /** This KME's KEM key, which fallback keys are sealed to. */
+      kem: OwnKemKey;
     },
   ) {}
 
@@ -62,7 +69,34 @@ export class ExtKeysReceiver {
         return undefined;
       }
     });
-    const valid = plans.flatMap((p, i) => (p ? [{ i, request: batch.requests[i]!, plan: p }] : []));
+    // Fallback keys are opened before the transaction, so that an envelope that does not open fails its request only.
+    const fallback = new Map<number, Buffer[]>();
+    plans.forEach((p, i) => {
+      const r = batch.requests[i]!;
+      if (!p || !r.qkms_pqc) return;
+      try {
+        fallback.set(i, openFallbackKeys(this.deps.kem, r));
+      } catch (err) {
+        plans[i] = undefined;
+        acks[i] = { key_ids: acks[i]!.key_ids, status: 'failed', message: (err as Error).message };
+      }
+    });
+    try {
+      return await this.receiveChecked(from, batch, plans, acks, deadline, fallback);
+    } finally {
+      for (const keys of fallback.values()) wipe(keys);
+    }
+  }
+
+  private async receiveChecked(
+    from: string,
+    batch: ExtKeysBatch,
+    plans: Array<DeliveryPlan | undefined>,
+    acks: Ack[],
+    deadline: number,
+    fallback: Map<number, Buffer[]>,
+  ): Promise<ExtKeysAck> {
+    const valid = plans.flatMap((p, i) => (p ? [{ i, request: batch.requests[i]!, plan: p, fallback: fallback.get(i) }] : []));
     if (valid.length === 0) return { acks };
 
     let held: Array<{ i: number; request: ExtKeys; plan: DeliveryPlan; outgoing: Outgoing[]; spent: Spent[] }>;
@@ -116,6 +150,11 @@ export class ExtKeysReceiver {
     const ids = new Set(r.keys.map((k) => k.key_id.toLowerCase()));
     if (ids.size !== r.keys.length) throw new Error('a key_id is named twice');
     for (const k of r.keys) {
+      if (r.qkms_pqc) {
+        if (k.qkms_ranges || k.value !== undefined) throw new Error(`key ${k.key_id}: a fallback key carries neither positions nor a value`);
+        continue;
+      }
+      if (!k.qkms_ranges) throw new Error(`key ${k.key_id}: qkms_ranges missing`);
       const blocks = Math.ceil(k.qkms_size / link.blockBits);
       if (k.qkms_ranges.reduce((n, x) => n + x.count, 0) !== blocks) throw new Error(`key ${k.key_id}: ${blocks} positions expected`);
       // Material is stored and read in position order: a key's positions must come in that order too.
@@ -126,6 +165,15 @@ export class ExtKeysReceiver {
     }
     const plan = planDelivery(topology, r.target_sae_ids, { material: link, exclude: [...r.qkms_path] });
     for (const slave of plan.localSlaves) checkSharing(this.deps.principals, r.initiator_sae_id, slave);
+    if (r.qkms_pqc) {
+      if (plan.hops.length > 0) throw new Error(`fallback keys are for slaves of ${topology.kmeId} only, never relayed on`);
+      // Both ends must allow it: a pair whose policy here forbids fallback never gets a fallback key here.
+      for (const slave of plan.localSlaves) {
+        if (!this.deps.policies?.allowsFallback(r.initiator_sae_id, slave)) {
+          throw new Error(`the policy of ${r.initiator_sae_id} and ${slave} at ${topology.kmeId} does not allow fallback keys (link_failure: pqc_fallback)`);
+        }
+      }
+    }
     this.deps.pools?.checkHandOut(plan.hops.map((h) => h.link.linkId));
     return plan;
   }
@@ -136,7 +184,7 @@ export class ExtKeysReceiver {
     return Math.max(0, ...ttls.map((t) => t * 1000 - this.deps.maxKeyTtlMs));
   }
 
-  private async hold(c: DbClient, from: string, valid: Array<{ i: number; request: ExtKeys; plan: DeliveryPlan }>) {
+  private async hold(c: DbClient, from: string, valid: Array<{ i: number; request: ExtKeys; plan: DeliveryPlan; fallback?: Buffer[] | undefined }>) {
     const { barrier, topology } = this.deps;
     const rows: Array<Promise<KeyRow>> = [];
     const incomingPads: Array<{ linkId: string; seq: string; from: 'peer' }> = [];
@@ -145,8 +193,9 @@ export class ExtKeysReceiver {
     const out: Array<{ i: number; request: ExtKeys; plan: DeliveryPlan; outgoing: Outgoing[]; spent: Spent[] }> = [];
     const expiresCap = Date.now() + this.deps.maxKeyTtlMs;
     // One read and one round of HSM work for the whole batch (it usually names one link), not one per request.
-    const wanted = valid.map((v) => ({ ...v, perKey: v.request.keys.map((k) => fromRanges(k.qkms_ranges, 1 << 20)) }));
-    const seqsByLink = positionsByLink(wanted.map((w) => ({ linkId: w.request.qkms_link_id, seqs: w.perKey.flat() })));
+    // A fallback key has no positions: its material is in the message (`fallback`, opened already).
+    const wanted = valid.map((v) => ({ ...v, perKey: v.request.keys.map((k) => (k.qkms_ranges ? fromRanges(k.qkms_ranges, 1 << 20) : [])) }));
+    const seqsByLink = positionsByLink(wanted.filter((w) => !w.fallback).map((w) => ({ linkId: w.request.qkms_link_id, seqs: w.perKey.flat() })));
     const chunks: ChunkRow[] = [];
     for (const [linkId, seqs] of seqsByLink) chunks.push(...(await lockPeerChunks(c, linkId, seqs)));
     // Material is opened only where it is used: to undo a one-time pad, or to pass a key on. A key reserved here for
@@ -168,7 +217,7 @@ export class ExtKeysReceiver {
       if (claim.seqs.length < n) throw new MaterialGoneError(`not enough key material on link ${padLink} to relay on`);
       padSupply.set(padLink, { claim, next: 0 });
     }
-    for (const { i, request: r, plan, perKey } of wanted) {
+    for (const { i, request: r, plan, perKey, fallback } of wanted) {
       const linkId = r.qkms_link_id;
       const expiresAt = new Date(Math.min(Date.parse(r.qkms_expires_at), expiresCap + this.longerTtlMs(r.initiator_sae_id, plan.localSlaves)));
       const keyBytes: Buffer[] = [];
@@ -176,8 +225,14 @@ export class ExtKeysReceiver {
       for (const [n, k] of r.keys.entries()) {
         const relayed = k.value !== undefined;
         const parts = opened ? openedAll.blocks(linkId, perKey[n]!) : [];
-        const key = relayed ? xor(Buffer.from(k.value!, 'base64'), assemble(parts, k.qkms_size)) : opened ? assemble(parts, k.qkms_size) : undefined;
-        if (key) keyBytes.push(key);
+        const key = fallback
+          ? fallback[n]!
+          : relayed
+            ? xor(Buffer.from(k.value!, 'base64'), assemble(parts, k.qkms_size))
+            : opened
+              ? assemble(parts, k.qkms_size)
+              : undefined;
+        if (key && !fallback) keyBytes.push(key);
         if (relayed) for (const seq of perKey[n]!) incomingPads.push({ linkId, seq, from: 'peer' });
         const row: KeyRow = {
           keyId: k.key_id.toLowerCase(),
@@ -189,9 +244,10 @@ export class ExtKeysReceiver {
           localSlaves: plan.localSlaves,
           expiresAt,
           blockSeqs: relayed ? [] : perKey[n]!,
+          ...(fallback ? { origin: 'pqc_fallback' as const } : {}),
         };
-        // A relayed key is wrapped here; all of a batch's at once (the HSM batches concurrent calls).
-        rows.push(relayed ? barrier.seal(key!, { keyId: row.keyId }).then((wrapped) => ({ ...row, wrapped })) : Promise.resolve(row));
+        // A relayed or fallback key is wrapped here; all of a batch's at once (the HSM batches concurrent calls).
+        rows.push(relayed || fallback ? barrier.seal(key!, { keyId: row.keyId }).then((wrapped) => ({ ...row, wrapped })) : Promise.resolve(row));
       }
       const { outgoing, spent } = await this.onward(r, plan, keyBytes, padSupply, ownPads);
       wipe(keyBytes);
@@ -268,8 +324,9 @@ export class ExtKeysReceiver {
         origin: r.qkms_origin_kme_id,
         path: r.qkms_path,
         local_slaves: plan.localSlaves,
-        [r.keys[0]?.value !== undefined ? 'pad' : 'blocks']: perKey.flat(),
+        ...(r.qkms_pqc ? {} : { [r.keys[0]?.value !== undefined ? 'pad' : 'blocks']: perKey.flat() }),
         next_hops: plan.hops.map((h) => ({ peer: h.peer, link_id: h.link.linkId, targets: h.targets })),
+        ...(r.qkms_pqc ? { origin: 'pqc_fallback', kem: KEM_NAME } : {}),
       },
     });
   }

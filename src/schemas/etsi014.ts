@@ -65,7 +65,25 @@ export const KeyContainerSchema = Type.Object(
       Type.Object({
         key_ID: Type.String({ format: 'uuid' }),
         key: Type.String({ description: 'standard base64 (RFC 4648 §4) with padding' }),
+        key_extension: Type.Optional(
+          Type.Object(
+            { qkms_key_origin: Type.Union([Type.Literal('qkd'), Type.Literal('pqc_fallback')]) },
+            { description: "this key's origin, when the keys of an answer differ (key_container_extension says mixed)" },
+          ),
+        ),
       }),
+    ),
+    key_container_extension: Type.Optional(
+      Type.Object(
+        {
+          qkms_key_origin: Type.Union([Type.Literal('qkd'), Type.Literal('pqc_fallback'), Type.Literal('mixed')], {
+            description:
+              "where the keys' material came from: qkd, or pqc_fallback (the pair's QKD pool could not serve and its policy " +
+              'allows the fallback: made by the master\'s KME and sent to the slave\'s KME encapsulated with ML-KEM-768+X25519)',
+          }),
+        },
+        { additionalProperties: true },
+      ),
     ),
   },
   { $id: 'KeyContainer', description: 'Key container (ETSI 014 Table 11)' },

@@ -31,10 +31,39 @@ export const ExtKeySchema = Type.Object(
       }),
     ),
     qkms_size: Type.Integer({ minimum: 8, multipleOf: 8, description: 'key size in bits' }),
-    qkms_ranges: Type.Array(RangeSchema, {
-      minItems: 1,
-      description: 'positions on qkms_link_id: the key itself, or, with value, the pad',
+    qkms_ranges: Type.Optional(
+      Type.Array(RangeSchema, {
+        minItems: 1,
+        description: 'positions on qkms_link_id: the key itself, or, with value, the pad (required but for fallback keys)',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+/** Fallback keys (no QKD material): the keys of one message, sealed to the receiver's ML-KEM-768+X25519 key. */
+export const PqcEnvelopeSchema = Type.Object(
+  {
+    kem_key_id: Type.String({ pattern: '^[0-9a-f]{32}$', description: "the receiver's KEM key sealed to (GET /peer/v1/kem-key)" }),
+    kem_ciphertext: Type.String({ pattern: '^[A-Za-z0-9+/]*={0,2}$', maxLength: 4_096 }),
+    iv: Type.String({ pattern: '^[A-Za-z0-9+/]*={0,2}$', maxLength: 24 }),
+    sealed: Type.String({
+      pattern: '^[A-Za-z0-9+/]*={0,2}$',
+      description: "AES-256-GCM (key from the KEM's shared secret by HKDF-SHA256) of the keys concatenated, then the tag",
     }),
+  },
+  {
+    additionalProperties: false,
+    description: "fallback keys (the pair's QKD pool could not serve): their material, sealed to the receiver; slaves at the receiver only",
+  },
+);
+
+/** A KME's public KEM key, for the peers that send it fallback keys. */
+export const KemKeySchema = Type.Object(
+  {
+    kem: Type.Literal('ML-KEM-768+X25519'),
+    kem_key_id: Type.String({ pattern: '^[0-9a-f]{32}$' }),
+    public_key: Type.String({ description: 'base64' }),
   },
   { additionalProperties: false },
 );
@@ -48,6 +77,7 @@ export const ExtKeysSchema = Type.Object(
     qkms_origin_kme_id: KmeId,
     qkms_path: Type.Array(KmeId, { minItems: 1, maxItems: 16, description: 'KMEs passed so far, origin first' }),
     qkms_expires_at: Type.String({ format: 'date-time', description: 'the slaves must fetch the keys before' }),
+    qkms_pqc: Type.Optional(PqcEnvelopeSchema),
   },
   { additionalProperties: false, description: 'ETSI GS QKD 020 ext_keys, with qkms_ extensions' },
 );
@@ -151,6 +181,7 @@ export type ExtKeysAck = Static<typeof ExtKeysAckSchema>;
 export type Material = Static<typeof MaterialSchema>;
 export type MaterialAck = Static<typeof MaterialAckSchema>;
 export type Sync = Static<typeof SyncSchema>;
+export type KemKey = Static<typeof KemKeySchema>;
 
 /** A KME asks a peer to witness (cosign) its custody log's latest checkpoint (docs/custody.md, witnessing). */
 export const CosignRequestSchema = Type.Object(

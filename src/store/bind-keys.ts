@@ -25,8 +25,10 @@ export interface KeyRow {
   expiresAt: Date;
   /** A relayed key's own material (barrier envelope); undefined when its material is blocks of `linkId`. */
   wrapped?: { wrapped: Buffer; kekVersion: number };
-  /** Positions of the key's blocks on `linkId`, in concatenation order (empty for a relayed key). */
+  /** Positions of the key's blocks on `linkId`, in concatenation order (empty for a relayed or fallback key). */
   blockSeqs: string[];
+  /** A fallback key (no QKD material: made by the master's KME, `wrapped` holds it); none: QKD material. */
+  origin?: 'pqc_fallback';
 }
 
 export interface BindSpec {
@@ -108,13 +110,13 @@ export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
       touchesPeer ? 'bind-keys-peer' : 'bind-keys',
       `WITH keys AS (
            INSERT INTO qkd_key (key_id, link_id, master_sae_id, origin_kme_id, size_bits, block_count, state,
-                                slaves_pending, expires_at, wrapped, kek_version, seqs, slaves)
+                                slaves_pending, expires_at, wrapped, kek_version, seqs, slaves, origin)
            SELECT u.key_id, u.link_id, u.master, u.origin, u.size, u.blocks, u.state, cardinality(u.slaves), u.expires,
-                  u.wrapped, u.kek, u.seqs, u.slaves
+                  u.wrapped, u.kek, u.seqs, u.slaves, COALESCE(u.material, 'qkd')
              FROM (SELECT t.*, string_to_array(t.slave_list, ',') AS slaves
                      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::smallint[], $7::text[],
-                                 $8::text[], $9::timestamptz[], $10::bytea[], $11::int[], $12::int8multirange[])
-                       AS t(key_id, link_id, master, origin, size, blocks, state, slave_list, expires, wrapped, kek, seqs)) AS u
+                                 $8::text[], $9::timestamptz[], $10::bytea[], $11::int[], $12::int8multirange[], $28::text[])
+                       AS t(key_id, link_id, master, origin, size, blocks, state, slave_list, expires, wrapped, kek, seqs, material)) AS u
            RETURNING link_id, seqs),
          cursors AS (
            UPDATE key_chunk k SET next_free = t.next_free
@@ -170,6 +172,7 @@ export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
         spec.auditBodies,
         [...ownedPads.keys()],
         [...ownedPads.values()].map(toMultirange),
+        spec.keys.map((k) => k.origin ?? null),
       ],
     ),
   );

@@ -2,6 +2,7 @@ import { named, type DbClient } from './db.js';
 import { insertAuditSql } from '../audit/event.js';
 import { queueErasureSql } from './keys.js';
 import { fromMultirange } from './positions.js';
+import type { KeyOrigin } from '../keys/key-origin.js';
 
 /**
  * The queries of key delivery. Each function runs on a client inside a transaction the caller owns
@@ -20,6 +21,8 @@ export interface SlaveRow {
   expired: boolean;
   /** An operator holds the key (kms key suspend): no slave gets it until it is resumed. */
   held: boolean;
+  /** Where the key's material came from: QKD, or the link-failure fallback. */
+  origin: KeyOrigin;
 }
 
 /** Where a key's material is: positions of its link (ascending), or a relayed key's own envelope. */
@@ -43,7 +46,7 @@ export async function lockSlaveRows(c: DbClient, keyIds: string[]): Promise<{ sl
       `SELECT k.key_id::text AS "keyId", s.sae AS "saeId", s.sae = ANY(k.fetched_by) AS delivered,
               k.master_sae_id AS "masterSaeId", k.size_bits AS "sizeBits", k.link_id AS "linkId", k.state AS "keyState",
               k.origin_kme_id AS "originKmeId", k.expires_at <= now() AS expired,
-              k.held_at IS NOT NULL AS held, k.seqs::text AS seqs, k.wrapped
+              k.held_at IS NOT NULL AS held, k.origin, k.seqs::text AS seqs, k.wrapped
          FROM qkd_key k CROSS JOIN LATERAL unnest(k.slaves) AS s(sae)
         WHERE k.key_id = ANY($1::uuid[])
         ORDER BY k.key_id, s.sae

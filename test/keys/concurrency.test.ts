@@ -144,7 +144,7 @@ t.test('16 concurrent dec_keys for the same key_ID: exactly one 200', async (t) 
     const wins = results.filter((r) => r.status === 200);
     const losses = results.filter((r) => r.status !== 200);
     t.equal(wins.length, 1, `round ${round}: exactly one 200`);
-    t.same(wins[0]?.body, { keys: [key] }, `round ${round}: the winner got the master's key`);
+    t.same(wins[0]?.body, { keys: [key], key_container_extension: { qkms_key_origin: 'qkd' } }, `round ${round}: the winner got the master's key`);
     t.same(
       [...new Set(losses.map((r) => `${r.status} ${r.body?.message}`))],
       [`400 ${NOT_FOUND}`],
@@ -184,7 +184,7 @@ t.test('multicast: B, C and D race for the same keys; each gets them once; erase
       const mine = results.filter((r) => r.sae === sae);
       const wins = mine.filter((r) => r.res.status === 200);
       t.equal(wins.length, 1, `round ${round}: ${sae} gets the keys exactly once`);
-      t.same(wins[0]?.res.body, { keys }, `round ${round}: ${sae} got the master's material`);
+      t.same(wins[0]?.res.body, { keys, key_container_extension: { qkms_key_origin: 'qkd' } }, `round ${round}: ${sae} got the master's material`);
       for (const r of mine.filter((m) => m.res.status !== 200)) {
         t.equal(r.res.status, 400, `round ${round}: ${sae} loser is a 400`);
         t.equal(r.res.body?.message, NOT_FOUND);

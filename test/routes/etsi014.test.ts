@@ -101,12 +101,12 @@ t.test('master gets keys, slave gets the same keys once (GET and POST forms)', a
   const [k1, k2, k3] = enc.body.keys;
   const one = await B().get(`/api/v1/keys/SAE_A/dec_keys?key_ID=${k1.key_ID}`);
   t.equal(one.status, 200);
-  t.same(one.body, { keys: [k1] });
+  t.same(one.body, { keys: [k1], key_container_extension: { qkms_key_origin: 'qkd' } });
   const two = await B().post('/api/v1/keys/SAE_A/dec_keys', {
     key_IDs: [{ key_ID: k2.key_ID, master_SAE_ID: 'SAE_A' }, { key_ID: k3.key_ID.toUpperCase() }], // unknown field tolerated
   });
   t.equal(two.status, 200, two.text);
-  t.same(two.body, { keys: [k2, k3] }, 'same material, canonical IDs, in request order');
+  t.same(two.body, { keys: [k2, k3], key_container_extension: { qkms_key_origin: 'qkd' } }, 'same material, canonical IDs, in request order');
   const again = await B().get(`/api/v1/keys/SAE_A/dec_keys?key_ID=${k1.key_ID}`);
   t.equal(again.status, 400);
   t.equal(again.body.message, 'one or more keys specified are not found on KME');

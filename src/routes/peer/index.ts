@@ -9,6 +9,7 @@ import {
   CosignRequestSchema,
   ExtKeysAckSchema,
   ExtKeysBatchSchema,
+  KemKeySchema,
   LinkPathSchema,
   MaterialAckSchema,
   MaterialSchema,
@@ -61,6 +62,20 @@ export const peerRoutes: FastifyPluginAsyncTypebox<PeerRouteOptions> = async (ap
       },
     },
     (request) => peers.extKeys(request.peerKme, request.body),
+  );
+  app.get(
+    '/peer/v1/kem-key',
+    {
+      schema: {
+        ...common,
+        summary: "This KME's public ML-KEM-768+X25519 key",
+        description:
+          'Peers seal fallback keys to it (ext_keys with qkms_pqc) when a pair\'s QKD pool cannot serve and its policy allows ' +
+          'the fallback. Made at each start of the KME and held in its memory only.',
+        response: { 200: KemKeySchema, ...ErrorResponses },
+      },
+    },
+    () => peers.kemKey(),
   );
   app.post(
     '/kmapi/v1/ext_keys/void',
