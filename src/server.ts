@@ -199,7 +199,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       saeAdmin: new SaeAdmin(db, registry),
       keyAdmin: new KeyAdmin({ db, topology, forwarder: network.forwarder, log }),
       policyAdmin: new PolicyAdmin({ db, book: policies }),
-      poolAdmin: new PoolAdmin({ db, gate: pools, topology, minDeletionWaitSeconds: config.admin.min_pool_deletion_wait_seconds }),
+      poolAdmin: new PoolAdmin({ db, gate: pools, topology, minDeletionWaitSeconds: config.admin.min_pool_deletion_wait_seconds, sources, log }),
       tlsRotation,
       kek,
       refusals,

@@ -4,8 +4,10 @@ import type { Topology } from '../peers/topology.js';
 import type { PoolView } from '../schemas/admin-pools.js';
 import type { Db } from '../store/db.js';
 import { availableBlocks } from '../store/pool.js';
-import { changePoolState, loadPoolStates, PoolChangeError, type PoolChange, type PoolStateRow } from '../store/pool-states.js';
+import { changePoolState, loadPoolStates, PoolChangeError, recordOutageDrill, type PoolChange, type PoolStateRow } from '../store/pool-states.js';
 import type { ChangeActor } from '../store/principals.js';
+import type { Logger } from '../log.js';
+import { canDrillOutage, type LinkSource } from '../sources/link-source.js';
 
 /**
  * What operators do to pools (the admin API's /admin/v1/pools, `kms pool …`), framework-free. A change is in this
@@ -13,8 +15,34 @@ import type { ChangeActor } from '../store/principals.js';
  */
 export class PoolAdmin {
   constructor(
-    private readonly deps: { db: Db; gate: PoolGate; topology: Topology; minDeletionWaitSeconds: number },
+    private readonly deps: {
+      db: Db;
+      gate: PoolGate;
+      topology: Topology;
+      minDeletionWaitSeconds: number;
+      /** This KME's end of each link, for outage drills. */
+      sources: ReadonlyMap<string, LinkSource>;
+      log: Logger;
+    },
   ) {}
+
+  /**
+   * A fault drill: this KME's simulated device of the link goes down for `seconds` (no new material from it; what
+   * the pool holds is still served). The pool's state does not change. Audited before the cut, so no drill goes
+   * unrecorded. A real device is refused: it must be cut where it is.
+   */
+  async outage(linkId: string, seconds: number, by: ChangeActor): Promise<{ link_id: string; seconds: number; down_until: string }> {
+    const source = this.deps.sources.get(linkId);
+    if (!source || !this.deps.topology.link(linkId)) throw notFound(`link ${linkId} has no pool at this KME`);
+    if (!canDrillOutage(source)) {
+      throw badRequest(`link ${linkId} is fed by a real device (${source.description}): an outage drill only cuts a simulated link; cut a real one at its device or fibre`);
+    }
+    const downUntil = new Date(Date.now() + seconds * 1000);
+    await recordOutageDrill(this.deps.db, linkId, seconds, downUntil, by);
+    source.outage(seconds * 1000);
+    this.deps.log.warn({ link: linkId, seconds, down_until: downUntil.toISOString(), by: by.actor }, 'outage drill: simulated QKD link taken down by an operator');
+    return { link_id: linkId, seconds, down_until: downUntil.toISOString() };
+  }
 
   async list(): Promise<PoolView[]> {
     const rows = (await loadPoolStates(this.deps.db)).filter((r) => this.deps.topology.link(r.linkId));

@@ -1,5 +1,5 @@
 import type { PoolView } from '../schemas/admin-pools.js';
-import { durationArg, noPositionals, oneArgument, reasonOf, runAdminCommand, shortTime, TARGET_HELP, type AdminCommand, type Out } from './command.js';
+import { durationArg, noPositionals, oneArgument, reasonOf, runAdminCommand, shortTime, TARGET_HELP, UsageError, type AdminCommand, type Out } from './command.js';
 import { table } from './table.js';
 
 export const POOL_USAGE = `usage: kms pool <command> [options]
@@ -13,8 +13,16 @@ export const POOL_USAGE = `usage: kms pool <command> [options]
                                          destroy its unbound material after DURATION (e.g. 24h, 7d); no keys meanwhile
   cancel-deletion LINK_ID [--reason TEXT]
                                          back to suspended (never straight to active)
+  outage LINK_ID SECONDS                 fault drill: this KME's simulated device of the link goes down for
+                                         SECONDS (1–86400); refused for a real device (cut it at the device)
 
 A pool is one link's material at this KME: each end of a paired link has its own (act at both ends to stop a link).
+
+An outage drill cuts one end, and that is enough: while either end's device is down no new material is stored for
+the link at either KME (the primary reads nothing; a cut secondary cannot fetch, so the primary's new material is
+never confirmed). The pools still serve what they hold; once that runs out, pairs whose policy says link_failure
+pqc_fallback get fallback keys, the others 503, until the device comes back. The pool's state does not change; the
+drill is audited (a pool event).
 
 ${TARGET_HELP}`;
 
@@ -56,6 +64,16 @@ function change(route: string): AdminCommand {
   };
 }
 
+/** `outage LINK_ID SECONDS`: both checked here so that the error names the bad one before the KME is asked. */
+function outageArgs(positionals: string[]): { link: string; seconds: number } {
+  if (positionals.length !== 2) throw new UsageError(`give LINK_ID and SECONDS${positionals.length ? ` (got ${positionals.join(' ')})` : ''}`);
+  const link = linkIdOf(positionals.slice(0, 1));
+  const text = positionals[1]!;
+  const seconds = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
+  if (!(seconds >= 1 && seconds <= 86_400)) throw new UsageError(`SECONDS "${text}": a whole number of seconds from 1 to 86400`);
+  return { link, seconds };
+}
+
 const COMMANDS: Record<string, AdminCommand> = {
   list: {
     options: {},
@@ -78,5 +96,16 @@ const COMMANDS: Record<string, AdminCommand> = {
       return client.call('POST', `${path(link)}/schedule-deletion`, { wait_seconds: wait, ...reasonOf(values) });
     },
     show: one,
+  },
+  outage: {
+    options: {},
+    call: (client, _values, positionals) => {
+      const { link, seconds } = outageArgs(positionals);
+      return client.call('POST', `${path(link)}/outage`, { seconds });
+    },
+    show: (answer) => {
+      const a = answer as { link_id: string; seconds: number; down_until: string };
+      return [`link ${a.link_id} down for ${a.seconds} s (until ${shortTime(a.down_until)})`];
+    },
   },
 };

@@ -41,7 +41,7 @@ export type AuditOperation =
   | 'kek' // a KEK version was created and put in use, or destroyed in the HSM once nothing referred to it
   | 'tls' // the TLS server certificate, CA bundle and CRLs were reloaded (SIGHUP or an operator)
   | 'policy' // a policy per SAE pair was set, changed or deleted (by an operator, or from the config file)
-  | 'pool' // an operator suspended, resumed, drained or scheduled the deletion of a link's pool; or it was deleted
+  | 'pool' // an operator suspended, resumed, drained or scheduled the deletion of a link's pool, or cut its simulated link in a drill; or it was deleted
   | 'principal' // an SAE, operator, auditor or peer KME enrolled, changed, suspended, resumed or revoked
   | 'fallback' // a link's pairs began getting fallback keys (its QKD pool could not serve), or QKD material served again
   | 'admin_request'; // an admin API request refused

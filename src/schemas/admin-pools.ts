@@ -48,3 +48,25 @@ export const ScheduleDeletionSchema = Type.Object(
   },
   { additionalProperties: false },
 );
+
+/** Said in the route's description and in `kms pool outage --help`: a link has two ends, each with its own device. */
+export const OUTAGE_DRILL_NOTE =
+  "A fault drill for a simulated link only (a real device is cut at the device: 400). It takes down this KME's end of the link: " +
+  'no new material is stored for the link at either KME while it is down, whichever end is cut (the primary reads nothing new; ' +
+  "a cut secondary cannot fetch what the primary announces, so the primary's new material stays unconfirmed and is not handed out). " +
+  'What the pools hold is still served; once it runs out, pairs with link_failure pqc_fallback get fallback keys, others 503. ' +
+  'The pool state does not change; the drill is a pool custody event.';
+
+export const OutageDrillSchema = Type.Object(
+  { seconds: Type.Integer({ minimum: 1, maximum: 86_400, description: 'how long the link stays down' }) },
+  { additionalProperties: false },
+);
+
+export const OutageDrillResultSchema = Type.Object(
+  {
+    link_id: LinkId,
+    seconds: Type.Integer({ description: 'how long the link stays down, as asked' }),
+    down_until: Type.String({ format: 'date-time', description: 'when the simulated device comes back' }),
+  },
+  { additionalProperties: false },
+);

@@ -96,3 +96,16 @@ export interface SourceContext {
   startSeq: () => Promise<string>;
   log: Logger;
 }
+
+/**
+ * A source that can be taken down on purpose for a fault drill (`kms pool outage`): the in-process simulator only.
+ * A real device cannot be cut from the KME; the link's fibre or device is where that happens.
+ */
+export interface LinkOutageDrill {
+  /** Stops producing and serving material for `ms` from now. */
+  outage(ms: number): void;
+}
+
+export function canDrillOutage(source: LinkSource): source is LinkSource & LinkOutageDrill {
+  return typeof (source as Partial<LinkOutageDrill>).outage === 'function';
+}

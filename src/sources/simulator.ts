@@ -7,6 +7,7 @@ import {
   type DeviceFigures,
   type DeviceKey,
   type DeviceRef,
+  type LinkOutageDrill,
   type LinkSource,
   type SourceContext,
 } from './link-source.js';
@@ -40,7 +41,7 @@ export interface SimulatorOptions {
  * at the position's byte offset: both ends get identical material without talking. Not a quantum source, and it
  * says so.
  */
-export class SimulatedDevice implements LinkSource {
+export class SimulatedDevice implements LinkSource, LinkOutageDrill {
   readonly description: string;
   private readonly blockBytes: number;
   private readonly streamKey: Buffer | undefined;

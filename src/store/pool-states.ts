@@ -79,6 +79,12 @@ export async function changePoolState(
   });
 }
 
+/** Records an outage drill (`kms pool outage`): the pool's state does not change, but who cut the link is custody. */
+export async function recordOutageDrill(db: Db, linkId: string, seconds: number, downUntil: Date, by: ChangeActor): Promise<void> {
+  const detail = { link_id: linkId, change: 'outage_drill', seconds, down_until: downUntil.toISOString() };
+  await db.query(insertAuditSql(1), [[auditBody({ operation: 'pool', outcome: 'ok', ...by, detail })]]);
+}
+
 /**
  * Deletes the material of one pool whose deletion is due, in one transaction: every position of the link held here
  * and bound to no key (free positions of this end's chunks, unbound copies of the peer's) is destroyed — marked gone,

@@ -57,3 +57,34 @@ t.test('bad usage names the argument (exit 2)', async (t) => {
   }
   t.equal((await pool('show', 'NO-LINK')).code, 1, 'an unknown link: refused by the KME (404)');
 });
+
+t.test('outage: a drill on the simulated link, its line and --json; bad SECONDS named (exit 2)', async (t) => {
+  const r = await pool('outage', 'KME_T-loopback', '2');
+  t.equal(r.code, 0, r.err);
+  t.match(r.out, /^link KME_T-loopback down for 2 s \(until \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)$/);
+  t.equal(k.kms.sources.get('KME_T-loopback')!.figures().up, false, 'the simulated device is down');
+  const json = JSON.parse((await pool('outage', 'KME_T-loopback', '1', '--json')).out);
+  t.equal(json.link_id, 'KME_T-loopback');
+  t.equal(json.seconds, 1);
+  t.ok(Date.parse(json.down_until) > Date.now(), 'down_until ahead');
+  const events = await k.kms.db.query(`SELECT actor, body::jsonb -> 'detail' AS d FROM audit_event WHERE operation = 'pool' AND body::jsonb -> 'detail' ->> 'change' = 'outage_drill' ORDER BY seq`);
+  t.same(events.rows.map((e) => [e.actor, e.d.seconds]), [['operator:OPERATOR_1', 2], ['operator:OPERATOR_1', 1]], 'both drills audited');
+  for (const [args, why] of [
+    [['outage', 'KME_T-loopback'], /give LINK_ID and SECONDS \(got KME_T-loopback\)/],
+    [['outage', 'KME_T-loopback', 'soon'], /SECONDS "soon": a whole number of seconds from 1 to 86400/],
+    [['outage', 'KME_T-loopback', '0'], /SECONDS "0": a whole number/],
+    [['outage', 'KME_T-loopback', '86401'], /SECONDS "86401": a whole number/],
+    [['outage', 'KME_T-loopback', '1.5'], /SECONDS "1.5": a whole number/],
+    [['outage', 'a/b', '60'], /LINK_ID "a\/b": use 1–128 letters/],
+  ] as Array<[string[], RegExp]>) {
+    const bad = await pool(...args);
+    t.equal(bad.code, 2, args.join(' '));
+    t.match(bad.err, why, args.join(' '));
+  }
+  const unknown = await pool('outage', 'NO-LINK', '60');
+  t.equal(unknown.code, 1);
+  t.match(unknown.err, /^kms pool outage: refused \(404\): link NO-LINK has no pool at this KME/);
+  const help = await pool('outage', '--help');
+  t.match(help.out, /outage LINK_ID SECONDS/);
+  t.match(help.out, /cuts one end, and that is enough/);
+});

@@ -1,6 +1,15 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { PoolAdmin } from '../../admin/pool-admin.js';
-import { PoolChangeBodySchema, PoolListSchema, PoolPathSchema, PoolSchema, ScheduleDeletionSchema } from '../../schemas/admin-pools.js';
+import {
+  OUTAGE_DRILL_NOTE,
+  OutageDrillResultSchema,
+  OutageDrillSchema,
+  PoolChangeBodySchema,
+  PoolListSchema,
+  PoolPathSchema,
+  PoolSchema,
+  ScheduleDeletionSchema,
+} from '../../schemas/admin-pools.js';
 import { ErrorSchema } from '../../schemas/etsi014.js';
 import type { PoolChange } from '../../store/pool-states.js';
 
@@ -49,5 +58,19 @@ export const adminPoolRoutes: FastifyPluginAsyncTypebox<{ poolAdmin: PoolAdmin; 
         waitSeconds: request.body.wait_seconds,
         ...(request.body.reason ? { reason: request.body.reason } : {}),
       }),
+  );
+  app.post(
+    '/admin/v1/pools/:link_id/outage',
+    {
+      schema: {
+        tags,
+        summary: "Take this KME's simulated QKD device of a link down for some seconds (a fault drill)",
+        description: OUTAGE_DRILL_NOTE,
+        params: PoolPathSchema,
+        body: OutageDrillSchema,
+        response: { 200: OutageDrillResultSchema, ...errors },
+      },
+    },
+    (request) => poolAdmin.outage(request.params.link_id, request.body.seconds, request.operator),
   );
 };
