@@ -163,6 +163,8 @@ function view(id: string, row: KeyRow | undefined, steps: CustodyStep[]): Omit<K
     suspended: row?.heldAt != null,
     ...(row || bound?.detail.link_id ? { link_id: row?.linkId ?? String(bound!.detail.link_id) } : {}),
     ...(row ? { master_SAE_ID: row.masterSaeId, origin_kme: row.originKmeId, size: row.sizeBits, slaves: row.slaves } : {}),
+    // The row says it while it lives; the binding event, which outlives it, too.
+    ...(row || bound ? { key_origin: row?.origin ?? (bound!.detail.origin === 'pqc_fallback' ? 'pqc_fallback' : 'qkd') } : {}),
     ...(row ? { created_at: row.createdAt.toISOString(), expires_at: row.expiresAt.toISOString() } : {}),
     ...(row?.destroyedAt ? { ended_at: row.destroyedAt.toISOString() } : {}),
     ...(row && row.relayedTo.length > 0 ? { relayed_to: row.relayedTo } : {}),

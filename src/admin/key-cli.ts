@@ -134,6 +134,7 @@ const COMMANDS_WITHOUT_STDIN: Record<string, AdminCommand> = {
         ['slaves', k.slaves?.join(', ')],
         ['relayed to', k.relayed_to?.join(', ')],
         ['size', k.size !== undefined ? `${k.size} bits` : undefined],
+        ['material', k.key_origin && (k.key_origin === 'qkd' ? 'QKD' : 'made by the origin KME (link-failure fallback, ML-KEM-768+X25519 between KMEs)')],
         ['created', k.created_at && shortTime(k.created_at)],
         ['expires', k.expires_at && shortTime(k.expires_at)],
         ['ended', k.ended_at && shortTime(k.ended_at)],

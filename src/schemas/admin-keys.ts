@@ -24,6 +24,11 @@ export const KeySchema = Type.Object(
     master_SAE_ID: Type.Optional(SaeId),
     origin_kme: Type.Optional(Type.String({ description: "the KME of the master SAE (the key's origin)" })),
     size: Type.Optional(Type.Integer({ description: 'bits' })),
+    key_origin: Type.Optional(
+      Type.Union([Type.Literal('qkd'), Type.Literal('pqc_fallback')], {
+        description: "where its material came from: the link's QKD material, or the link-failure fallback (docs/operators.md)",
+      }),
+    ),
     slaves: Type.Optional(Type.Array(SaeId, { description: 'the SAEs named as its slaves' })),
     relayed_to: Type.Optional(Type.Array(Type.String(), { description: 'the peer KMEs it was passed to' })),
     created_at: Type.Optional(Time),

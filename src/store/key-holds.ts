@@ -24,6 +24,8 @@ export interface KeyRow {
   createdAt: Date;
   expiresAt: Date;
   destroyedAt: Date | null;
+  /** Where its material came from (migration 0013). */
+  origin: 'qkd' | 'pqc_fallback';
 }
 
 /** The rows of the given keys that are still here (ended keys are compacted after a while). */
@@ -31,7 +33,7 @@ export async function keyRows(c: Pick<DbClient, 'query'>, keyIds: string[]): Pro
   const { rows } = await c.query(
     `SELECT key_id::text AS "keyId", state, link_id AS "linkId", master_sae_id AS "masterSaeId", origin_kme_id AS "originKmeId",
             size_bits AS "sizeBits", slaves, fetched_by AS "fetchedBy", relayed_to AS "relayedTo", held_at AS "heldAt",
-            created_at AS "createdAt", expires_at AS "expiresAt", destroyed_at AS "destroyedAt"
+            created_at AS "createdAt", expires_at AS "expiresAt", destroyed_at AS "destroyedAt", origin
        FROM qkd_key WHERE key_id = ANY($1::uuid[]) ORDER BY key_id`,
     [keyIds],
   );

@@ -29,6 +29,9 @@ t.test('the paths KMEs write pass', async (t) => {
   const held = [ingest, ev('deliver_master', 'sae:SAE_A', { link_id: 'L', slaves: ['SAE_B'] }), ev('suspend', 'operator:OP'), ev('resume', 'operator:OP'), ev('deliver_slave', 'sae:SAE_B')];
   t.equal(replay(held), undefined, 'held by an operator, resumed, then fetched');
   t.equal(replay([...loopback, ev('revoke', 'operator:OP')]), undefined, 'a key revoked after it ended (recorded as compromised)');
+  const fallback = { link_id: 'L', slaves: ['SAE_B'], origin: 'pqc_fallback' };
+  t.equal(replay([ev('deliver_master', 'sae:SAE_A', fallback), ev('deliver_slave', 'sae:SAE_B')]), undefined, 'a fallback key: made, not ingested');
+  t.match(replay([ev('deliver_master', 'sae:SAE_A', fallback), ev('deliver_master', 'sae:SAE_A', fallback)]), /bound a second time|twice/, 'and still bound once');
   t.equal(replay([ingest, ev('deliver_master', 'sae:SAE_A', { link_id: 'L', slaves: ['SAE_B'] }, 'refused'), ev('deliver_master', 'sae:SAE_A', { link_id: 'L', slaves: ['SAE_B'] })]), undefined, 'refused events change nothing');
 });
 

@@ -2,6 +2,7 @@ import t from 'tap';
 import { eventually } from '../helpers/etsi.js';
 import { databaseHaystack, findLeaks } from '../helpers/leak-scan.js';
 import { startTestNetwork, type TestNetwork } from '../helpers/network.js';
+import { LifecycleReplay } from '../../src/audit/lifecycle-replay.js';
 
 // Issue 13 items 4 and 7: a link cut with each link-failure policy. KME_A (SAE_A, SAE_D) and KME_B (SAE_B, SAE_C) share
 // the QKD link A-B; KME_A also has a loopback link for its own pairs. SAE_A → SAE_B and SAE_A → SAE_D allow the
@@ -123,6 +124,10 @@ t.test('pqc_fallback: keys made by the master\'s KME, sealed to the peer, delive
   t.same(reserved.flatMap((e) => e.key_ids).sort(), fallbackKeys.map((k) => k.key_ID).sort(), "and the slave KME's reservations");
   t.equal(reserved[0].detail.kem, 'ML-KEM-768+X25519');
   t.notOk('blocks' in reserved[0].detail, 'a fallback key takes no QKD material');
+  for (const kme of ['KME_A', 'KME_B']) {
+    const shown = await operatorAt(kme).get(`/admin/v1/keys/${fallbackKeys[0]!.key_ID}`);
+    t.equal(shown.body.key_origin, 'pqc_fallback', `kms key show at ${kme} says where the key came from`);
+  }
   const dec = await events('KME_B', 'deliver_slave');
   t.ok(fallbackKeys.every((k) => dec.some((e) => e.key_ids.includes(k.key_ID))), 'every fallback key fetched is audited at the slave KME');
 });
@@ -190,5 +195,14 @@ for (const id of ['KME_A', 'KME_B']) {
       { ...hay, texts: [...hay.texts, { where: 'log', text: net.kme(id).logs() }] },
     );
     t.same(leaks.slice(0, 5), [], 'nothing found');
+  });
+}
+
+for (const id of ['KME_A', 'KME_B']) {
+  t.test(`${id}: the verifier's lifecycle replay accepts its whole log, fallback keys included`, async (t) => {
+    const rows = await net.kme(id).query(`SELECT seq, body FROM audit_event ORDER BY seq`);
+    const replay = new LifecycleReplay(false);
+    t.same(rows.map((r) => replay.apply(Number(r.seq), JSON.parse(r.body as string))).filter(Boolean), []);
+    t.ok(rows.some((r) => /"origin":"pqc_fallback"/.test(r.body as string)), 'the log holds fallback keys');
   });
 }
