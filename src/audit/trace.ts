@@ -55,6 +55,7 @@ export function traceLine(e: TracedEvent): string {
     Array.isArray(d.slaves) ? `slaves ${d.slaves.join(',')}` : '',
     Array.isArray(d.local_slaves) ? `for ${d.local_slaves.join(',') || '(no slave here)'}` : '',
     d.link_id ? `link ${String(d.link_id)}` : '',
+    d.origin === 'pqc_fallback' ? `fallback key (${String(d.kem ?? 'no QKD material')})` : '',
     Array.isArray(d.relayed_to) && d.relayed_to.length ? `relayed to ${d.relayed_to.join(',')}` : '',
     d.reason ? String(d.reason) : '',
   ].filter(Boolean);

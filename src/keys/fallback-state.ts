@@ -6,14 +6,18 @@ import { withTransaction, type Db, type DbClient } from '../store/db.js';
  * Which links' pairs get fallback keys now (`link.fallback_since`, migration 0013), and how many fallback keys each
  * pair got from this process: the switch to fallback and back are each one `fallback` event of the custody log.
  *
- * The switch to fallback is recorded in the transaction of the first fallback key; the switch back after the first
- * QKD delivery on the link again, in a transaction of its own (the QKD keys' own events say when they were served).
+ * The switch to fallback is recorded in the transaction of the first fallback key; the switch back at the first QKD
+ * delivery on the link once no fallback key was made there for `QUIET_MS`, in a transaction of its own (the QKD keys'
+ * own events say when they were served). The quiet time keeps a pool that refills slowly — it serves small requests
+ * and not large ones — from flapping between the two in the log.
  * The in-memory image only saves the hot path a query: the database decides, so two processes never both record one
  * switch.
  */
 export class FallbackState {
   private readonly active = new Set<string>();
   private readonly keysByPair = new Map<string, number>();
+  /** When this process last made fallback keys on each link (epoch ms). */
+  private readonly lastMade = new Map<string, number>();
 
   constructor(private readonly deps: { db: Db; kmeId: string; log: Logger }) {}
 
@@ -26,6 +30,7 @@ export class FallbackState {
 
   /** In the transaction that makes fallback keys for a link's pair: records the switch if the link was on QKD. */
   async started(c: DbClient, linkId: string, why: string): Promise<void> {
+    this.lastMade.set(linkId, Date.now());
     if (this.active.has(linkId)) return;
     const { rowCount } = await c.query(`UPDATE link SET fallback_since = now() WHERE link_id = $1 AND fallback_since IS NULL`, [linkId]);
     if (rowCount) {
@@ -36,9 +41,10 @@ export class FallbackState {
     this.active.add(linkId);
   }
 
-  /** After QKD material served a request on the link: records the switch back once. Never throws. */
+  /** After QKD material served a request on the link: records the switch back once (after the quiet time). Never throws. */
   async qkdServed(linkId: string): Promise<void> {
-    if (!this.active.delete(linkId)) return;
+    if (!this.active.has(linkId) || Date.now() - (this.lastMade.get(linkId) ?? 0) < QUIET_MS) return;
+    this.active.delete(linkId);
     try {
       await withTransaction(this.deps.db, async (c) => {
         const { rows } = await c.query<{ since: Date }>(
@@ -72,5 +78,8 @@ export class FallbackState {
     return this.keysByPair.get(pairKey(master, slave)) ?? 0;
   }
 }
+
+/** How long a link must go without fallback keys before a QKD delivery records the switch back. */
+export const QUIET_MS = 5_000;
 
 const pairKey = (x: string, y: string) => (x < y ? `${x}/${y}` : `${y}/${x}`);

@@ -180,8 +180,14 @@ t.test('when the link returns, QKD keys again, and the switch back is audited', 
     500,
   );
   t.ok(back, 'a QKD key once the link is back');
-  const switched = await eventually(async () => ((await events('KME_A', 'fallback')).length >= 2 ? events('KME_A', 'fallback') : undefined), 5_000);
-  t.match(switched?.filter((e) => e.detail.link_id === 'A-B').map((e) => e.detail.change), ['start', 'end'], 'start, then end');
+  // Recorded at the first QKD delivery once the link went 5 s without a fallback key: traffic goes on meanwhile.
+  const ended = async () => (await events('KME_A', 'fallback')).filter((e) => e.detail.link_id === 'A-B');
+  const switched = await eventually(async () => {
+    await enc('SAE_A', 'SAE_B');
+    const seen = await ended();
+    return seen.length >= 2 ? seen : undefined;
+  }, 15_000, 250);
+  t.same(switched?.map((e) => e.detail.change), ['start', 'end'], 'one start, then one end: no flapping');
   const status = await net.client('SAE_A').get('/api/v1/keys/SAE_B/status');
   t.equal(status.body.status_extension.qkms_fallback.link_in_fallback, false);
 });
