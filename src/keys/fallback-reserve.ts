@@ -4,10 +4,59 @@ import { wipe } from '../barrier/material.js';
 import { auditBody } from '../audit/event.js';
 import { fallbackMessage } from '../peers/fallback-message.js';
 import { KEM_NAME, type KemPublicKey } from '../peers/pqc-envelope.js';
-import type { DbClient } from '../store/db.js';
+import { unavailable } from '../errors.js';
+import type { PeerKemKeys } from '../peers/peer-kem-keys.js';
+import { withTransaction, type Db, type DbClient } from '../store/db.js';
 import { bindKeys, type KeyRow } from '../store/bind-keys.js';
 import type { FallbackState } from './fallback-state.js';
 import type { MasterRequest, Reserved } from './origin-reserve.js';
+
+/**
+ * Fallback keys for requests the QKD pool could not serve (each allows it: `MasterRequest.fallback`): fetches each
+ * next hop's KEM key, then makes the keys in a transaction of their own. Per request: its keys, or the error to answer
+ * (a 503 saying why; `timedOut()` when the deadline passed before the commit).
+ */
+export async function serveByFallback(
+  deps: { db: Db; barrier: Barrier; kmeId: string; keyTtlMs: number; state: FallbackState; peerKeys: PeerKemKeys },
+  linkId: string,
+  requests: MasterRequest[],
+  timedOut: () => Error,
+): Promise<Array<Reserved | Error>> {
+  const deadline = Math.min(...requests.map((r) => r.deadline));
+  const keys = new Map<string, KemPublicKey>();
+  const unreachable = new Map<string, string>();
+  const peers = [...new Set(requests.flatMap((r) => r.plan.hops.map((h) => h.peer)))];
+  await Promise.all(
+    peers.map((peer) =>
+      deps.peerKeys.of(peer, Math.max(1, deadline - Date.now())).then(
+        (k) => keys.set(peer, k),
+        (err: Error) => unreachable.set(peer, err.message),
+      ),
+    ),
+  );
+  const able = requests.filter((r) => r.plan.hops.every((h) => keys.has(h.peer)));
+  let made: Reserved[] = [];
+  if (able.length > 0) {
+    try {
+      made = await withTransaction(deps.db, async (c) => {
+        const reserved = await reserveFallback(c, { ...deps, fallback: deps.state }, linkId, able, keys);
+        if (Date.now() >= deadline) throw timedOut();
+        return reserved;
+      });
+    } catch (err) {
+      return requests.map(() => err as Error);
+    }
+  }
+  return requests.map((r) => {
+    const at = able.indexOf(r);
+    if (at >= 0) return made[at]!;
+    const peer = r.plan.hops.find((h) => !keys.has(h.peer))!.peer;
+    return unavailable(
+      `no QKD material for ${r.masterSaeId} → ${r.slaveSaeIds[0]}, and the fallback could not reach ${peer}: ` +
+        `${unreachable.get(peer)}; nothing was delivered, try again later`,
+    );
+  });
+}
 
 /**
  * The master's side of the link-failure fallback (docs/operators.md, "When a link fails"), in the transaction the

@@ -11,11 +11,10 @@ import { setAsideChunks } from '../store/pool.js';
 import { integrityVerdict, KEK_SUSPECT } from './integrity.js';
 import { GroupCommitQueue, type Pending as GroupPending } from './group-commit.js';
 import { reserveAtOrigin, type DeliveredKey, type MasterRequest, type Reserved } from './origin-reserve.js';
-import { reserveFallback } from './fallback-reserve.js';
+import { serveByFallback } from './fallback-reserve.js';
 import type { FallbackState } from './fallback-state.js';
 import type { KeyOrigin } from './key-origin.js';
 import type { PeerKemKeys } from '../peers/peer-kem-keys.js';
-import type { KemPublicKey } from '../peers/pqc-envelope.js';
 
 export type { DeliveredKey, MasterRequest } from './origin-reserve.js';
 
@@ -95,7 +94,7 @@ export class MasterDeliveryBatcher {
     if (reserved.some((r) => r && r !== 'expired')) void this.deps.fallback?.state.qkdServed(linkId);
     const short = batch.flatMap((p, i) => (reserved[i] === undefined && p.request.fallback && this.deps.fallback ? [i] : []));
     if (short.length > 0) {
-      const made = await this.reserveFallback(linkId, short.map((i) => batch[i]!.request));
+      const made = await serveByFallback({ ...this.deps, ...this.deps.fallback! }, linkId, short.map((i) => batch[i]!.request), timedOut);
       short.forEach((i, n) => (reserved[i] = made[n]));
     }
     const remote: number[] = [];
@@ -140,48 +139,6 @@ export class MasterDeliveryBatcher {
         ]);
       }
     }
-  }
-
-  /**
-   * Fallback keys for requests the QKD pool could not serve: fetches each next hop's KEM key, then makes the keys in
-   * a transaction of their own. Per request: its keys, or the error to answer (a 503 saying why).
-   */
-  private async reserveFallback(linkId: string, requests: MasterRequest[]): Promise<Array<Reserved | Error>> {
-    const { state, peerKeys } = this.deps.fallback!;
-    const deadline = Math.min(...requests.map((r) => r.deadline));
-    const keys = new Map<string, KemPublicKey>();
-    const unreachable = new Map<string, string>();
-    const peers = [...new Set(requests.flatMap((r) => r.plan.hops.map((h) => h.peer)))];
-    await Promise.all(
-      peers.map((peer) =>
-        peerKeys.of(peer, Math.max(1, deadline - Date.now())).then(
-          (k) => keys.set(peer, k),
-          (err: Error) => unreachable.set(peer, err.message),
-        ),
-      ),
-    );
-    const able = requests.filter((r) => r.plan.hops.every((h) => keys.has(h.peer)));
-    let made: Reserved[] = [];
-    if (able.length > 0) {
-      try {
-        made = await withTransaction(this.deps.db, async (c) => {
-          const reserved = await reserveFallback(c, { ...this.deps, fallback: state }, linkId, able, keys);
-          if (Date.now() >= deadline) throw timedOut();
-          return reserved;
-        });
-      } catch (err) {
-        return requests.map(() => err as Error);
-      }
-    }
-    return requests.map((r) => {
-      const at = able.indexOf(r);
-      if (at >= 0) return made[at]!;
-      const peer = r.plan.hops.find((h) => !keys.has(h.peer))!.peer;
-      return unavailable(
-        `no QKD material for ${r.masterSaeId} → ${r.slaveSaeIds[0]}, and the fallback could not reach ${peer}: ` +
-          `${unreachable.get(peer)}; nothing was delivered, try again later`,
-      );
-    });
   }
 
   /** Asks every next hop, then delivers what every hop confirmed and voids the rest. */

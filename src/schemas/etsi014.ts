@@ -67,7 +67,7 @@ export const KeyContainerSchema = Type.Object(
         key: Type.String({ description: 'standard base64 (RFC 4648 §4) with padding' }),
         key_extension: Type.Optional(
           Type.Object(
-            { qkms_key_origin: Type.Union([Type.Literal('qkd'), Type.Literal('pqc_fallback')]) },
+            { qkms_key_origin: Type.Enum(['qkd', 'pqc_fallback']) },
             { description: "this key's origin, when the keys of an answer differ (key_container_extension says mixed)" },
           ),
         ),
@@ -76,7 +76,8 @@ export const KeyContainerSchema = Type.Object(
     key_container_extension: Type.Optional(
       Type.Object(
         {
-          qkms_key_origin: Type.Union([Type.Literal('qkd'), Type.Literal('pqc_fallback'), Type.Literal('mixed')], {
+          // An enum, not a union of literals: the response serializer writes it as a plain string, with no branch to pick.
+          qkms_key_origin: Type.Enum(['qkd', 'pqc_fallback', 'mixed'], {
             description:
               "where the keys' material came from: qkd, or pqc_fallback (the pair's QKD pool could not serve and its policy " +
               'allows the fallback: made by the master\'s KME and sent to the slave\'s KME encapsulated with ML-KEM-768+X25519)',
