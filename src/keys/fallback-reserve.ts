@@ -3,7 +3,7 @@ import type { Barrier } from '../barrier/barrier.js';
 import { wipe } from '../barrier/material.js';
 import { auditBody } from '../audit/event.js';
 import { fallbackMessage } from '../peers/fallback-message.js';
-import { KEM_NAME, type KemPublicKey } from '../peers/pqc-envelope.js';
+import { KEM_NAME, kemReady, type KemPublicKey } from '../peers/pqc-envelope.js';
 import { unavailable } from '../errors.js';
 import type { PeerKemKeys } from '../peers/peer-kem-keys.js';
 import { withTransaction, type Db, type DbClient } from '../store/db.js';
@@ -26,6 +26,7 @@ export async function serveByFallback(
   const keys = new Map<string, KemPublicKey>();
   const unreachable = new Map<string, string>();
   const peers = [...new Set(requests.flatMap((r) => r.plan.hops.map((h) => h.peer)))];
+  if (peers.length > 0) await kemReady(); // a pair of this KME alone needs no KEM
   await Promise.all(
     peers.map((peer) =>
       deps.peerKeys.of(peer, Math.max(1, deadline - Date.now())).then(

@@ -3,7 +3,7 @@ import { badRequest, unauthorized } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { SecondaryIngest } from '../pool/secondary-ingest.js';
 import type { CosignAnswer, CosignRequest, ExtKeysAck, ExtKeysBatch, KemKey, Material, MaterialAck, Sync, VoidSchema } from '../schemas/peer.js';
-import { KEM_NAME, type OwnKemKey } from './pqc-envelope.js';
+import { KEM_NAME, kemReady, type OwnKemKey } from './pqc-envelope.js';
 import type { Witness } from '../audit/witness.js';
 import type { Db } from '../store/db.js';
 import type { Forwarder } from './forwarder.js';
@@ -40,7 +40,8 @@ export class PeerService {
   }
 
   /** This KME's public KEM key (src/peers/pqc-envelope.ts), for peers that send it fallback keys. */
-  kemKey(): KemKey {
+  async kemKey(): Promise<KemKey> {
+    await kemReady();
     const { id, publicKey } = this.deps.kem.public;
     return { kem: KEM_NAME, kem_key_id: id, public_key: Buffer.from(publicKey).toString('base64') };
   }

@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
-import { ml_kem768_x25519 } from '@noble/post-quantum/hybrid.js';
+import type { ml_kem768_x25519 as HybridKem } from '@noble/post-quantum/hybrid.js';
 
 /**
  * Post-quantum envelopes for fallback keys (docs/operators.md, "When a link fails"): when a pair's QKD pool cannot
@@ -13,7 +13,23 @@ import { ml_kem768_x25519 } from '@noble/post-quantum/hybrid.js';
  */
 
 export const KEM_NAME = 'ML-KEM-768+X25519' as const;
-export const KEM_PUBLIC_KEY_BYTES = ml_kem768_x25519.lengths.publicKey!;
+/** ML-KEM-768's 1,184 bytes and X25519's 32. */
+export const KEM_PUBLIC_KEY_BYTES = 1_216;
+
+let kem: typeof HybridKem | undefined;
+
+/**
+ * Loads the KEM (about 8 MiB of resident memory: a KME that never falls back never pays it). Every function below
+ * needs it loaded: await this first.
+ */
+export async function kemReady(): Promise<void> {
+  kem ??= (await import('@noble/post-quantum/hybrid.js')).ml_kem768_x25519;
+}
+
+function loaded(): typeof HybridKem {
+  if (!kem) throw new Error('the KEM is not loaded: await kemReady() first');
+  return kem;
+}
 
 /** A KME's public KEM key, as its peers fetch it. `id`: the first 16 bytes of its SHA-256, hex. */
 export interface KemPublicKey {
@@ -49,7 +65,7 @@ export class OwnKemKey {
   open(envelope: PqcEnvelope, aad: Buffer): Buffer {
     const { public: own, secretKey } = this.keys();
     if (envelope.kem_key_id !== own.id) throw new Error(`sealed to KEM key ${envelope.kem_key_id}, not to this KME's current key ${own.id}`);
-    const shared = ml_kem768_x25519.decapsulate(Buffer.from(envelope.kem_ciphertext, 'base64'), secretKey);
+    const shared = loaded().decapsulate(Buffer.from(envelope.kem_ciphertext, 'base64'), secretKey);
     const key = aeadKey(shared);
     try {
       const sealed = Buffer.from(envelope.sealed, 'base64');
@@ -68,7 +84,7 @@ export class OwnKemKey {
 
   private keys() {
     if (!this.pair) {
-      const { publicKey, secretKey } = ml_kem768_x25519.keygen();
+      const { publicKey, secretKey } = loaded().keygen();
       this.pair = { public: { id: kemKeyId(publicKey), publicKey }, secretKey };
     }
     return this.pair;
@@ -77,7 +93,7 @@ export class OwnKemKey {
 
 /** Seals `plaintext` to a peer's public KEM key, bound to `aad`. */
 export function sealTo(to: KemPublicKey, plaintext: Buffer, aad: Buffer): PqcEnvelope {
-  const { cipherText, sharedSecret } = ml_kem768_x25519.encapsulate(to.publicKey);
+  const { cipherText, sharedSecret } = loaded().encapsulate(to.publicKey);
   const key = aeadKey(sharedSecret);
   const iv = randomBytes(12);
   const cipher = createCipheriv('aes-256-gcm', key, iv);

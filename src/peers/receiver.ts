@@ -19,7 +19,7 @@ import { fromRanges, toRanges } from './ranges.js';
 import { voidEverywhere, type Spent } from './void-keys.js';
 import type { Topology } from './topology.js';
 import { openFallbackKeys } from './fallback-message.js';
-import { KEM_NAME, type OwnKemKey } from './pqc-envelope.js';
+import { KEM_NAME, kemReady, type OwnKemKey } from './pqc-envelope.js';
 
 type Ack = ExtKeysAck['acks'][number];
 
@@ -71,6 +71,7 @@ export class ExtKeysReceiver {
     });
     // Fallback keys are opened before the transaction, so that an envelope that does not open fails its request only.
     const fallback = new Map<number, Buffer[]>();
+    if (batch.requests.some((r) => r.qkms_pqc)) await kemReady();
     plans.forEach((p, i) => {
       const r = batch.requests[i]!;
       if (!p || !r.qkms_pqc) return;

@@ -1,12 +1,13 @@
 import t from 'tap';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { fallbackMessage, openFallbackKeys } from '../../src/peers/fallback-message.js';
-import { OwnKemKey } from '../../src/peers/pqc-envelope.js';
+import { kemReady, OwnKemKey } from '../../src/peers/pqc-envelope.js';
 import type { ExtKeys } from '../../src/schemas/peer.js';
 
 // The post-quantum envelope of fallback keys (src/peers/pqc-envelope.ts, src/peers/fallback-message.ts): the keys
 // come out as they went in, only at the KME they were sealed to, and only for the message they were sealed for.
 
+await kemReady();
 const receiver = new OwnKemKey();
 const keys = [randomBytes(32), randomBytes(32)];
 const keyIds = [randomUUID(), randomUUID()];
