@@ -1,7 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Barrier } from '../barrier/barrier.js';
 import { wipe } from '../barrier/material.js';
-import { auditBody } from '../audit/event.js';
 import { fallbackMessage } from '../peers/fallback-message.js';
 import { KEM_NAME, kemReady, type KemPublicKey } from '../peers/pqc-envelope.js';
 import { unavailable } from '../errors.js';
@@ -9,7 +8,7 @@ import type { PeerKemKeys } from '../peers/peer-kem-keys.js';
 import { withTransaction, type Db, type DbClient } from '../store/db.js';
 import { bindKeys, type KeyRow } from '../store/bind-keys.js';
 import type { FallbackState } from './fallback-state.js';
-import type { MasterRequest, Reserved } from './origin-reserve.js';
+import { bindingAudit, type MasterRequest, type Reserved } from './origin-reserve.js';
 
 /**
  * Fallback keys for requests the QKD pool could not serve (each allows it: `MasterRequest.fallback`): fetches each
@@ -119,24 +118,7 @@ export async function reserveFallback(
         peerKeys.get(h.peer)!,
       ),
     }));
-    audits.push(
-      auditBody({
-        operation: remote ? 'reserve' : 'deliver_master',
-        outcome: 'ok',
-        actor: `sae:${r.masterSaeId}`,
-        actorCert: r.certSha256,
-        keyIds,
-        detail: {
-          link_id: linkId,
-          slaves: r.slaveSaeIds,
-          size_bits: r.sizeBits,
-          origin: 'pqc_fallback',
-          kem: KEM_NAME,
-          ...(r.tags && Object.keys(r.tags).length ? { tags: r.tags } : {}),
-          ...(remote ? { kme: deps.kmeId, hops: r.plan.hops.map((h) => ({ peer: h.peer, link_id: h.link.linkId, targets: h.targets })) } : {}),
-        },
-      }),
-    );
+    audits.push(bindingAudit(deps.kmeId, linkId, r, keyIds, { origin: 'pqc_fallback', kem: KEM_NAME }));
     const keys = keyIds.map((key_ID, i) => ({ key_ID, key: keyBytes[i]!.toString('base64') }));
     // Nothing was spent on any link; a void still tells each next hop to destroy the keys.
     const spent = r.plan.hops.map((h) => ({ peer: h.peer, linkId: h.link.linkId, seqs: [] }));

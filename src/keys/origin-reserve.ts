@@ -8,7 +8,7 @@ import type { DbClient } from '../store/db.js';
 import { claimOwned, cursorsAfter, type OwnedClaim } from '../store/chunks.js';
 import { bindKeys, type KeyRow } from '../store/bind-keys.js';
 import { assemble, wipe, xor } from '../barrier/material.js';
-import type { DeliveryPlan } from '../peers/routing.js';
+import type { DeliveryPlan, Hop } from '../peers/routing.js';
 import type { KeyOrigin } from './key-origin.js';
 
 /** One Get key request, checked and routed, waiting for its keys. */
@@ -156,7 +156,9 @@ export async function reserveAtOrigin(
         },
       };
     });
-    audits.push(auditOf(deps.kmeId, linkId, r, p.keyIds, p.seqs, p.padsByHop));
+    audits.push(
+      bindingAudit(deps.kmeId, linkId, r, p.keyIds, { blocks: p.seqs }, (h) => (h.direct ? undefined : p.padsByHop.find((x) => x.hop === h)!.seqs)),
+    );
     const keys = p.keyIds.map((key_ID, i) => ({ key_ID, key: keyBytes[i]!.toString('base64') }));
     wipe([...keyBytes, ...padBytes.flat()]);
     const spent = r.plan.hops.map((h) => {
@@ -177,13 +179,18 @@ export async function reserveAtOrigin(
   return plans.map((p, i) => (gone[i] ? 'expired' : p ? results[s++] : undefined));
 }
 
-function auditOf(
+/**
+ * The event that binds a request's keys at the master's KME: `reserve` when slaves at other KMEs must confirm first,
+ * `deliver_master` otherwise. `material` says what the keys are made of (`blocks` of the link, or a fallback's
+ * `origin` and KEM); `padOf` the one-time pad a hop's copy is sent under, if any.
+ */
+export function bindingAudit(
   kmeId: string,
   linkId: string,
   r: MasterRequest,
   keyIds: string[],
-  seqs: string[],
-  padsByHop: Array<{ hop: { peer: string; link: { linkId: string } }; seqs: string[] }>,
+  material: Record<string, unknown>,
+  padOf: (hop: Hop) => string[] | undefined = () => undefined,
 ): string {
   const remote = r.plan.hops.length > 0;
   return auditBody({
@@ -196,17 +203,15 @@ function auditOf(
       link_id: linkId,
       slaves: r.slaveSaeIds,
       size_bits: r.sizeBits,
-      blocks: seqs,
+      ...material,
       ...(r.tags && Object.keys(r.tags).length ? { tags: r.tags } : {}),
       ...(remote
         ? {
             kme: kmeId,
-            hops: r.plan.hops.map((h) => ({
-              peer: h.peer,
-              link_id: h.link.linkId,
-              targets: h.targets,
-              ...(h.direct ? {} : { pad: padsByHop.find((x) => x.hop === h)!.seqs }),
-            })),
+            hops: r.plan.hops.map((h) => {
+              const pad = padOf(h);
+              return { peer: h.peer, link_id: h.link.linkId, targets: h.targets, ...(pad ? { pad } : {}) };
+            }),
           }
         : {}),
     },
