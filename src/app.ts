@@ -15,6 +15,8 @@ import type { Logger } from './log.js';
 import type { Db } from './store/db.js';
 import type { RefusalLog } from './audit/refusals.js';
 import { etsiClientErrorHandler } from './http/client-errors.js';
+import { connectionLimits } from './http/connection-limits.js';
+import type { Config } from './config/schema.js';
 import { installErrorHandling } from './http/error-handler.js';
 import { registerJsonBodyParser } from './http/json-body.js';
 import { validatorCompiler } from './http/validation.js';
@@ -46,6 +48,8 @@ export interface AppDeps {
   log: Logger;
   /** Server certificate, key, client CA and the rest of the mutual-TLS set-up (see `tlsServerOptions`). */
   tls: TlsOptions & SecureContextOptions;
+  /** The listener's time limits (config `listen`). */
+  listen: Config['listen'];
 }
 
 /**
@@ -55,11 +59,12 @@ export interface AppDeps {
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // Typed as the plain instance: the HTTPS server and pino logger generics add nothing the routes use.
   const app = Fastify({
-    https: deps.tls,
+    https: { ...deps.tls, ...connectionLimits(deps.listen) },
     loggerInstance: deps.log as FastifyBaseLogger,
     // Per-request logs would cost throughput and say little; refusals and faults are logged where they happen.
     logController: new LogController({ disableRequestLogging: true }),
-    keepAliveTimeout: 30_000,
+    keepAliveTimeout: deps.listen.keep_alive_timeout_ms,
+    requestTimeout: deps.listen.request_timeout_ms,
     bodyLimit: 64 * 1024,
     clientErrorHandler: etsiClientErrorHandler, // parser refusals get an ETSI Error body too
     requestIdHeader: false,

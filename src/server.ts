@@ -206,6 +206,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       db,
       log,
       tls,
+      listen: config.listen,
     });
     closers.unshift(() => closeApi(app.server, () => app.close()));
     await app.listen({ host: config.listen.host, port: config.listen.port });

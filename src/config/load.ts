@@ -53,6 +53,12 @@ export function parseConfig(raw: unknown, origin = 'config'): Config {
   const config = withDefaults as Config;
   config.links ??= [{ link_id: `${config.kme_id}-loopback`, max_blocks_per_batch: 16_384, source: Value.Default(SOURCE_SCHEMAS.simulator, { type: 'simulator' }) as Config['links'][number]['source'] }];
   checkKeyLimits(config.keys, origin);
+  // Node refuses to start a server whose header limit exceeds its request limit; say so in the config's terms.
+  if (config.listen.headers_timeout_ms > config.listen.request_timeout_ms) {
+    throw new ConfigError(
+      `${origin} is invalid:\n  /listen/headers_timeout_ms: must not exceed request_timeout_ms (${config.listen.headers_timeout_ms} > ${config.listen.request_timeout_ms})`,
+    );
+  }
   checkSaes(config, origin);
   checkPolicies(config, origin);
   checkNetwork(config, (field, why) => {

@@ -285,6 +285,16 @@ export const ConfigSchema = Type.Object(
       {
         host: Type.String({ default: '0.0.0.0' }),
         port: Type.Integer({ minimum: 0, maximum: 65535, default: 8443 }),
+        // Time limits for a key service (README "Connections"): a connection that holds a socket without using it is
+        // closed, so that idle or slow clients cannot exhaust the server.
+        handshake_timeout_ms: Type.Integer({ minimum: 100, default: 10_000, description: 'a TLS handshake not done by then: connection closed' }),
+        headers_timeout_ms: Type.Integer({
+          minimum: 100,
+          default: 10_000,
+          description: 'request headers not complete by then, counted from the connection (or the last answer): 408 and closed',
+        }),
+        request_timeout_ms: Type.Integer({ minimum: 1_000, default: 30_000, description: 'a whole request (headers and body) not received by then: 408' }),
+        keep_alive_timeout_ms: Type.Integer({ minimum: 100, default: 30_000, description: 'an idle kept-alive connection is closed after this long' }),
       },
       { additionalProperties: false, default: {} },
     ),

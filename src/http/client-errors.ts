@@ -17,13 +17,17 @@ import type { ConnectionError, FastifyInstance } from 'fastify';
 export function etsiClientErrorHandler(this: FastifyInstance, err: ConnectionError, socket: Socket): void {
   // A reset or already destroyed connection has nobody left to answer.
   if (err.code === 'ECONNRESET' || socket.destroyed || answered.has(socket)) return;
+  // A TLS handshake that failed or timed out (Node's HTTPS server passes those here too): no HTTP can be spoken on
+  // that connection, and an answer written to it would only wait for a handshake that never comes. Close it now.
+  if (/^ERR_(TLS|SSL)_/.test(err.code ?? '')) return void socket.destroy();
   answered.add(socket);
   this.log.debug({ code: err.code }, 'HTTP request refused before routing');
   // Keep draining what the client is still sending (the rest of an oversized header): closing a socket with unread
   // input makes the kernel send a reset, which can destroy the answer before the client reads it. The deadline
   // bounds how long a client that never stops sending, or never reads, holds the socket.
   socket.resume();
-  const deadline = setTimeout(() => socket.destroy(), CLOSE_WITHIN_MS).unref();
+  // A client that let its time run out had its chance: it gets a short while to read the answer, not the full one.
+  const deadline = setTimeout(() => socket.destroy(), err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? TIMED_OUT_CLOSE_MS : CLOSE_WITHIN_MS).unref();
   socket.once('close', () => clearTimeout(deadline));
   afterInFlight(socket as HttpSocket, () => {
     if (!socket.writable) return void socket.destroy();
@@ -36,6 +40,7 @@ export function etsiClientErrorHandler(this: FastifyInstance, err: ConnectionErr
 }
 
 const CLOSE_WITHIN_MS = 10_000;
+const TIMED_OUT_CLOSE_MS = 1_000;
 
 /**
  * Good requests pipelined before the bad bytes are still being answered: the 400 goes after their answers, or the

@@ -17,7 +17,7 @@ t.test('defaults fill everything the ETSI status needs', async (t) => {
     max_SAE_ID_count: 8,
     key_ttl_seconds: 300,
   });
-  t.same(c.listen, { host: '0.0.0.0', port: 8443 });
+  t.same(c.listen, { host: '0.0.0.0', port: 8443, handshake_timeout_ms: 10_000, headers_timeout_ms: 10_000, request_timeout_ms: 30_000, keep_alive_timeout_ms: 30_000 });
   t.equal(c.links.length, 1, 'one link by default');
   t.match(c.links[0], { link_id: 'KME_A-loopback', source: { type: 'simulator' } }, 'a loopback simulator');
   t.same(c.peers, []);
@@ -37,6 +37,8 @@ const bad: Array<[string, unknown, RegExp]> = [
   ['SAE ID with a slash', { ...minimal, saes: [{ id: 'a/b' }] }, /\/saes\/0\/id: must match pattern/],
   ['no SAEs', { ...minimal, saes: [] }, /\/saes: must not have fewer than 1 items|\/saes: must NOT have fewer than 1 items/],
   ['unknown field', { ...minimal, listen: { port: 1, hots: 'x' } }, /\/listen: must not have additional properties/i],
+  ['header limit above the request limit', { ...minimal, listen: { headers_timeout_ms: 60_000, request_timeout_ms: 30_000 } }, /\/listen\/headers_timeout_ms: must not exceed request_timeout_ms/],
+  ['a handshake limit under 100 ms', { ...minimal, listen: { handshake_timeout_ms: 10 } }, /\/listen\/handshake_timeout_ms: must be >= 100/],
   ['a policy link_failure that is neither mode', { ...minimal, policies: [{ saes: ['SAE_A', 'SAE_B'], link_failure: 'pqc' }] }, /\/policies\/0\/link_failure: must be one of "fail_closed", "pqc_fallback"/],
 ];
 

@@ -132,6 +132,8 @@ export async function startTestKms(
     kekGraceMs?: number;
     /** Other TLS files than the shared test PKI's (a test that rotates them works on copies). */
     tls?: Partial<Config['tls']>;
+    /** The listener's time limits (config `listen`), when a test needs them short. */
+    listen?: Partial<Omit<Config['listen'], 'host' | 'port'>>;
     /** The registered SAEs, when a test needs certificate_cn or certificate_sha256; default SAES by ID. */
     saes?: Array<{ id: string; certificate_cn?: string; certificate_sha256?: string }>;
   } = {},
@@ -142,7 +144,7 @@ export async function startTestKms(
   const { log, text: logs } = capturingLogger();
   const config = parseConfig({
     kme_id: 'KME_T',
-    listen: { host: '127.0.0.1', port: 0 },
+    listen: { host: '127.0.0.1', port: 0, ...opts.listen },
     tls: { cert: pki.kmes.KME_T!.cert, key: pki.kmes.KME_T!.key, ca: pki.ca, ...opts.tls },
     database: { pool_size: 8, ...(opts.appRole ? { app_role: opts.appRole } : {}) },
     hsm: !opts.wrapper && hsm === 'softhsm' ? softHsmConfig(opts.kekLabel) : { type: 'mock' },
