@@ -105,7 +105,7 @@ t.test('a kept-alive client that keeps asking keeps its one connection', async (
       req.end();
     });
     t.equal(status, 200, `request ${i + 1}`);
-    await new Promise((r) => setTimeout(r, 700)); // longer than the header limit between requests, shorter than keep-alive
+    await new Promise((r) => setTimeout(r, 1_500)); // longer than the header limit between requests, shorter than keep-alive
   }
   t.equal(sockets.size, 1, 'one connection for all five');
   agent.destroy();
