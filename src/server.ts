@@ -21,6 +21,8 @@ import { Witness } from './audit/witness.js';
 import { startCosigning } from './peers/cosigning.js';
 import { KeyService } from './keys/key-service.js';
 import { FallbackState } from './keys/fallback-state.js';
+import { startOpsServer } from './ops/ops-server.js';
+import { databaseCheck, hsmCheck, Readiness } from './ops/readiness.js';
 import { MasterDeliveryBatcher } from './keys/master-batcher.js';
 import { startEraserJob } from './lifecycle/eraser.js';
 import { startExpiryJob } from './lifecycle/expiry.js';
@@ -65,6 +67,8 @@ export interface RunningKms {
   topology: Topology;
   /** https://host:port the API listens on. */
   url: string;
+  /** http://host:port of the ops listener (liveness, readiness), when configured. */
+  opsUrl?: string;
   close(): Promise<void>;
   /** Reloads the TLS server certificate, CA bundle and CRLs from their files (SIGHUP); rejects, changing nothing, when one is bad. */
   reloadTls(why: string): Promise<TlsView>;
@@ -191,6 +195,10 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     // The server exists once the app is built; a reload only ever runs after that.
     const secureContext = { setSecureContext: (options: SecureContextOptions) => (app.server as unknown as TlsServer).setSecureContext(options) };
     const tlsRotation = new TlsRotation({ tls: config.tls, server: secureContext, principals, trust, peerClients: [...network.clients.values()], db, log }, tls);
+    // Before the API: while the API drains at a stop, the probes still hear "not ready" (closers run last-in first).
+    const readiness = new Readiness([databaseCheck(db), hsmCheck(wrapper)]);
+    const ops = config.ops ? await startOpsServer({ ...config.ops.listen, readiness, log }) : undefined;
+    if (ops) closers.unshift(() => ops.close());
     const app = await buildApp({
       keys,
       principals,
@@ -271,9 +279,11 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       },
       'KME listening',
     );
+    readiness.markServing();
     let closed: Promise<void> | undefined;
     const close = () =>
       (closed ??= (async () => {
+        readiness.markClosing();
         for (const c of closers) {
           const started = Date.now();
           await c().catch((err: Error) => log.warn({ err: { message: err.message } }, 'error while closing'));
@@ -283,7 +293,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
         }
       })());
     const reloadTls = (why: string) => tlsRotation.reload({ actor: `kme:${config.kme_id}` }, why);
-    return { app, db, wrapper, sealer, refusals, ingesters, sources, figures, network, topology, url, close, reloadTls, kek };
+    return { app, db, wrapper, sealer, refusals, ingesters, sources, figures, network, topology, url, ...(ops ? { opsUrl: ops.url } : {}), close, reloadTls, kek };
   } catch (err) {
     for (const c of closers) await c().catch(() => undefined);
     throw err;

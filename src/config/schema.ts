@@ -298,6 +298,20 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
+    ops: Type.Optional(
+      Type.Object(
+        {
+          listen: Type.Object(
+            {
+              host: Type.String({ default: '127.0.0.1', description: 'an address only the probes reach' }),
+              port: Type.Integer({ minimum: 0, maximum: 65535 }),
+            },
+            { additionalProperties: false },
+          ),
+        },
+        { additionalProperties: false, description: 'the operations listener: plain HTTP GET /livez and /readyz for probes (none when absent)' },
+      ),
+    ),
     tls: Type.Object(
       {
         cert: Type.String({ minLength: 1, description: 'server certificate chain (PEM)' }),

@@ -132,6 +132,8 @@ export async function startTestKms(
     kekGraceMs?: number;
     /** Other TLS files than the shared test PKI's (a test that rotates them works on copies). */
     tls?: Partial<Config['tls']>;
+    /** The ops listener (liveness, readiness); none by default. */
+    ops?: Config['ops'];
     /** The listener's time limits (config `listen`), when a test needs them short. */
     listen?: Partial<Omit<Config['listen'], 'host' | 'port'>>;
     /** The registered SAEs, when a test needs certificate_cn or certificate_sha256; default SAES by ID. */
@@ -145,6 +147,7 @@ export async function startTestKms(
   const config = parseConfig({
     kme_id: 'KME_T',
     listen: { host: '127.0.0.1', port: 0, ...opts.listen },
+    ...(opts.ops ? { ops: opts.ops } : {}),
     tls: { cert: pki.kmes.KME_T!.cert, key: pki.kmes.KME_T!.key, ca: pki.ca, ...opts.tls },
     database: { pool_size: 8, ...(opts.appRole ? { app_role: opts.appRole } : {}) },
     hsm: !opts.wrapper && hsm === 'softhsm' ? softHsmConfig(opts.kekLabel) : { type: 'mock' },
