@@ -16,6 +16,7 @@ import type { Db } from './store/db.js';
 import type { RefusalLog } from './audit/refusals.js';
 import { etsiClientErrorHandler } from './http/client-errors.js';
 import { connectionLimits } from './http/connection-limits.js';
+import { registerLoadShedding } from './http/load-shedding.js';
 import type { Config } from './config/schema.js';
 import { installErrorHandling } from './http/error-handler.js';
 import { registerJsonBodyParser } from './http/json-body.js';
@@ -50,6 +51,8 @@ export interface AppDeps {
   tls: TlsOptions & SecureContextOptions;
   /** The listener's time limits (config `listen`). */
   listen: Config['listen'];
+  /** Past this event-loop delay requests are shed with a 503 (config `requests.max_event_loop_delay_ms`; 0: never). */
+  maxEventLoopDelayMs: number;
 }
 
 /**
@@ -73,6 +76,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   app.setValidatorCompiler(validatorCompiler());
   registerJsonBodyParser(app);
+  await registerLoadShedding(app, { maxEventLoopDelayMs: deps.maxEventLoopDelayMs, log: deps.log });
   installErrorHandling(app, (request, error) => {
     // The same identity the routes authenticate with (cached per TLS socket), also for refusals outside them.
     const socket = request.raw.socket as TLSSocket;

@@ -215,6 +215,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       log,
       tls,
       listen: config.listen,
+      maxEventLoopDelayMs: config.requests.max_event_loop_delay_ms,
     });
     closers.unshift(() => closeApi(app.server, () => app.close()));
     await app.listen({ host: config.listen.host, port: config.listen.port });

@@ -220,6 +220,11 @@ export const RequestLimitsSchema = Type.Object(
       description: 'a key request not served by then gets a 503 and takes nothing',
     }),
     max_queued: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 2_048, description: 'Get key requests waiting per link' }),
+    max_event_loop_delay_ms: Type.Integer({
+      minimum: 0,
+      default: 1_000,
+      description: 'past this mean event-loop delay (sampled every second) every request gets a 503 at once, until it recovers; 0: never',
+    }),
   },
   { additionalProperties: false, default: {} },
 );
