@@ -21,7 +21,7 @@ t.test('defaults fill everything the ETSI status needs', async (t) => {
   t.equal(c.links.length, 1, 'one link by default');
   t.match(c.links[0], { link_id: 'KME_A-loopback', source: { type: 'simulator' } }, 'a loopback simulator');
   t.same(c.peers, []);
-  t.same(c.requests, { deadline_ms: 5000, max_queued: 2048 });
+  t.same(c.requests, { deadline_ms: 5000, max_queued: 2048, max_event_loop_delay_ms: 1000 });
 });
 
 const bad: Array<[string, unknown, RegExp]> = [
