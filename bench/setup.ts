@@ -118,7 +118,7 @@ export async function startKme(
   const name = opts.name ?? 'KME';
   const child = startChild(
     name,
-    [...nodeArgs, '--import', 'tsx', 'src/cli/run.ts', 'serve', '--config', configPath],
+    [...nodeArgs, 'bin/kms.js', 'serve', '--config', configPath], // the compiled code, as production runs it
     {
       ...process.env,
       SOFTHSM2_CONF: env.token.conf,

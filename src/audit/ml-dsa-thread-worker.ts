@@ -1,7 +1,7 @@
 /**
  * The thread behind MlDsaThread (src/audit/ml-dsa-thread.ts): holds the ML-DSA-65 secret key it was started with
  * and signs one message per request, FIPS 204 pure mode with the empty context (as ml-dsa-note.ts). Loaded as
- * CommonJS (see ml-dsa-thread-entry.cjs): no top-level await here.
+ * CommonJS (see ml-dsa-thread-worker-entry.cjs): no top-level await here.
  */
 import { ml_dsa65 } from '@noble/post-quantum/ml-dsa.js';
 import { readlinkSync } from 'node:fs';

@@ -1,7 +1,8 @@
 import { Worker } from 'node:worker_threads';
+import { workerEntry } from '../runtime-paths.js';
 import type { FromMlDsa, MlDsaWorkerData, ToMlDsa } from './ml-dsa-thread-worker.js';
 
-const ENTRY = new URL('./ml-dsa-thread-entry.cjs', import.meta.url);
+const ENTRY = workerEntry(import.meta.url, 'ml-dsa-thread-worker');
 
 /**
  * ML-DSA-65 signatures on a thread of their own. One signature takes about 14 ms of pure JavaScript on this project's

@@ -15,6 +15,7 @@
  * module cannot exit until the call returns: only a signal (SIGKILL) stops it then. The wrapper logs this on close.
  */
 import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from 'node:worker_threads';
+import { workerEntry } from '../runtime-paths.js';
 import { HsmUnavailableError } from './key-wrapper.js';
 import type { Log } from './pkcs11-engine.js';
 import {
@@ -38,7 +39,7 @@ export interface LaneEvents {
   log: Log;
 }
 
-const ENTRY = new URL('./pkcs11-worker-entry.cjs', import.meta.url);
+const ENTRY = workerEntry(import.meta.url, 'pkcs11-worker');
 
 export class Lane {
   state: 'starting' | 'ready' | 'closing' | 'abandoned' | 'ended' = 'starting';

@@ -7,6 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
+import { workerEntry } from '../runtime-paths.js';
 import type { Logger } from '../log.js';
 import { HsmUnavailableError } from './key-wrapper.js';
 import { joinLogin, leaveLogin, logins } from './pkcs11-module.js';
@@ -14,7 +15,7 @@ import { moduleShare } from './pkcs11-share.js';
 import type { FromSigner, SigningWorkerData, ToSigner } from './pkcs11-signing-worker.js';
 import { ecdsaRawToDer, type SigningKey } from './signing-key.js';
 
-const ENTRY = new URL('./pkcs11-signing-entry.cjs', import.meta.url);
+const ENTRY = workerEntry(import.meta.url, 'pkcs11-signing-worker');
 
 export interface Pkcs11SigningKeyOptions {
   module: string;

@@ -1,7 +1,7 @@
 /**
  * The thread behind a PKCS#11 signing key (src/hsm/pkcs11-signing-key.ts): its own module handle and session, and
  * synchronous pkcs11js calls, one signature per message. It may block in the module as long as the HSM takes; the
- * main thread keeps the deadline. Loaded as CommonJS (see pkcs11-signing-entry.cjs): no top-level await here.
+ * main thread keeps the deadline. Loaded as CommonJS (see pkcs11-signing-worker-entry.cjs): no top-level await here.
  *
  * The key pair is found by label (private key: CKO_PRIVATE_KEY, CKK_EC; public key: CKO_PUBLIC_KEY with the same
  * label) and, when allowed, generated on the token: P-256, private half SENSITIVE and not EXTRACTABLE, SIGN only.

@@ -6,10 +6,11 @@
  * Shared with the main thread, beside the messages: `control`, where this thread stamps the time before each
  * PKCS#11 call (the main thread's deadline reads it) and where the main thread raises ABANDONED when a call ran past
  * its deadline. An abandoned thread stops before its next call, closes its session (its operation may have run
- * until now, so it is never used again), leaves the module and ends. Started by pkcs11-worker-entry.cjs, as
- * CommonJS: no top-level await and no import.meta here or in what this file imports.
+ * until now, so it is never used again), leaves the module and ends. From the sources it is started by
+ * pkcs11-worker-entry.cjs, as CommonJS: no top-level await and no import.meta here or in what this file imports.
  */
 import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { workerData } from 'node:worker_threads';
 import type { PKCS11 } from 'pkcs11js';
@@ -39,8 +40,10 @@ try {
   stamp();
   let wrap: ((p11: PKCS11) => PKCS11) | undefined;
   if (data.testHook) {
-    // require, not import(): this thread loads its code as CommonJS (see pkcs11-worker-entry.cjs).
-    const hook = require(fileURLToPath(data.testHook.module)) as { wrapPkcs11(p11: PKCS11, data: unknown): PKCS11 };
+    // require, not import(): from the sources this thread loads its code as CommonJS (see pkcs11-worker-entry.cjs);
+    // createRequire, because compiled it is an ES module, which has no `require`.
+    const hookPath = fileURLToPath(data.testHook.module);
+    const hook = createRequire(hookPath)(hookPath) as { wrapPkcs11(p11: PKCS11, data: unknown): PKCS11 };
     wrap = (p11) => hook.wrapPkcs11(p11, data.testHook!.data);
   }
   const target: Target = { ...data.target, pinDigest: createHash('sha256').update(data.target.pin).digest() };

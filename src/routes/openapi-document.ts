@@ -1,9 +1,10 @@
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import Fastify from 'fastify';
 import { registerDocumentedRoutes, splitOpenapi, type OpenapiDocuments } from './index.js';
 import type { KeyService } from '../keys/key-service.js';
 import type { PeerService } from '../peers/peer-service.js';
 import { Principals } from '../auth/principals.js';
+import { PROJECT_ROOT } from '../runtime-paths.js';
 import type { KeyAdmin } from '../admin/key-admin.js';
 import type { PoolAdmin } from '../admin/pool-admin.js';
 import type { PolicyAdmin } from '../admin/policy-admin.js';
@@ -14,10 +15,10 @@ import type { AuditorService } from '../audit/auditor-service.js';
 
 /** The published contracts, committed. */
 export const OPENAPI_FILES = {
-  etsi: fileURLToPath(new URL('../../openapi/etsi-gs-qkd-014.json', import.meta.url)),
-  peer: fileURLToPath(new URL('../../openapi/kme-peer.json', import.meta.url)),
-  audit: fileURLToPath(new URL('../../openapi/kme-audit.json', import.meta.url)),
-  admin: fileURLToPath(new URL('../../openapi/kme-admin.json', import.meta.url)),
+  etsi: join(PROJECT_ROOT, 'openapi', 'etsi-gs-qkd-014.json'),
+  peer: join(PROJECT_ROOT, 'openapi', 'kme-peer.json'),
+  audit: join(PROJECT_ROOT, 'openapi', 'kme-audit.json'),
+  admin: join(PROJECT_ROOT, 'openapi', 'kme-admin.json'),
 };
 
 /**

@@ -1,12 +1,13 @@
 import { readdirSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { runner } from 'node-pg-migrate';
 import pg from 'pg';
 import { ConfigError } from '../config/load.js';
 import type { Logger } from '../log.js';
+import { PROJECT_ROOT } from '../runtime-paths.js';
 
 /** migrations/ at the project root: numbered plain SQL files, applied in order, each in its own transaction. */
-export const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations', import.meta.url));
+export const MIGRATIONS_DIR = join(PROJECT_ROOT, 'migrations');
 
 /**
  * Applies every pending migration. Safe to run from several replicas at once: node-pg-migrate takes an advisory
