@@ -127,16 +127,21 @@ function checkPolicies(config: Config, origin: string): void {
   });
 }
 
-/** Reads a secret from a file (trailing newline dropped) or an environment variable; names both when missing. */
+/**
+ * Reads a secret, first found of: the config's `file`; the file named by the environment variable `<envName>_FILE`
+ * (the convention of container secrets and systemd credentials: `KMS_HSM_PIN_FILE=/run/secrets/kms_hsm_pin`);
+ * the environment variable `envName`. A file's trailing newline is dropped. Names all three when none is set.
+ */
 export function readSecret(what: string, envName: string, file?: string): string {
-  if (file) {
+  const path = file ?? process.env[`${envName}_FILE`];
+  if (path) {
     try {
-      return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+      return readFileSync(path, 'utf8').replace(/\r?\n$/, '');
     } catch (err) {
-      throw new ConfigError(`cannot read ${what} from ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+      throw new ConfigError(`cannot read ${what} from ${path}: ${(err as NodeJS.ErrnoException).code ?? err}`);
     }
   }
   const value = process.env[envName];
-  if (!value) throw new ConfigError(`${what} is not set: put it in the environment variable ${envName}`);
+  if (!value) throw new ConfigError(`${what} is not set: put it in the environment variable ${envName}, or its file's path in ${envName}_FILE`);
   return value;
 }

@@ -99,9 +99,18 @@ t.test('secrets come from the environment or a file, and missing ones are named'
   process.env.KMS_TEST_SECRET = 's3cret';
   t.equal(readSecret('the PIN', 'KMS_TEST_SECRET'), 's3cret');
   delete process.env.KMS_TEST_SECRET;
-  t.throws(() => readSecret('the PIN', 'KMS_TEST_SECRET'), new ConfigError('the PIN is not set: put it in the environment variable KMS_TEST_SECRET'));
+  t.throws(() => readSecret('the PIN', 'KMS_TEST_SECRET'), new ConfigError('the PIN is not set: put it in the environment variable KMS_TEST_SECRET, or its file\'s path in KMS_TEST_SECRET_FILE'));
   const dir = mkdtempSync(join(tmpdir(), 'kms-secret-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'pin'), '1234\n');
   t.equal(readSecret('the PIN', 'UNUSED', join(dir, 'pin')), '1234', 'trailing newline dropped');
+  // Container secrets and systemd credentials: the variable's name with _FILE holds the file's path, and wins.
+  writeFileSync(join(dir, 'db-url'), 'postgresql://kms@db/kms\n');
+  process.env.KMS_TEST_SECRET = 'from-env';
+  process.env.KMS_TEST_SECRET_FILE = join(dir, 'db-url');
+  t.teardown(() => { delete process.env.KMS_TEST_SECRET; delete process.env.KMS_TEST_SECRET_FILE; });
+  t.equal(readSecret('the database URL', 'KMS_TEST_SECRET'), 'postgresql://kms@db/kms');
+  t.equal(readSecret('the PIN', 'KMS_TEST_SECRET', join(dir, 'pin')), '1234', "the config's own file wins over both");
+  process.env.KMS_TEST_SECRET_FILE = join(dir, 'missing');
+  t.throws(() => readSecret('the database URL', 'KMS_TEST_SECRET'), new ConfigError(`cannot read the database URL from ${join(dir, 'missing')}: ENOENT`));
 });
