@@ -6,14 +6,15 @@ import { fileURLToPath } from 'node:url';
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 /**
- * Runs `kms …` the way an operator does: the compiled code through bin/kms.js (issue 15: production-path tests run
+ * Runs `kms …` the way an operator does (as the user `as`, when given): the compiled code through bin/kms.js (issue 15: production-path tests run
  * what production runs). `npm test` builds first; a test run alone after editing src/ needs `npm run build`.
  */
-export function runKms(args: string[], env: Record<string, string | undefined> = {}): KmsProcess {
+export function runKms(args: string[], env: Record<string, string | undefined> = {}, as?: { uid: number; gid: number }): KmsProcess {
   assertBuilt();
   const child = spawn(process.execPath, [join(ROOT, 'bin/kms.js'), ...args], {
     cwd: ROOT,
     env: { ...process.env, ...env },
+    ...as, // another user (tests of the packaged service); only root may ask
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const proc: KmsProcess = { child, stdout: '', stderr: '', exited: new Promise((r) => child.once('exit', (code) => r(code))) };
