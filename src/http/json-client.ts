@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { Agent, request } from 'node:https';
+import { Agent, request, type AgentOptions } from 'node:https';
 import { ConfigError } from '../config/load.js';
 
 /** Where to find a CA and the client certificate to present. */
@@ -22,13 +22,20 @@ export class HttpJsonError extends Error {
 
 /**
  * JSON over mutual TLS, for the `kms` commands that call a KME's APIs with a person's certificate (an operator's,
- * an auditor's): keep-alive, a 10 s deadline per call, and errors that say what happened in one line. Files that
- * cannot be read are a ConfigError naming the flag that gave them.
+ * an auditor's) and for the consumer agent: keep-alive, a deadline per call (10 s unless told), and errors that say
+ * what happened in one line. Files that cannot be read are a ConfigError naming the flag that gave them.
  */
 export class JsonClient {
   private readonly agent: Agent;
+  private readonly timeoutMs: number;
 
-  constructor(identity: ClientIdentity, flags: Record<keyof ClientIdentity, string> = { ca: '--ca', cert: '--cert', key: '--key' }) {
+  /** `opts.checkServerIdentity` adds a check of the server's certificate (e.g. a pinned CN) to the host name check. */
+  constructor(
+    identity: ClientIdentity,
+    flags: Record<keyof ClientIdentity, string> = { ca: '--ca', cert: '--cert', key: '--key' },
+    opts: { timeoutMs?: number; checkServerIdentity?: AgentOptions['checkServerIdentity'] } = {},
+  ) {
+    this.timeoutMs = opts.timeoutMs ?? 10_000;
     const read = (which: keyof ClientIdentity) => {
       try {
         return readFileSync(identity[which]);
@@ -36,7 +43,7 @@ export class JsonClient {
         throw new ConfigError(`${flags[which]} ${identity[which]}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
       }
     };
-    this.agent = new Agent({ ca: read('ca'), cert: read('cert'), key: read('key'), keepAlive: true });
+    this.agent = new Agent({ ca: read('ca'), cert: read('cert'), key: read('key'), keepAlive: true, checkServerIdentity: opts.checkServerIdentity });
   }
 
   /** Resolves with the JSON answer of a 200; rejects with HttpJsonError otherwise. */
@@ -45,7 +52,7 @@ export class JsonClient {
     const origin = new URL(url).origin;
     return new Promise<T>((resolve, reject) => {
       const headers = payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {};
-      const req = request(url, { method, agent: this.agent, headers, timeout: 10_000 }, (res) => {
+      const req = request(url, { method, agent: this.agent, headers, timeout: this.timeoutMs }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
@@ -60,7 +67,7 @@ export class JsonClient {
           else reject(new HttpJsonError(status, (json as { message?: string }).message ?? `status ${status}`));
         });
       });
-      req.on('timeout', () => req.destroy(new Error('no answer within 10 s')));
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs / 1000} s`)));
       req.on('error', (e) => reject(new HttpJsonError(0, `cannot reach ${origin}: ${(e as NodeJS.ErrnoException).code ?? e.message}`)));
       req.end(payload);
     });
