@@ -6,6 +6,7 @@ import { ConnectorConfigError, type ConnectorFactory } from './connector.js';
  */
 const loaders: Record<string, () => Promise<ConnectorFactory>> = {
   // Each connector adds one line here: `type: async () => (await import('./file.js')).factoryName,`
+  strongswan: async () => (await import('./strongswan/connector.js')).strongswanConnector,
 };
 
 export function connectorTypes(): string[] {
