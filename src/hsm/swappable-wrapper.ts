@@ -10,7 +10,11 @@ export class SwappableKeyWrapper implements KeyWrapper, KekVersions {
   private retiring = new Set<{ wrapper: KeyWrapper; timer: NodeJS.Timeout }>();
   private closed = false;
 
-  constructor(private inner: KeyWrapper) {}
+  /** `onError` hears of every encrypt or decrypt that failed (the metrics count them); the caller still gets the error. */
+  constructor(
+    private inner: KeyWrapper,
+    private readonly onError?: (operation: 'encrypt' | 'decrypt', err: unknown) => void,
+  ) {}
 
   get description(): string {
     return this.inner.description;
@@ -29,11 +33,17 @@ export class SwappableKeyWrapper implements KeyWrapper, KekVersions {
   }
 
   encrypt(plaintext: Uint8Array, aad: Uint8Array): Promise<Sealed> {
-    return this.inner.encrypt(plaintext, aad);
+    return this.watched('encrypt', this.inner.encrypt(plaintext, aad));
   }
 
   decrypt(sealed: Sealed, aad: Uint8Array): Promise<Buffer> {
-    return this.inner.decrypt(sealed, aad);
+    return this.watched('decrypt', this.inner.decrypt(sealed, aad));
+  }
+
+  private watched<T>(operation: 'encrypt' | 'decrypt', call: Promise<T>): Promise<T> {
+    const onError = this.onError;
+    if (onError) call.then(undefined, (err: unknown) => onError(operation, err));
+    return call;
   }
 
   listVersions(): Promise<number[]> {

@@ -67,19 +67,25 @@ export class FallbackState {
     return this.active.has(linkId);
   }
 
-  /** Counts fallback keys delivered to a master for a pair (status_extension shows it). */
+  /** Counts fallback keys delivered to a master for a pair (status_extension and the metrics show it). */
   count(master: string, slave: string, keys: number): void {
-    const pair = pairKey(master, slave);
+    const pair = `${master}\0${slave}`;
     this.keysByPair.set(pair, (this.keysByPair.get(pair) ?? 0) + keys);
   }
 
-  /** Fallback keys this process delivered for the pair since it started. */
+  /** Fallback keys this process delivered for the pair since it started, whichever of the two was the master. */
   keys(master: string, slave: string): number {
-    return this.keysByPair.get(pairKey(master, slave)) ?? 0;
+    return (this.keysByPair.get(`${master}\0${slave}`) ?? 0) + (this.keysByPair.get(`${slave}\0${master}`) ?? 0);
+  }
+
+  /** Per (master, slave) pair, the fallback keys this process delivered since it started. */
+  deliveredByPair(): Array<{ master: string; slave: string; keys: number }> {
+    return [...this.keysByPair].map(([pair, keys]) => {
+      const [master = '', slave = ''] = pair.split('\0');
+      return { master, slave, keys };
+    });
   }
 }
 
 /** How long a link must go without fallback keys before a QKD delivery records the switch back. */
 export const QUIET_MS = 5_000;
-
-const pairKey = (x: string, y: string) => (x < y ? `${x}/${y}` : `${y}/${x}`);

@@ -46,6 +46,8 @@ export interface KeyServiceDeps {
   policies?: PolicyBook;
   /** Which links' pairs get fallback keys now, and how many each pair got (status figures). */
   fallback?: FallbackState;
+  /** Hears of the keys handed out, per pair, as they go (the metrics count them; it must be cheap and never throw). */
+  delivered?: (operation: 'enc_keys' | 'dec_keys', master: string, slave: string, keys: number) => void;
 }
 
 /**
@@ -167,6 +169,7 @@ export class KeyService {
         return databaseDown(err);
       });
     if (delivery.origin === 'pqc_fallback') for (const s of slaveSaeIds) this.deps.fallback?.count(caller.saeId, s, number);
+    if (this.deps.delivered) for (const s of slaveSaeIds) this.deps.delivered('enc_keys', caller.saeId, s, delivery.keys.length);
     return { keys: delivery.keys, key_container_extension: { qkms_key_origin: delivery.origin } };
   }
 
@@ -218,7 +221,10 @@ export class KeyService {
       batch.forEach((p, i) => {
         const a = answers[i]!;
         if (a instanceof KmsError) p.reject(a);
-        else p.resolve(a);
+        else {
+          this.deps.delivered?.('dec_keys', p.request.master, p.request.caller.saeId, a.keys.length);
+          p.resolve(a);
+        }
       });
     } catch (err) {
       if (err instanceof IntegrityFailures && batch.length > 1) {

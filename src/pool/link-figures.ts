@@ -58,6 +58,11 @@ export class LinkFigures {
     };
   }
 
+  /** For metrics: the running totals since the process started, and what the device reports now. */
+  totals(): { blocks: number; bits: number; device: DeviceFigures } {
+    return { blocks: this.total, bits: this.total * this.blockBits, device: this.device.figures() };
+  }
+
   private prune(t: number): void {
     while (this.samples.length > 0 && t - this.samples[0]!.at > WINDOW_MS) this.samples.shift();
   }

@@ -70,6 +70,7 @@ export class Etsi014Device implements LinkSource {
   private fetching: Promise<unknown> = Promise.resolve();
   private up = true;
   private lastOutage: DeviceFigures['lastOutage'];
+  private outages = 0;
   private closed = false;
   private warnedNoLimit = false;
 
@@ -123,7 +124,7 @@ export class Etsi014Device implements LinkSource {
   }
 
   figures(): DeviceFigures {
-    return { up: this.up, ...(this.lastOutage ? { lastOutage: this.lastOutage } : {}) };
+    return { up: this.up, outages: this.outages, ...(this.lastOutage ? { lastOutage: this.lastOutage } : {}) };
   }
 
   async close(): Promise<void> {
@@ -297,6 +298,7 @@ export class Etsi014Device implements LinkSource {
     this.limits = undefined;
     if (this.up) {
       this.lastOutage = { at: new Date().toISOString() };
+      this.outages++;
       this.ctx.log.warn({ link: this.ctx.linkId, device: this.config.url, reason: why }, 'QKD device unavailable');
     }
     this.up = false;

@@ -49,6 +49,7 @@ export class KeyFileDirectory implements LinkSource {
   private readonly noted = new Set<string>();
   private up = true;
   private lastOutage: DeviceFigures['lastOutage'];
+  private outages = 0;
   private closed = false;
 
   constructor(
@@ -161,7 +162,7 @@ export class KeyFileDirectory implements LinkSource {
   }
 
   figures(): DeviceFigures {
-    return { up: this.up, ...(this.lastOutage ? { lastOutage: this.lastOutage } : {}) };
+    return { up: this.up, outages: this.outages, ...(this.lastOutage ? { lastOutage: this.lastOutage } : {}) };
   }
 
   async close(): Promise<void> {
@@ -178,6 +179,7 @@ export class KeyFileDirectory implements LinkSource {
       if (this.up) {
         this.up = false;
         this.lastOutage = { at: new Date().toISOString() };
+        this.outages++;
         this.ctx.log.warn({ link: this.ctx.linkId, directory: this.directory, code: why }, 'key file directory unreadable');
       }
       throw new DeviceUnavailableError(`link ${this.ctx.linkId}: cannot read key file directory ${this.directory}: ${why}`);

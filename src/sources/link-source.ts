@@ -66,6 +66,8 @@ export interface DeviceFigures {
   up: boolean;
   /** When the device last went down, and for how long it was down (ms), if it ever did. */
   lastOutage?: { at: string; durationMs?: number };
+  /** How many times the device went down since this source was opened (the metric qkms_link_outages_total). */
+  outages: number;
 }
 
 /** The device cannot be reached or is in an outage: transient, retry later. */

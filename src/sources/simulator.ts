@@ -56,6 +56,7 @@ export class SimulatedDevice implements LinkSource, LinkOutageDrill {
   /** Outage intervals in absolute ms (scheduled ones, and those `outage()` added). */
   private readonly downtimes: Array<{ from: number; to: number }>;
   private lastOutage: DeviceFigures['lastOutage'];
+  private outages = 0;
   private wasDown = false;
 
   constructor(private readonly opts: SimulatorOptions) {
@@ -105,7 +106,8 @@ export class SimulatedDevice implements LinkSource, LinkOutageDrill {
   }
 
   figures(): DeviceFigures {
-    return { qber: this.opts.qber, up: !this.isDown(), ...(this.lastOutage ? { lastOutage: this.lastOutage } : {}) };
+    const up = !this.observeOutage();
+    return { qber: this.opts.qber, up, outages: this.outages, ...(this.lastOutage ? { lastOutage: this.lastOutage } : {}) };
   }
 
   async close(): Promise<void> {
@@ -113,15 +115,26 @@ export class SimulatedDevice implements LinkSource, LinkOutageDrill {
     this.streamKey?.fill(0);
   }
 
-  private checkUp(): void {
-    if (this.closed) throw new DeviceUnavailableError(`simulated device on link ${this.opts.linkId} is closed`);
+  /**
+   * Whether the device is down now, noting the start and end of an outage. Called by take/fetch and by figures():
+   * a full pool asks its device for nothing, and an outage then is still seen (and counted) when figures are read.
+   */
+  private observeOutage(): boolean {
     const down = this.isDown();
-    if (down && !this.wasDown) this.lastOutage = { at: new Date(this.now()).toISOString() };
+    if (down && !this.wasDown) {
+      this.lastOutage = { at: new Date(this.now()).toISOString() };
+      this.outages++;
+    }
     if (!down && this.wasDown && this.lastOutage) {
       this.lastOutage = { ...this.lastOutage, durationMs: this.now() - Date.parse(this.lastOutage.at) };
     }
     this.wasDown = down;
-    if (down) throw new DeviceUnavailableError(`simulated link ${this.opts.linkId} is down (outage)`);
+    return down;
+  }
+
+  private checkUp(): void {
+    if (this.closed) throw new DeviceUnavailableError(`simulated device on link ${this.opts.linkId} is closed`);
+    if (this.observeOutage()) throw new DeviceUnavailableError(`simulated link ${this.opts.linkId} is down (outage)`);
   }
 
   private isDown(): boolean {

@@ -99,7 +99,7 @@ t.test('the secondary fetches exactly the primary material by its refs', async (
 
   const fetched = await secondary.fetch(keys.map(({ ref, blocks }) => ({ ref, blocks }))); // 3 device calls of ≤ 8
   t.same(fetched.map((b) => b.toString('hex')), keys.map((k) => k.material.toString('hex')), 'identical material, in order');
-  t.same(primary.figures(), { up: true });
+  t.same(primary.figures(), { up: true, outages: 0 });
   t.equal(primary.figures().qber, undefined, 'ETSI 014 reports no QBER');
   await secondary.release(keys.map((k) => k.ref));
 });
@@ -149,12 +149,14 @@ t.test('an outage: take throws DeviceUnavailableError, and works again after it'
   const down = primary.figures();
   t.equal(down.up, false);
   t.ok(down.lastOutage?.at, 'when it went down');
+  t.equal(down.outages, 1, 'the outage is counted');
   await sleep(700);
   const keys = await takeKeys(primary, 2);
   t.equal(keys.length, 2, 'keys again after the outage');
   const up = primary.figures();
   t.equal(up.up, true);
   t.ok((up.lastOutage?.durationMs ?? -1) >= 0, 'how long it was down');
+  t.equal(up.outages, 1, 'once');
 });
 
 t.test('no key yet (503 while the device is up) gives []', async (t) => {

@@ -72,13 +72,22 @@ t.test('outages: scheduled and on demand; no key distils while down', async (t) 
   advance(2000);
   const after = await sim.take(100);
   t.same(after.map((k) => [k.ref, k.blocks]), [['0', 10]], 'back at 3 s: the first second produced 10 blocks, the outage none');
-  t.match(sim.figures(), { up: true, lastOutage: { durationMs: 2000 } });
+  t.match(sim.figures(), { up: true, lastOutage: { durationMs: 2000 }, outages: 1 });
   advance(1000);
   t.same((await sim.take(100)).map((k) => [k.ref, k.blocks]), [['10', 10]]);
   sim.outage(500);
   await t.rejects(sim.take(1), DeviceUnavailableError, 'an outage on demand');
   advance(500);
   t.same(await sim.take(100), []);
+  t.equal(sim.figures().outages, 2, 'each outage counted once');
+});
+
+t.test('an outage while nobody takes (a full pool) is counted when the figures are read', async (t) => {
+  const { sim, advance } = device({ rate: 256 * 10, bufferBlocks: 1000, outages: [{ afterMs: 1000, durationMs: 500 }] });
+  advance(1200);
+  t.match(sim.figures(), { up: false, outages: 1 });
+  advance(500);
+  t.match(sim.figures(), { up: true, outages: 1, lastOutage: { durationMs: 500 } });
 });
 
 t.test(`a QBER above ${QBER_ABORT} yields no key`, async (t) => {
