@@ -14,6 +14,7 @@ import type { KeyService } from './keys/key-service.js';
 import type { Logger } from './log.js';
 import type { Db } from './store/db.js';
 import type { RefusalLog } from './audit/refusals.js';
+import type { MetricOperation, RequestMetrics } from './metrics/request-metrics.js';
 import { etsiClientErrorHandler } from './http/client-errors.js';
 import { connectionLimits } from './http/connection-limits.js';
 import { registerLoadShedding } from './http/load-shedding.js';
@@ -53,6 +54,8 @@ export interface AppDeps {
   listen: Config['listen'];
   /** Past this event-loop delay requests are shed with a 503 (config `requests.max_event_loop_delay_ms`; 0: never). */
   maxEventLoopDelayMs: number;
+  /** Counts requests (latency per operation) and refusals by reason; none: not counted. */
+  metrics?: RequestMetrics;
 }
 
 /**
@@ -76,6 +79,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   app.setValidatorCompiler(validatorCompiler());
   registerJsonBodyParser(app);
+  const metrics = deps.metrics;
+  if (metrics) {
+    // Every answer, shed and refused ones too: one observation on a cached label set.
+    app.addHook('onResponse', (request, reply, done) => {
+      metrics.request(METRIC_OPERATION[operationOf(request.url)], reply.statusCode, reply.elapsedTime / 1000);
+      done();
+    });
+  }
   await registerLoadShedding(app, { maxEventLoopDelayMs: deps.maxEventLoopDelayMs, log: deps.log });
   installErrorHandling(app, (request, error) => {
     // The same identity the routes authenticate with (cached per TLS socket), also for refusals outside them.
@@ -99,6 +110,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
             ? `operator:${caller.operatorId}`
             : `sae:${caller.saeId}`;
     const outcome = error.statusCode >= 500 ? 'failed' : 'refused';
+    metrics?.refused(METRIC_OPERATION[operation], actor, error);
     request.log.info({ status: error.statusCode, url: request.url, actor, reason: error.message }, outcome === 'failed' ? 'request failed' : 'request refused');
     deps.refusals.record({
       operation,
@@ -129,6 +141,17 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.get('/admin/openapi.json', { schema: { hide: true } }, () => docs().admin);
   return app;
 }
+
+/** The audit log's operation names, as the metrics' `operation` label says them. */
+const METRIC_OPERATION: Record<ReturnType<typeof operationOf>, MetricOperation> = {
+  status: 'status',
+  deliver_master: 'enc_keys',
+  deliver_slave: 'dec_keys',
+  request: 'other',
+  peer_request: 'peer',
+  audit_request: 'audit',
+  admin_request: 'admin',
+};
 
 function operationOf(url: string): 'status' | 'deliver_master' | 'deliver_slave' | 'request' | 'peer_request' | 'audit_request' | 'admin_request' {
   const path = url.split('?')[0] ?? '';

@@ -22,6 +22,7 @@ import { startCosigning } from './peers/cosigning.js';
 import { KeyService } from './keys/key-service.js';
 import { FallbackState } from './keys/fallback-state.js';
 import { startOpsServer } from './ops/ops-server.js';
+import { KmeMetrics } from './metrics/kme-metrics.js';
 import { databaseCheck, hsmCheck, Readiness } from './ops/readiness.js';
 import { MasterDeliveryBatcher } from './keys/master-batcher.js';
 import { startEraserJob } from './lifecycle/eraser.js';
@@ -99,8 +100,10 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
   if (config.database.app_role) await checkSchema(opts.databaseUrl);
   else await migrate(opts.databaseUrl, log);
   const db = createDb({ url: opts.databaseUrl, poolSize: config.database.pool_size, log });
+  const metrics = new KmeMetrics(config.kme_id); // served on the ops listener; counting costs an increment
+  metrics.watchDatabase(db);
   // Swappable: rotating the KEK may open a fresh HSM connection while the KME runs.
-  const wrapper = new SwappableKeyWrapper(opts.wrapper ?? (await openKeyWrapper(config.hsm, log)));
+  const wrapper = new SwappableKeyWrapper(opts.wrapper ?? (await openKeyWrapper(config.hsm, log)), metrics.hsmError);
   const closers: Array<() => Promise<unknown>> = [() => wrapper.close(), () => db.end()];
   try {
     const signingKey = opts.signingKey ?? (await openSigningKey(config.hsm, log));
@@ -186,7 +189,9 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       pools,
       policies,
       fallback,
+      delivered: metrics.keysDelivered,
     });
+    metrics.collectFrom({ db, log, figures, fallback, topology, policies });
     const refusals = new RefusalLog(db, log, config.kme_id);
     closers.unshift(() => refusals.close()); // after the API has closed: its last refusals are written too
     const trust = await ClientTrust.load({ ca: tls.ca as Buffer, ...(tls.crl ? { crl: tls.crl as Buffer } : {}) }).catch((err: Error) => {
@@ -197,7 +202,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     const tlsRotation = new TlsRotation({ tls: config.tls, server: secureContext, principals, trust, peerClients: [...network.clients.values()], db, log }, tls);
     // Before the API: while the API drains at a stop, the probes still hear "not ready" (closers run last-in first).
     const readiness = new Readiness([databaseCheck(db), hsmCheck(wrapper)]);
-    const ops = config.ops ? await startOpsServer({ ...config.ops.listen, readiness, log }) : undefined;
+    const ops = config.ops ? await startOpsServer({ ...config.ops.listen, readiness, metrics: metrics.registry, log }) : undefined;
     if (ops) closers.unshift(() => ops.close());
     const app = await buildApp({
       keys,
@@ -216,6 +221,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       tls,
       listen: config.listen,
       maxEventLoopDelayMs: config.requests.max_event_loop_delay_ms,
+      metrics: metrics.requests,
     });
     closers.unshift(() => closeApi(app.server, () => app.close()));
     await app.listen({ host: config.listen.host, port: config.listen.port });
