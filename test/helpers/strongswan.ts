@@ -25,6 +25,8 @@ export interface Charon {
   /** The VICI socket (a file of the test directory, reachable from the root namespace). */
   vici: string;
   logFile: string;
+  /** charon's process id (in the root namespace's numbering): tests stop and kill it. */
+  pid: number;
   /** The veth address (IKE peers talk here) and the inner address the tunnel protects. */
   outer: string;
   inner: string;
@@ -146,7 +148,7 @@ export async function startCharonPair(): Promise<CharonPair> {
           return output;
         }
       };
-      return { name, netns, vici, logFile, outer, inner, log, client: () => connectWhenUp(vici, child, log) };
+      return { name, netns, vici, logFile, pid: child.pid!, outer, inner, log, client: () => connectWhenUp(vici, child, log) };
     };
     const a = start('A', nsA, '10.231.0.1', '10.232.1.1');
     const b = start('B', nsB, '10.231.0.2', '10.232.2.1');
