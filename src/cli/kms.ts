@@ -13,6 +13,9 @@ const USAGE = `usage: kms <command> [options]
   migrate --config FILE     apply database migrations and exit (with database.app_role: as the owner, from
                             KMS_MIGRATE_DATABASE_URL, and grant the KME's role only what it needs)
   sim --config FILE         run simulated QKD device pairs that serve ETSI 014 to KMEs (docs/devices.md)
+  agent --config FILE       run a site's consumer agent: keys its encryptors (strongSwan, MACsec, a script) in
+                            step with the peer agents (docs/agent.md)
+  agent status [--config FILE] [--json]   each binding's key_ID, its age, the next rotation, the last error
   pki <init|issue-kme|issue-sae|issue-auditor|issue-operator> …   a CA and certificates (kms pki help)
   audit <keys|checkpoint|export|verify> …   the custody log for auditors (kms audit help)
   sae <list|show|enroll|suspend|resume|revoke> …   SAEs, over the admin API (kms sae help)
@@ -63,6 +66,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     case 'sim':
       return (await import('./sim.js')).simCommand(rest, log);
+    case 'agent':
+      return (await import('../consumers/agent/cli.js')).agentCommand(rest, log, (line) => process.stdout.write(line + '\n'));
     case 'pki':
       return (await import('../pki/cli.js')).pkiCommand(rest, (line) => process.stdout.write(line + '\n'));
     case 'sae':
