@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer } from 'node:https';
 import type { TLSSocket } from 'node:tls';
-import { postQuantumGroups } from '../src/tls.js';
+import { postQuantumTls } from '../src/tls.js';
 
 const env = (name: string): string => {
   const v = process.env[name];
@@ -27,7 +27,7 @@ const server = createServer(
     rejectUnauthorized: true,
     minVersion: 'TLSv1.2',
     // Same key-exchange groups as the KME, so a fresh handshake costs the same on both.
-    ...(postQuantumGroups ? { ecdhCurve: postQuantumGroups } : {}),
+    ...postQuantumTls,
   },
   (req, res) => {
     const chunks: Buffer[] = [];

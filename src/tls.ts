@@ -23,7 +23,7 @@ export function tlsServerOptions(tls: Config['tls']): TlsOptions & SecureContext
     requestCert: true,
     rejectUnauthorized: false,
     minVersion: 'TLSv1.2',
-    ...(postQuantumGroups ? { ecdhCurve: postQuantumGroups } : {}),
+    ...postQuantumTls,
   };
 }
 
@@ -44,3 +44,6 @@ export const postQuantumGroups: string | undefined = (() => {
   const [major = 0, minor = 0] = (process.versions.openssl ?? '').split('.').map((n) => parseInt(n, 10));
   return major > 3 || (major === 3 && minor >= 5) ? 'X25519MLKEM768:X25519:prime256v1:secp384r1' : undefined;
 })();
+
+/** The groups option for every TLS server and client of the KME (spread into its options): empty without ML-KEM. */
+export const postQuantumTls: { ecdhCurve?: string } = postQuantumGroups ? { ecdhCurve: postQuantumGroups } : {};

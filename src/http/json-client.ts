@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Agent, request, type AgentOptions } from 'node:https';
 import { ConfigError } from '../config/load.js';
+import { postQuantumTls } from '../tls.js';
 
 /** Where to find a CA and the client certificate to present. */
 export interface ClientIdentity {
@@ -43,7 +44,9 @@ export class JsonClient {
         throw new ConfigError(`${flags[which]} ${identity[which]}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
       }
     };
-    this.agent = new Agent({ ca: read('ca'), cert: read('cert'), key: read('key'), keepAlive: true, checkServerIdentity: opts.checkServerIdentity });
+    // Node 24 refuses `checkServerIdentity: undefined` (it must be a function when the key is present).
+    const check = opts.checkServerIdentity ? { checkServerIdentity: opts.checkServerIdentity } : {};
+    this.agent = new Agent({ ca: read('ca'), cert: read('cert'), key: read('key'), keepAlive: true, ...check, ...postQuantumTls });
   }
 
   /** Resolves with the JSON answer of a 200; rejects with HttpJsonError otherwise. */

@@ -7,6 +7,7 @@ import { registerJsonBodyParser } from '../http/json-body.js';
 import type { Logger } from '../log.js';
 import type { SimConfig } from './config.js';
 import { DevicePair, otherEnd, type End } from './device-pair.js';
+import { postQuantumTls } from '../tls.js';
 
 export interface DeviceSimulator {
   /** https://host:port the devices listen on. */
@@ -35,7 +36,7 @@ export async function startDeviceSimulator(config: SimConfig, log: Logger): Prom
   const cnOf = (pair: DevicePair, end: End) => pair.link.ends[end]!.certificate_cn ?? pair.link.ends[end]!.sae_id;
 
   const app = Fastify({
-    https: { ...readTls(config.tls), requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' },
+    https: { ...readTls(config.tls), requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2', ...postQuantumTls },
     loggerInstance: log as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     routerOptions: { ignoreTrailingSlash: true },

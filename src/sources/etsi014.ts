@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
 import { ConfigError } from '../config/load.js';
 import type { Etsi014SourceConfig } from '../config/schema.js';
+import { postQuantumTls } from '../tls.js';
 import {
   DeviceKeysNotReadyError,
   DeviceUnavailableError,
@@ -83,7 +84,7 @@ export class Etsi014Device implements LinkSource {
     this.blockBytes = ctx.blockBits / 8;
     this.peer = encodeURIComponent(config.peer_sae_id);
     // One keep-alive agent: the device is called many times a second, a handshake each time would dominate.
-    this.agent = new Agent({ keepAlive: true, maxSockets: 4, minVersion: 'TLSv1.2', ...tls });
+    this.agent = new Agent({ keepAlive: true, maxSockets: 4, minVersion: 'TLSv1.2', ...postQuantumTls, ...tls });
     this.description = `ETSI GS QKD 014 device at ${config.url} (link ${ctx.linkId}, peer SAE ${config.peer_sae_id}, ${ctx.role})`;
   }
 
