@@ -6,6 +6,7 @@ import { ConnectorConfigError, type ConnectorFactory } from './connector.js';
  */
 const loaders: Record<string, () => Promise<ConnectorFactory>> = {
   // Each connector adds one line here: `type: async () => (await import('./file.js')).factoryName,`
+  exec: async () => (await import('./exec/exec-connector.js')).execConnector,
   'macsec-mka': async () => (await import('./macsec/mka-connector.js')).macsecMkaFactory,
   'macsec-static': async () => (await import('./macsec/static-connector.js')).macsecStaticFactory,
   strongswan: async () => (await import('./strongswan/connector.js')).strongswanConnector,
