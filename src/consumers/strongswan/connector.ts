@@ -123,11 +123,16 @@ export class StrongswanConnector implements Connector {
     return typeof conn.ppk_id === 'string' ? conn.ppk_id : '';
   }
 
-  /** Initiates the child SA and returns the unique id of the IKE SA that carries it (from charon's control log). */
+  /**
+   * Initiates the child SA and returns the unique id of the IKE SA that carries it (from charon's control log).
+   * When an IKE SA made with this very connection definition (so with this PPK) already carries the child, charon
+   * reuses it and refuses a duplicate CHILD_SA: that IKE SA is the answer (an activate repeated after a restart).
+   */
   private async initiate(): Promise<string> {
     const { child, connection, initiateTimeoutMs } = this.settings;
     let ikeId: string | undefined;
     let last = '';
+    let duplicate = false;
     try {
       await (await this.vici()).stream(
         'initiate',
@@ -138,10 +143,12 @@ export class StrongswanConnector implements Connector {
           onEvent: (e) => {
             if (typeof e['ikesa-uniqueid'] === 'string') ikeId = e['ikesa-uniqueid'];
             if (typeof e.msg === 'string') last = e.msg;
+            if (/due to existing duplicate/.test(last)) duplicate = true;
           },
         },
       );
     } catch (err) {
+      if (duplicate && ikeId && err instanceof ViciCommandError) return ikeId;
       // charon's own last words ("received AUTHENTICATION_FAILED notify error") say more than "initiate failed"
       if (err instanceof ViciCommandError && last) throw new ViciCommandError('initiate', `${err.errmsg} (charon: ${last})`);
       throw err;

@@ -88,7 +88,7 @@ t.test('strongSwan connector: PPK bring-up and three rotations under traffic', {
   });
   const last = keys[3]!;
   const sasOf = async (c: ViciClient) =>
-    (await c.stream('list-sas', { ike: 'qkd' }, 'list-sa')).events.map((e) => e.qkd as Record<string, string>);
+    (await c.stream('list-sas', { ike: 'qkd' }, 'list-sa')).events.map((e) => e.qkd as Record<string, string> & { 'child-sas'?: object });
   const sas = await sasOf(a);
   t.equal(sas.length, 1, 'one IKE SA left: each rotation closed the one before');
   t.equal(sas[0]?.ppk, 'yes', 'and it was authenticated with a PPK');
@@ -98,13 +98,21 @@ t.test('strongSwan connector: PPK bring-up and three rotations under traffic', {
     t.same(held.filter((id) => id.startsWith('qkd-')), [ppkIdOf(last.keyId)], 'retired PPKs are unloaded, the current one stays');
   }
 
-  t.test('activate again is a no-op; stage again is harmless', async (t) => {
+  t.test('activate again is a no-op, also from a restarted agent; stage again is harmless', async (t) => {
     await slave.stage(last);
     await master.stage(last);
     await master.activate(last);
     await slave.activate(last);
     const now = await sasOf(a);
     t.same(now.map((s) => s.uniqueid), sas.map((s) => s.uniqueid), 'the same IKE SA, no new IKE_AUTH');
+    // An agent restarted after the switch repeats activate with a connector that remembers nothing: charon reuses
+    // the IKE SA made with this definition (and this PPK) and refuses a duplicate CHILD_SA; that is success.
+    const restarted = connector('master', pair.a, pair.b);
+    t.teardown(() => restarted.close());
+    await restarted.activate(last);
+    const after = await sasOf(a);
+    t.same(after.map((s) => s.uniqueid), sas.map((s) => s.uniqueid), 'after a restart too: the same IKE SA');
+    t.same(Object.keys(after[0]?.['child-sas'] ?? {}).length, 1, 'and one CHILD_SA in it');
   });
 
   t.test('a key the responder does not hold: activate fails with charon\'s reason, the old tunnel keeps working', async (t) => {
