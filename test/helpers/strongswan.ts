@@ -76,6 +76,28 @@ export function strongswanSkipReason(): string | undefined {
 }
 
 let pairs = 0;
+const cleanUps = new Set<() => void>();
+/**
+ * Clean-ups that must run however the test process ends: on exit, and on the SIGTERM/SIGINT that tap sends a test
+ * that ran out of time (a signal ends Node without an 'exit' event), after which the signal is raised again.
+ */
+function onAnyEnd(cleanUp: () => void): () => void {
+  if (cleanUps.size === 0) {
+    process.once('exit', runCleanUps);
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+      process.once(signal, () => {
+        runCleanUps();
+        process.kill(process.pid, signal);
+      });
+    }
+  }
+  cleanUps.add(cleanUp);
+  return () => cleanUps.delete(cleanUp);
+}
+function runCleanUps(): void {
+  for (const c of cleanUps) c();
+  cleanUps.clear();
+}
 
 export async function startCharonPair(): Promise<CharonPair> {
   const n = ++pairs;
@@ -94,7 +116,7 @@ export async function startCharonPair(): Promise<CharonPair> {
       }
     }
   };
-  process.once('exit', cleanUp);
+  const forget = onAnyEnd(cleanUp);
   const close = async () => {
     for (const c of children) {
       if (c.exitCode !== null || c.signalCode !== null) continue;
@@ -103,7 +125,7 @@ export async function startCharonPair(): Promise<CharonPair> {
       await Promise.race([gone, new Promise((r) => setTimeout(r, 3000))]);
     }
     cleanUp();
-    process.removeListener('exit', cleanUp);
+    forget();
     rmSync(dir, { recursive: true, force: true });
   };
 
