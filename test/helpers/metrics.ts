@@ -58,3 +58,27 @@ export function exportedSeriesNames(s: Scrape): Set<string> {
   }
   return names;
 }
+
+const PROMQL_KEYWORDS = new Set(['and', 'or', 'unless', 'by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'bool', 'offset', 'inf', 'nan']);
+
+/**
+ * The metric names a PromQL expression reads (not a full parser: enough for the expressions of our dashboard and
+ * alert rules). Strings, label matchers, ranges, grouping clauses, numbers, Grafana variables and function names
+ * are taken out; the identifiers left are metric names.
+ */
+export function promqlMetricNames(expr: string): string[] {
+  const stripped = expr
+    .replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'/g, ' ')
+    .replace(/\{[^}]*\}/g, ' ')
+    .replace(/\[[^\]]*\]/g, ' ')
+    .replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, ' ')
+    .replace(/\boffset\s+\S+/g, ' ')
+    .replace(/\$\{[^}]*\}|\$\w+/g, ' ')
+    .replace(/(^|[^a-zA-Z0-9_:])\d+(\.\d+)?([eE][+-]?\d+)?/g, '$1 ');
+  const names = new Set<string>();
+  for (const m of stripped.matchAll(/([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?/g)) {
+    if (m[2] || PROMQL_KEYWORDS.has(m[1]!.toLowerCase())) continue; // a function, or a keyword
+    names.add(m[1]!);
+  }
+  return [...names];
+}
