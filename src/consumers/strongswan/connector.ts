@@ -66,11 +66,12 @@ export class StrongswanConnector implements Connector {
       if (previous) await this.loadConnection(previous).catch(() => undefined);
       throw err;
     }
+    // The new key is in service from here; a failed clean-up below leaves an extra IKE SA, not a half switch.
+    this.active = { keyId: key.keyId, ikeId };
     // Every other IKE SA of this connection was authenticated with an older PPK: its child SAs are replaced by
     // the new ones (same traffic selectors), so closing it costs no packets.
     const older = (await this.ikeSas()).filter((sa) => sa.id !== ikeId);
     for (const sa of older) await this.terminate(sa.id);
-    this.active = { keyId: key.keyId, ikeId };
     this.context.log.info(
       { binding: this.context.binding, keyId: key.keyId, ikeSa: ikeId, closed: older.map((sa) => sa.id) },
       'strongSwan tunnel re-authenticated with the new PPK',
