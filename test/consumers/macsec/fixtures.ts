@@ -72,3 +72,11 @@ export function which(program: string): string | null {
   const r = spawnSync('sh', ['-c', `command -v ${program}`], { encoding: 'utf8' });
   return r.status === 0 ? r.stdout.trim() : null;
 }
+
+/** Why network-namespace tests cannot run here, or false when they can (probes by making and removing one). */
+export function netnsSkipReason(): string | false {
+  const probe = netnsWithVeth(`kmsprobe${process.pid}`, ['probe0', 'probe1']);
+  if (!probe.ok) return `no network namespace with a veth pair here (${probe.why})`;
+  probe.remove();
+  return false;
+}

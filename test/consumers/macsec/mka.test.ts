@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { macsecMkaFactory, MKA_CONFIG_FILE } from '../../../src/consumers/macsec/mka-connector.js';
 import { connectorFactory } from '../../../src/consumers/registry.js';
 import { findLeaks } from '../../helpers/leak-scan.js';
-import { KEY16, KEY32, KEY32_B, KEY_ID_1, netnsWithVeth, recordingCommand, testContext, which } from './fixtures.js';
+import { KEY16, KEY32, KEY32_B, KEY_ID_1, netnsSkipReason, netnsWithVeth, recordingCommand, testContext, which } from './fixtures.js';
 
 // Issue 14 item 4, MACsec keyed by MKA through wpa_supplicant (src/consumers/macsec/mka-connector.ts). This kernel
 // has no MACsec, so the secured port itself cannot come up here; what is tested for real: the exact config text,
@@ -37,16 +37,21 @@ const expectedWithKey = (ctrl: string, priority: number, ckn: string, cak: strin
     '',
   ].join('\n');
 const CKN_1 = '0f1e2d3c4b5a49788796a5b4c3d2e1f0';
+const WPA = which('wpa_supplicant');
+const CLI = which('wpa_cli');
+const noNetns = netnsSkipReason();
+const skipParse = !WPA ? 'wpa_supplicant is not installed (apt-get install wpasupplicant; .ci/run does): the config is not parsed here' : noNetns;
+const skipReload = !WPA || !CLI ? 'wpa_supplicant/wpa_cli are not installed (apt-get install wpasupplicant; .ci/run does)' : noNetns;
 
 t.test('settings: required fields, key length, unknown names, all refused naming the field', async (t) => {
   const { ctx, cleanup } = testContext();
   t.teardown(cleanup);
-  t.throws(() => macsecMkaFactory.create({ cak_bytes: 32 }, ctx), { field: 'connector.interface' });
-  t.throws(() => macsecMkaFactory.create({ interface: 'eth1' }, ctx), { field: 'connector.cak_bytes', message: /is required \(16 or 32\)/ });
-  t.throws(() => macsecMkaFactory.create({ interface: 'eth1', cak_bytes: 24 }, ctx), { field: 'connector.cak_bytes', message: /must be 16 or 32/ });
-  t.throws(() => macsecMkaFactory.create({ interface: 'eth1', cak_bytes: 16, mka_cak: 'x' }, ctx), { field: 'connector.mka_cak', message: /unknown setting/ });
-  t.throws(() => macsecMkaFactory.create({ interface: 'eth 1', cak_bytes: 16 }, ctx), { field: 'connector.interface' });
-  t.throws(() => macsecMkaFactory.create({ interface: 'eth1', cak_bytes: 16, mka_priority: 256 }, ctx), { field: 'connector.mka_priority' });
+  t.throws(() => macsecMkaFactory.create({ cak_bytes: 32 }, ctx), { name: 'ConnectorConfigError', field: 'connector.interface' });
+  t.throws(() => macsecMkaFactory.create({ interface: 'eth1' }, ctx), { name: 'ConnectorConfigError', field: 'connector.cak_bytes', message: /is required \(16 or 32\)/ });
+  t.throws(() => macsecMkaFactory.create({ interface: 'eth1', cak_bytes: 24 }, ctx), { name: 'ConnectorConfigError', field: 'connector.cak_bytes', message: /must be 16 or 32/ });
+  t.throws(() => macsecMkaFactory.create({ interface: 'eth1', cak_bytes: 16, mka_cak: 'x' }, ctx), { name: 'ConnectorConfigError', field: 'connector.mka_cak', message: /unknown setting/ });
+  t.throws(() => macsecMkaFactory.create({ interface: 'eth 1', cak_bytes: 16 }, ctx), { name: 'ConnectorConfigError', field: 'connector.interface' });
+  t.throws(() => macsecMkaFactory.create({ interface: 'eth1', cak_bytes: 16, mka_priority: 256 }, ctx), { name: 'ConnectorConfigError', field: 'connector.mka_priority' });
   t.equal((await connectorFactory('macsec-mka', 'bindings[0].connector.type')).type, 'macsec-mka', 'registered');
 });
 
@@ -70,11 +75,10 @@ t.test('the config file: 0600 in the work dir, no network before the first key, 
   t.same(findLeaks([KEY16.key, KEY32.key], { texts: [{ where: 'error', text: String(err) }, { where: 'log', text: logText() }, { where: 'argv', text: wpaCli.argv().flat().join(' ') }, { where: 'env', text: wpaCli.env() }], bytes: [] }), []);
 });
 
-t.test('wpa_supplicant parses the generated config (and stops only for want of the MACsec module)', async (t) => {
-  const wpa = which('wpa_supplicant');
-  if (!wpa) return t.skip('wpa_supplicant is not installed (apt-get install wpasupplicant; .ci/run does): the config is not parsed here');
+t.test('wpa_supplicant parses the generated config (and stops only for want of the MACsec module)', { skip: skipParse }, async (t) => {
+  const wpa = WPA!;
   const ns = netnsWithVeth('kmsmka1', ['mka0', 'mka1']);
-  if (!ns.ok) return t.skip(`no network namespace here (${ns.why}): wpa_supplicant needs an interface`);
+  if (!ns.ok) throw new Error(ns.why);
   t.teardown(ns.remove);
   const { ctx, dir, cleanup } = testContext();
   t.teardown(cleanup);
@@ -102,12 +106,11 @@ t.test('wpa_supplicant parses the generated config (and stops only for want of t
   t.notMatch(bad, 'macsec kernel module not present?');
 });
 
-t.test('rotation against a running wpa_supplicant: reload through its control socket, fail closed, keys never in argv or logs', async (t) => {
-  const wpa = which('wpa_supplicant');
-  const cli = which('wpa_cli');
-  if (!wpa || !cli) return t.skip('wpa_supplicant/wpa_cli are not installed (apt-get install wpasupplicant; .ci/run does)');
+t.test('rotation against a running wpa_supplicant: reload through its control socket, fail closed, keys never in argv or logs', { skip: skipReload }, async (t) => {
+  const wpa = WPA!;
+  const cli = CLI!;
   const ns = netnsWithVeth('kmsmka2', ['mka0', 'mka1']);
-  if (!ns.ok) return t.skip(`no network namespace here (${ns.why}): wpa_supplicant needs an interface`);
+  if (!ns.ok) throw new Error(ns.why);
   t.teardown(ns.remove);
   const { ctx, dir, cleanup, logText } = testContext();
   t.teardown(cleanup);

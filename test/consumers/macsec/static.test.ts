@@ -5,7 +5,7 @@ import { macsecStaticFactory, STATIC_STATE_FILE } from '../../../src/consumers/m
 import { runCommand } from '../../../src/consumers/macsec/run-command.js';
 import { findLeaks } from '../../helpers/leak-scan.js';
 import type { ConsumerKey } from '../../../src/consumers/connector.js';
-import { KEY32, KEY32_B, netnsWithVeth, recordingCommand, testContext, which } from './fixtures.js';
+import { KEY32, KEY32_B, netnsSkipReason, netnsWithVeth, recordingCommand, testContext, which } from './fixtures.js';
 
 // Issue 14 item 4, static-SAK MACsec through iproute2 (src/consumers/macsec/static-connector.ts). No MACsec in this
 // kernel: the command sequence is checked as exact text against a recording stand-in for `ip` (a mock, because
@@ -22,11 +22,11 @@ const key = (n: number): ConsumerKey => ({ keyId: `00000000-0000-4000-8000-${Str
 t.test('settings are checked and refused naming the field', async (t) => {
   const { ctx, cleanup } = testContext();
   t.teardown(cleanup);
-  t.throws(() => macsecStaticFactory.create({ ...settings('ip'), device: undefined }, ctx), { field: 'connector.device' });
-  t.throws(() => macsecStaticFactory.create({ ...settings('ip'), peer_address: '52:54:00:00:02' }, ctx), { field: 'connector.peer_address' });
-  t.throws(() => macsecStaticFactory.create({ ...settings('ip'), key_bytes: 20 }, ctx), { field: 'connector.key_bytes' });
-  t.throws(() => macsecStaticFactory.create({ ...settings('ip'), peer_port: 0 }, ctx), { field: 'connector.peer_port' });
-  t.throws(() => macsecStaticFactory.create({ ...settings('ip'), sak: 'x' }, ctx), { field: 'connector.sak' });
+  t.throws(() => macsecStaticFactory.create({ ...settings('ip'), device: undefined }, ctx), { name: 'ConnectorConfigError', field: 'connector.device' });
+  t.throws(() => macsecStaticFactory.create({ ...settings('ip'), peer_address: '52:54:00:00:02' }, ctx), { name: 'ConnectorConfigError', field: 'connector.peer_address' });
+  t.throws(() => macsecStaticFactory.create({ ...settings('ip'), key_bytes: 20 }, ctx), { name: 'ConnectorConfigError', field: 'connector.key_bytes' });
+  t.throws(() => macsecStaticFactory.create({ ...settings('ip'), peer_port: 0 }, ctx), { name: 'ConnectorConfigError', field: 'connector.peer_port' });
+  t.throws(() => macsecStaticFactory.create({ ...settings('ip'), sak: 'x' }, ctx), { name: 'ConnectorConfigError', field: 'connector.sak' });
 });
 
 t.test('the exact batches of a rotation, AN 0..3 and round again; stdin only', async (t) => {
@@ -97,12 +97,14 @@ t.test('the exact batches of a rotation, AN 0..3 and round again; stdin only', a
   ], bytes: [] }), []);
 });
 
-t.test('the real ip -batch in a network namespace: parsed, and refused only for want of MACsec in the kernel', async (t) => {
-  const realIp = which('ip');
-  if (!realIp) return t.skip('iproute2 is not installed');
+const REAL_IP = which('ip');
+const skipReal = !REAL_IP ? 'iproute2 is not installed' : netnsSkipReason();
+
+t.test('the real ip -batch in a network namespace: parsed, and refused only for want of MACsec in the kernel', { skip: skipReal }, async (t) => {
+  const realIp = REAL_IP!;
   // The veth is named like the MACsec device, so every name resolves and only the MACsec part is missing.
   const ns = netnsWithVeth('kmsmacsec', [DEV, 'peer0']);
-  if (!ns.ok) return t.skip(`no network namespace here (${ns.why})`);
+  if (!ns.ok) throw new Error(ns.why);
   t.teardown(ns.remove);
   const { ctx, dir, cleanup, logText } = testContext();
   t.teardown(cleanup);
