@@ -1,0 +1,66 @@
+import t from 'tap';
+import type { CacheTopic } from '../../src/coord/coordinator.js';
+import { RedisCoordinator } from '../../src/coord/redis.js';
+import { coordinatorConformance } from '../conformance/coordinator.js';
+import { capturingLogger } from '../helpers/logs.js';
+import { REDIS_URL, redisSkipReason, uniqueKmeId } from '../helpers/redis.js';
+import { TcpProxy } from '../helpers/tcp-proxy.js';
+
+// The Redis coordinator against the machine's real Redis: the shared contract with two replicas (two coordinators of
+// one KME), KMEs kept apart on one Redis, and what happens while Redis is away (through a TCP proxy that cuts it).
+const skip = (await redisSkipReason()) ?? false;
+if (skip) t.comment(`Redis coordinator tests skipped: ${skip}`);
+const { log, text } = capturingLogger();
+
+t.test('Redis coordinator: the Coordinator contract, two replicas', { skip }, (t) =>
+  coordinatorConformance(t, async () => {
+    const kme = uniqueKmeId();
+    const a = await RedisCoordinator.connect(REDIS_URL, kme, log);
+    const b = await RedisCoordinator.connect(REDIS_URL, kme, log);
+    return { a, b, close: async () => (await a.close(), await b.close()) };
+  }),
+);
+
+t.test('two KMEs on one Redis hear and count only their own', { skip }, async (t) => {
+  const a = await RedisCoordinator.connect(REDIS_URL, uniqueKmeId(), log);
+  const other = await RedisCoordinator.connect(REDIS_URL, uniqueKmeId(), log);
+  t.teardown(async () => (await a.close(), await other.close()));
+  const heard: string[] = [];
+  other.onChange((x) => heard.push(x));
+  await a.publish('principals');
+  t.match(await a.take('SAE_A/SAE_B', 5, 5, 60), { ok: true });
+  await new Promise((r) => setTimeout(r, 100));
+  t.same(heard, [], "another KME's replicas hear nothing");
+  t.match(await other.take('SAE_A/SAE_B', 5, 5, 60), { ok: true }, 'and count from zero');
+});
+
+t.test('Redis away: counters refuse (the caller fails closed), check() says why; back: a reload of everything, counting again', { skip }, async (t) => {
+  const { hostname, port } = new URL(REDIS_URL);
+  const proxy = await TcpProxy.start({ host: hostname, port: Number(port || 6379) });
+  t.teardown(() => proxy.close());
+  const url = `redis://127.0.0.1:${proxy.port}`;
+  const c = await RedisCoordinator.connect(url, uniqueKmeId(), log);
+  t.teardown(() => c.close());
+  const heard: Array<CacheTopic | 'all'> = [];
+  c.onChange((x) => heard.push(x));
+
+  await proxy.refuse();
+  await new Promise((r) => setTimeout(r, 100));
+  await t.rejects(c.take('p', 1, 10, 60), 'a take while Redis is away rejects');
+  await t.rejects(c.check(), /redis: /, 'check() rejects, naming Redis');
+  await c.publish('policies'); // logged, not thrown: the database poll is the backstop
+  t.match(text(), /could not tell the other replicas of a change/);
+
+  await proxy.restore();
+  const deadline = Date.now() + 8_000;
+  while (!heard.includes('all') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  t.ok(heard.includes('all'), "after reconnecting, handlers hear 'all' (messages may have been missed)");
+  t.match(await c.take('p', 1, 10, 60), { ok: true }, 'counting again');
+  await c.check();
+});
+
+t.test('an unreachable Redis at start: a clear error, the password not in it', async (t) => {
+  const err = await RedisCoordinator.connect('redis://:s3cret@127.0.0.1:1', 'KME_X', log).then(() => undefined, (e: Error) => e);
+  t.match(err?.message, /^cannot reach Redis at redis:\/\/:\*\*\*@127\.0\.0\.1:1/);
+  t.notMatch(err?.message, /s3cret/);
+});
