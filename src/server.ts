@@ -22,6 +22,7 @@ import { startCosigning } from './peers/cosigning.js';
 import { KeyService } from './keys/key-service.js';
 import { FallbackState } from './keys/fallback-state.js';
 import { startOpsServer } from './ops/ops-server.js';
+import { startSkipServer } from './skip/skip-server.js';
 import { KmeMetrics } from './metrics/kme-metrics.js';
 import { databaseCheck, hsmCheck, Readiness } from './ops/readiness.js';
 import { MasterDeliveryBatcher } from './keys/master-batcher.js';
@@ -70,6 +71,8 @@ export interface RunningKms {
   url: string;
   /** http://host:port of the ops listener (liveness, readiness), when configured. */
   opsUrl?: string;
+  /** https://host:port of the Cisco SKIP listener (TLS-PSK), when configured. */
+  skipUrl?: string;
   close(): Promise<void>;
   /** Reloads the TLS server certificate, CA bundle and CRLs from their files (SIGHUP); rejects, changing nothing, when one is bad. */
   reloadTls(why: string): Promise<TlsView>;
@@ -225,6 +228,8 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     });
     closers.unshift(() => closeApi(app.server, () => app.close()));
     await app.listen({ host: config.listen.host, port: config.listen.port });
+    const skip = config.skip ? await startSkipServer({ config: config.skip, keys, principals, refusals, log }) : undefined;
+    if (skip) closers.unshift(() => skip.close());
 
     const ingesters = new Map<string, Ingester>();
     for (const link of config.links) {
@@ -300,7 +305,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
         }
       })());
     const reloadTls = (why: string) => tlsRotation.reload({ actor: `kme:${config.kme_id}` }, why);
-    return { app, db, wrapper, sealer, refusals, ingesters, sources, figures, network, topology, url, ...(ops ? { opsUrl: ops.url } : {}), close, reloadTls, kek };
+    return { app, db, wrapper, sealer, refusals, ingesters, sources, figures, network, topology, url, ...(ops ? { opsUrl: ops.url } : {}), ...(skip ? { skipUrl: skip.url } : {}), close, reloadTls, kek };
   } catch (err) {
     for (const c of closers) await c().catch(() => undefined);
     throw err;

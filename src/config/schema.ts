@@ -1,4 +1,5 @@
 import { Type, type Static } from 'typebox';
+import { SkipSchema } from '../skip/config.js';
 
 /**
  * The configuration file's schema: the single source for validation, defaults and the TypeScript type.
@@ -358,6 +359,7 @@ export const ConfigSchema = Type.Object(
     audit: AuditSchema,
     admin: AdminSchema,
     policies: Type.Array(PolicySchema, { default: [], description: 'policies per SAE pair; operators add more with kms policy' }),
+    skip: Type.Optional(SkipSchema),
   },
   { additionalProperties: false },
 );
