@@ -119,7 +119,7 @@ t.test('QKD keys as the PPK of a strongSwan tunnel, rotated by two agents under 
     }
   });
 
-  t.test('the agents stop cleanly and logged no errors or key bytes', async (t) => {
+  t.test('the agents stop cleanly, logged no errors or key bytes, and left the charons tidy', async (t) => {
     master.child.kill('SIGTERM');
     slave.child.kill('SIGTERM');
     t.equal(await master.exited, 0, 'master agent exit code');
@@ -128,6 +128,16 @@ t.test('QKD keys as the PPK of a strongSwan tunnel, rotated by two agents under 
       const errors = a.stdout.split('\n').filter((l) => /"level":(50|60)/.test(l));
       t.same(errors, [], `no error lines from the ${who} agent`);
       t.notMatch(a.stdout + a.stderr, /"key":"[A-Za-z0-9+/=]{20,}"/, `no key values in the ${who} agent's log`);
+    }
+    // What the agents left in the charons: the tunnel on a PPK, and the replaced keys' PPKs retired at both ends
+    for (const charon of [pair.a, pair.b]) {
+      const c = await charon.client();
+      const held = ((await c.call('get-shared')).keys as string[]).filter((id) => id.startsWith('qkd-'));
+      const sas = (await c.stream('list-sas', { ike: 'qkd' }, 'list-sa')).events.map((e) => e.qkd as Record<string, unknown>);
+      await c.close();
+      t.same(held.filter((id) => keyIds.slice(0, -1).some((k) => id === `qkd-${k}`)), [], `charon ${charon.name}: the replaced keys are unloaded`);
+      t.ok(held.length >= 1 && held.length <= 2, `charon ${charon.name} holds the key in service (and at most one staged): ${held.length}`);
+      t.ok(sas.length >= 1 && sas.every((sa) => sa.ppk === 'yes'), `charon ${charon.name}: the tunnel is up, on a PPK`);
     }
   });
 });
