@@ -47,6 +47,8 @@ export interface Connector {
    * Put a staged key in service. The master's agent calls it only after both sides staged the key; the slave's
    * after the master says it switched. Idempotent. Throws when the encryptor refused: the agent keeps the previous
    * key and retries or fails by the binding's policy.
+   * The master's agent may also call it with the key it just replaced (not yet retired) to switch back, when the
+   * slave lost the new key in a restart before switching (docs/agent.md, "Crash points").
    */
   activate(key: ConsumerKey): Promise<void>;
   /** Remove a key that is no longer in service (the previous one after a rotation). Idempotent; unknown keyId is fine. */
@@ -56,7 +58,10 @@ export interface Connector {
    * fail_closed). Idempotent. A later `activate` brings traffic back.
    */
   shutDown(reason: string): Promise<void>;
-  /** Release sockets and files; the encryptor keeps its state. */
+  /**
+   * Release sockets and files; the encryptor keeps its state. A restarted agent holds no key bytes: it relies on the
+   * encryptor still having the key in service, and only ever `retire`s (by keyId) what it staged before the restart.
+   */
   close(): Promise<void>;
 }
 
