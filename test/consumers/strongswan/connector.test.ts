@@ -128,6 +128,14 @@ t.test('strongSwan connector: PPK bring-up and three rotations under traffic', {
     await master.retire(stray.keyId);
   });
 
+  t.test('the responder (ppk_id %any) still refuses an initiator that brings no PPK', async (t) => {
+    // charon A's connection as it would be without the connector: same definition, no ppk_id
+    await a.call('load-conn', { qkd: tunnelDefinition(pair.a, pair.b) as Record<string, string> });
+    await t.rejects(a.call('initiate', { child: 'net', ike: 'qkd', timeout: 10_000 }, 15_000), /establishing CHILD_SA 'net' failed/);
+    t.match(pair.b.log(), 'PPK required but peer does not support PPK', 'charon B says why');
+    await a.call('load-conn', { qkd: { ...tunnelDefinition(pair.a, pair.b), ppk_id: ppkIdOf(last.keyId), ppk_required: 'yes' } as Record<string, string> });
+  });
+
   t.test('shutDown takes the tunnel down; a new rotation brings it back', async (t) => {
     await master.shutDown('test: no key young enough');
     await slave.shutDown('test: no key young enough');
