@@ -10,6 +10,18 @@ export class SlaveBinding extends Binding implements PeerHandler {
     return this.config.peer.identity;
   }
 
+  /** A restart right after a switch may have left the replaced key unretired: retire it now. */
+  override async start(): Promise<void> {
+    await super.start();
+    const previous = this.state.previous;
+    if (previous && this.state.current) {
+      await this.serial(async () => {
+        await this.connector.retire(previous.keyId);
+        this.save({ previous: undefined });
+      }).catch((err: Error) => this.log.warn({ keyId: previous.keyId, error: err.message }, 'retiring the previous key failed'));
+    }
+  }
+
   handle(step: PeerStep, keyId: string): Promise<PeerAnswer> {
     return this.serial(async () => {
       if (this.closed) throw new Error('the agent is stopping');
