@@ -63,9 +63,9 @@ export class SkipRouters {
     return [...this.saeOfSystem.keys()].filter((id) => id !== router.systemId).sort();
   }
 
-  /** The SAE IDs the routers stand for, to check against the registry at boot. */
-  saeIds(): string[] {
-    return [...new Set(this.saeOfSystem.values())];
+  /** The SAE IDs this KME's routers stand for, to check against its registry at boot. */
+  localSaeIds(): string[] {
+    return [...new Set([...this.byIdentity.values()].map((r) => r.saeId))];
   }
 }
 
