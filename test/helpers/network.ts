@@ -77,7 +77,7 @@ export interface NetworkOptions {
    * `process`: run this KME as `kms serve` in a child process on a SoftHSM2 token (so that a test can kill it for
    * real and restart it on the same database and KEK); the others run in this process on hsm-mock.
    */
-  kmes: Array<{ id: string; saes: string[]; process?: boolean }>;
+  kmes: Array<{ id: string; saes: string[]; process?: boolean; /** Its Cisco SKIP listener (TLS-PSK), all fields given. */ skip?: Config['skip'] }>;
   links: Array<{ id: string; ends: [string] | [string, string]; rateBitsPerSecond?: number; source?: (kmeId: string) => Record<string, unknown> }>;
   keys?: Partial<Config['keys']>;
   network?: Partial<Config['network']>;
@@ -155,6 +155,7 @@ export async function startTestNetwork(opts: NetworkOptions): Promise<TestNetwor
     config.auditors = [{ id: 'AUDITOR_1' }];
     config.operators = [{ id: 'OPERATOR_1' }];
   }
+  for (const k of opts.kmes) if (k.skip) configs.get(k.id)!.skip = k.skip;
   const kmes = new Map<string, NetworkKme>();
   const pools: pg.Pool[] = [];
   for (const [id, config] of configs) {
