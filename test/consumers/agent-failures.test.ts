@@ -93,6 +93,26 @@ t.test('slave restarted between staging and activating: the master goes back to 
   await inStep(t, 'crash');
 });
 
+t.test('slave restarted after dec_keys, before staging: the key cannot be fetched twice, so the master abandons it', async (t) => {
+  agents.slave.failAt('crash', 'stage', true);
+  const held = () => agents.slave.state('crash')?.pending?.step === 'fetching' && /^offer .* exited with code 7$/.test(agents.slave.state('crash')?.lastError?.message ?? '');
+  t.ok(await until(held, 8_000), 'the slave fetched the key, its connector refused to stage it');
+  const fetched = agents.slave.state('crash')!.pending!.keyId;
+  await agents.slave.stop();
+  await agents.slave.start();
+  agents.slave.failAt('crash', 'stage', false);
+  const n = agents.master.state('crash')!.rotations;
+  t.ok(await rotationsAt(agents.master, 'crash', n + 1), 'a rotation completes after that');
+  t.ok(
+    agents.master.logs().split('\n').some((l) => l.includes(fetched) && l.includes('the slave cannot get it from its KME')),
+    'the master abandoned the key_ID because the slave could not fetch it again',
+  );
+  for (const side of [agents.master, agents.slave]) {
+    t.notOk(side.records('crash').some((r) => r.step === 'activate' && r.keyId === fetched), `${side.side}: that key never went into service`);
+  }
+  await inStep(t, 'crash');
+});
+
 t.test('master restarted before switching: the key_ID is abandoned at both ends and a fresh rotation follows', async (t) => {
   agents.master.failAt('crash', 'stage', true);
   t.ok(await until(() => agents.master.state('crash')?.pending?.step === 'peer_staged', 8_000), 'master held before switching');
