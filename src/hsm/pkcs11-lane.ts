@@ -199,6 +199,9 @@ export class Lane {
       this.on.exited(true);
       return;
     }
+    // The thread's last words may still wait behind its exit: a worker that cannot open posts why, then ends, and
+    // the exit event can come first (seen on Node 24 under load). Read them, so the caller learns the real reason.
+    for (let m; this.live() && (m = receiveMessageOnPort(this.port)); ) this.receive(m.message as FromWorker);
     if (this.state === 'ended') return;
     const was = this.state;
     this.state = 'ended';
