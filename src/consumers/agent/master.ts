@@ -22,9 +22,17 @@ export class MasterBinding extends Binding {
 
   override async start(): Promise<void> {
     await super.start();
-    await this.serial(() => this.recover());
-    const next = this.state.nextRotationAt ? Date.parse(this.state.nextRotationAt) : NaN;
-    this.schedule(this.state.current && !this.state.pending && next > Date.now() ? next - Date.now() : 0);
+    // Not awaited: telling an unreachable slave to abort can take the peer timeout, and other bindings wait to start.
+    this.serial(() => this.recover()).then(
+      () => {
+        const next = this.state.nextRotationAt ? Date.parse(this.state.nextRotationAt) : NaN;
+        this.schedule(this.state.current && !this.state.pending && next > Date.now() ? next - Date.now() : 0);
+      },
+      (err: Error) => {
+        this.recordError(`resuming after a restart: ${err.message}`);
+        this.schedule(this.config.retry_seconds * 1000);
+      },
+    );
   }
 
   override async close(): Promise<void> {
