@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -79,6 +79,18 @@ t.test('an unknown connector type stops the boot, naming it and the known types'
   t.ok((err as Error).message.endsWith(connectorTypes().join(', ')), (err as Error).message);
   const bad = parseAgentConfig(config({ state_dir: join(dir, 's2') }, { connector: { type: 'exec', command: 'relative.sh' } }));
   await t.rejects(startAgent(bad, silent), { message: /\/bindings\/0\/connector\/command: must be the absolute path/ });
+});
+
+t.test('a state file that is not one, or of the other role, stops the boot naming it', async (t) => {
+  const stateDir = join(dir, 's3');
+  const c = parseAgentConfig(
+    config({ state_dir: stateDir, tls: { ...pki.kmes.AGENT_B!, ca: pki.ca } }, { sae: { id: 'SAE_B', ...pki.saes.SAE_B! }, kme: { url: 'https://127.0.0.1:1', ca: pki.ca } }),
+  );
+  mkdirSync(stateDir, { recursive: true });
+  writeFileSync(join(stateDir, 'tunnel.state.json'), '{ half');
+  await t.rejects(startAgent(c, silent), new ConfigError(`agent state ${join(stateDir, 'tunnel.state.json')} is not valid JSON (remove it to start the binding afresh)`));
+  writeFileSync(join(stateDir, 'tunnel.state.json'), JSON.stringify({ version: 1, binding: 'tunnel', role: 'master', rotations: 0 }));
+  await t.rejects(startAgent(c, silent), { name: 'ConfigError', message: /binding tunnel: its state .* was written as master, the config says slave/ });
 });
 
 t.test('the CLI: usage errors, and status of an agent that never ran', async (t) => {

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { ConfigError } from '../../config/load.js';
 import type { Connector, ConsumerKey } from '../connector.js';
 import type { BindingConfig } from './config.js';
 import type { KmeClient } from './kme-client.js';
@@ -32,7 +33,7 @@ export abstract class Binding {
     this.log = parts.log.child({ binding: this.name });
     const saved = readState(parts.stateDir, this.name);
     if (saved && saved.role !== parts.config.role) {
-      throw new Error(`binding ${this.name}: its state (${parts.stateDir}) was written as ${saved.role}, the config says ${parts.config.role}; remove the state file to start afresh`);
+      throw new ConfigError(`binding ${this.name}: its state (${parts.stateDir}) was written as ${saved.role}, the config says ${parts.config.role}; remove the state file to start afresh`);
     }
     this.state = saved ?? { version: 1, binding: this.name, role: parts.config.role, rotations: 0, updatedAt: new Date().toISOString() };
   }

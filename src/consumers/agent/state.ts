@@ -1,5 +1,6 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { ConfigError } from '../../config/load.js';
 import type { AgentRole } from '../connector.js';
 
 /**
@@ -36,7 +37,7 @@ export function stateFile(stateDir: string, binding: string): string {
   return join(stateDir, `${binding}.state.json`);
 }
 
-/** Reads a binding's state; undefined when it has none yet. A file that is not a state file is an error naming it. */
+/** Reads a binding's state; undefined when it has none yet. A file that is not a state file is a ConfigError naming it. */
 export function readState(stateDir: string, binding: string): BindingState | undefined {
   const file = stateFile(stateDir, binding);
   let text: string;
@@ -44,15 +45,15 @@ export function readState(stateDir: string, binding: string): BindingState | und
     text = readFileSync(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new Error(`cannot read agent state ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+    throw new ConfigError(`cannot read agent state ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
   }
   let state: BindingState;
   try {
     state = JSON.parse(text) as BindingState;
   } catch {
-    throw new Error(`agent state ${file} is not valid JSON (remove it to start the binding afresh)`);
+    throw new ConfigError(`agent state ${file} is not valid JSON (remove it to start the binding afresh)`);
   }
-  if (state?.version !== 1 || state.binding !== binding) throw new Error(`agent state ${file} is not a state file of binding ${binding}`);
+  if (state?.version !== 1 || state.binding !== binding) throw new ConfigError(`agent state ${file} is not a state file of binding ${binding}`);
   return state;
 }
 
