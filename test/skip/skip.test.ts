@@ -101,6 +101,16 @@ t.test('entropy: hex of the requested bits', async (t) => {
   t.equal((await skipGet(url, R1, '/entropy?minentropy=12')).status, 400);
 });
 
+t.test('a suspended SAE stops its router at once; resumed, it gets keys again', async (t) => {
+  const operator = k.client('OPERATOR_1');
+  t.equal((await operator.post('/admin/v1/saes/SAE_B/suspend', { reason: 'SKIP test' })).status, 200);
+  t.same(await skipGet(url, R2, '/key?remoteSystemID=R1'), { status: 401, body: { message: 'SAE SAE_B of router R2 is suspended' } });
+  t.equal((await operator.post('/admin/v1/saes/SAE_B/resume', { reason: 'SKIP test' })).status, 200);
+  const again = await skipGet(url, R2, '/key?remoteSystemID=R1');
+  t.equal(again.status, 200);
+  delivered.push(Buffer.from(again.body.key as string, 'hex'));
+});
+
 t.test('SKIP deliveries are custody events like ETSI ones; no key bytes in the logs or the database', async (t) => {
   await k.kms.refusals.flush();
   const c = new pg.Client({ connectionString: k.db.url });
@@ -114,7 +124,7 @@ t.test('SKIP deliveries are custody events like ETSI ones; no key bytes in the l
   t.ok(ok.some((r) => /^\S+ sae:SAE_B skip-psk:router-2 \d+$/.test(r)), "R2's deliveries under SAE_B");
   t.ok(rows.some((r) => r.outcome === 'refused'), 'refusals are audited too');
 
-  t.equal(delivered.length, 2);
+  t.equal(delivered.length, 3);
   const hay = (await databaseHaystack(k.db.url)).hay;
   hay.texts.push({ where: 'KME log', text: k.logs() });
   t.same(findLeaks(delivered, hay), []);
