@@ -65,9 +65,9 @@ export function createPeerServer(config: AgentConfig, handlers: Map<string, Peer
       log.warn({ binding: name, caller: cn }, 'agent message refused: the caller is not this binding\'s peer agent');
       return reply(403, { message: `binding ${name} expects its peer agent ${handler.peerIdentity}` });
     }
-    readBody(req, 4096).then(
-      async (text) => {
-        const keyId = (JSON.parse(text) as { key_ID?: unknown })?.key_ID;
+    readJson(req, 4096).then(
+      async (body) => {
+        const keyId = (body as { key_ID?: unknown } | null)?.key_ID;
         if (typeof keyId !== 'string' || !UUID.test(keyId)) return reply(400, { message: 'key_ID: must be a UUID' });
         try {
           reply(200, { answer: await handler.handle(step, keyId) });
@@ -81,7 +81,7 @@ export function createPeerServer(config: AgentConfig, handlers: Map<string, Peer
   return server;
 }
 
-function readBody(req: IncomingMessage, limit: number): Promise<string> {
+function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -91,10 +91,8 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
       else chunks.push(c);
     });
     req.on('end', () => {
-      const text = Buffer.concat(chunks).toString('utf8');
       try {
-        JSON.parse(text);
-        resolve(text);
+        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
       } catch (err) {
         reject(err);
       }
