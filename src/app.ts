@@ -18,6 +18,7 @@ import type { MetricOperation, RequestMetrics } from './metrics/request-metrics.
 import { etsiClientErrorHandler } from './http/client-errors.js';
 import { connectionLimits } from './http/connection-limits.js';
 import { registerLoadShedding } from './http/load-shedding.js';
+import { registerSaeRateLimit } from './http/rate-limit.js';
 import type { Config } from './config/schema.js';
 import { installErrorHandling } from './http/error-handler.js';
 import { registerJsonBodyParser } from './http/json-body.js';
@@ -54,6 +55,8 @@ export interface AppDeps {
   listen: Config['listen'];
   /** Past this event-loop delay requests are shed with a 503 (config `requests.max_event_loop_delay_ms`; 0: never). */
   maxEventLoopDelayMs: number;
+  /** The request-rate limit per SAE (config requests.per_sae), counted in Redis when there is one. */
+  perSae?: { max: number; windowMs: number; redisPrefix: string; redis?: import('ioredis').Redis };
   /** Counts requests (latency per operation) and refusals by reason; none: not counted. */
   metrics?: RequestMetrics;
 }
@@ -88,6 +91,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     });
   }
   await registerLoadShedding(app, { maxEventLoopDelayMs: deps.maxEventLoopDelayMs, log: deps.log });
+  if (deps.perSae) await registerSaeRateLimit(app, { ...deps.perSae, principals: deps.principals });
   installErrorHandling(app, (request, error) => {
     // The same identity the routes authenticate with (cached per TLS socket), also for refusals outside them.
     const socket = request.raw.socket as TLSSocket;

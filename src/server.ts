@@ -50,6 +50,7 @@ import { checkSchema, migrate } from './store/migrate.js';
 import { ensureLink, nextSeq } from './store/pool.js';
 import { startStatisticsJob } from './lifecycle/statistics.js';
 import { postQuantumGroups, tlsServerOptions } from './tls.js';
+import { openCoordinator, redisPrefix, reloadOnChange } from './coord/open.js';
 
 export interface RunningKms {
   app: FastifyInstance;
@@ -122,6 +123,8 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       ...(opts.kekGraceMs !== undefined ? { graceMs: opts.kekGraceMs } : {}),
     });
     await kek.start();
+    const coordinator = await openCoordinator(config, log);
+    closers.unshift(() => coordinator.close());
     const registry = await openRegistry(db, config, log);
     closers.unshift(registry.start(REGISTRY_POLL_MS));
     const { principals } = registry;
@@ -149,6 +152,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     const pools = new PoolGate(db);
     await pools.reload();
     closers.unshift(pools.start(REGISTRY_POLL_MS, log));
+    closers.unshift(reloadOnChange(coordinator, { principals: registry, policies, pools }, log));
     const logKeys = new LogKeys({ db, wrapper, signingKey, name: logOrigin(config), log });
     closers.unshift(() => logKeys.close()); // after the sealer and the witness, which sign with them
     const network = buildNetwork({
@@ -193,6 +197,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       policies,
       fallback,
       delivered: metrics.keysDelivered,
+      counters: coordinator,
     });
     metrics.collectFrom({ db, log, figures, fallback, topology, policies });
     const refusals = new RefusalLog(db, log, config.kme_id);
@@ -204,7 +209,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     const secureContext = { setSecureContext: (options: SecureContextOptions) => (app.server as unknown as TlsServer).setSecureContext(options) };
     const tlsRotation = new TlsRotation({ tls: config.tls, server: secureContext, principals, trust, peerClients: [...network.clients.values()], db, log }, tls);
     // Before the API: while the API drains at a stop, the probes still hear "not ready" (closers run last-in first).
-    const readiness = new Readiness([databaseCheck(db), hsmCheck(wrapper)]);
+    const readiness = new Readiness([databaseCheck(db), hsmCheck(wrapper), ...(coordinator.kind === 'redis' ? [{ name: 'redis', run: () => coordinator.check() }] : [])]);
     const ops = config.ops ? await startOpsServer({ ...config.ops.listen, readiness, metrics: metrics.registry, log }) : undefined;
     if (ops) closers.unshift(() => ops.close());
     const app = await buildApp({
@@ -212,10 +217,10 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       principals,
       peers: network.peerService,
       auditor: new AuditorService(db, logOrigin(config)),
-      saeAdmin: new SaeAdmin(db, registry),
+      saeAdmin: new SaeAdmin(db, registry, (topic) => coordinator.publish(topic)),
       keyAdmin: new KeyAdmin({ db, topology, forwarder: network.forwarder, log }),
-      policyAdmin: new PolicyAdmin({ db, book: policies }),
-      poolAdmin: new PoolAdmin({ db, gate: pools, topology, minDeletionWaitSeconds: config.admin.min_pool_deletion_wait_seconds, sources, log }),
+      policyAdmin: new PolicyAdmin({ db, book: policies, announce: (topic) => coordinator.publish(topic) }),
+      poolAdmin: new PoolAdmin({ db, gate: pools, topology, minDeletionWaitSeconds: config.admin.min_pool_deletion_wait_seconds, sources, log, announce: (topic) => coordinator.publish(topic) }),
       tlsRotation,
       kek,
       refusals,
@@ -224,6 +229,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       tls,
       listen: config.listen,
       maxEventLoopDelayMs: config.requests.max_event_loop_delay_ms,
+      ...(config.requests.per_sae ? { perSae: { max: config.requests.per_sae.max, windowMs: config.requests.per_sae.window_ms, redisPrefix: redisPrefix(config), redis: coordinator.redis } } : {}),
       metrics: metrics.requests,
     });
     closers.unshift(() => closeApi(app.server, () => app.close()));

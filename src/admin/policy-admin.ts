@@ -11,7 +11,8 @@ import type { ChangeActor } from '../store/principals.js';
  * the config file sets is changed in the file, not here (409).
  */
 export class PolicyAdmin {
-  constructor(private readonly deps: { db: Db; book: PolicyBook }) {}
+  /** `announce` tells the other replicas that the policies changed (the coordinator's publish). */
+  constructor(private readonly deps: { db: Db; book: PolicyBook; announce?: (topic: 'policies') => Promise<void> }) {}
 
   list(): PolicyView[] {
     return this.deps.book.all().map(view);
@@ -58,6 +59,7 @@ export class PolicyAdmin {
       throw err;
     } finally {
       await this.deps.book.reload();
+      await this.deps.announce?.('policies');
     }
   }
 }

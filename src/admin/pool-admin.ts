@@ -11,7 +11,7 @@ import { canDrillOutage, type LinkSource } from '../sources/link-source.js';
 
 /**
  * What operators do to pools (the admin API's /admin/v1/pools, `kms pool …`), framework-free. A change is in this
- * process's gate before the answer leaves (the next key request sees it); other processes see it within their poll.
+ * process's gate before the answer leaves (the next key request sees it); other replicas when the coordinator tells them, or at their next poll.
  */
 export class PoolAdmin {
   constructor(
@@ -23,6 +23,8 @@ export class PoolAdmin {
       /** This KME's end of each link, for outage drills. */
       sources: ReadonlyMap<string, LinkSource>;
       log: Logger;
+      /** Tells the other replicas that a pool's state changed (the coordinator's publish). */
+      announce?: (topic: 'pools') => Promise<void>;
     },
   ) {}
 
@@ -68,6 +70,7 @@ export class PoolAdmin {
     try {
       const row = await changePoolState(this.deps.db, linkId, change, by, { ...(opts.reason ? { reason: opts.reason } : {}), ...(deleteAt ? { deleteAt } : {}) });
       this.deps.gate.set(row);
+      await this.deps.announce?.('pools');
       return this.view(row);
     } catch (err) {
       if (err instanceof PoolChangeError) throw err.kind === 'not_found' ? notFound(err.message) : conflict(err.message);

@@ -14,6 +14,8 @@ export class SaeAdmin {
   constructor(
     private readonly db: Db,
     private readonly registry: PrincipalRegistry,
+    /** Tells the other replicas that the principals changed (the coordinator's publish). */
+    private readonly announce: (topic: 'principals') => Promise<void> = async () => undefined,
   ) {}
 
   async list(status?: SaeView['status']): Promise<SaeView[]> {
@@ -51,7 +53,7 @@ export class SaeAdmin {
     return view(await this.change(() => changePrincipalStatus(this.db, 'sae', saeId, change, by, reason)));
   }
 
-  /** Runs a change, maps its refusals onto the API's errors, and reloads the registry before answering. */
+  /** Runs a change, maps its refusals onto the API's errors, reloads the registry and tells the other replicas before answering. */
   private async change(run: () => Promise<StoredPrincipal>): Promise<StoredPrincipal> {
     try {
       return await run();
@@ -60,6 +62,7 @@ export class SaeAdmin {
       throw err;
     } finally {
       await this.registry.reload();
+      await this.announce('principals');
     }
   }
 }

@@ -226,6 +226,15 @@ export const RequestLimitsSchema = Type.Object(
       default: 1_000,
       description: 'past this mean event-loop delay (sampled every second) every request gets a 503 at once, until it recovers; 0: never',
     }),
+    per_sae: Type.Optional(
+      Type.Object(
+        {
+          max: Type.Integer({ minimum: 1, description: 'requests one SAE may make per window, at this KME (all its replicas, with Redis)' }),
+          window_ms: Type.Integer({ minimum: 100, maximum: 3_600_000, default: 1_000 }),
+        },
+        { additionalProperties: false, description: 'a request-rate limit per SAE certificate: past it, 503 with Retry-After (none when absent)' },
+      ),
+    ),
   },
   { additionalProperties: false, default: {} },
 );
@@ -303,6 +312,25 @@ export const ConfigSchema = Type.Object(
         keep_alive_timeout_ms: Type.Integer({ minimum: 100, default: 30_000, description: 'an idle kept-alive connection is closed after this long' }),
       },
       { additionalProperties: false, default: {} },
+    ),
+    coordination: Type.Optional(
+      Type.Object(
+        {
+          redis: Type.Optional(
+            Type.Object(
+              {
+                url_env: Type.String({ minLength: 1, default: 'KMS_REDIS_URL', description: 'environment variable holding the Redis URL (or its file, with _FILE)' }),
+                key_prefix: Type.Optional(Type.String({ minLength: 1, description: "names of this KME's keys and channel in Redis; default qkms:<kme_id>" })),
+              },
+              { additionalProperties: false },
+            ),
+          ),
+        },
+        {
+          additionalProperties: false,
+          description: 'what replicas of this KME share besides the database: with redis, cache invalidation, counters and rate limits across replicas; without, this process alone',
+        },
+      ),
     ),
     ops: Type.Optional(
       Type.Object(

@@ -4,8 +4,8 @@ import type { CacheTopic, Coordinator, TakeResult } from './coordinator.js';
 
 /**
  * The coordinator of replicas that share a Redis (config `coordination.redis`): one connection for commands and
- * publishing, one subscribed to this KME's channel. Keys and the channel are named `qkms:<kme_id>:…`, so several KMEs
- * may share a Redis. Commands are not queued while Redis is away: they fail at once and the caller fails closed.
+ * publishing, one subscribed to this KME's channel. Keys and the channel are named `<prefix>:…` (default
+ * `qkms:<kme_id>`), so several KMEs, or environments, may share a Redis. Commands are not queued while Redis is away: they fail at once and the caller fails closed.
  * Counters are Lua scripts over one-second buckets, on Redis's clock, so replicas with skewed clocks agree.
  * (Single instance or Sentinel; a Redis Cluster would need the bucket keys in one hash slot.)
  */
@@ -18,8 +18,8 @@ export class RedisCoordinator implements Coordinator {
   private readonly prefix: string;
   private wasDown = false;
 
-  private constructor(url: string, kmeId: string, private readonly log: Logger) {
-    this.prefix = `qkms:${kmeId}`;
+  private constructor(url: string, prefix: string, private readonly log: Logger) {
+    this.prefix = prefix;
     this.channel = `${this.prefix}:changes`;
     const options = { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 2_000, retryStrategy: (n: number) => Math.min(n * 200, 2_000) };
     this.redis = new Redis(url, { ...options, enableOfflineQueue: false });
@@ -45,8 +45,8 @@ export class RedisCoordinator implements Coordinator {
   }
 
   /** Connects both connections and subscribes; rejects with a clear message when Redis does not answer. */
-  static async connect(url: string, kmeId: string, log: Logger): Promise<RedisCoordinator> {
-    const c = new RedisCoordinator(url, kmeId, log);
+  static async connect(url: string, prefix: string, log: Logger): Promise<RedisCoordinator> {
+    const c = new RedisCoordinator(url, prefix, log);
     try {
       await Promise.all([c.redis.connect(), c.sub.connect()]);
       await c.sub.subscribe(c.channel);

@@ -10,6 +10,8 @@ import type { LinkFigures } from '../pool/link-figures.js';
 import type { PoolGate } from '../pool/pool-gate.js';
 import type { PolicyBook } from '../policy/policy-book.js';
 import { PairRateLimiter } from '../policy/rate-limiter.js';
+import type { Coordinator } from '../coord/coordinator.js';
+import { InProcessCoordinator } from '../coord/in-process.js';
 import type { Topology } from '../peers/topology.js';
 import { isConnectionError, withTransaction, type Db } from '../store/db.js';
 import { availableBlocks, setAsideChunks } from '../store/pool.js';
@@ -46,6 +48,8 @@ export interface KeyServiceDeps {
   policies?: PolicyBook;
   /** Which links' pairs get fallback keys now, and how many each pair got (status figures). */
   fallback?: FallbackState;
+  /** Where keys per minute are counted: the coordinator (Redis for replicas). None: this process counts alone. */
+  counters?: Pick<Coordinator, 'take' | 'refund'>;
   /** Hears of the keys handed out, per pair, as they go (the metrics count them; it must be cheap and never throw). */
   delivered?: (operation: 'enc_keys' | 'dec_keys', master: string, slave: string, keys: number) => void;
 }
@@ -64,9 +68,10 @@ export class KeyService {
   /** Group commit for Get key with key IDs: concurrent requests share one transaction (src/keys/group-commit.ts). */
   private readonly slaves: GroupCommitQueue<SlaveRequest, KeyContainer>;
   /** Keys per minute per SAE pair, where a policy limits them. */
-  private readonly rates = new PairRateLimiter();
+  private readonly rates: PairRateLimiter;
 
   constructor(private readonly deps: KeyServiceDeps) {
+    this.rates = new PairRateLimiter(deps.counters ?? new InProcessCoordinator());
     this.slaves = new GroupCommitQueue({
       maxInFlight: 2, // as for Get key (src/keys/master-batcher.ts): fewer, larger transactions serve more
       maxQueued: deps.maxQueued,
@@ -148,7 +153,7 @@ export class KeyService {
     }
     this.deps.pools?.checkHandOut(this.linksOf(plan));
     const policy = this.deps.policies?.forRequest(caller.saeId, slaveSaeIds);
-    const charged = policy ? this.rates.charge(caller.saeId, policy.pairs, number) : [];
+    const charged = policy ? await this.rates.charge(caller.saeId, policy.pairs, number) : [];
     const delivery = await this.deps.batcher
       .deliver({
         plan,
@@ -164,8 +169,8 @@ export class KeyService {
         ...(policy && Object.keys(policy.tags).length ? { tags: policy.tags } : {}),
         ...(policy?.fallback && this.canFallBack(plan) ? { fallback: true } : {}),
       })
-      .catch((err: unknown) => {
-        this.rates.refundAll(charged, number);
+      .catch(async (err: unknown) => {
+        await this.rates.refundAll(charged, number);
         return databaseDown(err);
       });
     if (delivery.origin === 'pqc_fallback') for (const s of slaveSaeIds) this.deps.fallback?.count(caller.saeId, s, number);

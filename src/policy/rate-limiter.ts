@@ -1,3 +1,4 @@
+import type { Coordinator } from '../coord/coordinator.js';
 import { unavailable } from '../errors.js';
 import type { StoredPolicy } from '../store/policies.js';
 
@@ -7,52 +8,35 @@ export interface Charge {
   second: number;
 }
 
+const WINDOW_S = 60;
+
 /**
- * Keys per minute per SAE pair, counted in this process over a sliding minute of one-second buckets. `take` charges
- * the keys before they are handed out and `refund` gives them back when the request failed, so a refused or failed
- * request costs nothing and concurrent requests cannot together pass the limit. Replicas each count their own
- * (a Redis-backed counter is the replicas issue's).
+ * Keys per minute per SAE pair, over a sliding minute of one-second buckets kept by the coordinator: in this process
+ * for a single node, in Redis for replicas, so that the limit holds for the KME as a whole. `charge` takes the keys
+ * before they are handed out and `refundAll` gives them back when the request failed, so a refused or failed request
+ * costs nothing and concurrent requests cannot together pass the limit. When the coordinator cannot count (Redis
+ * away), a pair with a limit fails closed: its requests get a 503; pairs without a limit never ask it.
  */
 export class PairRateLimiter {
-  private readonly windows = new Map<string, { buckets: number[]; second: number }>();
-
-  constructor(private readonly now: () => number = Date.now) {}
-
-  /** Charges `n` keys to `pair` if the last minute's total stays within `limit`; otherwise returns the seconds until it would. */
-  take(pair: string, n: number, limit: number): { ok: true; second: number } | { ok: false; retryAfterS: number; used: number } {
-    const w = this.window(pair);
-    const used = w.buckets.reduce((a, b) => a + b, 0);
-    if (used + n > limit) {
-      // The oldest buckets leave the window first: how long until enough of them have.
-      let freed = 0;
-      let wait = 60;
-      for (let i = 1; i <= 60; i++) {
-        freed += w.buckets[(w.second + i) % 60]!;
-        if (used - freed + n <= limit) {
-          wait = i;
-          break;
-        }
-      }
-      return { ok: false, retryAfterS: wait, used };
-    }
-    w.buckets[w.second % 60]! += n;
-    return { ok: true, second: w.second };
-  }
+  constructor(private readonly counters: Pick<Coordinator, 'take' | 'refund'>) {}
 
   /**
    * Charges `n` keys to every pair of a request whose policy limits keys per minute: all or nothing. When one pair
    * would pass its limit nothing is charged and the request gets a 503 that says how many were taken and when to try
    * again.
    */
-  charge(master: string, pairs: StoredPolicy[], n: number): Charge[] {
+  async charge(master: string, pairs: StoredPolicy[], n: number): Promise<Charge[]> {
     const charged: Charge[] = [];
     for (const p of pairs) {
       if (p.maxKeysPerMinute === undefined) continue;
       const pair = p.saes.join('/');
-      const got = this.take(pair, n, p.maxKeysPerMinute);
+      const other = p.saes[0] === master ? p.saes[1] : p.saes[0];
+      const got = await this.counters.take(counterName(pair), n, p.maxKeysPerMinute, WINDOW_S).catch(async (err: Error) => {
+        await this.refundAll(charged, n);
+        throw unavailable(`the keys-per-minute limit of ${master} and ${other} cannot be checked (${err.message}); nothing was taken: try again shortly`);
+      });
       if (!got.ok) {
-        this.refundAll(charged, n);
-        const other = p.saes[0] === master ? p.saes[1] : p.saes[0];
+        await this.refundAll(charged, n);
         throw unavailable(
           `the policy of ${master} and ${other} allows ${p.maxKeysPerMinute} keys a minute at this KME; ${got.used} were taken in the last minute: try again in ${got.retryAfterS} s`,
         );
@@ -62,29 +46,12 @@ export class PairRateLimiter {
     return charged;
   }
 
-  /** Gives back what `charge` took (the request failed). */
-  refundAll(charges: Charge[], n: number): void {
-    for (const c of charges) this.refund(c.pair, n, c.second);
+  /** Gives back what `charge` took (the request failed). Best effort: a refund Redis misses only makes the limit stricter. */
+  async refundAll(charges: Charge[], n: number): Promise<void> {
+    await Promise.all(charges.map((c) => this.counters.refund(counterName(c.pair), n, c.second, WINDOW_S).catch(() => undefined)));
   }
+}
 
-  /** Gives back keys charged at `second` (what `take` returned), if that second is still in the window. */
-  refund(pair: string, n: number, second: number): void {
-    const w = this.window(pair);
-    if (second <= w.second - 60) return;
-    const i = second % 60;
-    w.buckets[i] = Math.max(0, w.buckets[i]! - n);
-  }
-
-  /** The pair's window, with the buckets of the seconds that passed since it was last used emptied. */
-  private window(pair: string) {
-    const second = Math.floor(this.now() / 1000);
-    let w = this.windows.get(pair);
-    if (!w) {
-      w = { buckets: new Array<number>(60).fill(0), second };
-      this.windows.set(pair, w);
-    }
-    for (let s = w.second + 1; s <= Math.min(second, w.second + 60); s++) w.buckets[s % 60] = 0;
-    w.second = Math.max(w.second, second);
-    return w;
-  }
+function counterName(pair: string): string {
+  return `keys-per-minute:${pair}`;
 }

@@ -3,7 +3,7 @@ import type { CacheTopic } from '../../src/coord/coordinator.js';
 import { RedisCoordinator } from '../../src/coord/redis.js';
 import { coordinatorConformance } from '../conformance/coordinator.js';
 import { capturingLogger } from '../helpers/logs.js';
-import { REDIS_URL, redisSkipReason, uniqueKmeId } from '../helpers/redis.js';
+import { REDIS_URL, redisSkipReason, uniquePrefix } from '../helpers/redis.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
 // The Redis coordinator against the machine's real Redis: the shared contract with two replicas (two coordinators of
@@ -14,7 +14,7 @@ const { log, text } = capturingLogger();
 
 t.test('Redis coordinator: the Coordinator contract, two replicas', { skip }, (t) =>
   coordinatorConformance(t, async () => {
-    const kme = uniqueKmeId();
+    const kme = uniquePrefix();
     const a = await RedisCoordinator.connect(REDIS_URL, kme, log);
     const b = await RedisCoordinator.connect(REDIS_URL, kme, log);
     return { a, b, close: async () => (await a.close(), await b.close()) };
@@ -22,8 +22,8 @@ t.test('Redis coordinator: the Coordinator contract, two replicas', { skip }, (t
 );
 
 t.test('two KMEs on one Redis hear and count only their own', { skip }, async (t) => {
-  const a = await RedisCoordinator.connect(REDIS_URL, uniqueKmeId(), log);
-  const other = await RedisCoordinator.connect(REDIS_URL, uniqueKmeId(), log);
+  const a = await RedisCoordinator.connect(REDIS_URL, uniquePrefix(), log);
+  const other = await RedisCoordinator.connect(REDIS_URL, uniquePrefix(), log);
   t.teardown(async () => (await a.close(), await other.close()));
   const heard: string[] = [];
   other.onChange((x) => heard.push(x));
@@ -39,7 +39,7 @@ t.test('Redis away: counters refuse (the caller fails closed), check() says why;
   const proxy = await TcpProxy.start({ host: hostname, port: Number(port || 6379) });
   t.teardown(() => proxy.close());
   const url = `redis://127.0.0.1:${proxy.port}`;
-  const c = await RedisCoordinator.connect(url, uniqueKmeId(), log);
+  const c = await RedisCoordinator.connect(url, uniquePrefix(), log);
   t.teardown(() => c.close());
   const heard: Array<CacheTopic | 'all'> = [];
   c.onChange((x) => heard.push(x));

@@ -138,6 +138,8 @@ export async function startTestKms(
     listen?: Partial<Omit<Config['listen'], 'host' | 'port'>>;
     /** The registered SAEs, when a test needs certificate_cn or certificate_sha256; default SAES by ID. */
     saes?: Array<{ id: string; certificate_cn?: string; certificate_sha256?: string }>;
+    /** What replicas share (config `coordination`): Redis, for tests of replicas; in-process by default. */
+    coordination?: Config['coordination'];
     /** The Cisco SKIP listener (TLS-PSK); none by default. PSK file paths must be absolute. */
     skip?: Record<string, unknown>;
   } = {},
@@ -151,6 +153,7 @@ export async function startTestKms(
     listen: { host: '127.0.0.1', port: 0, ...opts.listen },
     ...(opts.ops ? { ops: opts.ops } : {}),
     ...(opts.skip ? { skip: opts.skip } : {}),
+    ...(opts.coordination ? { coordination: opts.coordination } : {}),
     tls: { cert: pki.kmes.KME_T!.cert, key: pki.kmes.KME_T!.key, ca: pki.ca, ...opts.tls },
     database: { pool_size: 8, ...(opts.appRole ? { app_role: opts.appRole } : {}) },
     hsm: !opts.wrapper && hsm === 'softhsm' ? softHsmConfig(opts.kekLabel) : { type: 'mock' },

@@ -16,7 +16,7 @@ export async function redisSkipReason(url = REDIS_URL): Promise<string | undefin
   });
 }
 
-/** A KME ID no other test run uses, so that runs sharing the machine's Redis never see each other's keys. */
-export function uniqueKmeId(): string {
-  return `KME_T${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+/** A Redis key prefix no other test uses, so that tests sharing the machine's Redis never see each other's keys. */
+export function uniquePrefix(): string {
+  return `qkms-test:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
 }

@@ -1,48 +1,42 @@
-import fc from 'fast-check';
 import t from 'tap';
+import { InProcessCoordinator } from '../../src/coord/in-process.js';
 import { PairRateLimiter } from '../../src/policy/rate-limiter.js';
+import type { StoredPolicy } from '../../src/store/policies.js';
 
-// The keys-per-minute counter of a policy per SAE pair (src/policy/rate-limiter.ts), on a clock the test moves: the
-// limit holds over every sliding minute, refunds give keys back, and a refused request says how long to wait.
+// The keys-per-minute limit of policies per SAE pair (src/policy/rate-limiter.ts) over the coordinator's counters
+// (their sliding window is tested with the coordinators, test/coord/): all or nothing across the pairs of a request,
+// a refused request names the pair, the limit and the wait, and when the counters cannot answer it fails closed.
+const policy = (a: string, b: string, max?: number) => ({ saes: [a, b], ...(max !== undefined ? { maxKeysPerMinute: max } : {}), tags: {} }) as unknown as StoredPolicy;
 
-t.test('a sliding minute: keys taken leave the window 60 s later, and the wait is named', async (t) => {
+t.test('all or nothing across the pairs of a request; a refusal names the limit and the wait', async (t) => {
   let now = 1_000_000;
-  const r = new PairRateLimiter(() => now);
-  t.match(r.take('A/B', 4, 5), { ok: true });
-  now += 30_000;
-  t.match(r.take('A/B', 2, 5), { ok: false, used: 4, retryAfterS: 30 }, 'the first four leave in 30 s');
-  t.match(r.take('A/B', 1, 5), { ok: true });
-  t.match(r.take('C/D', 5, 5), { ok: true }, 'pairs are counted apart');
-  now += 30_000;
-  t.match(r.take('A/B', 4, 5), { ok: true }, 'a minute after the first four: only the one taken at 30 s counts');
-  t.match(r.take('A/B', 1, 5), { ok: false });
+  const r = new PairRateLimiter(new InProcessCoordinator(() => now));
+  await r.charge('SAE_A', [policy('SAE_A', 'SAE_B', 10), policy('SAE_A', 'SAE_C', 4)], 3);
+  const err = await r.charge('SAE_A', [policy('SAE_A', 'SAE_B', 10), policy('SAE_A', 'SAE_C', 4)], 3).then(() => undefined, (e: Error) => e);
+  t.match(err?.message, /the policy of SAE_A and SAE_C allows 4 keys a minute at this KME; 3 were taken in the last minute: try again in 60 s/);
+  t.same(await r.charge('SAE_A', [policy('SAE_A', 'SAE_B', 10)], 7).then((c) => c.length), 1, 'the refused request took nothing from SAE_A/SAE_B: 7 more fit');
+  t.same(await r.charge('SAE_A', [policy('SAE_A', 'SAE_D')], 1000), [], 'a pair without a limit is not counted');
+  now += 60_000;
+  t.equal((await r.charge('SAE_A', [policy('SAE_A', 'SAE_C', 4)], 4)).length, 1, 'a minute later the window is empty again');
 });
 
 t.test('a refund gives back what a failed request took', async (t) => {
-  let now = 5_000_000;
-  const r = new PairRateLimiter(() => now);
-  const took = r.take('A/B', 5, 5);
-  t.ok(took.ok);
-  now += 2_000;
-  r.refund('A/B', 5, (took as { second: number }).second);
-  t.match(r.take('A/B', 5, 5), { ok: true });
+  const r = new PairRateLimiter(new InProcessCoordinator());
+  const charged = await r.charge('SAE_A', [policy('SAE_A', 'SAE_B', 5)], 5);
+  await r.refundAll(charged, 5);
+  t.equal((await r.charge('SAE_A', [policy('SAE_A', 'SAE_B', 5)], 5)).length, 1);
 });
 
-t.test('property: over any sliding minute, the keys granted never exceed the limit', async () => {
-  fc.assert(
-    fc.property(fc.integer({ min: 1, max: 50 }), fc.array(fc.tuple(fc.integer({ min: 0, max: 5_000 }), fc.integer({ min: 1, max: 20 })), { maxLength: 200 }), (limit, steps) => {
-      let now = 0;
-      const r = new PairRateLimiter(() => now);
-      const granted: Array<[number, number]> = [];
-      for (const [advance, n] of steps) {
-        now += advance;
-        if (r.take('P', n, limit).ok) granted.push([Math.floor(now / 1000), n]);
-      }
-      for (const [second] of granted) {
-        const inWindow = granted.filter(([s]) => s > second - 60 && s <= second).reduce((a, [, n]) => a + n, 0);
-        if (inWindow > limit) return false;
-      }
-      return true;
-    }),
-  );
+t.test('counters that cannot answer: the limited pair fails closed, what was charged is given back', async (t) => {
+  const inner = new InProcessCoordinator();
+  let down = false;
+  const flaky = {
+    take: (name: string, n: number, limit: number, w: number) => (down && name.includes('SAE_C') ? Promise.reject(new Error('redis: no answer within 1 s')) : inner.take(name, n, limit, w)),
+    refund: inner.refund.bind(inner),
+  };
+  const r = new PairRateLimiter(flaky);
+  down = true;
+  const err = await r.charge('SAE_A', [policy('SAE_A', 'SAE_B', 5), policy('SAE_A', 'SAE_C', 5)], 5).then(() => undefined, (e: Error) => e);
+  t.match(err?.message, /the keys-per-minute limit of SAE_A and SAE_C cannot be checked \(redis: no answer within 1 s\); nothing was taken/);
+  t.equal((await r.charge('SAE_A', [policy('SAE_A', 'SAE_B', 5)], 5)).length, 1, "SAE_A/SAE_B's 5 were given back");
 });
