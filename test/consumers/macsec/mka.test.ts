@@ -156,11 +156,17 @@ t.test('rotation against a running wpa_supplicant: reload through its control so
   t.match(logText(), /failed closed: no MKA participant/);
 
   t.same(wpaCli.argv().map((a) => a.at(-1)), ['ping', 'reconfigure', 'ping', 'reconfigure', 'reconfigure'], 'wpa_cli asked for ping and reconfigure only');
+  // `ip netns exec` execs wpa_supplicant: the child's pid is the daemon's, whose command line and environment anyone
+  // on the host may read.
+  const proc = (what: string) => readFileSync(`/proc/${daemon.pid}/${what}`, 'latin1');
+  t.match(proc('cmdline'), 'wpa_supplicant');
   const keys = [KEY32.key, KEY32_B.key];
   t.same(findLeaks(keys, { texts: [
     { where: 'wpa_cli argv', text: wpaCli.argv().flat().join(' ') },
     { where: 'wpa_cli environment', text: wpaCli.env() },
     { where: 'connector log', text: logText() },
     { where: 'wpa_supplicant -dd', text: out },
+    { where: 'wpa_supplicant /proc/PID/cmdline', text: proc('cmdline') },
+    { where: 'wpa_supplicant /proc/PID/environ', text: proc('environ') },
   ], bytes: [] }), []);
 });
