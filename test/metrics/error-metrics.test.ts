@@ -32,12 +32,15 @@ t.test('HSM, database and link failures are counted', async (t) => {
 
   // The HSM: a key cannot be unwrapped, the request fails, the decrypt failure is counted, the refusal too.
   k.mock!.simulateOutage(true);
-  const down = await a.get('/api/v1/keys/SAE_B/enc_keys');
+  // On a busy machine a request can also be shed or time out before it reaches the HSM: ask until one reaches it.
+  let down = await a.get('/api/v1/keys/SAE_B/enc_keys');
+  for (let i = 0; i < 5 && !/^HSM unavailable/.test(down.body?.message); i++) down = await a.get('/api/v1/keys/SAE_B/enc_keys');
   k.mock!.simulateOutage(false);
   t.equal(down.status, 503);
+  t.match(down.body?.message, /^HSM unavailable/);
   const afterHsm = await scrape(ops);
   t.ok((valueOf(afterHsm, 'qkms_hsm_errors_total', { operation: 'decrypt', kind: 'unavailable' }) ?? 0) >= 1, 'the failed decrypt');
-  t.equal(valueOf(afterHsm, 'qkms_refusals_total', { operation: 'enc_keys', caller: 'sae:SAE_A', reason: 'hsm_unavailable' }), 1, 'the 503, by reason');
+  t.ok((valueOf(afterHsm, 'qkms_refusals_total', { operation: 'enc_keys', caller: 'sae:SAE_A', reason: 'hsm_unavailable' }) ?? 0) >= 1, 'the 503, by reason');
 
   // A statement the database refuses: exactly one more statement error.
   const statementErrors = valueOf(afterHsm, 'qkms_database_errors_total', { kind: 'statement' }) ?? 0;
@@ -57,12 +60,13 @@ t.test('HSM, database and link failures are counted', async (t) => {
   t.equal(valueOf(cut, 'qkms_pool_available_keys'), undefined, 'and are left out, not stale');
   t.equal(valueOf(cut, 'qkms_link_up', { link_id: LINK }), 1, 'figures from memory are still there');
   await proxy!.restore();
-  await eventually(async () => {
-    await sleep(1_000);
-    const back = await scrape(ops);
-    if (valueOf(back, 'qkms_metrics_database_read_success') !== 1) throw new Error('not back yet');
-    t.ok((valueOf(back, 'qkms_pool_available_keys', { link_id: LINK }) ?? -1) >= 0, 'the pool level is back');
-  }, 10_000, 0);
+  const back = await eventually(async () => {
+    await sleep(1_000); // past the read the last scrape shared
+    const s = await scrape(ops);
+    return valueOf(s, 'qkms_metrics_database_read_success') === 1 ? s : undefined;
+  }, 15_000, 0);
+  t.ok(back, 'the database-derived figures are read again');
+  t.ok((valueOf(back!, 'qkms_pool_available_keys', { link_id: LINK }) ?? -1) >= 0, 'the pool level is back');
 
   // A link outage: down while it lasts, counted once.
   const source = k.kms.sources.get(LINK)!;

@@ -1,5 +1,4 @@
 import t from 'tap';
-import { eventually } from '../helpers/etsi.js';
 import { startTestKms } from '../helpers/kms.js';
 import { findLeaks } from '../helpers/leak-scan.js';
 import { scrape, valueOf, type Scrape } from '../helpers/metrics.js';
