@@ -67,6 +67,10 @@ export async function startSkipServer(deps: SkipServerDeps): Promise<SkipServer>
     requestIdHeader: false,
     routerOptions: { ignoreTrailingSlash: true },
   }) as unknown as FastifyInstance;
+  // A router with a wrong key or identity never reaches HTTP: say so in the log, since it sees only a TLS alert.
+  app.server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) =>
+    log.warn({ remote: socket.remoteAddress, reason: err.code ?? err.message }, 'SKIP handshake refused: unknown PSK identity, wrong key or TLS version'),
+  );
   app.setValidatorCompiler(validatorCompiler());
   installErrorHandling(app, (request, error) => {
     const router = routers.routerOf(request.raw.socket as TLSSocket);

@@ -93,6 +93,7 @@ t.test('the PSK authenticates: a wrong key or an unknown identity fails the TLS 
   await t.rejects(skipGet(url, { identity: 'R1', psk: PSK_R2 }, '/capabilities'), /alert|handshake|EPROTO|ECONNRESET/i);
   await t.rejects(skipGet(url, { identity: 'R7', psk: PSK_R1 }, '/capabilities'), /alert|handshake|EPROTO|ECONNRESET/i);
   await t.rejects(skipGet(url, { ...R1, maxVersion: 'TLSv1.2' }, '/capabilities'), /alert|version|EPROTO|ECONNRESET/i, 'TLS 1.2 refused (min_tls_version TLSv1.3)');
+  t.match(k.logs(), 'SKIP handshake refused', 'the KME logs refused handshakes');
 });
 
 t.test('entropy: hex of the requested bits', async (t) => {
