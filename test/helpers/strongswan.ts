@@ -41,6 +41,8 @@ export interface CharonPair {
   b: Charon;
   /** Starts `ping` from A's inner address to B's, one packet every `intervalMs`; `stop()` returns the counts. */
   ping: (intervalMs: number) => RunningPing;
+  /** Resolves once one ping gets through the tunnel (charon logs the PPK before the child SA's route is in). */
+  waitForTunnel: (ms: number) => Promise<void>;
   close: () => Promise<void>;
 }
 
@@ -184,10 +186,10 @@ export async function startCharonPair(): Promise<CharonPair> {
       let output = '';
       child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
       child.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+      const done = new Promise((r) => child.once('exit', r));
       return {
         stop: async () => {
-          const done = new Promise((r) => child.once('exit', r));
-          child.kill('SIGINT'); // ping prints its statistics on SIGINT
+          child.kill('SIGINT'); // ping prints its statistics on SIGINT (and may have ended already: no route)
           await done;
           const m = /(\d+) packets transmitted, (\d+) received/.exec(output);
           if (!m) throw new Error(`ping printed no statistics:\n${output}`);
@@ -195,7 +197,19 @@ export async function startCharonPair(): Promise<CharonPair> {
         },
       };
     };
-    return { dir, a, b, ping, close };
+    const waitForTunnel = async (ms: number) => {
+      const deadline = Date.now() + ms;
+      for (;;) {
+        try {
+          await run('ip', ['netns', 'exec', nsA, 'ping', '-n', '-c', '1', '-W', '1', '-I', a.inner, b.inner]);
+          return;
+        } catch (err) {
+          if (Date.now() > deadline) throw new Error(`no ping through the tunnel within ${ms} ms: ${String((err as { stdout?: string }).stdout ?? err)}`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    };
+    return { dir, a, b, ping, waitForTunnel, close };
   } catch (err) {
     await close();
     throw err;

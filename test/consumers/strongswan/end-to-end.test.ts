@@ -90,6 +90,7 @@ t.test('QKD keys as the PPK of a strongSwan tunnel, rotated by two agents under 
     await waitFor(master, () => used(pair.a.log()).length >= n, ms, `${n} PPKs in use at charon A\n${pair.a.log().slice(-3000)}\nslave agent:\n${slave.stdout}`);
   };
   await waitForKeys(1, 30_000);
+  await pair.waitForTunnel(10_000);
   t.pass('the tunnel came up with a QKD key as its PPK');
   const ping = pair.ping(50);
   const started = Date.now();
@@ -122,8 +123,8 @@ t.test('QKD keys as the PPK of a strongSwan tunnel, rotated by two agents under 
   t.test('the agents stop cleanly, logged no errors or key bytes, and left the charons tidy', async (t) => {
     master.child.kill('SIGTERM');
     slave.child.kill('SIGTERM');
-    t.equal(await master.exited, 0, 'master agent exit code');
-    t.equal(await slave.exited, 0, 'slave agent exit code');
+    t.equal(await exitWithin(master, 20_000), 0, 'master agent exit code');
+    t.equal(await exitWithin(slave, 20_000), 0, 'slave agent exit code');
     for (const [who, a] of [['master', master], ['slave', slave]] as const) {
       const errors = a.stdout.split('\n').filter((l) => /"level":(50|60)/.test(l));
       t.same(errors, [], `no error lines from the ${who} agent`);
@@ -141,3 +142,16 @@ t.test('QKD keys as the PPK of a strongSwan tunnel, rotated by two agents under 
     }
   });
 });
+
+/** The exit code, or a failure with the process's last words when it does not exit in time (never a hung test). */
+async function exitWithin(proc: KmsProcess, ms: number): Promise<number | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no exit within ${ms} ms of SIGTERM; last output:\n${proc.stdout.slice(-4000)}\n${proc.stderr.slice(-2000)}`)), ms);
+  });
+  try {
+    return await Promise.race([proc.exited, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
