@@ -50,6 +50,8 @@ import { checkSchema, migrate } from './store/migrate.js';
 import { ensureLink, nextSeq } from './store/pool.js';
 import { startStatisticsJob } from './lifecycle/statistics.js';
 import { postQuantumGroups, tlsServerOptions } from './tls.js';
+import { LeaderLock } from './lifecycle/leader-lock.js';
+import { runWhileLeading } from './lifecycle/leader-job.js';
 import { openCoordinator, redisPrefix, reloadOnChange } from './coord/open.js';
 
 export interface RunningKms {
@@ -260,18 +262,33 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
         paused: () => !pools.ingests(link.link_id),
         log,
       });
-      ingester.start();
       ingesters.set(link.link_id, ingester);
-      closers.unshift(() => ingester.stop());
+      // One replica reads each link's device: the one holding the link's lock; another takes over when it dies.
+      closers.unshift(
+        runWhileLeading({
+          databaseUrl: opts.databaseUrl,
+          job: `ingest:${link.link_id}`,
+          everyMs: LEADER_POLL_MS,
+          start: async () => {
+            sources.get(link.link_id)!.catchUp?.(await nextSeq(db, link.link_id));
+            ingester.start();
+          },
+          stop: () => ingester.stop(),
+          log,
+        }),
+      );
     }
     network.start();
-    const stopExpiry = startExpiryJob(db, { kmeId: config.kme_id, log });
-    closers.unshift(stopExpiry);
-    closers.unshift(startPoolDeletionJob({ db, gate: pools, kmeId: config.kme_id, log }));
-    closers.unshift(startPoolLevelWatch({ db, topology, policies, keySize: config.keys.key_size, log }));
-    closers.unshift(startEraserJob({ db, barrier, log }));
+    // Housekeeping runs on one replica: the holder of one lock (the KEK re-wrap and the sealer hold their own).
+    const housekeeping = new LeaderLock(opts.databaseUrl, 'housekeeping', log);
+    closers.unshift(() => housekeeping.close()); // after the jobs below, which ask it
+    const leads = () => housekeeping.lead().catch(() => false);
+    closers.unshift(startExpiryJob(db, { kmeId: config.kme_id, log, leads }));
+    closers.unshift(startPoolDeletionJob({ db, gate: pools, kmeId: config.kme_id, log, leads }));
+    closers.unshift(startPoolLevelWatch({ db, topology, policies, keySize: config.keys.key_size, log, leads }));
+    closers.unshift(startEraserJob({ db, barrier, log, leads }));
     closers.unshift(startKekRewrapJob({ rotation: kek, databaseUrl: opts.databaseUrl, log }));
-    closers.unshift(startStatisticsJob(db, log));
+    closers.unshift(startStatisticsJob(db, log, { leads }));
     const sealer = new Sealer({ db, databaseUrl: opts.databaseUrl, keys: logKeys, everyMs: config.audit.seal_every_ms, log });
     closers.unshift(sealer.start());
     closers.unshift(startCosigning({ db, clients: network.clients, everyMs: config.audit.cosign_every_ms, log }));
@@ -320,6 +337,8 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
 
 /** How often a KME looks for registry changes made by another process: a revocation reaches it within this. */
 const REGISTRY_POLL_MS = 500;
+/** How often a replica asks for a leader-only job's lock: the longest a dead leader's job stays undone, about. */
+const LEADER_POLL_MS = 1_000;
 
 /** The registry of principals, seeded from the config; a seed the table refuses is a config error that says why. */
 async function openRegistry(db: Db, config: Config, log: Logger): Promise<PrincipalRegistry> {

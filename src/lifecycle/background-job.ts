@@ -14,11 +14,13 @@ export function startBackgroundJob(opts: {
   firstMs?: number;
   /** One pass; may return how long to wait before the next (a backlog goes on sooner). */
   step: () => Promise<number | void>;
+  /** For a leader-only job: whether this replica leads now (a pass is skipped when not). */
+  leads?: () => Promise<boolean>;
 }): () => Promise<void> {
   let failing = false;
   const loop = new Repeater(async () => {
     try {
-      const delay = await opts.step();
+      const delay = opts.leads && !(await opts.leads()) ? undefined : await opts.step();
       if (failing) opts.log.info(`${opts.what} resumed`);
       failing = false;
       return delay ?? opts.everyMs;

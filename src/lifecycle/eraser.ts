@@ -22,13 +22,14 @@ import { startBackgroundJob } from './background-job.js';
  * key whose row is gone. (The "never bound twice" guard is the chunk's own record, its cursor and `bound`, which
  * outlives the keys.)
  *
- * With several replicas this becomes a leader-only job (a later issue); running it twice is harmless meanwhile:
+ * With replicas it runs where `leads` says (the housekeeping leader); running it twice would be harmless anyway:
  * queue entries are taken with SKIP LOCKED and chunks are locked while re-sealed.
  */
 export function startEraserJob(
-  deps: { db: Db; barrier: Barrier; log: Logger; everyMs?: number; batch?: number; endedRetentionMs?: number },
+  deps: { db: Db; barrier: Barrier; log: Logger; everyMs?: number; batch?: number; endedRetentionMs?: number; leads?: () => Promise<boolean> },
 ): () => Promise<void> {
   return startBackgroundJob({
+    leads: deps.leads,
     what: 'material erasure',
     log: deps.log,
     everyMs: deps.everyMs ?? 1_000,

@@ -13,16 +13,17 @@ import { startBackgroundJob } from './background-job.js';
  *
  * Expired material is destroyed within about a second of its time, and a backlog at up to ~2,000 keys a second.
  *
- * With several replicas this becomes a leader-only job (a later issue); running it twice is harmless meanwhile
+ * With replicas it runs where `leads` says (the housekeeping leader); running it twice would be harmless anyway
  * (SKIP LOCKED, and already-ended keys are skipped).
  */
 export function startExpiryJob(
   db: Db,
-  opts: { kmeId: string; log: Logger; everyMs?: number; batch?: number; refRetentionMs?: number },
+  opts: { kmeId: string; log: Logger; everyMs?: number; batch?: number; refRetentionMs?: number; leads?: () => Promise<boolean> },
 ): () => Promise<void> {
   const batch = opts.batch ?? 200;
   const everyMs = opts.everyMs ?? 1_000;
   return startBackgroundJob({
+    leads: opts.leads,
     what: 'key expiry',
     log: opts.log,
     everyMs,

@@ -15,6 +15,8 @@ import type { Logger } from '../log.js';
 export class LeaderLock {
   private client: pg.Client | undefined;
   private leading = false;
+  /** The answer being found: several jobs may share one lock and ask at once. */
+  private asking: Promise<boolean> | undefined;
 
   constructor(
     private readonly url: string,
@@ -23,7 +25,16 @@ export class LeaderLock {
     private readonly log: Logger,
   ) {}
 
-  async lead(): Promise<boolean> {
+  lead(): Promise<boolean> {
+    return (this.asking ??= this.ask().finally(() => (this.asking = undefined)));
+  }
+
+  /** Whether this process leads now (the lock is asked for or its connection checked). */
+  get isLeading(): boolean {
+    return this.leading;
+  }
+
+  private async ask(): Promise<boolean> {
     try {
       if (!this.client) {
         const c = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: 3_000, application_name: `qkd-kms ${this.job} leader` });

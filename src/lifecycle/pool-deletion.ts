@@ -9,8 +9,9 @@ import { startBackgroundJob } from './background-job.js';
  * the pool's unbound material is destroyed and the pool is deleted, audited (src/store/pool-states.ts). Checked every
  * few seconds; several processes may run it (the deletion locks the link's row and skips one already taken).
  */
-export function startPoolDeletionJob(deps: { db: Db; gate: PoolGate; kmeId: string; log: Logger; everyMs?: number }): () => Promise<void> {
+export function startPoolDeletionJob(deps: { db: Db; gate: PoolGate; kmeId: string; log: Logger; everyMs?: number; leads?: () => Promise<boolean> }): () => Promise<void> {
   return startBackgroundJob({
+    leads: deps.leads,
     what: 'pool deletion',
     log: deps.log,
     everyMs: deps.everyMs ?? 2_000,

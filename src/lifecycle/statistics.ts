@@ -21,10 +21,11 @@ export const MIN_ROWS_TO_ANALYZE = 1_000;
  * missing statistics — autovacuum switched off, or lagging behind a burst of ingest — the planner can switch to
  * sorting the whole pool on every request. ANALYZE samples a fixed number of rows, so it stays cheap at any size.
  *
- * With several replicas this becomes a leader-only job (a later issue); running it twice is harmless meanwhile.
+ * With replicas it runs where `leads` says (the housekeeping leader); running it twice would be harmless anyway.
  */
-export function startStatisticsJob(db: Db, log: Logger, opts: { firstMs?: number; everyMs?: number } = {}): () => Promise<void> {
+export function startStatisticsJob(db: Db, log: Logger, opts: { firstMs?: number; everyMs?: number; leads?: () => Promise<boolean> } = {}): () => Promise<void> {
   return startBackgroundJob({
+    leads: opts.leads,
     what: 'refreshing table statistics',
     log,
     everyMs: opts.everyMs ?? 30_000,

@@ -11,9 +11,10 @@ import type { PolicyBook } from './policy-book.js';
  * line when a pool falls below a pair's minimum, and one when it is back (once per crossing, not on every pass).
  * The status answer of the pair warns as well (src/keys/key-service.ts).
  */
-export function startPoolLevelWatch(deps: { db: Db; topology: Topology; policies: PolicyBook; keySize: number; log: Logger; everyMs?: number }): () => Promise<void> {
+export function startPoolLevelWatch(deps: { db: Db; topology: Topology; policies: PolicyBook; keySize: number; log: Logger; everyMs?: number; leads?: () => Promise<boolean> }): () => Promise<void> {
   const below = new Set<string>();
   return startBackgroundJob({
+    leads: deps.leads,
     what: 'watching pool levels',
     log: deps.log,
     everyMs: deps.everyMs ?? 2_000,

@@ -62,7 +62,7 @@ interface SealedBatch {
  * was lost did commit, and the batch is done — it is never sent again (the pool would refuse the positions for good
  * and ingest would wedge).
  *
- * One ingester per link and per KME (with several replicas, a later issue runs it on the leader only).
+ * One ingester per link and per KME: with replicas, only on the one that holds the link's ingest lock (src/server.ts).
  */
 export class Ingester {
   private readonly loop = new Repeater(() => this.tick());

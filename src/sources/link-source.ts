@@ -41,6 +41,12 @@ export interface LinkSource {
   release(refs: ReadonlyArray<string>): Promise<void>;
 
   /** What the device reports, for status and metrics. Cheap; no I/O. */
+  /**
+   * Optional: a replica that takes over this link's ingest from another says where the stored stream ends, so a
+   * device whose positions this process counts itself (the in-process simulator) carries on from there instead of
+   * offering what the other replica already stored. A real device keeps its own position and needs none.
+   */
+  catchUp?(nextSeq: string): void;
   figures(): DeviceFigures;
 
   /** Stops; idempotent. Plaintext held in memory is wiped. */

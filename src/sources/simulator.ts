@@ -75,6 +75,12 @@ export class SimulatedDevice implements LinkSource, LinkOutageDrill {
       : `simulated QKD link ${opts.linkId} (loopback, ${rate}, OS randomness — not a quantum source)`;
   }
 
+  catchUp(nextSeq: string): void {
+    const next = BigInt(nextSeq);
+    if (next > this.produced) this.produced = next;
+    if (next > this.taken) this.taken = next;
+  }
+
   /** Takes the link down now for `ms` (tests and the demo's fault drills). */
   outage(ms: number): void {
     const t = this.now();
