@@ -27,7 +27,8 @@ export function loadConfigFile(path: string): Config {
   const base = dirname(resolve(path));
   for (const field of ['cert', 'key', 'ca'] as const) config.tls[field] = resolve(base, config.tls[field]);
   if (config.hsm.type === 'pkcs11' && config.hsm.pin_file) config.hsm.pin_file = resolve(base, config.hsm.pin_file);
-  for (const router of config.skip?.routers ?? []) router.psk_file = resolve(base, router.psk_file);
+  for (const router of config.skip?.routers ?? []) if (router.psk_file) router.psk_file = resolve(base, router.psk_file);
+  if (config.skip?.tls) for (const field of ['cert', 'key', 'ca'] as const) config.skip.tls[field] = resolve(base, config.skip.tls[field]);
   for (const link of config.links) {
     const src = link.source;
     if (src.type === 'simulator' && src.seed_file) src.seed_file = resolve(base, src.seed_file);

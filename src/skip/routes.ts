@@ -7,7 +7,7 @@ import { badRequest, EtsiMessage, KmsError, unauthorized } from '../errors.js';
 import type { KeyService } from '../keys/key-service.js';
 import type { SaeCaller } from '../keys/types.js';
 import { etsiKeyIdOf, skipKeyIdOf } from './key-ids.js';
-import type { SkipRouter, SkipRouters } from './routers.js';
+import { credentialOf, type SkipRouter, type SkipRouters } from './routers.js';
 import {
   CapabilitiesSchema,
   EntropyQuerySchema,
@@ -37,12 +37,13 @@ export const SKIP_TAG = 'Cisco SKIP';
 export const skipRoutes: FastifyPluginAsyncTypebox<SkipRouteOptions> = async (app, { keys, routers, principals }) => {
   /** The router of this connection, and the SAE caller it acts as; refused while its SAE is not active. */
   const callerOf = (request: FastifyRequest): { router: SkipRouter; caller: SaeCaller } => {
-    const router = routers.routerOf(request.raw.socket as TLSSocket);
-    if (!router) throw unauthorized('no router identified by a pre-shared key on this connection');
+    const socket = request.raw.socket as TLSSocket;
+    const router = routers.routerOf(socket);
+    if (!router) throw unauthorized('no router identified on this connection (pre-shared key, or a certificate of skip.tls.ca with the certificate_cn of a router)');
     const status = principals.get('sae', router.saeId)?.status;
     if (status !== 'active') throw unauthorized(`SAE ${router.saeId} of router ${router.systemId} is ${status ?? 'not registered'}`);
-    // No certificate here: the custody log names the PSK identity that authenticated the router.
-    return { router, caller: { saeId: router.saeId, certSha256: `skip-psk:${router.pskIdentity}` } };
+    // With a PSK there is no certificate: the custody log names the PSK identity that authenticated the router.
+    return { router, caller: { saeId: router.saeId, certSha256: credentialOf(router, socket) } };
   };
   const saeOfRemote = (router: SkipRouter, remoteSystemID: string): string => {
     const sae = routers.saeOf(remoteSystemID);

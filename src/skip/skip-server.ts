@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { TLSSocket } from 'node:tls';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Principals } from '../auth/principals.js';
@@ -9,7 +10,7 @@ import type { KeyService } from '../keys/key-service.js';
 import type { Logger } from '../log.js';
 import type { SkipConfig } from './config.js';
 import { registerSkipRoutes } from './openapi.js';
-import { SkipRouters } from './routers.js';
+import { credentialOf, SkipRouters } from './routers.js';
 
 export interface SkipServer {
   /** https://host:port */
@@ -32,6 +33,8 @@ const PSK_CIPHERS = [
   'PSK-AES256-GCM-SHA384',
   'PSK-AES128-GCM-SHA256',
 ].join(':');
+/** With skip.tls, TLS 1.2 certificate suites too (TLS 1.3 needs none beyond the above). */
+const CERTIFICATE_CIPHERS = ['ECDHE-ECDSA-AES256-GCM-SHA384', 'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES256-GCM-SHA384', 'ECDHE-RSA-AES128-GCM-SHA256'].join(':');
 
 export interface SkipServerDeps {
   config: SkipConfig;
@@ -53,10 +56,14 @@ export async function startSkipServer(deps: SkipServerDeps): Promise<SkipServer>
     if (!deps.principals.isRegistered('sae', sae)) throw new ConfigError(`skip: SAE ${sae} of a SKIP router is not among this KME's saes`);
   }
   const log = deps.log.child({ api: 'skip' });
+  const certificates = deps.config.tls ? readCertificates(deps.config.tls) : undefined;
   const app = Fastify({
     https: {
       minVersion: deps.config.min_tls_version,
-      ciphers: PSK_CIPHERS,
+      ciphers: certificates ? `${PSK_CIPHERS}:${CERTIFICATE_CIPHERS}` : PSK_CIPHERS,
+      // A client certificate is asked for and checked against skip.tls.ca, but a connection without one is not cut
+      // here: a PSK handshake has none, and routers.routerOf() accepts only a PSK or an authorized certificate.
+      ...(certificates ? { ...certificates, requestCert: true, rejectUnauthorized: false } : {}),
       pskCallback: (socket: TLSSocket, identity: string) => routers.pskFor(socket, identity),
       handshakeTimeout: 10_000,
     },
@@ -81,7 +88,7 @@ export async function startSkipServer(deps: SkipServerDeps): Promise<SkipServer>
       operation: 'request',
       outcome,
       actor,
-      ...(router ? { actorCert: `skip-psk:${router.pskIdentity}` } : {}),
+      ...(router ? { actorCert: credentialOf(router, request.raw.socket as TLSSocket) } : {}),
       detail: { api: 'skip', method: request.method, path: request.url.split('?')[0], status: error.statusCode, reason: error.message },
     });
   });
@@ -93,4 +100,15 @@ export async function startSkipServer(deps: SkipServerDeps): Promise<SkipServer>
   const url = `https://${host.includes(':') ? `[${host}]` : host}:${port}`;
   log.info({ url, routers: deps.config.routers.map((r) => r.system_id), min_tls_version: deps.config.min_tls_version }, 'SKIP listener (TLS-PSK) listening');
   return { url, close: () => app.close() };
+}
+
+function readCertificates(tls: NonNullable<SkipConfig['tls']>): { cert: Buffer; key: Buffer; ca: Buffer } {
+  const read = (field: 'cert' | 'key' | 'ca') => {
+    try {
+      return readFileSync(tls[field]);
+    } catch (err) {
+      throw new ConfigError(`skip.tls.${field}: cannot read ${tls[field]}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+    }
+  };
+  return { cert: read('cert'), key: read('key'), ca: read('ca') };
 }

@@ -10,12 +10,14 @@ export interface SkipAnswer {
   body: Record<string, unknown>;
 }
 
-export interface SkipCredentials {
-  identity: string;
-  psk: Buffer;
+export type SkipCredentials = (
+  | { identity: string; psk: Buffer }
+  /** A router with a client certificate instead (skip.tls): PEM contents. */
+  | { cert: Buffer; key: Buffer; ca: Buffer }
+) & {
   /** For the TLS 1.2 checks; default TLS 1.3 only. */
   maxVersion?: 'TLSv1.2' | 'TLSv1.3';
-}
+};
 
 export function skipGet(url: string, who: SkipCredentials, path: string): Promise<SkipAnswer> {
   const { hostname, port } = new URL(url);
@@ -28,10 +30,14 @@ export function skipGet(url: string, who: SkipCredentials, path: string): Promis
     agent: false,
     minVersion: who.maxVersion ?? 'TLSv1.3',
     maxVersion: who.maxVersion ?? 'TLSv1.3',
-    ciphers: who.maxVersion === 'TLSv1.2' ? 'ECDHE-PSK-CHACHA20-POLY1305:DHE-PSK-AES256-GCM-SHA384:PSK-AES256-GCM-SHA384' : 'TLS_AES_128_GCM_SHA256',
-    pskCallback: () => ({ identity: who.identity, psk: who.psk }),
-    // No certificate to check: the PSK authenticates the server too.
-    checkServerIdentity: () => undefined,
+    ...('psk' in who
+      ? {
+          ciphers: who.maxVersion === 'TLSv1.2' ? 'ECDHE-PSK-CHACHA20-POLY1305:DHE-PSK-AES256-GCM-SHA384:PSK-AES256-GCM-SHA384' : 'TLS_AES_128_GCM_SHA256',
+          pskCallback: () => ({ identity: who.identity, psk: who.psk }),
+          // No certificate to check: the PSK authenticates the server too.
+          checkServerIdentity: () => undefined,
+        }
+      : { cert: who.cert, key: who.key, ca: who.ca }),
   };
   return new Promise((resolve, reject) => {
     const req = request(

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -131,6 +131,36 @@ t.test('SKIP deliveries are custody events like ETSI ones; no key bytes in the l
   t.same(findLeaks(delivered, hay), []);
 });
 
+t.test('a router with a client certificate (skip.tls) instead of a PSK', async (t) => {
+  const pki = k.pki;
+  const k2 = await startTestKms({
+    keys: { max_key_count: 50 },
+    skip: {
+      listen: { host: '127.0.0.1', port: 0 },
+      tls: { cert: pki.kmes.KME_T!.cert, key: pki.kmes.KME_T!.key, ca: pki.ca },
+      routers: [
+        { system_id: 'R1', sae_id: 'SAE_A', psk_file: join(dir, 'r1.psk') },
+        { system_id: 'R3', sae_id: 'SAE_C', certificate_cn: 'SAE_C' },
+      ],
+    },
+  });
+  t.teardown(() => k2.close());
+  const url2 = k2.kms.skipUrl!;
+  const withCert = (files: { cert: string; key: string }) => ({ cert: readFileSync(files.cert), key: readFileSync(files.key), ca: readFileSync(pki.ca) });
+  const r3 = withCert(pki.saes.SAE_C!);
+  t.same((await skipGet(url2, r3, '/capabilities')).body.localSystemID, 'R3', 'the certificate CN names the router');
+  const got = await skipGet(url2, r3, '/key?remoteSystemID=R1');
+  t.equal(got.status, 200);
+  const fetched = await skipGet(url2, R1, `/key/${got.body.keyId}?remoteSystemID=R3`);
+  t.equal(fetched.body.key, got.body.key, 'a PSK router and a certificate router share a key on the same listener');
+  const stranger = await skipGet(url2, withCert(pki.strangers.SAE_X!), '/capabilities');
+  t.same(stranger, { status: 401, body: { message: 'no router identified on this connection (pre-shared key, or a certificate of skip.tls.ca with the certificate_cn of a router)' } }, 'a certificate of the CA but of no router: 401');
+  const { rows } = await k2.kms.db.query(`SELECT actor_cert FROM audit_event WHERE actor = 'sae:SAE_C' AND operation = 'deliver_master' AND outcome = 'ok'`);
+  t.match((rows[0] as { actor_cert: string }).actor_cert, /^([0-9A-F]{2}:){31}[0-9A-F]{2}$/, "the custody log has the router certificate's SHA-256 fingerprint");
+  delivered.push(Buffer.from(got.body.key as string, 'hex'));
+  t.same(findLeaks([Buffer.from(got.body.key as string, 'hex')], { texts: [{ where: 'KME log', text: k2.logs() }], bytes: [] }), []);
+});
+
 t.test('config: PSK files are checked at boot, naming the field', async (t) => {
   writeFileSync(join(dir, 'short.psk'), '00112233');
   writeFileSync(join(dir, 'nothex.psk'), 'zz'.repeat(20));
@@ -138,4 +168,8 @@ t.test('config: PSK files are checked at boot, naming the field', async (t) => {
   t.throws(() => new SkipRouters(config('short.psk')), { name: 'ConfigError', message: /skip\.routers\[0\]\.psk_file: the key in .* has 4 bytes; at least 16/ });
   t.throws(() => new SkipRouters(config('nothex.psk')), { name: 'ConfigError', message: /must hold the key as hex digits/ });
   t.throws(() => new SkipRouters(config('missing.psk')), { name: 'ConfigError', message: /cannot read .*missing\.psk: ENOENT/ });
+  const routers = (router: Record<string, unknown>) => ({ ...config('short.psk'), routers: [{ system_id: 'R1', sae_id: 'SAE_A', psk_format: 'hex' as const, ...router }] });
+  t.throws(() => new SkipRouters(routers({})), { name: 'ConfigError', message: 'skip.routers[0]: give either psk_file or certificate_cn' });
+  t.throws(() => new SkipRouters(routers({ psk_file: join(dir, 'r1.psk'), certificate_cn: 'R1' })), { name: 'ConfigError', message: 'skip.routers[0]: give either psk_file or certificate_cn' });
+  t.throws(() => new SkipRouters(routers({ certificate_cn: 'R1' })), { name: 'ConfigError', message: /skip\.routers\[0\]\.certificate_cn: routers with certificates need skip\.tls/ });
 });
