@@ -63,6 +63,10 @@ export function parseConfig(raw: unknown, origin = 'config'): Config {
   }
   checkSaes(config, origin);
   checkPolicies(config, origin);
+  const redis = config.coordination?.redis;
+  if (redis && !!redis.sentinels !== !!redis.master_name) {
+    throw new ConfigError(`${origin} is invalid:\n  /coordination/redis: sentinels and master_name go together (Redis Sentinel), or neither (a Redis URL)`);
+  }
   checkNetwork(config, (field, why) => {
     throw new ConfigError(`${origin} is invalid:\n  ${field}: ${why}`);
   });

@@ -319,7 +319,15 @@ export const ConfigSchema = Type.Object(
           redis: Type.Optional(
             Type.Object(
               {
-                url_env: Type.String({ minLength: 1, default: 'KMS_REDIS_URL', description: 'environment variable holding the Redis URL (or its file, with _FILE)' }),
+                url_env: Type.String({ minLength: 1, default: 'KMS_REDIS_URL', description: 'environment variable holding the Redis URL (or its file, with _FILE); not used with sentinels' }),
+                sentinels: Type.Optional(
+                  Type.Array(Type.Object({ host: Type.String({ minLength: 1 }), port: Type.Integer({ minimum: 1, maximum: 65535 }) }, { additionalProperties: false }), {
+                    minItems: 1,
+                    description: 'Redis Sentinel: the sentinels to ask for the master (instead of a URL)',
+                  }),
+                ),
+                master_name: Type.Optional(Type.String({ minLength: 1, description: 'with sentinels: the name of the monitored master' })),
+                password_env: Type.Optional(Type.String({ minLength: 1, description: "with sentinels: environment variable holding the master's password (or its file, with _FILE)" })),
                 key_prefix: Type.Optional(Type.String({ minLength: 1, description: "names of this KME's keys and channel in Redis; default qkms:<kme_id>" })),
               },
               { additionalProperties: false },

@@ -12,7 +12,10 @@ export async function openCoordinator(config: Config, log: Logger): Promise<Coor
     return new InProcessCoordinator();
   }
   const { RedisCoordinator } = await import('./redis.js'); // ioredis loads only where it is used
-  const coordinator = await RedisCoordinator.connect(readSecret('the Redis URL', redis.url_env), redisPrefix(config), log);
+  const target = redis.sentinels
+    ? { sentinels: redis.sentinels, name: redis.master_name!, ...(redis.password_env ? { password: readSecret('the Redis password', redis.password_env) } : {}) }
+    : readSecret('the Redis URL', redis.url_env);
+  const coordinator = await RedisCoordinator.connect(target, redisPrefix(config), log);
   log.info('coordinator: Redis (cache invalidation, counters and rate limits shared by the replicas)');
   return coordinator;
 }

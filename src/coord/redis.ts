@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from '../log.js';
 import type { CacheTopic, Coordinator, TakeResult } from './coordinator.js';
 
@@ -18,12 +18,13 @@ export class RedisCoordinator implements Coordinator {
   private readonly prefix: string;
   private wasDown = false;
 
-  private constructor(url: string, prefix: string, private readonly log: Logger) {
+  private constructor(target: RedisTarget, prefix: string, private readonly log: Logger) {
     this.prefix = prefix;
     this.channel = `${this.prefix}:changes`;
     const options = { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 2_000, retryStrategy: (n: number) => Math.min(n * 200, 2_000) };
-    this.redis = new Redis(url, { ...options, enableOfflineQueue: false });
-    this.sub = new Redis(url, options);
+    const open = (o: RedisOptions) => (typeof target === 'string' ? new Redis(target, o) : new Redis({ ...target, ...o }));
+    this.redis = open({ ...options, enableOfflineQueue: false });
+    this.sub = open(options);
     for (const [name, c] of [['commands', this.redis], ['subscriber', this.sub]] as const) {
       c.on('error', (err: Error) => this.log.debug({ connection: name, err: { message: err.message } }, 'redis connection error'));
     }
@@ -44,15 +45,19 @@ export class RedisCoordinator implements Coordinator {
     this.redis.defineCommand('qkmsRefund', { numberOfKeys: 1, lua: REFUND });
   }
 
-  /** Connects both connections and subscribes; rejects with a clear message when Redis does not answer. */
-  static async connect(url: string, prefix: string, log: Logger): Promise<RedisCoordinator> {
-    const c = new RedisCoordinator(url, prefix, log);
+  /**
+   * Connects both connections and subscribes; rejects with a clear message when Redis does not answer. `target`: a
+   * Redis URL, or Sentinel options (`sentinels`, `name` of the monitored master, `password`): ioredis then asks the
+   * sentinels for the master and follows it through a failover.
+   */
+  static async connect(target: RedisTarget, prefix: string, log: Logger): Promise<RedisCoordinator> {
+    const c = new RedisCoordinator(target, prefix, log);
     try {
       await Promise.all([c.redis.connect(), c.sub.connect()]);
       await c.sub.subscribe(c.channel);
     } catch (err) {
       await c.close();
-      throw new Error(`cannot reach Redis at ${redactUrl(url)}: ${(err as Error).message}`);
+      throw new Error(`cannot reach Redis at ${describe(target)}: ${(err as Error).message}`);
     }
     return c;
   }
@@ -98,13 +103,17 @@ export class RedisCoordinator implements Coordinator {
   }
 }
 
+export type RedisTarget = string | Pick<RedisOptions, 'sentinels' | 'name' | 'password'>;
+
 interface Scripts {
   qkmsTake(key: string, n: number, limit: number, windowS: number): Promise<Array<number | string>>;
   qkmsRefund(key: string, n: number, second: number, windowS: number): Promise<unknown>;
 }
 
-/** A Redis URL without its password, for messages. */
-function redactUrl(url: string): string {
+/** Where Redis was looked for, without its password, for messages. */
+function describe(target: RedisTarget): string {
+  if (typeof target !== 'string') return `master ${target.name} of sentinels ${(target.sentinels ?? []).map((s) => `${s.host}:${s.port}`).join(', ')}`;
+  const url = target;
   try {
     const u = new URL(url);
     if (u.password) u.password = '***';

@@ -114,3 +114,14 @@ t.test('secrets come from the environment or a file, and missing ones are named'
   process.env.KMS_TEST_SECRET_FILE = join(dir, 'missing');
   t.throws(() => readSecret('the database URL', 'KMS_TEST_SECRET'), new ConfigError(`cannot read the database URL from ${join(dir, 'missing')}: ENOENT`));
 });
+
+t.test('coordination: a Redis URL from the environment, or sentinels with the master name', async (t) => {
+  t.equal(parseConfig({ ...minimal, coordination: { redis: {} } }).coordination?.redis?.url_env, 'KMS_REDIS_URL');
+  const sentinel = parseConfig({ ...minimal, coordination: { redis: { sentinels: [{ host: 'redis-s1', port: 26379 }], master_name: 'qkms' } } });
+  t.same(sentinel.coordination?.redis?.sentinels, [{ host: 'redis-s1', port: 26379 }]);
+  t.throws(() => parseConfig({ ...minimal, coordination: { redis: { sentinels: [{ host: 'redis-s1', port: 26379 }] } } }, 'kms.json'), {
+    name: 'ConfigError',
+    message: /\/coordination\/redis: sentinels and master_name go together/,
+  });
+  t.throws(() => parseConfig({ ...minimal, requests: { per_sae: { max: 0 } } }, 'kms.json'), { name: 'ConfigError', message: /\/requests\/per_sae\/max/ });
+});

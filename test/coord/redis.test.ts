@@ -1,6 +1,11 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import t from 'tap';
 import type { CacheTopic } from '../../src/coord/coordinator.js';
 import { RedisCoordinator } from '../../src/coord/redis.js';
+import { freePort } from '../../src/store/embedded-postgres.js';
 import { coordinatorConformance } from '../conformance/coordinator.js';
 import { capturingLogger } from '../helpers/logs.js';
 import { REDIS_URL, redisSkipReason, uniquePrefix } from '../helpers/redis.js';
@@ -64,3 +69,54 @@ t.test('an unreachable Redis at start: a clear error, the password not in it', a
   t.match(err?.message, /^cannot reach Redis at redis:\/\/:\*\*\*@127\.0\.0\.1:1/);
   t.notMatch(err?.message, /s3cret/);
 });
+
+// Redis Sentinel (DESIGN §8): a master, a replica and one sentinel of this test's own (redis-server in sentinel
+// mode). The coordinator finds the master through the sentinel and follows it when the master dies and the
+// sentinel promotes the replica: handlers hear 'all' and counters count again on the new master.
+const redisServer = spawnSync('redis-server', ['--version']).error ? undefined : 'redis-server';
+t.test('through Redis Sentinel, across a failover', { skip: skip || (!redisServer && 'redis-server is not installed') }, async (t) => {
+  const [masterPort, replicaPort, sentinelPort] = await Promise.all([freePort(), freePort(), freePort()]);
+  const dir = mkdtempSync(join(tmpdir(), 'kms-sentinel-'));
+  const children: ChildProcess[] = [];
+  t.teardown(() => {
+    for (const c of children) c.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const server = (args: string[]) => {
+    const c = spawn('redis-server', args, { stdio: 'ignore' });
+    children.push(c);
+    return c;
+  };
+  const base = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
+  const master = server(['--port', String(masterPort), ...base]);
+  server(['--port', String(replicaPort), ...base, '--replicaof', '127.0.0.1', String(masterPort)]);
+  const conf = join(dir, 'sentinel.conf');
+  writeFileSync(conf, [`port ${sentinelPort}`, 'bind 127.0.0.1', `dir ${dir}`, `sentinel monitor qkms 127.0.0.1 ${masterPort} 1`, 'sentinel down-after-milliseconds qkms 1000', 'sentinel failover-timeout qkms 5000', ''].join('\n'));
+  server([conf, '--sentinel']);
+  await waitUntil(() => spawnSync('redis-cli', ['-p', String(sentinelPort), 'sentinel', 'get-master-addr-by-name', 'qkms']).stdout?.toString().includes(String(masterPort)), 5_000);
+  await waitUntil(() => /master_link_status:up/.test(spawnSync('redis-cli', ['-p', String(replicaPort), 'info', 'replication']).stdout?.toString() ?? ''), 5_000);
+
+  const c = await RedisCoordinator.connect({ sentinels: [{ host: '127.0.0.1', port: sentinelPort }], name: 'qkms' }, uniquePrefix(), log);
+  t.teardown(() => c.close());
+  const heard: Array<CacheTopic | 'all'> = [];
+  c.onChange((x) => heard.push(x));
+  await c.publish('pools');
+  await waitUntil(() => heard.includes('pools'), 2_000);
+  t.match(await c.take('p', 1, 10, 60), { ok: true }, 'counts on the master the sentinel named');
+
+  master.kill('SIGKILL');
+  const killed = Date.now();
+  await waitUntil(() => heard.includes('all'), 20_000);
+  t.pass(`after the failover (${Date.now() - killed} ms), handlers hear 'all'`);
+  await waitUntil(async () => (await c.take('q', 1, 10, 60).catch(() => ({ ok: false }))).ok, 5_000);
+  t.pass('and counters count on the promoted replica');
+  await c.check();
+});
+
+async function waitUntil(cond: () => boolean | undefined | Promise<boolean | undefined>, ms: number): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
