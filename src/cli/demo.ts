@@ -74,10 +74,12 @@ export async function runDemo(log: Logger): Promise<{ close: () => Promise<void>
     pki,
     keys: { max_key_count: 20_000 },
   });
-  for (const config of configs.values()) {
+  [...configs.values()].forEach((config, i) => {
     [config.auditors, config.operators] = [[{ id: DEMO_AUDITOR }], [{ id: DEMO_OPERATOR }]];
     config.tls.crl = crl;
-  }
+    // Probes and Prometheus metrics: 9464, 9465, 9466 (moved along with KMS_DEMO_PORT; any free port for tests).
+    config.ops = { listen: { host: '127.0.0.1', port: base === 0 ? 0 : base - 8443 + 9464 + i } };
+  });
 
   const pg = await startEmbeddedPostgres();
   const running: RunningKms[] = [];
@@ -101,6 +103,7 @@ export async function runDemo(log: Logger): Promise<{ close: () => Promise<void>
   const kmes = DEMO_KMES.map((k, i) => ({
     id: k.id,
     url: `https://localhost:${(running[i]!.app.server.address() as { port: number }).port}`,
+    metrics: `${running[i]!.opsUrl}/metrics`,
     saes: [...k.saes],
   }));
   const { ca, saes, strangers, auditors, operators } = pki;

@@ -52,6 +52,13 @@ t.test('kms demo: three KMEs, demo.json, keys across the network, clean exit', a
   }
   t.equal((await x.get('/api/v1/keys/SAE_B/status')).status, 401, 'the stranger gets nothing');
 
+  // Each KME's metrics on its ops listener (docs/observability.md): KME_A counts the three keys it handed SAE_A.
+  t.match(m.kmes[0], { metrics: /^http:\/\/127\.0\.0\.1:\d+\/metrics$/ });
+  const metrics = await (await fetch(m.kmes[0].metrics)).text();
+  for (const slave of ['SAE_B', 'SAE_C', 'SAE_D']) {
+    t.match(metrics, new RegExp(`^qkms_keys_delivered_total\\{operation="enc_keys",master_sae="SAE_A",slave_sae="${slave}",kme_id="KME_A"\\} 1$`, 'm'), `KME_A: a key for SAE_A → ${slave}`);
+  }
+
   // An operator at the demo, as the README shows: kms sae with nothing but the demo's folder.
   const list = runKms(['sae', 'list', '--demo', dir, '--kme', 'KME_B']);
   t.equal(await list.exited, 0, list.stderr);
