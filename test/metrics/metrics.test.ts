@@ -60,6 +60,9 @@ t.test('a KME serves keys, refuses, and its metrics say so', async (t) => {
   t.equal(inf, 2, 'the +Inf bucket holds every observation');
   t.ok((valueOf(s, 'qkms_http_request_duration_seconds_sum', { operation: 'enc_keys' }) ?? 0) > 0, 'latencies add up to some time');
 
+  t.equal(valueOf(s, 'qkms_database_errors_total') ?? 0, 0, 'a normal day: no database error (the alert on them stays quiet)');
+  t.equal(valueOf(s, 'qkms_hsm_errors_total') ?? 0, 0, 'and no HSM error');
+
   // Link figures from memory.
   const blockBits = k.config.keys.key_size;
   t.ok((valueOf(s, 'qkms_link_ingested_keys_total', { link_id: LINK }) ?? 0) >= 2000, 'the ingest that filled the pool is counted');
