@@ -77,7 +77,15 @@ export interface NetworkOptions {
    * `process`: run this KME as `kms serve` in a child process on a SoftHSM2 token (so that a test can kill it for
    * real and restart it on the same database and KEK); the others run in this process on hsm-mock.
    */
-  kmes: Array<{ id: string; saes: string[]; process?: boolean; /** Its Cisco SKIP listener (TLS-PSK), all fields given. */ skip?: Config['skip'] }>;
+  kmes: Array<{
+    id: string;
+    saes: string[];
+    process?: boolean;
+    /** Its Cisco SKIP listener (TLS-PSK), all fields given. */
+    skip?: Config['skip'];
+    /** An ops listener (probes, GET /metrics) on a free port of 127.0.0.1; `kms.opsUrl` says where. */
+    ops?: boolean;
+  }>;
   links: Array<{ id: string; ends: [string] | [string, string]; rateBitsPerSecond?: number; source?: (kmeId: string) => Record<string, unknown> }>;
   keys?: Partial<Config['keys']>;
   network?: Partial<Config['network']>;
@@ -156,6 +164,7 @@ export async function startTestNetwork(opts: NetworkOptions): Promise<TestNetwor
     config.operators = [{ id: 'OPERATOR_1' }];
   }
   for (const k of opts.kmes) if (k.skip) configs.get(k.id)!.skip = k.skip;
+  for (const k of opts.kmes) if (k.ops) configs.get(k.id)!.ops = { listen: { host: '127.0.0.1', port: 0 } };
   const kmes = new Map<string, NetworkKme>();
   const pools: pg.Pool[] = [];
   for (const [id, config] of configs) {
