@@ -87,7 +87,7 @@ t.test('through Redis Sentinel, across a failover', { skip: skip || (!redisServe
     children.push(c);
     return c;
   };
-  const base = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
+  const base = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir]; // the replica writes what it syncs to its dir
   const master = server(['--port', String(masterPort), ...base]);
   server(['--port', String(replicaPort), ...base, '--replicaof', '127.0.0.1', String(masterPort)]);
   const conf = join(dir, 'sentinel.conf');

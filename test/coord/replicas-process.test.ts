@@ -45,7 +45,7 @@ t.test('three replicas survive the leader\'s death, a Redis restart and a revoca
   const redisPort = await freePort();
   let redis: ChildProcess | undefined;
   const startRedis = async () => {
-    redis = spawn(redisBin!, ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    redis = spawn(redisBin!, ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
     await until(async () => (spawnSync('redis-cli', ['-p', String(redisPort), 'ping']).stdout?.toString().trim() === 'PONG'), 5_000, 'redis up');
   };
   const stopRedis = async () => {
