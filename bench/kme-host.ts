@@ -29,6 +29,13 @@ export interface LinkSettings {
   sealEveryMs?: number;
 }
 
+/** A replica's coordination: see KmeHost.create. */
+export interface ReplicaSettings {
+  name: string;
+  redisUrl: string;
+  keyPrefix: string;
+}
+
 /** A KME process this host started, with where its CPU profile went (if profiled) and what it was started for. */
 export interface Started {
   child: Child;
@@ -52,6 +59,7 @@ export class KmeHost {
     readonly port: number,
     /** BENCH_CPU_PROF: each start runs with --cpu-prof, into a folder of its own. */
     private readonly profile: boolean,
+    private readonly replica?: ReplicaSettings,
   ) {
     this.A = identity(pki, 'SAE_A');
     this.url = `https://127.0.0.1:${port}`;
@@ -59,8 +67,19 @@ export class KmeHost {
     onCleanup('close the status client', () => this.status.close());
   }
 
-  static async create(root: string, pki: DemoPki, token: SoftHsmToken, opts: { profile: boolean }): Promise<KmeHost> {
-    return new KmeHost(root, pki, token, await createDatabase(ADMIN_URL), await freePort(), opts.profile);
+  /**
+   * A KME on a fresh database, or (`replicaOf`) another replica of the same KME: the same database, a port of its
+   * own; replicas coordinate through `replica.redisUrl` under `replica.keyPrefix` and get `replica.name` (their own
+   * line in the memory report).
+   */
+  static async create(
+    root: string,
+    pki: DemoPki,
+    token: SoftHsmToken,
+    opts: { profile: boolean; replicaOf?: KmeHost; replica?: ReplicaSettings },
+  ): Promise<KmeHost> {
+    const databaseUrl = opts.replicaOf?.databaseUrl ?? (await createDatabase(ADMIN_URL));
+    return new KmeHost(root, pki, token, databaseUrl, await freePort(), opts.profile, opts.replica);
   }
 
   get databaseName(): string {
@@ -69,6 +88,11 @@ export class KmeHost {
 
   get children(): Child[] {
     return this.started.map((s) => s.child);
+  }
+
+  /** The CPU profile folders of every start (BENCH_CPU_PROF). */
+  get profileDirs(): string[] {
+    return this.started.map((s) => s.profileDir).filter((d): d is string => d !== undefined);
   }
 
   /**
@@ -86,6 +110,7 @@ export class KmeHost {
       maxBlocksPerBatch: link.maxBlocksPerBatch,
       sealEveryMs: link.sealEveryMs,
       dbPoolSize: DB_POOL,
+      redisKeyPrefix: this.replica?.keyPrefix,
     });
     let profileDir: string | undefined;
     if (this.profile) {
@@ -93,7 +118,8 @@ export class KmeHost {
       mkdirSync(profileDir, { recursive: true });
     }
     const args = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
-    const child = await startKme(config, { databaseUrl: this.databaseUrl, token: this.token }, this.port, this.A, args);
+    const env = { databaseUrl: this.databaseUrl, token: this.token, redisUrl: this.replica?.redisUrl };
+    const child = await startKme(config, env, this.port, this.A, args, this.replica ? { name: this.replica.name } : {});
     enter(label);
     this.started.push({ child, label, link, ...(profileDir ? { profileDir } : {}) });
     this.running = child;

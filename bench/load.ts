@@ -35,7 +35,8 @@ export interface PhaseResult {
 }
 
 export interface CannonSpec {
-  url: string;
+  /** Several (replicas of one KME): the connections alternate between them, connection i to url[i % url.length]. */
+  url: string | string[];
   tls: Tls;
   method?: 'GET' | 'POST';
   path: string;

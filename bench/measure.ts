@@ -24,22 +24,31 @@ export function allowanceFor(plan: Record<string, number>, stored: () => Promise
 
 /** Warm-up then measurement, against each server in turn; the KME's run may be capped by the pool. */
 export async function twoServers(phase: Phase, spec: (server: Server) => Omit<CannonSpec, 'durationS'>, keysCap?: number): Promise<void> {
-  for (const server of ['kme', 'reference'] as const) {
-    const s = spec(server);
-    const cap = server === 'kme' && keysCap !== undefined ? Math.floor(keysCap / Math.max(phase.keysPerRequest, 1)) : undefined;
-    if (cap !== undefined && cap < 10 * 32) {
-      phase.notes.push(`KME run skipped: the pool budget (${keysCap} keys) is too small for this phase`);
-      continue;
-    }
-    const share = (seconds: number) => (cap === undefined ? undefined : Math.floor((cap * seconds) / (WARMUP + SECONDS)));
-    await cannon({ ...s, durationS: WARMUP, maxRequests: share(WARMUP) });
-    const cpuSplit = startCpuSplit();
-    const r = await cannon({ ...s, durationS: SECONDS, maxRequests: share(SECONDS) });
-    r.cpu = cpuSplit(r.requests);
-    phase[server] = r;
-    if (cap !== undefined && r.durationS < SECONDS - 0.5) {
-      phase.notes.push(`KME run stopped after ${r.requests} requests (${r.durationS} s): key pool budget`);
-    }
+  for (const server of ['kme', 'reference'] as const) await measureInto(phase, server, spec(server), server === 'kme' ? keysCap : undefined);
+}
+
+/** Where a phase keeps a run: the KME, the reference, or (phase r) two replicas of the KME behind the same clients. */
+export type Slot = Server | 'replicas';
+
+/**
+ * Warm-up then measurement of one server, kept as phase[slot]; with `keysCap` (the pool's budget for this run) the
+ * run stops after that many keys, or is skipped when the budget is too small to measure anything.
+ */
+export async function measureInto(phase: Phase, slot: Slot, s: Omit<CannonSpec, 'durationS'>, keysCap?: number): Promise<void> {
+  const who = slot === 'replicas' ? 'two-replica' : slot === 'kme' ? 'KME' : 'reference';
+  const cap = keysCap !== undefined ? Math.floor(keysCap / Math.max(phase.keysPerRequest, 1)) : undefined;
+  if (cap !== undefined && cap < 10 * 32) {
+    phase.notes.push(`${who} run skipped: the pool budget (${keysCap} keys) is too small for this phase`);
+    return;
+  }
+  const share = (seconds: number) => (cap === undefined ? undefined : Math.floor((cap * seconds) / (WARMUP + SECONDS)));
+  await cannon({ ...s, durationS: WARMUP, maxRequests: share(WARMUP) });
+  const cpuSplit = startCpuSplit();
+  const r = await cannon({ ...s, durationS: SECONDS, maxRequests: share(SECONDS) });
+  r.cpu = cpuSplit(r.requests);
+  phase[slot] = r;
+  if (cap !== undefined && r.durationS < SECONDS - 0.5) {
+    phase.notes.push(`${who} run stopped after ${r.requests} requests (${r.durationS} s): key pool budget`);
   }
 }
 
@@ -124,26 +133,29 @@ export async function fetchKeyIds(
 /**
  * A dec_keys run as `tls`'s SAE for keys `master` got: the KME gets each fetched key_ID once (its run is capped at
  * their number), the reference fresh UUIDs. Notes how many IDs were used, and what a non-2xx answer means here.
+ * `urls` names the servers, run in its order; the KME's runs (every one but the reference: phase r has two) share
+ * the IDs, each capped at an equal part.
  */
 export async function decKeysRun(
   phase: Phase,
   ids: string[],
-  opts: { urls: Record<Server, string>; tls: Tls; master: string },
+  opts: { urls: Partial<Record<Slot, CannonSpec['url']>>; tls: Tls; master: string },
 ): Promise<void> {
   let next = 0;
   let exhausted = 0;
   const nextId = () => {
     if (next < ids.length) return ids[next++]!;
-    exhausted++; // should not happen: the KME run is capped at ids.length requests
+    exhausted++; // should not happen: the KME runs are capped at ids.length requests together
     return randomUUID();
   };
   const path = (id: string) => `/api/v1/keys/${opts.master}/dec_keys?key_ID=${id}`;
-  await twoServers(
-    phase,
-    (s) => ({ url: opts.urls[s], tls: opts.tls, path: path(randomUUID()), nextPath: () => path(s === 'kme' ? nextId() : randomUUID()) }),
-    ids.length,
-  );
+  const slots = Object.keys(opts.urls) as Slot[];
+  const kmeRuns = slots.filter((s) => s !== 'reference').length;
+  for (const s of slots) {
+    const spec = { url: opts.urls[s]!, tls: opts.tls, path: path(randomUUID()), nextPath: () => path(s === 'reference' ? randomUUID() : nextId()) };
+    await measureInto(phase, s, spec, s === 'reference' ? undefined : Math.floor(ids.length / kmeRuns));
+  }
   phase.notes.push(`${ids.length.toLocaleString('en-US')} key_IDs fetched beforehand, ${next.toLocaleString('en-US')} used` +
     (exhausted ? `, ${exhausted} requests had to use an unknown ID (supply ran out)` : ''));
-  if (phase.kme?.non2xx) phase.notes.push('non-2xx on dec_keys: a 400 here means a key_ID was refused on its first use — look at it');
+  if (phase.kme?.non2xx || phase.replicas?.non2xx) phase.notes.push('non-2xx on dec_keys: a 400 here means a key_ID was refused on its first use — look at it');
 }

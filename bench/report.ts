@@ -16,6 +16,8 @@ export interface Phase {
   /** A cross-KME phase: the single-KME phase of the same request shape it is compared with. */
   counterpart?: string;
   kme?: PhaseResult;
+  /** Phase r: the same load split over two replicas of that KME (`kme` is then one of them alone). */
+  replicas?: PhaseResult;
   reference?: PhaseResult;
   notes: string[];
 }
@@ -33,7 +35,10 @@ const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFracti
 export function printPhase(p: Phase, counterpart?: Phase): void {
   console.log(`\n── ${p.id}. ${p.title}  (req/s: ${p.rpsMethod})`);
   const rows = [['', 'req/s', 'keys/s', 'p50 ms', 'p99 ms', 'requests', 'non-2xx', 'errors']];
-  for (const [name, r] of [['KME', p.kme], ['reference', p.reference]] as const) {
+  const runs = p.replicas
+    ? ([['KME, one process', p.kme], ['KME, two replicas', p.replicas], ['reference', p.reference]] as const)
+    : ([['KME', p.kme], ['reference', p.reference]] as const);
+  for (const [name, r] of runs) {
     if (!r) continue;
     rows.push([
       name,
@@ -51,12 +56,27 @@ export function printPhase(p: Phase, counterpart?: Phase): void {
   if (p.kme && p.reference && p.reference.rpsMedian > 0) {
     console.log(`   KME/reference: throughput ${fmt(p.kme.rpsMedian / p.reference.rpsMedian, 2)}×, p99 ${fmt(p.kme.p99Ms / Math.max(p.reference.p99Ms, 0.01), 1)}×`);
   }
-  for (const [name, r] of [['KME', p.kme], ['reference', p.reference]] as const) {
+  const two = replicaRatios(p);
+  if (two) {
+    console.log(`   two replicas/one process: throughput ${fmt(two.to_one_process, 2)}×, p99 ${fmt(two.p99_to_one_process, 1)}×` +
+      (two.to_reference !== undefined ? `; two replicas/reference: throughput ${fmt(two.to_reference, 2)}×` : ''));
+  }
+  for (const [name, r] of runs) {
     if (r?.cpu) console.log(`   ${name} run: ${describeCpuSplit(r.cpu)}`);
   }
   const vs = counterpart ? crossToSingle(p, counterpart) : undefined;
   if (vs) console.log(`   ${describe(vs)}`);
   for (const n of p.notes) console.log(`   note: ${n}`);
+}
+
+/** Phase r: the two replicas' run over the one process's (and over the reference's), when both ran. */
+export function replicaRatios(p: Phase): { to_one_process: number; p99_to_one_process: number; to_reference?: number } | undefined {
+  if (!p.replicas || !p.kme || p.kme.rpsMedian <= 0) return undefined;
+  return {
+    to_one_process: p.replicas.rpsMedian / p.kme.rpsMedian,
+    p99_to_one_process: p.replicas.p99Ms / Math.max(p.kme.p99Ms, 0.01),
+    ...(p.reference?.rpsMedian ? { to_reference: p.replicas.rpsMedian / p.reference.rpsMedian } : {}),
+  };
 }
 
 export interface CrossToSingle {

@@ -8,6 +8,8 @@
 // link (ingest-phase.ts) → phase s: phase b's load with the custody log's sealer idle and sealing, and the sealer's
 // lag (sealing-phase.ts) → phase l: phase b's load on fresh pools before and after, and on a pool that turned over
 // BENCH_TURNOVER keys in between, on databases of its own (turnover-phase.ts) → stop it →
+// phase r: two replicas of that KME (one database, one token, one Redis) behind the same clients, beside one of them
+// alone, with b's and d's loads, on a database of their own (replica-phase.ts) → stop them →
 // network: three KMEs in a line, filled and restarted the same way (network.ts) → phases g–j (network-phases.ts),
 // each also compared with its single-KME counterpart → phase v: `kms audit verify` over a synthetic bundle of
 // BENCH_VERIFY_EVENTS (1,000,000) custody events (verify-phase.ts; about 30 s) → report.
@@ -21,7 +23,9 @@
 // BENCH_TURNOVER keys at the rate the KME delivers while it ingests (~7,000 keys/s on the 2-core VM: 2,000,000
 // keys take ~5 min, the whole phase ~6–7 min). BENCH_PHASES without k and l gives the 7-minute run of before.
 //
-// Environment knobs (all optional): DATABASE_URL (admin URL), BENCH_SECONDS (10), BENCH_PHASES ("abcdefkslghij"),
+// Phase r adds a fill, three KME starts and 6 × (2 + BENCH_SECONDS) s (about a minute and a half).
+//
+// Environment knobs (all optional): DATABASE_URL (admin URL), BENCH_SECONDS (10), BENCH_PHASES ("abcdefkslrghijv"),
 // BENCH_FILL (keys to pre-fill, 700000), BENCH_FILL_SECONDS (budget, 75), BENCH_NET_FILL (keys KME_A pre-fills on
 // link A-B; BENCH_FILL if only that is set, else 300000), BENCH_NET_FILL_SECONDS (likewise; else 90),
 // BENCH_LINK_BPS (link rate while measuring, 1e6), BENCH_INGEST_BPS (link rate while ingest is measured in k and
@@ -29,8 +33,9 @@
 // BENCH_TURNOVER_SECONDS (its time budget, 900), BENCH_TURNOVER_POOL (phase l's pool cap, 200000),
 // BENCH_INGEST_BATCH (max_blocks_per_batch of the ingesting KME in k and l's turnover; default: the KME's own; the
 // other KMEs keep the bench's 2000),
-// BENCH_DB_POOL (KME database pool size; default: the KME's own),
-// BENCH_CPU_PROF=1 (profile every single-KME process with --cpu-prof; print where its time went in each phase),
+// BENCH_DB_POOL (KME database pool size; default: the KME's own), BENCH_REPLICA_FILL (keys phase r pre-fills, 250000),
+// BENCH_REDIS_URL (the Redis phase r's replicas coordinate through, redis://127.0.0.1:6379),
+// BENCH_CPU_PROF=1 (profile every single-KME process, replicas included, with --cpu-prof; print where its time went in each phase),
 // BENCH_ANALYZE=1 (run ANALYZE after filling, as autovacuum would on a server where it is on; off by default so the
 // KME is measured as it behaves by itself), BENCH_KME_LOG_LEVEL (the KMEs' log level, warn; only warn and above is
 // summarised), BENCH_OUT (results file, default bench/results/latest.json).
@@ -52,6 +57,7 @@ import {
   printCrossToSingle,
   printPhase,
   printTargets,
+  replicaRatios,
   serverLog,
   writeJson,
   type CrossToSingle,
@@ -71,6 +77,8 @@ import {
   MAX_KEY_COUNT,
   NETWORK_PHASES,
   PHASES,
+  REPLICA_FILL,
+  REPLICA_PHASES,
   RSS_GOAL_MIB,
   RSS_INTERVAL_MS,
   SECONDS,
@@ -82,6 +90,7 @@ import {
   WARMUP,
 } from './settings.js';
 import { createPki, createToken, identity, REPO, startReference, tempRoot } from './setup.js';
+import { replicaPhase } from './replica-phase.js';
 import { singleKme } from './single-kme.js';
 import { verifyPhase, type VerifyPhaseResult } from './verify-phase.js';
 import { checkTargets } from './targets.js';
@@ -120,6 +129,9 @@ async function main(): Promise<void> {
   // ── Single KME (a–f, k, l), stopped before the network starts so that it takes no CPU from it.
   const single = any(SINGLE_PHASES) ? await singleKme(root, pki, token, ref.url, done) : undefined;
 
+  // ── Two replicas of that KME (r), on a database of their own, stopped before the network starts.
+  const replicas = any(REPLICA_PHASES) ? await replicaPhase({ root, pki, token, referenceUrl: ref.url }, done) : [];
+
   // ── Network of three KMEs (g–j).
   let network: Awaited<ReturnType<typeof startNetwork>> | undefined;
   if (any(NETWORK_PHASES)) {
@@ -144,7 +156,8 @@ async function main(): Promise<void> {
   const erasure = await eraseLag.stop();
 
   // ── Results.
-  const kmeLog = single ? serverLog(single.children) : undefined;
+  const kmeChildren = [...(single?.children ?? []), ...replicas.flatMap((h) => h.children)];
+  const kmeLog = kmeChildren.length ? serverLog(kmeChildren) : undefined;
   const networkLogs = network
     ? Object.fromEntries(NET_KMES.map((k) => [k.id, serverLog(network!.children.filter((c) => c.name === k.id), SEEDED_NOTICE, 'seeded-link notice at each start')]))
     : undefined;
@@ -158,7 +171,8 @@ async function main(): Promise<void> {
     .filter((r): r is CrossToSingle => r !== undefined);
   const targetsMet = checkTargets(phases, memory, single, verify);
   // Per phase, from the profiles of every single-KME process (the clock windows of timeline.ts).
-  const profileByPhase = single && CPU_PROF ? profileByWindow(single.profileDirs, allWindows().filter((w) => !isStartWindow(w.label))) : undefined;
+  const profileDirs = [...(single?.profileDirs ?? []), ...replicas.flatMap((h) => h.profileDirs)];
+  const profileByPhase = CPU_PROF && profileDirs.length ? profileByWindow(profileDirs, allWindows().filter((w) => !isStartWindow(w.label))) : undefined;
   printCrossToSingle(cross);
   if (single?.ingest) {
     console.log('\n── Ingest with concurrent delivery (phase k)');
@@ -203,6 +217,7 @@ async function main(): Promise<void> {
       turnover_keys: TURNOVER,
       turnover_seconds_budget: TURNOVER_SECONDS,
       turnover_pool: TURNOVER_POOL,
+      replica_fill: REPLICA_FILL,
       rss_interval_seconds: RSS_INTERVAL_MS / 1000,
       postgres_autovacuum: single?.db.autovacuum ?? network?.facts.postgres_autovacuum,
       analyzed_after_fill: ANALYZE,
@@ -226,6 +241,7 @@ async function main(): Promise<void> {
       ...p,
       kme_keys_per_second: p.kme && p.keysPerRequest ? p.kme.rpsMedian * p.keysPerRequest : undefined,
       ratio_kme_to_reference: p.kme && p.reference?.rpsMedian ? p.kme.rpsMedian / p.reference.rpsMedian : undefined,
+      ratio_replicas: replicaRatios(p),
       ratio_to_single: cross.find((r) => r.phase === p.id),
     })),
     cross_to_single: cross,

@@ -5,12 +5,14 @@ export const ADMIN_URL = process.env.DATABASE_URL ?? 'postgresql://postgres@127.
 export const SECONDS = num('BENCH_SECONDS', 10);
 export const WARMUP = 2;
 export const CONNECTIONS = 32;
-export const ALL_PHASES = 'abcdefkslghijv';
+export const ALL_PHASES = 'abcdefkslrghijv';
 export const PHASES = new Set((process.env.BENCH_PHASES ?? ALL_PHASES).split(''));
 export const SINGLE_PHASES = 'abcdefksl';
 /** The phases that run on the measuring KME restarted after filling (k and l restart it their own way). */
 export const MEASURING_PHASES = 'abcdef';
 export const NETWORK_PHASES = 'ghij';
+/** Phase r: two replicas of the single KME (replica-phase.ts), a stage of its own on a database of its own. */
+export const REPLICA_PHASES = 'r';
 export const FILL_TARGET = num('BENCH_FILL', 700_000);
 export const FILL_SECONDS = num('BENCH_FILL_SECONDS', 75);
 export const FILL_BPS = 200e6; // the pool-filling KME: ~780k blocks/s offered, far more than ingest can take
@@ -41,6 +43,10 @@ export const TURNOVER = num('BENCH_TURNOVER', 2_000_000);
 export const TURNOVER_SECONDS = num('BENCH_TURNOVER_SECONDS', 900);
 /** Phase l: its own pool's cap, so the pool is refilled to the same size before both of its measurements. */
 export const TURNOVER_POOL = num('BENCH_TURNOVER_POOL', 200_000);
+/** Phase r: keys its pool is filled with (its four KME runs, enc_keys and dec_keys, share them). */
+export const REPLICA_FILL = num('BENCH_REPLICA_FILL', 250_000);
+/** Phase r: the Redis the two replicas coordinate through (a key prefix of the run's own keeps runs apart). */
+export const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 /** RSS of every KME, sampled this often through the whole run. */
 export const RSS_INTERVAL_MS = 1000;
 export const RSS_GOAL_MIB = 300;

@@ -73,6 +73,11 @@ export interface KmeSettings {
   maxBlocksPerBatch?: number | null;
   /** audit.seal_every_ms (the KME's default, 500, when not given). */
   sealEveryMs?: number;
+  /**
+   * Given: a replica of a KME — coordination through Redis (its URL from KMS_REDIS_URL, see startKme), its keys and
+   * channel under this prefix. Absent: the in-process coordinator of a lone KME.
+   */
+  redisKeyPrefix?: string;
 }
 
 export function writeKmeConfig(root: string, pki: DemoPki, token: SoftHsmToken, s: KmeSettings): string {
@@ -86,6 +91,7 @@ export function writeKmeConfig(root: string, pki: DemoPki, token: SoftHsmToken, 
     saes: [{ id: 'SAE_A' }, { id: 'SAE_B' }],
     keys: { key_size: 256, max_key_count: s.maxKeyCount },
     ...(s.sealEveryMs ? { audit: { seal_every_ms: s.sealEveryMs } } : {}),
+    ...(s.redisKeyPrefix ? { coordination: { redis: { url_env: 'KMS_REDIS_URL', key_prefix: s.redisKeyPrefix } } } : {}),
     // One loopback link (no peer_kme_id): SAE_A and SAE_B are both at this KME.
     links: [
       {
@@ -109,7 +115,7 @@ export function writeKmeConfig(root: string, pki: DemoPki, token: SoftHsmToken, 
  */
 export async function startKme(
   configPath: string,
-  env: { databaseUrl: string; token: SoftHsmToken },
+  env: { databaseUrl: string; token: SoftHsmToken; redisUrl?: string },
   port: number,
   who: Identity,
   nodeArgs: string[] = [],
@@ -125,6 +131,7 @@ export async function startKme(
       KMS_DATABASE_URL: env.databaseUrl,
       KMS_HSM_PIN: env.token.pin,
       KMS_LOG_LEVEL: process.env.BENCH_KME_LOG_LEVEL ?? 'warn',
+      ...(env.redisUrl ? { KMS_REDIS_URL: env.redisUrl } : {}),
     },
     REPO,
   );

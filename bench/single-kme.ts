@@ -91,7 +91,7 @@ export async function singleKme(root: string, pki: DemoPki, token: SoftHsmToken,
 
   return {
     children: hosts.flatMap((h) => h.children),
-    profileDirs: hosts.flatMap((h) => h.started.map((s) => s.profileDir).filter((d): d is string => d !== undefined)),
+    profileDirs: hosts.flatMap((h) => h.profileDirs),
     fill,
     db,
     growth,
