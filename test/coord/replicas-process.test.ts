@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -10,7 +10,8 @@ import { EtsiClient } from '../helpers/client.js';
 import { freshDatabase } from '../helpers/database.js';
 import { testPki } from '../helpers/network.js';
 import { poolViolations } from '../helpers/pool-state.js';
-import { runKms, waitFor, type KmsProcess } from '../helpers/process.js';
+import { exportedSeriesNames, promqlMetricNames, scrape, valueOf } from '../helpers/metrics.js';
+import { ROOT, runKms, waitFor, type KmsProcess } from '../helpers/process.js';
 
 // Issue 15 item 5: three replicas of one KME — three `kms serve` processes (the compiled code) on one PostgreSQL
 // database, one SoftHSM2 token and one Redis (a redis-server of this test's own, so that the test can stop and
@@ -19,7 +20,7 @@ import { runKms, waitFor, type KmsProcess } from '../helpers/process.js';
 // one replica. Then: no key_ID answered twice, every answered key audited exactly once, the slave got the master's
 // bytes, no material bound twice; another replica leads the ingest within 5 s; requests succeed again at the
 // survivors within 5 s of each fault; readiness says Redis while it is away; the revoked SAE is refused at every
-// replica within 1 s.
+// replica within 1 s; every replica exposes the metrics the Grafana dashboard reads.
 
 const redisBin = spawnSync('redis-server', ['--version']).error ? undefined : 'redis-server';
 const dir = mkdtempSync(join(tmpdir(), 'kms-replicas-'));
@@ -183,6 +184,19 @@ t.test('three replicas survive the leader\'s death, a Redis restart and a revoca
   const slave = await audited('deliver_slave', [...dec.keys()]);
   t.ok(slave.length === dec.size && slave.every((r) => r.n === 1), 'every key answered to the slave has exactly one deliver_slave event');
   t.same(await poolViolations(check), { multiBound: 0, freeButBound: 0, wrongCount: 0, takenUnbound: 0 }, 'no material bound twice, none lost silently');
+
+  // Every replica exposes the metrics the dashboard reads; together they counted the keys they delivered.
+  const dashboard = JSON.parse(readFileSync(join(ROOT, 'deploy/grafana/qkms-dashboard.json'), 'utf8')) as { panels: Array<{ targets?: Array<{ expr: string }>; panels?: Array<{ targets?: Array<{ expr: string }> }> }> };
+  const wanted = new Set(dashboard.panels.flatMap((p) => [p, ...(p.panels ?? [])]).flatMap((p) => (p.targets ?? []).flatMap((q) => promqlMetricNames(q.expr))));
+  let counted = 0;
+  for (const r of replicas.filter((x) => x.alive)) {
+    const s = await scrape(r.opsUrl);
+    const exported = exportedSeriesNames(s);
+    t.same([...wanted].filter((n) => !exported.has(n)), [], `${r.name} exports every metric the dashboard reads (${wanted.size})`);
+    counted += valueOf(s, 'qkms_keys_delivered_total', { operation: 'enc_keys' }) ?? 0;
+  }
+  t.ok(counted > 0, `the survivors counted ${counted} keys delivered by enc_keys`);
+
   for (const r of replicas.filter((x) => x.alive)) r.proc.child.kill('SIGTERM');
   for (const r of replicas.filter((x) => x.alive)) t.equal(await r.proc.exited, 0, `${r.name} stops cleanly`);
 });
