@@ -17,6 +17,7 @@ export class RedisCoordinator implements Coordinator {
   private readonly channel: string;
   private readonly prefix: string;
   private wasDown = false;
+  private closing = false;
 
   private constructor(target: RedisTarget, prefix: string, private readonly log: Logger) {
     this.prefix = prefix;
@@ -29,6 +30,7 @@ export class RedisCoordinator implements Coordinator {
       c.on('error', (err: Error) => this.log.debug({ connection: name, err: { message: err.message } }, 'redis connection error'));
     }
     this.sub.on('close', () => {
+      if (this.closing) return; // our own close: nothing was lost
       if (!this.wasDown) this.log.warn('lost the connection to Redis: caches fall back on polling the database, shared counters refuse');
       this.wasDown = true;
     });
@@ -93,6 +95,7 @@ export class RedisCoordinator implements Coordinator {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     this.handlers.clear();
     this.sub.disconnect();
     this.redis.disconnect();
