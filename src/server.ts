@@ -265,7 +265,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
       ingesters.set(link.link_id, ingester);
       // One replica reads each link's device: the one holding the link's lock; another takes over when it dies.
       closers.unshift(
-        runWhileLeading({
+        await runWhileLeading({
           databaseUrl: opts.databaseUrl,
           job: `ingest:${link.link_id}`,
           everyMs: LEADER_POLL_MS,

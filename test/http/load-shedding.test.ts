@@ -29,8 +29,10 @@ const keyRows = async () => Number((await k.kms.db.query(`SELECT count(*)::int A
 
 t.test('a lagging event loop sheds requests with a 503, and takes nothing', async (t) => {
   const before = await keyRows();
-  const lagging = lag(Date.now() + 3_000);
-  await new Promise((r) => setTimeout(r, 1_500)); // a full sample of lag
+  const lagging = lag(Date.now() + 3_500);
+  // The one-second samples run on their own phase: after 2.5 s of lag one of them lies wholly inside it, and the
+  // check that reads it (every 250 ms) has run since.
+  await new Promise((r) => setTimeout(r, 2_500));
   const res = await k.client('SAE_A').get('/api/v1/keys/SAE_B/enc_keys');
   await lagging;
   t.equal(res.status, 503, 'shed');
