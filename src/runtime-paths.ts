@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
  */
 
 /** True when this module is compiled JavaScript (dist/), false under tsx. */
-export const COMPILED = import.meta.url.endsWith('.js');
+const COMPILED = import.meta.url.endsWith('.js');
 
 /**
  * The project's folder (the one with package.json): migrations/ and openapi/ are read from it at run time. Found by

@@ -29,11 +29,6 @@ export class LeaderLock {
     return (this.asking ??= this.ask().finally(() => (this.asking = undefined)));
   }
 
-  /** Whether this process leads now (the lock is asked for or its connection checked). */
-  get isLeading(): boolean {
-    return this.leading;
-  }
-
   private async ask(): Promise<boolean> {
     try {
       if (!this.client) {
