@@ -1,5 +1,6 @@
 import type { Test } from 'tap';
 import type { CacheTopic, Coordinator } from '../../src/coord/coordinator.js';
+import { eventually } from '../helpers/etsi.js';
 
 /**
  * The contract of Coordinator (src/coord/coordinator.ts), run against every implementation. `open` gives two
@@ -18,12 +19,12 @@ export async function coordinatorConformance(t: Test, open: () => Promise<{ a: C
   b.onChange((x) => heardB.push(x));
   await a.publish('principals');
   await b.publish('policies');
-  await until(() => heardA.length >= 2 && heardB.length >= 2);
+  t.ok(await eventually(async () => heardA.length >= 2 && heardB.length >= 2, 2_000), 'both replicas heard both changes');
   t.same([...heardA].sort(), ['policies', 'principals'], 'replica a hears its own change and b\'s');
   t.same([...heardB].sort(), ['policies', 'principals'], 'replica b hears them too');
   offA();
   await b.publish('pools');
-  await until(() => heardB.length >= 3);
+  t.ok(await eventually(async () => heardB.length >= 3, 2_000), 'replica b heard the third');
   await new Promise((r) => setTimeout(r, 50));
   t.equal(heardA.length, 2, 'an unsubscribed handler hears nothing more');
 
@@ -46,12 +47,4 @@ export async function coordinatorConformance(t: Test, open: () => Promise<{ a: C
   await a.check();
   await b.check();
   t.pass('check() answers while the coordinator is up');
-}
-
-async function until(cond: () => boolean, ms = 2_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out waiting for a message');
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
