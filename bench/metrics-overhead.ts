@@ -4,6 +4,7 @@
 // histogram observation, one counter increment per pair for keys delivered, the failure watchers on its database
 // connections' queries and on each HSM call, and on errors a reason lookup. Prints nanoseconds per call.
 import { Histogram, Registry } from 'prom-client';
+import { metricOperationOf } from '../src/app.js';
 import { RequestMetrics } from '../src/metrics/request-metrics.js';
 import { SwappableKeyWrapper } from '../src/hsm/swappable-wrapper.js';
 import { createMockKeyWrapper } from '../hsm-mock/mock-key-wrapper.js';
@@ -55,17 +56,7 @@ const a = await perCallAsync('HSM encrypt, hsm-mock, unwatched', 50_000, () => p
 const b = await perCallAsync('HSM encrypt, hsm-mock, watched', 50_000, () => watched.encrypt(data, aad));
 console.log(`${'  difference'.padEnd(58)} ${(b - a).toFixed(0).padStart(7)} ns`);
 
-// The onResponse hook's body as src/app.ts runs it: the operation from the URL, then the observation. (Fastify's
-// hook runner adds one function call; a whole request measured with and without the hook would drown this in noise.)
+// The onResponse hook's body as src/app.ts runs it (its metricOperationOf): the operation from the URL, then the
+// observation. (Fastify's hook runner adds one function call; a whole request measured with and without the hook would drown this in noise.)
 const urls = ['/api/v1/keys/SAE_B/enc_keys?number=1', '/api/v1/keys/SAE_A/dec_keys', '/api/v1/keys/SAE_B/status'];
-const operationOf = (url: string) => {
-  const path = url.split('?')[0] ?? '';
-  if (path.startsWith('/kmapi/') || path.startsWith('/peer/')) return 'peer';
-  if (path.startsWith('/audit/')) return 'audit';
-  if (path.startsWith('/admin/')) return 'admin';
-  if (path.endsWith('/status')) return 'status';
-  if (path.endsWith('/enc_keys')) return 'enc_keys';
-  if (path.endsWith('/dec_keys')) return 'dec_keys';
-  return 'other';
-};
-perCall('onResponse hook body (operation from the URL + observation)', 1_000_000, (i) => metrics.request(operationOf(urls[i % 3]!), 200, 0.004));
+perCall('onResponse hook body (operation from the URL + observation)', 1_000_000, (i) => metrics.request(metricOperationOf(urls[i % 3]!), 200, 0.004));

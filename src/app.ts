@@ -86,7 +86,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   if (metrics) {
     // Every answer, shed and refused ones too: one observation on a cached label set.
     app.addHook('onResponse', (request, reply, done) => {
-      metrics.request(METRIC_OPERATION[operationOf(request.url)], reply.statusCode, reply.elapsedTime / 1000);
+      metrics.request(metricOperationOf(request.url), reply.statusCode, reply.elapsedTime / 1000);
       done();
     });
   }
@@ -156,6 +156,11 @@ const METRIC_OPERATION: Record<ReturnType<typeof operationOf>, MetricOperation> 
   audit_request: 'audit',
   admin_request: 'admin',
 };
+
+/** The operation a request's latency is counted under (the onResponse hook; bench/metrics-overhead.ts times it). */
+export function metricOperationOf(url: string): MetricOperation {
+  return METRIC_OPERATION[operationOf(url)];
+}
 
 function operationOf(url: string): 'status' | 'deliver_master' | 'deliver_slave' | 'request' | 'peer_request' | 'audit_request' | 'admin_request' {
   const path = url.split('?')[0] ?? '';
