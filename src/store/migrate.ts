@@ -24,6 +24,8 @@ export async function migrate(url: string, log: Logger): Promise<string[]> {
       direction: 'up',
       migrationsTable: 'pgmigrations',
       checkOrder: true,
+      // Replicas started together wait for the first to finish (its default, 'fail', made the others exit at start).
+      advisoryLockMode: 'wait',
       log: () => undefined, // node-pg-migrate prints every SQL statement; we log the summary instead
     });
     const names = applied.map((m) => m.name);

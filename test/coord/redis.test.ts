@@ -5,11 +5,10 @@ import { join } from 'node:path';
 import t from 'tap';
 import type { CacheTopic } from '../../src/coord/coordinator.js';
 import { RedisCoordinator } from '../../src/coord/redis.js';
-import { freePort } from '../../src/store/embedded-postgres.js';
 import { coordinatorConformance } from '../conformance/coordinator.js';
 import { eventually } from '../helpers/etsi.js';
 import { capturingLogger } from '../helpers/logs.js';
-import { REDIS_URL, redisSkipReason, uniquePrefix } from '../helpers/redis.js';
+import { REDIS_URL, redisSkipReason, serverPort, uniquePrefix } from '../helpers/redis.js';
 import { TcpProxy } from '../helpers/tcp-proxy.js';
 
 // The Redis coordinator against the machine's real Redis: the shared contract with two replicas (two coordinators of
@@ -76,7 +75,7 @@ t.test('an unreachable Redis at start: a clear error, the password not in it', a
 // sentinel promotes the replica: handlers hear 'all' and counters count again on the new master.
 const redisServer = spawnSync('redis-server', ['--version']).error ? undefined : 'redis-server';
 t.test('through Redis Sentinel, across a failover', { skip: skip || (!redisServer && 'redis-server is not installed') }, async (t) => {
-  const [masterPort, replicaPort, sentinelPort] = await Promise.all([freePort(), freePort(), freePort()]);
+  const [masterPort, replicaPort, sentinelPort] = [await serverPort(), await serverPort(), await serverPort()];
   const dir = mkdtempSync(join(tmpdir(), 'kms-sentinel-'));
   const children: ChildProcess[] = [];
   t.teardown(() => {
@@ -89,7 +88,8 @@ t.test('through Redis Sentinel, across a failover', { skip: skip || (!redisServe
     return c;
   };
   const base = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir]; // the replica writes what it syncs to its dir
-  const master = server(['--port', String(masterPort), ...base]);
+  // No 5 s wait for more replicas before the first sync (Redis 7's default for diskless sync).
+  const master = server(['--port', String(masterPort), ...base, '--repl-diskless-sync-delay', '0']);
   server(['--port', String(replicaPort), ...base, '--replicaof', '127.0.0.1', String(masterPort)]);
   const conf = join(dir, 'sentinel.conf');
   writeFileSync(conf, [`port ${sentinelPort}`, 'bind 127.0.0.1', `dir ${dir}`, `sentinel monitor qkms 127.0.0.1 ${masterPort} 1`, 'sentinel down-after-milliseconds qkms 1000', 'sentinel failover-timeout qkms 5000', ''].join('\n'));

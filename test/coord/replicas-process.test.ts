@@ -5,12 +5,12 @@ import { join } from 'node:path';
 import pg from 'pg';
 import t from 'tap';
 import { createSoftHsmToken } from '../../hsm-mock/softhsm-token.js';
-import { freePort } from '../../src/store/embedded-postgres.js';
 import { EtsiClient } from '../helpers/client.js';
 import { freshDatabase } from '../helpers/database.js';
 import { eventually } from '../helpers/etsi.js';
 import { testPki } from '../helpers/network.js';
 import { poolViolations } from '../helpers/pool-state.js';
+import { serverPort } from '../helpers/redis.js';
 import { exportedSeriesNames, promqlMetricNames, scrape, valueOf } from '../helpers/metrics.js';
 import { ROOT, runKms, waitFor, type KmsProcess } from '../helpers/process.js';
 
@@ -44,7 +44,7 @@ t.test('three replicas survive the leader\'s death, a Redis restart and a revoca
   const db = await freshDatabase();
   t.teardown(() => db.drop());
 
-  const redisPort = await freePort();
+  const redisPort = await serverPort();
   let redis: ChildProcess | undefined;
   const startRedis = async () => {
     redis = spawn(redisBin!, ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
