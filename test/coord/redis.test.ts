@@ -91,11 +91,15 @@ t.test('through Redis Sentinel, across a failover', { skip: skip || (!redisServe
   // No 5 s wait for more replicas before the first sync (Redis 7's default for diskless sync).
   const master = server(['--port', String(masterPort), ...base, '--repl-diskless-sync-delay', '0']);
   server(['--port', String(replicaPort), ...base, '--replicaof', '127.0.0.1', String(masterPort)]);
+  t.ok(await eventually(async () => /master_link_status:up/.test(spawnSync('redis-cli', ['-p', String(replicaPort), 'info', 'replication']).stdout?.toString() ?? ''), 5_000), 'the replica follows the master');
+  // The sentinel starts only now: it learns of replicas from the master's INFO, which it asks on connecting and then
+  // every 10 s. Started earlier, it could still know no replica when the master dies, and abort the failover.
   const conf = join(dir, 'sentinel.conf');
   writeFileSync(conf, [`port ${sentinelPort}`, 'bind 127.0.0.1', `dir ${dir}`, `sentinel monitor qkms 127.0.0.1 ${masterPort} 1`, 'sentinel down-after-milliseconds qkms 1000', 'sentinel failover-timeout qkms 5000', ''].join('\n'));
   server([conf, '--sentinel']);
-  t.ok(await eventually(async () => spawnSync('redis-cli', ['-p', String(sentinelPort), 'sentinel', 'get-master-addr-by-name', 'qkms']).stdout?.toString().includes(String(masterPort)), 5_000), 'the sentinel names the master');
-  t.ok(await eventually(async () => /master_link_status:up/.test(spawnSync('redis-cli', ['-p', String(replicaPort), 'info', 'replication']).stdout?.toString() ?? ''), 5_000), 'the replica follows the master');
+  const sentinel = (...args: string[]) => spawnSync('redis-cli', ['-p', String(sentinelPort), 'sentinel', ...args]).stdout?.toString() ?? '';
+  t.ok(await eventually(async () => sentinel('get-master-addr-by-name', 'qkms').includes(String(masterPort)), 5_000), 'the sentinel names the master');
+  t.ok(await eventually(async () => sentinel('replicas', 'qkms').includes(String(replicaPort)), 15_000), 'the sentinel knows the replica');
 
   const c = await RedisCoordinator.connect({ sentinels: [{ host: '127.0.0.1', port: sentinelPort }], name: 'qkms' }, uniquePrefix(), log);
   t.teardown(() => c.close());
