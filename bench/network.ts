@@ -18,7 +18,7 @@ import { JsonClient } from './client.js';
 import { fillPool } from './measure.js';
 import { createDatabase, databaseFacts, freePort, identity, startKme, unannouncedBlocks } from './setup.js';
 import { enter } from './timeline.js';
-import { ADMIN_URL, ANALYZE, DB_POOL, FILL_BPS, LINK_BPS, MAX_KEY_COUNT, NET_FILL_SECONDS, NET_FILL_TARGET } from './settings.js';
+import { ADMIN_URL, ANALYZE, CPU_PROF, DB_POOL, FILL_BPS, LINK_BPS, MAX_KEY_COUNT, NET_FILL_SECONDS, NET_FILL_TARGET } from './settings.js';
 
 export const NET_KMES = [
   { id: 'KME_A', sae: 'SAE_A' },
@@ -40,6 +40,8 @@ export interface Network {
   storedRelayed: () => Promise<number>;
   /** Every KME process started (filling and measuring), for the log summary. */
   children: Child[];
+  /** BENCH_CPU_PROF: each KME's --cpu-prof folders, one per start. */
+  profileDirs: Record<NetKme, string[]>;
   facts: Record<string, unknown>;
   stop: () => Promise<void>;
 }
@@ -97,6 +99,7 @@ export async function startNetwork(root: string, pki: DemoPki, token: SoftHsmTok
   };
 
   const children: Child[] = [];
+  const profileDirs = Object.fromEntries(NET_KMES.map((k) => [k.id, [] as string[]])) as Record<NetKme, string[]>;
   let running: Child[] = [];
   // Masters' end first: a KME waits for its requests in flight, and those need the KMEs further along still up.
   const stopAll = async () => {
@@ -109,7 +112,14 @@ export async function startNetwork(root: string, pki: DemoPki, token: SoftHsmTok
     // primary: a primary whose peer is not up yet piles up material it cannot announce.
     for (const k of [...NET_KMES].reverse()) {
       const other = k.id === 'KME_A' ? 'SAE_B' : 'SAE_A';
-      const child = await startKme(paths[k.id], { databaseUrl: databases[k.id], token }, ports[k.id], identity(pki, k.sae), [], {
+      const args: string[] = [];
+      if (CPU_PROF) {
+        const profileDir = join(dir, 'prof', `${k.id}-${profileDirs[k.id].length}`);
+        mkdirSync(profileDir, { recursive: true });
+        profileDirs[k.id].push(profileDir);
+        args.push('--cpu-prof', `--cpu-prof-dir=${profileDir}`);
+      }
+      const child = await startKme(paths[k.id], { databaseUrl: databases[k.id], token }, ports[k.id], identity(pki, k.sae), args, {
         name: k.id,
         statusPath: `/api/v1/keys/${other}/status`,
       });
@@ -165,6 +175,7 @@ export async function startNetwork(root: string, pki: DemoPki, token: SoftHsmTok
     storedDirect,
     storedRelayed,
     children,
+    profileDirs,
     facts: {
       max_key_count: MAX_KEYS,
       fill: { direct, relayed },

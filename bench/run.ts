@@ -172,7 +172,15 @@ async function main(): Promise<void> {
   const targetsMet = checkTargets(phases, memory, single, verify);
   // Per phase, from the profiles of every single-KME process (the clock windows of timeline.ts).
   const profileDirs = [...(single?.profileDirs ?? []), ...replicas.flatMap((h) => h.profileDirs)];
-  const profileByPhase = CPU_PROF && profileDirs.length ? profileByWindow(profileDirs, allWindows().filter((w) => !isStartWindow(w.label))) : undefined;
+  const measured = allWindows().filter((w) => !isStartWindow(w.label));
+  // The network's KMEs each on their own (in g–j each works for the others), over the network phases' windows.
+  const networkProfile = network
+    ? NET_KMES.flatMap((k) =>
+        profileByWindow(network!.profileDirs[k.id], measured.filter((w) => NETWORK_PHASES.includes(w.label))).map((r) => ({ ...r, label: `${r.label} at ${k.id}` })),
+      )
+    : [];
+  const singleProfile = CPU_PROF && profileDirs.length ? profileByWindow(profileDirs, measured) : [];
+  const profileByPhase = CPU_PROF ? [...singleProfile, ...networkProfile] : undefined;
   printCrossToSingle(cross);
   if (single?.ingest) {
     console.log('\n── Ingest with concurrent delivery (phase k)');
