@@ -13,7 +13,7 @@
 //   to show whether the rate holds.
 import type { tlsFor } from './client.js';
 import type { KmeHost } from './kme-host.js';
-import { paced, type PhaseResult } from './load.js';
+import { pacedAfterWarmUp, type PhaseResult } from './load.js';
 import type { Phase } from './report.js';
 import { ENC1, FIXED_RATE, INGEST_BATCH, INGEST_BPS, INGEST_TARGET_BPS, LINK_BPS, MAX_KEY_COUNT, SECONDS, WARMUP } from './settings.js';
 
@@ -50,11 +50,8 @@ const title = (what: string) => `GET enc_keys?number=1 at a fixed ${FIXED_RATE} 
 const RPS_METHOD = 'median of one-second samples (open-loop pacer, ≤32 keep-alive connections; latency from scheduled send time)';
 
 /** One warm-up and one measured run of the paced load, as in phase e. */
-async function pacedRun(url: string, tls: ReturnType<typeof tlsFor>, during?: () => Promise<void>): Promise<PhaseResult> {
-  const spec = { url, tls, path: ENC1, rate: FIXED_RATE };
-  await paced({ ...spec, durationS: WARMUP });
-  await during?.();
-  return paced({ ...spec, durationS: SECONDS });
+function pacedRun(url: string, tls: ReturnType<typeof tlsFor>, during?: () => Promise<void>): Promise<PhaseResult> {
+  return pacedAfterWarmUp({ url, tls, path: ENC1, rate: FIXED_RATE, warmupS: WARMUP, durationS: SECONDS, during });
 }
 
 export async function ingestPhase(host: KmeHost, tlsA: ReturnType<typeof tlsFor>, done: (p: Phase) => void): Promise<IngestResult> {

@@ -176,35 +176,55 @@ async function drain(work: Promise<unknown>, deadline: number, abort: AbortContr
   await work; // every request settles promptly once aborted
 }
 
-/** Open loop: `rate` requests per second on schedule, over at most `sockets` keep-alive connections. */
-export async function paced(spec: { url: string; tls: Tls; path: string; rate: number; durationS: number; sockets?: number }): Promise<PhaseResult> {
+export interface PacedSpec {
+  url: string;
+  tls: Tls;
+  path: string;
+  rate: number;
+  /** At most this many keep-alive connections (32). */
+  sockets?: number;
+}
+
+/**
+ * The paced load of the latency phases: `warmupS` seconds, then `during` (e.g. to open a measuring window), then
+ * `durationS` measured seconds on the same keep-alive connections, so that the measured window holds no handshakes
+ * (a latency phase measures keep-alive requests; phase f measures handshakes).
+ */
+export async function pacedAfterWarmUp(spec: PacedSpec & { warmupS: number; durationS: number; during?: () => Promise<void> }): Promise<PhaseResult> {
   const agent = new Agent({ keepAlive: true, maxSockets: spec.sockets ?? 32, ...spec.tls });
-  const abort = controller();
-  const start = performance.now();
-  const end = start + spec.durationS * 1000;
-  const rec = new Recorder(start);
-  const inFlight: Promise<void>[] = [];
-  let sent = 0;
   try {
-    while (performance.now() < end) {
-      const due = Math.floor(((performance.now() - start) * spec.rate) / 1000);
-      for (; sent < due; sent++) {
-        const scheduled = start + (sent * 1000) / spec.rate; // latency counts from here, not from when it got sent
-        inFlight.push(
-          once(spec.url, spec.path, { agent }, abort.signal).then((status) => {
-            if (status === 'aborted') rec.cutOff(performance.now() - scheduled);
-            else if (status === 0) rec.errors++;
-            else rec.done(status, performance.now() - scheduled);
-          }),
-        );
-      }
-      await sleep(1);
-    }
-    await drain(Promise.all(inFlight), end + DRAIN_MS, abort);
-    return rec.summary(end);
+    await paced(spec, agent, spec.warmupS);
+    await spec.during?.();
+    return await paced(spec, agent, spec.durationS);
   } finally {
     agent.destroy();
   }
+}
+
+/** Open loop: `rate` requests per second on schedule, over the agent's keep-alive connections. */
+async function paced(spec: PacedSpec, agent: Agent, durationS: number): Promise<PhaseResult> {
+  const abort = controller();
+  const start = performance.now();
+  const end = start + durationS * 1000;
+  const rec = new Recorder(start);
+  const inFlight: Promise<void>[] = [];
+  let sent = 0;
+  while (performance.now() < end) {
+    const due = Math.floor(((performance.now() - start) * spec.rate) / 1000);
+    for (; sent < due; sent++) {
+      const scheduled = start + (sent * 1000) / spec.rate; // latency counts from here, not from when it got sent
+      inFlight.push(
+        once(spec.url, spec.path, { agent }, abort.signal).then((status) => {
+          if (status === 'aborted') rec.cutOff(performance.now() - scheduled);
+          else if (status === 0) rec.errors++;
+          else rec.done(status, performance.now() - scheduled);
+        }),
+      );
+    }
+    await sleep(1);
+  }
+  await drain(Promise.all(inFlight), end + DRAIN_MS, abort);
+  return rec.summary(end);
 }
 
 /**

@@ -1,6 +1,6 @@
 // Phases a–f: one KME (KME_B, SAE_A and SAE_B on its loopback link), each against the reference server.
 import type { Identity, tlsFor } from './client.js';
-import { freshConnections, paced } from './load.js';
+import { freshConnections, pacedAfterWarmUp } from './load.js';
 import { allowanceFor, decKeysRun, fetchKeyIds, twoServers, type Server } from './measure.js';
 import type { Phase } from './report.js';
 import { AUTOCANNON_RPS, ENC1, FIXED_RATE, FRESH_WORKERS, PHASES, SECONDS, WARMUP } from './settings.js';
@@ -78,9 +78,7 @@ export async function singlePhases(t: SingleTarget, done: (p: Phase) => void): P
     };
     if (keys < FIXED_RATE * (WARMUP + SECONDS)) phase.notes.push(`pool budget ${keys} keys is below what this phase needs; expect 503s`);
     for (const server of ['kme', 'reference'] as const) {
-      const spec = { url: urls[server], tls: tlsA, path: ENC1, rate: FIXED_RATE };
-      await paced({ ...spec, durationS: WARMUP });
-      phase[server] = await paced({ ...spec, durationS: SECONDS });
+      phase[server] = await pacedAfterWarmUp({ url: urls[server], tls: tlsA, path: ENC1, rate: FIXED_RATE, warmupS: WARMUP, durationS: SECONDS });
     }
     done(phase);
   });
