@@ -170,11 +170,11 @@ async function main(): Promise<void> {
     })
     .filter((r): r is CrossToSingle => r !== undefined);
   const targetsMet = checkTargets(phases, memory, single, verify);
-  // Per phase, from the profiles of every single-KME process (the clock windows of timeline.ts).
+  // Per phase (the clock windows of timeline.ts), from the profiles of every single-KME process, and of each network
+  // KME on its own over the network phases (in g–j each works for the others).
   const profileDirs = [...(single?.profileDirs ?? []), ...replicas.flatMap((h) => h.profileDirs)];
   const measured = allWindows().filter((w) => !isStartWindow(w.label));
-  // The network's KMEs each on their own (in g–j each works for the others), over the network phases' windows.
-  const networkProfile = network
+  const networkProfile = CPU_PROF && network
     ? NET_KMES.flatMap((k) =>
         profileByWindow(network!.profileDirs[k.id], measured.filter((w) => NETWORK_PHASES.includes(w.label))).map((r) => ({ ...r, label: `${r.label} at ${k.id}` })),
       )
