@@ -57,7 +57,7 @@ function sampleLag(databaseUrl: string): { stop: () => Promise<number[]> } {
 }
 
 /** Waits (at most 60 s) until every committed event is sealed. */
-export async function untilSealed(databaseUrl: string): Promise<void> {
+async function untilSealed(databaseUrl: string): Promise<void> {
   const c = new pg.Client({ connectionString: databaseUrl });
   await c.connect();
   try {

@@ -17,7 +17,7 @@ import { databaseFacts, identity } from './setup.js';
 import { singlePhases } from './single-phases.js';
 import { leave } from './timeline.js';
 import { turnoverPhase, type TurnoverResult } from './turnover-phase.js';
-import { sealingPhase, untilSealed, type SealingResult } from './sealing-phase.js';
+import { sealingPhase, type SealingResult } from './sealing-phase.js';
 
 const KEY_BITS = 256;
 
@@ -59,7 +59,7 @@ export async function singleKme(root: string, pki: DemoPki, token: SoftHsmToken,
       if (g) growth.delivery.push(g);
     };
     await singlePhases(
-      { urls: { kme: host.url, reference: referenceUrl }, A: host.A, tlsA, tlsB: tlsFor(identity(pki, 'SAE_B')), stored: host.stored, sealed: () => untilSealed(host.databaseUrl), around },
+      { urls: { kme: host.url, reference: referenceUrl }, A: host.A, tlsA, tlsB: tlsFor(identity(pki, 'SAE_B')), stored: host.stored, around },
       done,
     );
     await host.stop(); // before reading its log and profile: both are complete only once it has exited

@@ -18,8 +18,6 @@ export interface SingleTarget {
   tlsB: ReturnType<typeof tlsFor>;
   /** Keys the KME could hand out to SAE_A for SAE_B now. */
   stored: () => Promise<number>;
-  /** Resolves once the custody log has sealed every event. */
-  sealed: () => Promise<void>;
   /** Runs around each selected phase (e.g. to measure the database before and after it); by default just runs it. */
   around?: (id: string, run: () => Promise<void>) => Promise<void>;
 }
@@ -79,9 +77,6 @@ export async function singlePhases(t: SingleTarget, done: (p: Phase) => void): P
       notes: [],
     };
     if (keys < FIXED_RATE * (WARMUP + SECONDS)) phase.notes.push(`pool budget ${keys} keys is below what this phase needs; expect 503s`);
-    // Latency at a steady 500 req/s: not while the sealer still folds in the hundreds of thousands of events that
-    // phases b–d left (phase s measures what sealing costs under load).
-    await t.sealed();
     for (const server of ['kme', 'reference'] as const) {
       phase[server] = await pacedAfterWarmUp({ url: urls[server], tls: tlsA, path: ENC1, rate: FIXED_RATE, warmupS: WARMUP, durationS: SECONDS });
     }
