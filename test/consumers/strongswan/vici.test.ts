@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import t from 'tap';
 import { ViciClient, ViciCommandError } from '../../../src/consumers/strongswan/vici.js';
 import { startCharonPair, strongswanSkipReason } from '../../helpers/strongswan.js';
+import { eventually } from '../../helpers/etsi.js';
 
 // The VICI client against a real charon (strongSwan 5.9, in a network namespace of its own): answers, streamed
 // events, strongSwan's refusals, requests in turn, and what an operator sees when charon hangs or dies.
@@ -61,6 +63,8 @@ t.test('VICI client against a real charon', { skip }, async (t) => {
     const slow = await charon.client();
     process.kill(charon.pid, 'SIGSTOP');
     try {
+      // SIGSTOP takes effect a little after kill() returns; on a busy machine charon once answered in between.
+      t.ok(await eventually(async () => allThreadsStopped(charon.pid), 2_000), 'every thread of charon is stopped');
       const started = Date.now();
       const client = await ViciClient.connect(charon.vici, { timeoutMs: 300 }); // the kernel accepts on a stopped listener
       await t.rejects(client.call('version'), /charon did not answer version within 300 ms/);
@@ -88,3 +92,8 @@ t.test('VICI client against a real charon', { skip }, async (t) => {
 t.test('a socket that does not exist', async (t) => {
   await t.rejects(ViciClient.connect('/nonexistent/charon.vici'), /VICI socket \/nonexistent\/charon\.vici does not exist: is charon running/);
 });
+
+/** True when every thread of the process is in the stopped state ('T' in /proc/PID/task/TID/stat). */
+function allThreadsStopped(pid: number): boolean {
+  return readdirSync(`/proc/${pid}/task`).every((tid) => /\) T /.test(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')));
+}
