@@ -57,6 +57,7 @@ const b = await perCallAsync('HSM encrypt, hsm-mock, watched', 50_000, () => wat
 console.log(`${'  difference'.padEnd(58)} ${(b - a).toFixed(0).padStart(7)} ns`);
 
 // The onResponse hook's body as src/app.ts runs it (its metricOperationOf): the operation from the URL, then the
-// observation. (Fastify's hook runner adds one function call; a whole request measured with and without the hook would drown this in noise.)
+// observation. (Fastify's hook runner adds one function call; a whole request measured with and without the hook
+// would drown this in noise.)
 const urls = ['/api/v1/keys/SAE_B/enc_keys?number=1', '/api/v1/keys/SAE_A/dec_keys', '/api/v1/keys/SAE_B/status'];
 perCall('onResponse hook body (operation from the URL + observation)', 1_000_000, (i) => metrics.request(metricOperationOf(urls[i % 3]!), 200, 0.004));

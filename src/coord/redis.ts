@@ -6,7 +6,8 @@ import type { CacheTopic, Coordinator, TakeResult } from './coordinator.js';
  * The coordinator of replicas that share a Redis (config `coordination.redis`): one connection for commands and
  * publishing, one subscribed to this KME's channel. Keys and the channel are named `<prefix>:…` (default
  * `qkms:<kme_id>`), so several KMEs, or environments, may share a Redis. Commands are not queued while Redis is
- * away: they fail at once and the caller fails closed. Counters are Lua scripts over one-second buckets, on Redis's clock, so replicas with skewed clocks agree.
+ * away: they fail at once and the caller fails closed. Counters are Lua scripts over one-second buckets, on Redis's
+ * clock, so replicas with skewed clocks agree.
  * (Single instance or Sentinel; a Redis Cluster would need the bucket keys in one hash slot.)
  */
 export class RedisCoordinator implements Coordinator {
