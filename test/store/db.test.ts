@@ -68,3 +68,11 @@ t.test('the connection dies mid-transaction: rejected, and nothing escapes as an
   const { rows } = await withTransaction(db, (c) => c.query('SELECT 42 AS n'));
   t.same(rows, [{ n: 42 }], 'the pool serves again once the database is reachable');
 });
+
+t.test('every session of the pool runs without JIT compilation (it cost a relay node 10–125 ms a statement)', async (t) => {
+  // Two connections at once, so that the second is a new session too.
+  const settings = await Promise.all([0, 1].map(() => withTransaction(db, async (c) => (await c.query('SHOW jit')).rows[0].jit as string)));
+  t.same(settings, ['off', 'off']);
+  const { rows } = await db.query('SHOW jit');
+  t.equal(rows[0].jit, 'off', 'a query on the pool too');
+});
