@@ -20,15 +20,14 @@ export function createDb(opts: { url: string; poolSize: number; log: Logger }): 
     idleTimeoutMillis: 30_000,
     query_timeout: 10_000,
     application_name: 'qkd-kms',
+    // No JIT compilation in the KME's sessions: its statements are short, and PostgreSQL compiles a statement whose
+    // estimated cost passes jit_above_cost on every execution. Measured at a relay node of the bench: a binding
+    // statement whose generic plan was estimated above it spent 10–125 ms compiling, for a few milliseconds of work.
+    // Sent with the connection's start-up; an `options` parameter in the URL replaces it (the operator's choice).
+    options: '-c jit=off',
   });
   // An idle client whose server went away emits 'error' on the pool; unhandled, it would kill the process.
   pool.on('error', (err) => opts.log.warn({ err: { message: err.message } }, 'database connection lost (idle client)'));
-  // No JIT compilation in the KME's sessions: its statements are short, and PostgreSQL compiles a statement whose
-  // estimated cost passes jit_above_cost on every execution. Measured at a relay node of the bench: a binding
-  // statement whose generic plan was estimated above it spent 10–125 ms compiling, for a few milliseconds of work.
-  // Queued before the client's first query (a client runs its queries in order); a server without the setting
-  // (before PostgreSQL 11) refuses it, which is ignored.
-  pool.on('connect', (client) => void client.query('SET jit = off').catch(() => undefined));
   return pool;
 }
 
