@@ -22,7 +22,7 @@ export function createDb(opts: { url: string; poolSize: number; log: Logger }): 
     application_name: 'qkd-kms',
     // No JIT compilation in the KME's sessions: its statements are short, and PostgreSQL compiles a statement whose
     // estimated cost passes jit_above_cost on every execution. Measured at a relay node of the bench: a binding
-    // statement whose generic plan was estimated above it spent 10–125 ms compiling, for a few milliseconds of work.
+    // statement whose generic plan was estimated above it spent about 100 ms compiling, for a few milliseconds of work.
     // Sent with the connection's start-up; an `options` parameter in the URL replaces it (the operator's choice).
     options: '-c jit=off',
   });
