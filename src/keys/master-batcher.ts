@@ -7,6 +7,7 @@ import type { Forwarder } from '../peers/forwarder.js';
 import { voidEverywhere } from '../peers/void-keys.js';
 import { withTransaction, type Db } from '../store/db.js';
 import { settleForwarded } from '../store/keys.js';
+import { DeadlinePassedError } from '../store/errors.js';
 import { setAsideChunks } from '../store/pool.js';
 import { integrityVerdict, KEK_SUSPECT } from './integrity.js';
 import { GroupCommitQueue, type Pending as GroupPending } from './group-commit.js';
@@ -155,20 +156,20 @@ export class MasterDeliveryBatcher {
     });
     if (ok.length > 0) {
       try {
+        // As in the first transaction: past the deadline the client has its 503, so the statement refuses to settle
+        // (one statement on its own: it checks itself) and the keys are voided instead.
         const settleBy = Math.min(...ok.map((x) => x.pending.request.deadline));
-        await withTransaction(this.deps.db, async (c) => {
-          await settleForwarded(
-            c,
-            ok.flatMap((x) => x.reserved.keyIds.map((keyId) => ({ keyId, relayedTo: x.pending.request.plan.hops.map((h) => h.peer) }))),
-            true,
-            ok.map((x) => this.deliveredAudit(x.pending.request, x.reserved)),
-          );
-          // As in the first transaction: past the deadline the client has its 503; roll back and void instead.
-          if (Date.now() >= settleBy) throw timedOut();
-        });
+        await settleForwarded(
+          this.deps.db,
+          ok.flatMap((x) => x.reserved.keyIds.map((keyId) => ({ keyId, relayedTo: x.pending.request.plan.hops.map((h) => h.peer) }))),
+          true,
+          ok.map((x) => this.deliveredAudit(x.pending.request, x.reserved)),
+          settleBy - Date.now(),
+        );
         for (const x of ok) x.pending.resolve({ keys: x.reserved.keys, origin: x.reserved.origin });
-      } catch (err) {
-        // The COMMIT may or may not have happened: the master gets no key, so nobody may use these anywhere.
+      } catch (caught) {
+        const err = caught instanceof DeadlinePassedError ? timedOut() : caught;
+        // The commit may or may not have happened: the master gets no key, so nobody may use these anywhere.
         for (const x of ok) failed.push({ item: x, why: `could not record the delivery: ${(err as Error).message}` });
         for (const x of ok) x.pending.reject(err);
       }

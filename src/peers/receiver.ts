@@ -9,9 +9,9 @@ import { assemble, wipe, xor } from '../barrier/material.js';
 import { planDelivery, type DeliveryPlan } from './routing.js';
 import type { Logger } from '../log.js';
 import type { ExtKeys, ExtKeysAck, ExtKeysBatch } from '../schemas/peer.js';
-import { withTransaction, type Db, type DbClient } from '../store/db.js';
-import { claimOwned, cursorsAfter, lockPeerChunks, type ChunkRow, type OwnedClaim } from '../store/chunks.js';
-import { ascending, positionsByLink } from '../store/positions.js';
+import { withTransaction, type Db, type DbClient, type Queryable } from '../store/db.js';
+import { chunksHolding, claimOwned, cursorsAfter, type OwnedClaim } from '../store/chunks.js';
+import { ascending } from '../store/positions.js';
 import { bindKeys, type KeyRow } from '../store/bind-keys.js';
 import { MaterialGoneError, settleForwarded } from '../store/keys.js';
 import type { Forwarder, Outgoing } from './forwarder.js';
@@ -102,7 +102,10 @@ export class ExtKeysReceiver {
 
     let held: Array<{ i: number; request: ExtKeys; plan: DeliveryPlan; outgoing: Outgoing[]; spent: Spent[] }>;
     try {
-      held = await withTransaction(this.deps.db, (c) => this.hold(c, from, valid));
+      // Passing keys on claims own pads (locked until the binding commits): a transaction. Otherwise the binding is
+      // the only write, and it checks and locks by itself: one statement, no BEGIN and no COMMIT.
+      const relays = valid.some((v) => v.plan.hops.length > 0);
+      held = relays ? await withTransaction(this.deps.db, (tx) => this.hold(from, valid, tx)) : await this.hold(from, valid);
     } catch (err) {
       const message = err instanceof MaterialGoneError || err instanceof KmsError ? err.message : 'could not store the keys';
       if (!(err instanceof MaterialGoneError)) this.deps.log.warn({ err: { message: (err as Error).message }, from }, 'ext_keys failed');
@@ -118,13 +121,11 @@ export class ExtKeysReceiver {
       onward.forEach((h, n) => (whys[n] ? failed.push({ h, why: whys[n] }) : ok.push(h)));
       if (ok.length > 0) {
         try {
-          await withTransaction(this.deps.db, (c) =>
-            settleForwarded(
-              c,
-              ok.flatMap((h) => h.request.keys.map((k) => ({ keyId: k.key_id, relayedTo: h.plan.hops.map((x) => x.peer) }))),
-              false,
-              ok.map((h) => this.relayAudit(from, h.request, h.plan)),
-            ),
+          await settleForwarded(
+            this.deps.db,
+            ok.flatMap((h) => h.request.keys.map((k) => ({ keyId: k.key_id, relayedTo: h.plan.hops.map((x) => x.peer) }))),
+            false,
+            ok.map((h) => this.relayAudit(from, h.request, h.plan)),
           );
         } catch (err) {
           for (const h of ok) failed.push({ h, why: `could not record the relay: ${(err as Error).message}` });
@@ -185,8 +186,15 @@ export class ExtKeysReceiver {
     return Math.max(0, ...ttls.map((t) => t * 1000 - this.deps.maxKeyTtlMs));
   }
 
-  private async hold(c: DbClient, from: string, valid: Array<{ i: number; request: ExtKeys; plan: DeliveryPlan; fallback?: Buffer[] | undefined }>) {
+  /**
+   * Reads, opens and binds a batch's material, and claims own pads for the next hops. `tx`: the transaction, needed
+   * when any request passes keys on (the pads' chunks stay locked until the binding commits); none: each statement on
+   * its own. Material read there is used only if the binding then finds every position still free, and a free
+   * position's material never changes (re-sealing a chunk changes its envelope and erases only what is gone).
+   */
+  private async hold(from: string, valid: Array<{ i: number; request: ExtKeys; plan: DeliveryPlan; fallback?: Buffer[] | undefined }>, tx?: DbClient) {
     const { barrier, topology } = this.deps;
+    const c: Queryable = tx ?? this.deps.db;
     const rows: Array<Promise<KeyRow>> = [];
     const incomingPads: Array<{ linkId: string; seq: string; from: 'peer' }> = [];
     const ownPads: Array<{ linkId: string; seq: string; from: 'owned' }> = [];
@@ -196,14 +204,17 @@ export class ExtKeysReceiver {
     // One read and one round of HSM work for the whole batch (it usually names one link), not one per request.
     // A fallback key has no positions: its material is in the message (`fallback`, opened already).
     const wanted = valid.map((v) => ({ ...v, perKey: v.request.keys.map((k) => (k.qkms_ranges ? fromRanges(k.qkms_ranges, 1 << 20) : [])) }));
-    const seqsByLink = positionsByLink(wanted.filter((w) => !w.fallback).map((w) => ({ linkId: w.request.qkms_link_id, seqs: w.perKey.flat() })));
-    const chunks: ChunkRow[] = [];
-    for (const [linkId, seqs] of seqsByLink) chunks.push(...(await lockPeerChunks(c, linkId, seqs)));
-    // Material is opened only where it is used: to undo a one-time pad, or to pass a key on. A key reserved here for
-    // local slaves only stays sealed until a slave fetches it.
+    // Material is read and opened only where it is used: to undo a one-time pad, or to pass a key on. A key reserved
+    // here for local slaves only stays sealed until a slave fetches it; the binding checks its positions.
     const opens = (w: (typeof wanted)[number]) => w.plan.hops.length > 0 || w.request.keys.some((k) => k.value !== undefined);
-    const used = wanted.filter(opens).flatMap((w) => w.perKey.flat().map((seq) => ({ linkId: w.request.qkms_link_id, seq })));
-    const openedAll = await barrier.openChunks(chunks.filter((ch) => used.some((u) => inChunk(u.linkId, u.seq, ch.id))));
+    const used = wanted.filter(opens).map((w) => ({ linkId: w.request.qkms_link_id, seqs: w.perKey.flat() }));
+    const chunks = await chunksHolding(c, used);
+    for (const u of used) {
+      if (!u.seqs.every((seq) => chunks.some((ch) => inChunk(u.linkId, seq, ch.id)))) {
+        throw new MaterialGoneError(`material on link ${u.linkId} is not available here (missing, already used, or not the sender's)`);
+      }
+    }
+    const openedAll = await barrier.openChunks(chunks);
     // Own pads for the next hops, claimed once per link for the whole batch and handed out in order.
     const padNeed = new Map<string, number>();
     for (const w of wanted) {
@@ -214,7 +225,8 @@ export class ExtKeysReceiver {
     }
     const padSupply = new Map<string, { claim: OwnedClaim; next: number }>();
     for (const [padLink, n] of padNeed) {
-      const claim = await claimOwned(c, padLink, n);
+      if (!tx) throw new Error('own pads are claimed only inside a transaction');
+      const claim = await claimOwned(tx, padLink, n);
       if (claim.seqs.length < n) throw new MaterialGoneError(`not enough key material on link ${padLink} to relay on`);
       padSupply.set(padLink, { claim, next: 0 });
     }

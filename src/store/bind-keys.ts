@@ -1,15 +1,16 @@
 import { insertAuditSql } from '../audit/event.js';
 import type { CursorMove } from './chunks.js';
-import { named, type DbClient } from './db.js';
-import { MaterialGoneError } from './errors.js';
+import { named, type Queryable } from './db.js';
+import { refusing, REFUSED } from './errors.js';
 import { nextShard } from './pool.js';
 import { positionsByLink, toMultirange } from './positions.js';
 
 /**
  * Binding material to new key_IDs: the one statement that records a batch's keys (RESERVED or DELIVERED, DESIGN §5)
- * with everything that changes with them. Runs on a client in a transaction the caller owns; throws when the rows it
- * expects are not there (the caller's transaction then rolls back: no partial change). The rest of a key's life is
- * in keys.ts.
+ * with everything that changes with them. It checks its own result and refuses it (src/store/errors.ts `refusing`)
+ * when the rows it expects are not there: nothing of it stays, and a transaction around it rolls back. Where the
+ * caller has nothing else to do atomically with it (the peer's binding with no pads to claim), it runs on its own.
+ * The rest of a key's life is in keys.ts.
  */
 
 export interface KeyRow {
@@ -35,8 +36,8 @@ export interface BindSpec {
   keys: KeyRow[];
   /**
    * Whose material this is: `owned` — positions this KME claimed from its own chunks (the master's side; the
-   * claim's cursors move by `cursors`); `peer` — positions the peer owns and reserved here (their chunks locked by
-   * `lockPeerChunks` in the same transaction, and recorded as bound in them by this statement).
+   * claim's cursors move by `cursors`, in the claim's transaction); `peer` — positions the peer owns and reserved
+   * here (their chunks locked, checked and recorded as bound in them by this statement).
    */
   from: 'owned' | 'peer';
   /** One-time pads spent on relays: destroyed at once (they are part of no key). */
@@ -59,6 +60,11 @@ export interface BindSpec {
  * the prepared statement's generic plan PostgreSQL turned that into a scan of every chunk of the link, then joined
  * the ranges (measured at the relay node of the bench's network: 5.5–7.0 ms a statement, most of the peer's database
  * time; now about 2.2 ms).
+ *
+ * The chunks are locked in ascending order (`peer_chunks`, materialized, so its locks are taken as it is read, in its
+ * order, before the update touches a row): the lock order of src/store/chunks.ts, kept without a locking statement
+ * before this one. Under READ COMMITTED the update then re-reads a chunk that a concurrent binding changed and
+ * re-checks it, so two bindings of one position never both pass.
  */
 const PEER_SQL = `peer_in AS (
              SELECT link, range_agg(pads) AS pads, range_agg(keys) AS keys
@@ -67,8 +73,8 @@ const PEER_SQL = `peer_in AS (
                      UNION ALL
                      SELECT keys.link_id, '{}'::int8multirange, keys.seqs FROM keys WHERE NOT $13 AND keys.seqs IS NOT NULL) AS x
               GROUP BY link),
-           peer_used AS (
-             UPDATE key_chunk k SET gone = k.gone + p.pads, bound = k.bound + p.keys
+           peer_chunks AS MATERIALIZED (
+             SELECT k.link_id AS link, k.first_seq, p.pads, p.keys
                FROM (SELECT DISTINCT ON (i.link, c.first_seq) i.link, c.first_seq, i.pads * c.span AS pads, i.keys * c.span AS keys
                        FROM peer_in AS i, unnest(i.pads + i.keys) AS u,
                             LATERAL (
@@ -80,6 +86,12 @@ const PEER_SQL = `peer_in AS (
                                         WHERE c.link_id = i.link AND c.first_seq > lower(u) AND c.first_seq < upper(u))) AS h
                                WHERE h.first_seq + h.blocks > lower(u)) AS c
                       ORDER BY i.link, c.first_seq) AS p
+               JOIN key_chunk k ON k.link_id = p.link AND k.first_seq = p.first_seq
+              ORDER BY k.link_id, k.first_seq
+                FOR UPDATE OF k),
+           peer_used AS (
+             UPDATE key_chunk k SET gone = k.gone + p.pads, bound = k.bound + p.keys
+               FROM peer_chunks AS p
               WHERE k.link_id = p.link AND k.first_seq = p.first_seq AND NOT k.owned AND NOT k.set_aside
                 AND isempty(p.pads * p.keys) AND NOT (k.gone && (p.pads + p.keys)) AND NOT (k.bound && (p.pads + p.keys))
              RETURNING (SELECT COALESCE(sum(upper(r) - lower(r)), 0) FROM unnest(p.pads) r) AS padded,
@@ -94,10 +106,9 @@ const NO_PEER_SQL = `peer_used AS (SELECT 0 AS padded, 0 AS bound FROM unnest($1
  * writes the audit events: one statement for any number of keys. The database refuses a position bound twice
  * (MaterialGoneError), whatever the caller does (migrations/0004_guards_on_the_chunk.sql): on owned material
  * because a cursor passes each position once and the statement checks that it binds exactly what its cursors passed;
- * on the peer's material because each chunk records the positions bound or spent here. The caller locks the peer's
- * chunks first (`lockPeerChunks`).
+ * on the peer's material because each chunk records the positions bound or spent here.
  */
-export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
+export async function bindKeys(c: Queryable, spec: BindSpec): Promise<void> {
   // Owned positions leave the count when taken; the peer's were never counted here.
   const taken = new Map<string, number>();
   const owned = [
@@ -113,7 +124,7 @@ export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
   // The owner's statement (the single-KME path) leaves the peer's update out: the planner answered it with a scan of
   // every chunk even when it had nothing to do. A second prepared statement, not a plan per call.
   const touchesPeer = spec.from === 'peer' || peerPads.size > 0;
-  const { rows } = await c.query(
+  await refusing(c.query(
     named(
       touchesPeer ? 'bind-keys-peer' : 'bind-keys',
       `WITH keys AS (
@@ -147,10 +158,22 @@ export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
            UPDATE pool_count p SET available = available - t.n
              FROM unnest($22::text[], $23::bigint[]) AS t(link, n)
             WHERE p.link_id = t.link AND p.shard = $24),
-         audited AS (${insertAuditSql(25)})
-         SELECT (SELECT count(*) FROM keys)::int AS keys, (SELECT count(*) FROM cursors)::int AS cursors,
-                (SELECT COALESCE(sum(padded), 0) FROM peer_used)::int AS padded,
-                (SELECT COALESCE(sum(bound), 0) FROM peer_used)::int AS bound, (SELECT n FROM owned_mismatch)::int AS mismatched`,
+         audited AS (${insertAuditSql(25)}),
+         found AS (
+           SELECT (SELECT count(*) FROM keys)::int AS keys, (SELECT count(*) FROM cursors)::int AS cursors,
+                  (SELECT COALESCE(sum(padded), 0) FROM peer_used)::int AS padded,
+                  (SELECT COALESCE(sum(bound), 0) FROM peer_used)::int AS bound, (SELECT n FROM owned_mismatch)::int AS mismatched)
+         SELECT CASE
+                  WHEN keys <> cardinality($1::uuid[]) OR cursors <> cardinality($14::text[]) OR padded <> $29::int OR bound <> $30::int
+                    THEN qkms_refuse('${REFUSED.materialGone}', format(
+                      'material not available as expected: %s of %s keys, %s of %s cursors, %s of %s pads, %s of %s of the peer''s positions',
+                      keys, cardinality($1::uuid[]), cursors, cardinality($14::text[]), padded, $29::int, bound, $30::int))
+                  -- A defect of the caller, never a race (the claim holds the owned chunks locked).
+                  WHEN mismatched > 0
+                    THEN qkms_refuse('${REFUSED.defect}',
+                      'refused by the database: the owned positions bound are not exactly those the cursors passed over; nothing was bound')
+                END AS refused
+           FROM found`,
       [
         spec.keys.map((k) => k.keyId),
         spec.keys.map((k) => k.linkId),
@@ -181,20 +204,10 @@ export async function bindKeys(c: DbClient, spec: BindSpec): Promise<void> {
         [...ownedPads.keys()],
         [...ownedPads.values()].map(toMultirange),
         spec.keys.map((k) => k.origin ?? null),
+        // What the peer's chunks must record: every pad spent here, and every position bound to a key here.
+        [...peerPads.values()].reduce((n, x) => n + x.length, 0),
+        spec.from === 'peer' ? spec.keys.reduce((n, k) => n + k.blockSeqs.length, 0) : 0,
       ],
     ),
-  );
-  const r = rows[0] as { keys: number; cursors: number; padded: number; bound: number; mismatched: number };
-  const peerPadCount = [...peerPads.values()].reduce((n, x) => n + x.length, 0);
-  const peerBound = spec.from === 'peer' ? spec.keys.reduce((n, k) => n + k.blockSeqs.length, 0) : 0;
-  if (r.keys !== spec.keys.length || r.cursors !== spec.cursors.length || r.padded !== peerPadCount || r.bound !== peerBound) {
-    throw new MaterialGoneError(
-      `material not available as expected: ${r.keys} of ${spec.keys.length} keys, ${r.cursors} of ${spec.cursors.length} cursors, ` +
-        `${r.padded} of ${peerPadCount} pads, ${r.bound} of ${peerBound} of the peer's positions`,
-    );
-  }
-  if (r.mismatched > 0) {
-    // A defect of the caller, never a race (the claim holds the chunks locked): the transaction rolls back.
-    throw new Error('refused by the database: the owned positions bound are not exactly those the cursors passed over; nothing was bound');
-  }
+  ));
 }

@@ -1,10 +1,9 @@
 import type { ChunkIdentity } from '../barrier/barrier.js';
-import { named, type DbClient } from './db.js';
-import { MaterialGoneError } from './errors.js';
-import { mergedRanges, positionsByLink, toMultirange } from './positions.js';
+import { named, type DbClient, type Queryable } from './db.js';
+import { positionsByLink, toMultirange } from './positions.js';
 
 /**
- * Reading and claiming chunks of material (migrations/0003_chunks.sql). Every function runs on a client inside a
+ * Reading and claiming chunks of material (migrations/0003_chunks.sql). Claims run on a client inside a
  * transaction the caller owns. Lock order: chunks are always locked in ascending position order within a link,
  * and a transaction only ever waits for a chunk above every chunk it already holds, so claims, relays and the
  * eraser cannot deadlock.
@@ -86,39 +85,12 @@ export function cursorsAfter(claim: OwnedClaim, used: number): CursorMove[] {
 }
 
 /**
- * The peer's side of a link: the chunks holding these positions of material the peer owns, locked (FOR UPDATE: the
- * binding statement then records the positions in them, and two share locks that both upgraded would deadlock) against
- * other reservations, the eraser and the ownership watermark. Throws `MaterialGoneError` when a position is not
- * stored here, is this end's own, was set aside, destroyed or bound already (the binding statement checks the last
- * two again, whatever the caller does).
- */
-export async function lockPeerChunks(c: DbClient, linkId: string, seqs: readonly string[]): Promise<ChunkRow[]> {
-  const ranges = mergedRanges(seqs);
-  const { rows } = await c.query(
-    `SELECT k.first_seq::text AS first, k.blocks, k.sealed,
-            k.owned OR k.set_aside OR EXISTS (
-              SELECT 1 FROM unnest($2::bigint[], $3::bigint[]) AS q(lo, hi)
-               WHERE k.gone && int8range(q.lo, q.hi) OR k.bound && int8range(q.lo, q.hi)) AS bad
-       FROM key_chunk k
-      WHERE k.link_id = $1 AND k.first_seq < $5::bigint AND k.first_seq > $4::bigint - ${MAX_CHUNK_BLOCKS}
-        AND EXISTS (SELECT 1 FROM unnest($2::bigint[], $3::bigint[]) AS r(lo, hi) WHERE k.first_seq < r.hi AND k.first_seq + k.blocks > r.lo)
-      ORDER BY k.first_seq FOR UPDATE`,
-    [linkId, ranges.map((r) => String(r.lo)), ranges.map((r) => String(r.hi)), String(ranges[0]?.lo ?? 0n), String(ranges[ranges.length - 1]?.hi ?? 0n)],
-  );
-  const found = rows as Array<{ first: string; blocks: number; sealed: Buffer; bad: boolean }>;
-  const covered = (seq: bigint) => found.some((f) => !f.bad && seq >= BigInt(f.first) && seq < BigInt(f.first) + BigInt(f.blocks));
-  if (found.some((f) => f.bad) || !seqs.every((s) => covered(BigInt(s)))) {
-    throw new MaterialGoneError(`material on link ${linkId} is not available here (missing, already used, or not the sender's)`);
-  }
-  return found.map((f) => ({ id: { linkId, firstSeq: f.first, blocks: f.blocks }, sealed: f.sealed }));
-}
-
-/**
- * The chunks holding these positions (of keys whose rows the caller has locked: no chunk lock needed). Each range is
+ * The chunks holding these positions, read without a lock: the caller's positions cannot change meanwhile (their
+ * keys' rows are locked) or are checked afterwards (the peer's binding, src/store/bind-keys.ts). Each range is
  * looked up through the primary key: the last chunk starting at or before it, and any starting inside it — a handful
  * of index entries, where a search back over MAX_CHUNK_BLOCKS positions read sixteen chunks' worth.
  */
-export async function chunksHolding(c: DbClient, positions: Array<{ linkId: string; seqs: readonly string[] }>): Promise<ChunkRow[]> {
+export async function chunksHolding(c: Queryable, positions: Array<{ linkId: string; seqs: readonly string[] }>): Promise<ChunkRow[]> {
   const byLink = positionsByLink(positions);
   if (byLink.size === 0) return [];
   const { rows } = await c.query(

@@ -11,6 +11,8 @@ import type { Logger } from '../log.js';
  */
 export type Db = pg.Pool;
 export type DbClient = pg.PoolClient;
+/** Either: the pool runs a statement on its own (autocommit), a client inside the caller's transaction. */
+export type Queryable = Pick<DbClient, 'query'>;
 
 export function createDb(opts: { url: string; poolSize: number; log: Logger }): Db {
   const pool = new pg.Pool({

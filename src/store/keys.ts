@@ -1,14 +1,15 @@
-import { named, type DbClient } from './db.js';
+import { named, type DbClient, type Queryable } from './db.js';
 import { insertAuditSql } from '../audit/event.js';
-import { MaterialGoneError } from './errors.js';
+import { MaterialGoneError, refusing, REFUSED } from './errors.js';
 import { toMultirange } from './positions.js';
 
 /**
  * Moving keys through their lifecycle (DESIGN §5) once bound (bind-keys.ts): RESERVED (waiting for the KMEs of
  * remote slaves to confirm, or — at a slave's KME — waiting for its slaves), DELIVERED (handed to the master,
  * waiting for local slaves), DESTROYED or EXPIRED (material erased). Every function runs on a client in a
- * transaction the caller owns, writes its audit events in the same statement, and throws when the rows it expects
- * are not there (the caller's transaction then rolls back: no partial change).
+ * transaction the caller owns (settleForwarded may also run on its own: it checks itself), writes its audit events
+ * in the same statement, and throws when the rows it expects are not there (the caller's transaction then rolls
+ * back: no partial change).
  */
 
 export { MaterialGoneError };
@@ -18,14 +19,20 @@ export { MaterialGoneError };
  * settles it. At the origin (`toMaster`) the keys go to the master: DELIVERED when local slaves wait for them,
  * else DESTROYED at once. At a relay node they stay RESERVED for local slaves, or are DESTROYED when none waits
  * here (a trusted node keeps no copy it does not need). Audited by the caller's events.
+ *
+ * One statement that checks itself (src/store/errors.ts `refusing`), so it needs no transaction around it: it
+ * changes nothing (MaterialGoneError) when a key is no longer reserved, or (DeadlinePassedError) when `withinMs`
+ * passed from its arrival at the server before it ended — the deadline the caller's client is answered at, measured
+ * on the server's clock from the statement's start, so that clocks apart cannot move it.
  */
 export async function settleForwarded(
-  c: DbClient,
+  c: Queryable,
   keys: Array<{ keyId: string; relayedTo: string[] }>,
   toMaster: boolean,
   auditBodies: string[],
+  withinMs?: number,
 ): Promise<void> {
-  const { rows } = await c.query(
+  await refusing(c.query(
     named(
       'settle-forwarded',
       `WITH t AS (SELECT * FROM unnest($1::uuid[], $2::text[]) AS t(key_id, peers)),
@@ -39,13 +46,18 @@ export async function settleForwarded(
            FROM t WHERE q.key_id = t.key_id AND q.state = 'RESERVED'
          RETURNING q.key_id, q.state, q.link_id, q.seqs),
        erase AS (${queueErasureSql("(SELECT * FROM k WHERE state = 'DESTROYED')")}),
-       audited AS (${insertAuditSql(4)})
-       SELECT count(*)::int AS n FROM k`,
-      [keys.map((k) => k.keyId), keys.map((k) => k.relayedTo.join(',')), toMaster, auditBodies],
+       audited AS (${insertAuditSql(4)}),
+       found AS (SELECT count(*)::int AS n FROM k)
+       SELECT CASE
+                WHEN n <> cardinality($1::uuid[])
+                  THEN qkms_refuse('${REFUSED.materialGone}', format('expected %s reserved keys, found %s', cardinality($1::uuid[]), n))
+                WHEN clock_timestamp() >= statement_timestamp() + make_interval(secs => $5::float8 / 1000)
+                  THEN qkms_refuse('${REFUSED.pastDeadline}', 'the deadline passed before the keys were settled; nothing was settled')
+              END AS refused
+         FROM found`,
+      [keys.map((k) => k.keyId), keys.map((k) => k.relayedTo.join(',')), toMaster, auditBodies, withinMs ?? null],
     ),
-  );
-  const n = (rows[0] as { n: number }).n;
-  if (n !== keys.length) throw new MaterialGoneError(`expected ${keys.length} reserved keys, found ${n}`);
+  ));
 }
 
 /** Where the given keys were relayed to (whatever their state now), for passing a void on. */

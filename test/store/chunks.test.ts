@@ -5,9 +5,10 @@ import { Barrier } from '../../src/barrier/barrier.js';
 import { eraseQueued } from '../../src/lifecycle/eraser.js';
 import { createLogger } from '../../src/log.js';
 import { chunkPieces, sealPieces } from '../../src/pool/chunking.js';
-import { claimOwned, cursorsAfter, lockPeerChunks } from '../../src/store/chunks.js';
+import { claimOwned, cursorsAfter } from '../../src/store/chunks.js';
 import { createDb, withTransaction, type Db } from '../../src/store/db.js';
 import { bindKeys, type KeyRow } from '../../src/store/bind-keys.js';
+import { auditBody } from '../../src/audit/event.js';
 import { endKeys, MaterialGoneError } from '../../src/store/keys.js';
 import { migrate } from '../../src/store/migrate.js';
 import { ensureLink, insertAnnounced, insertIngested } from '../../src/store/pool.js';
@@ -113,16 +114,20 @@ t.test('at the owner, the database refuses positions its cursors did not pass ov
 });
 
 t.test('the database refuses a position bound twice, at the peer too', async (t) => {
-  await withTransaction(db, async (c) => {
-    await lockPeerChunks(c, 'PEER', ['10', '11']);
-    await bindKeys(c, { keys: [key('PEER', ['10', '11'])], from: 'peer', pads: [], cursors: [], auditBodies: [] });
-  });
+  // The peer's binding runs on its own (no transaction around it, as the relay node runs it): it locks and checks the
+  // chunks itself, and a refusal leaves nothing behind.
+  await bindKeys(db, { keys: [key('PEER', ['10', '11'])], from: 'peer', pads: [], cursors: [], auditBodies: [] });
+  const refused = key('PEER', ['11']);
   await t.rejects(
-    withTransaction(db, (c) => bindKeys(c, { keys: [key('PEER', ['11'])], from: 'peer', pads: [], cursors: [], auditBodies: [] })),
+    bindKeys(db, { keys: [refused], from: 'peer', pads: [], cursors: [], auditBodies: [auditBody({ operation: 'reserve', outcome: 'ok', actor: 'kme:P', keyIds: [refused.keyId] })] }),
     MaterialGoneError,
     'the chunk, not the application, says no (the binding statement checks what the chunk records as bound)',
   );
-  await t.rejects(withTransaction(db, (c) => lockPeerChunks(c, 'PEER', ['11'])), MaterialGoneError, 'and the lock says so first');
+  const { rows: left } = await db.query(
+    `SELECT (SELECT count(*) FROM qkd_key WHERE key_id = $1)::int AS keys, (SELECT count(*) FROM audit_event WHERE $1 = ANY(key_ids))::int AS events`,
+    [refused.keyId],
+  );
+  t.same(left, [{ keys: 0, events: 0 }], 'the refused statement left neither its key row nor its audit event');
   await t.rejects(
     withTransaction(db, (c) =>
       bindKeys(c, { keys: [], from: 'peer', pads: [{ linkId: 'PEER', seq: '10', from: 'peer' }], cursors: [], auditBodies: [] }),
@@ -140,27 +145,27 @@ t.test('the database refuses a position bound twice, at the peer too', async (t)
   const { rows } = await db.query(`SELECT bound::text FROM key_chunk WHERE link_id = 'PEER' AND first_seq = 0`);
   t.same(rows, [{ bound: '{[10,12)}' }], 'the refused attempts recorded nothing');
   await t.rejects(
-    withTransaction(db, (c) => lockPeerChunks(c, 'PEER', ['310'])),
+    bindKeys(db, { keys: [key('PEER', ['310'])], from: 'peer', pads: [], cursors: [], auditBodies: [] }),
     MaterialGoneError,
     "this end's own positions are not the peer's to reserve",
+  );
+  await t.rejects(
+    bindKeys(db, { keys: [key('PEER', ['500'])], from: 'peer', pads: [], cursors: [], auditBodies: [] }),
+    MaterialGoneError,
+    'nor positions stored nowhere',
   );
 });
 
 t.test('a one-time pad spanning two chunks is spent in both, once', async (t) => {
   const pad = ['254', '255', '256', '257'];
-  await withTransaction(db, async (c) => {
-    await lockPeerChunks(c, 'PEER', pad);
-    await bindKeys(c, { keys: [], from: 'peer', pads: pad.map((seq) => ({ linkId: 'PEER', seq, from: 'peer' as const })), cursors: [], auditBodies: [] });
-  });
+  await bindKeys(db, { keys: [], from: 'peer', pads: pad.map((seq) => ({ linkId: 'PEER', seq, from: 'peer' as const })), cursors: [], auditBodies: [] });
   const { rows } = await db.query(`SELECT first_seq::int AS first, gone::text AS gone FROM key_chunk WHERE link_id = 'PEER' AND NOT owned ORDER BY 1`);
   t.same(rows, [
     { first: 0, gone: '{[254,256)}' },
     { first: 256, gone: '{[256,258)}' },
   ]);
   await t.rejects(
-    withTransaction(db, async (c) => {
-      await lockPeerChunks(c, 'PEER', ['255']);
-    }),
+    bindKeys(db, { keys: [key('PEER', ['255'])], from: 'peer', pads: [], cursors: [], auditBodies: [] }),
     MaterialGoneError,
     'a spent pad cannot be reserved again',
   );
@@ -195,4 +200,22 @@ t.test('the eraser zeroes destroyed positions under a fresh data key, and delete
   t.equal(left[0]!.n, 0, 'a chunk with every position gone is deleted');
   const { rows: queue } = await db.query('SELECT count(*)::int AS n FROM erase_queue');
   t.equal(queue[0]!.n, 0, 'the queue is empty');
+});
+
+t.test("concurrent bindings of the peer's positions: each position bound once, across two chunks, without deadlock", async (t) => {
+  // Eight bindings at once on a pool of four, pairs naming the same two positions, one in each of the peer's chunks
+  // (0 and 256): one of each pair goes through, and the chunks are locked in the same order by all of them.
+  const keys = Array.from({ length: 8 }, (_, j) => key('PEER', [String(240 + (j >> 1)), String(260 + (j >> 1))]));
+  const results = await Promise.allSettled(keys.map((k) => bindKeys(db, { keys: [k], from: 'peer', pads: [], cursors: [], auditBodies: [] })));
+  for (let pair = 0; pair < 4; pair++) {
+    const [a, b] = [results[2 * pair]!, results[2 * pair + 1]!];
+    t.equal([a, b].filter((r) => r.status === 'fulfilled').length, 1, `pair ${pair}: one binding went through`);
+    const refusal = [a, b].find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+    t.type(refusal?.reason, MaterialGoneError, `pair ${pair}: the other was refused as material gone (not a deadlock)`);
+  }
+  const { rows } = await db.query(`SELECT first_seq::int AS first, bound::text AS bound FROM key_chunk WHERE link_id = 'PEER' AND NOT owned ORDER BY 1`);
+  t.same(rows, [
+    { first: 0, bound: '{[10,12),[240,244)}' },
+    { first: 256, bound: '{[260,264)}' },
+  ]);
 });
