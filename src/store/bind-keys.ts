@@ -74,7 +74,7 @@ const PEER_SQL = `peer_in AS (
                      SELECT keys.link_id, '{}'::int8multirange, keys.seqs FROM keys WHERE NOT $13 AND keys.seqs IS NOT NULL) AS x
               GROUP BY link),
            peer_chunks AS MATERIALIZED (
-             SELECT k.link_id AS link, k.first_seq, p.pads, p.keys
+             SELECT p.link, p.first_seq, p.pads, p.keys
                FROM (SELECT DISTINCT ON (i.link, c.first_seq) i.link, c.first_seq, i.pads * c.span AS pads, i.keys * c.span AS keys
                        FROM peer_in AS i, unnest(i.pads + i.keys) AS u,
                             LATERAL (
@@ -85,14 +85,14 @@ const PEER_SQL = `peer_in AS (
                                       (SELECT first_seq, blocks FROM key_chunk c
                                         WHERE c.link_id = i.link AND c.first_seq > lower(u) AND c.first_seq < upper(u))) AS h
                                WHERE h.first_seq + h.blocks > lower(u)) AS c
-                      ORDER BY i.link, c.first_seq) AS p
-               JOIN key_chunk k ON k.link_id = p.link AND k.first_seq = p.first_seq
-              ORDER BY k.link_id, k.first_seq
-                FOR UPDATE OF k),
+                      ORDER BY i.link, c.first_seq) AS p,
+                    LATERAL (SELECT FROM key_chunk k WHERE k.link_id = p.link AND k.first_seq = p.first_seq FOR UPDATE) AS locked),
            peer_used AS (
              UPDATE key_chunk k SET gone = k.gone + p.pads, bound = k.bound + p.keys
                FROM peer_chunks AS p
-              WHERE k.link_id = p.link AND k.first_seq = p.first_seq AND NOT k.owned AND NOT k.set_aside
+              WHERE k.link_id = p.link AND k.first_seq = p.first_seq
+                AND k.link_id = ANY (ARRAY(SELECT link FROM peer_chunks)) AND k.first_seq = ANY (ARRAY(SELECT first_seq FROM peer_chunks))
+                AND NOT k.owned AND NOT k.set_aside
                 AND isempty(p.pads * p.keys) AND NOT (k.gone && (p.pads + p.keys)) AND NOT (k.bound && (p.pads + p.keys))
              RETURNING (SELECT COALESCE(sum(upper(r) - lower(r)), 0) FROM unnest(p.pads) r) AS padded,
                        (SELECT COALESCE(sum(upper(r) - lower(r)), 0) FROM unnest(p.keys) r) AS bound)`;
