@@ -50,27 +50,39 @@ export interface ErasureFigures {
 /** Erases everything queued now; returns what it did. */
 export async function eraseQueued(deps: { db: Db; barrier: Barrier; batch?: number }): Promise<ErasureFigures> {
   const total: ErasureFigures = { queued: 0, resealed: 0, deleted: 0 };
-  for (;;) {
-    const f = await eraseBatch(deps.db, deps.barrier, deps.batch ?? 2_000);
-    total.queued += f.queued;
-    total.resealed += f.resealed;
-    total.deleted += f.deleted;
-    if (f.queued < (deps.batch ?? 2_000)) return total;
+  const batch = deps.batch ?? 2_000;
+  const { rows } = await deps.db.query('SELECT DISTINCT link_id AS "linkId" FROM erase_queue ORDER BY 1');
+  for (const { linkId } of rows as Array<{ linkId: string }>) {
+    for (;;) {
+      const f = await eraseBatch(deps.db, deps.barrier, linkId, batch);
+      total.queued += f.queued;
+      total.resealed += f.resealed;
+      total.deleted += f.deleted;
+      if (f.queued < batch) break;
+    }
   }
+  return total;
 }
 
-/** One transaction: takes up to `batch` queue entries and erases their positions from every chunk that holds them. */
-async function eraseBatch(db: Db, barrier: Barrier, batch: number): Promise<ErasureFigures> {
+/**
+ * One transaction per link: takes up to `batch` of its queue entries and erases their positions from every chunk of
+ * the link that holds them. Never more than one link's chunks locked at once: it waits for chunks only in ascending
+ * order within that link, as every other transaction does, so it cannot close a cycle with a transaction that holds
+ * chunks of two links (a relay node's binding of the incoming link with the pads it claimed on the next: a deadlock
+ * the bench's relayed phase met while the eraser still took several links in one transaction).
+ */
+async function eraseBatch(db: Db, barrier: Barrier, linkId: string, batch: number): Promise<ErasureFigures> {
   return withTransaction(db, async (c) => {
     const { rows: links } = await c.query(
       `WITH q AS (
-         DELETE FROM erase_queue WHERE id IN (SELECT id FROM erase_queue ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+         DELETE FROM erase_queue WHERE id IN (SELECT id FROM erase_queue WHERE link_id = $2 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
          RETURNING link_id, seqs)
-       SELECT link_id AS "linkId", range_agg(seqs)::text AS seqs, count(*)::int AS n FROM q GROUP BY link_id ORDER BY link_id`,
-      [batch],
+       SELECT link_id AS "linkId", range_agg(seqs)::text AS seqs, count(*)::int AS n FROM q GROUP BY link_id`,
+      [batch, linkId],
     );
     const figures: ErasureFigures = { queued: 0, resealed: 0, deleted: 0 };
-    for (const link of links as Array<{ linkId: string; seqs: string; n: number }>) {
+    const link = (links as Array<{ linkId: string; seqs: string; n: number }>)[0];
+    if (link) {
       figures.queued += link.n;
       const { rows: chunks } = await c.query(
         `SELECT first_seq::text AS first, blocks, sealed,

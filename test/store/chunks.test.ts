@@ -219,3 +219,29 @@ t.test("concurrent bindings of the peer's positions: each position bound once, a
     { first: 256, bound: '{[260,264)}' },
   ]);
 });
+
+t.test('the eraser and a transaction holding chunks of two links never deadlock', async (t) => {
+  // A relay node's binding holds the pads it claimed on its next link ('PEER' here, sorted later) and then locks
+  // chunks of the link the keys came over ('OWN'). The eraser, with positions queued on both links, takes one
+  // link's chunks per transaction, so it never holds one link's chunk while it waits for the other's.
+  await db.query(`INSERT INTO erase_queue (link_id, seqs) VALUES ('OWN', '{[0,1)}'), ('PEER', '{[300,301)}')`);
+  const relay = await db.connect();
+  try {
+    await relay.query('BEGIN');
+    await relay.query(`SET LOCAL lock_timeout = '5s'`);
+    await relay.query(`SELECT 1 FROM key_chunk WHERE link_id = 'PEER' AND first_seq = 300 FOR UPDATE`);
+    const erasing = eraseQueued({ db, barrier });
+    await new Promise((r) => setTimeout(r, 300)); // the eraser is at work on 'OWN', or waits for 'PEER' 300
+    await relay.query(`SELECT 1 FROM key_chunk WHERE link_id = 'OWN' AND first_seq = 0 FOR UPDATE`);
+    await relay.query('COMMIT');
+    const figures = await erasing;
+    t.equal(figures.queued, 2, 'both entries erased once the relay committed');
+  } finally {
+    relay.release();
+  }
+  const { rows } = await db.query(`SELECT link_id, gone::text AS gone FROM key_chunk WHERE (link_id, first_seq) IN (('OWN', 0), ('PEER', 300)) ORDER BY 1`);
+  t.same(rows, [
+    { link_id: 'OWN', gone: '{[0,1)}' },
+    { link_id: 'PEER', gone: '{[300,301)}' },
+  ]);
+});
