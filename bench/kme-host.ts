@@ -11,7 +11,7 @@ import { onCleanup } from './cleanup.js';
 import { JsonClient, type Identity } from './client.js';
 import type { PoolReading } from './growth.js';
 import { ADMIN_URL, DB_POOL } from './settings.js';
-import { createDatabase, freePort, identity, startKme, writeKmeConfig } from './setup.js';
+import { createDatabase, identity, serverPort, startKme, writeKmeConfig } from './setup.js';
 import { enter } from './timeline.js';
 
 /** The timeline window of a KME's start (see KmeHost.start); the per-phase CPU summary leaves these out. */
@@ -79,7 +79,7 @@ export class KmeHost {
     opts: { profile: boolean; replicaOf?: KmeHost; replica?: ReplicaSettings },
   ): Promise<KmeHost> {
     const databaseUrl = opts.replicaOf?.databaseUrl ?? (await createDatabase(ADMIN_URL));
-    return new KmeHost(root, pki, token, databaseUrl, await freePort(), opts.profile, opts.replica);
+    return new KmeHost(root, pki, token, databaseUrl, await serverPort(), opts.profile, opts.replica);
   }
 
   get databaseName(): string {

@@ -16,7 +16,7 @@ import type { Child } from './children.js';
 import { onCleanup } from './cleanup.js';
 import { JsonClient } from './client.js';
 import { fillPool } from './measure.js';
-import { createDatabase, databaseFacts, freePort, identity, startKme, unannouncedBlocks } from './setup.js';
+import { createDatabase, databaseFacts, identity, serverPort, startKme, unannouncedBlocks } from './setup.js';
 import { enter } from './timeline.js';
 import { ADMIN_URL, ANALYZE, CPU_PROF, DB_POOL, FILL_BPS, LINK_BPS, MAX_KEY_COUNT, NET_FILL_SECONDS, NET_FILL_TARGET } from './settings.js';
 
@@ -52,7 +52,7 @@ export async function startNetwork(root: string, pki: DemoPki, token: SoftHsmTok
   const ports = {} as Record<NetKme, number>;
   const databases = {} as Record<NetKme, string>;
   for (const k of NET_KMES) {
-    ports[k.id] = await freePort();
+    ports[k.id] = await serverPort(); // below the ephemeral range: the KME is restarted on it minutes later
     databases[k.id] = await createDatabase(ADMIN_URL);
   }
   // Both ends of a link read the same seed: 32 random bytes as 64 hex digits.

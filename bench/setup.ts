@@ -59,7 +59,7 @@ export function createPki(root: string): Promise<DemoPki> {
 
 export const identity = (pki: DemoPki, sae: string): Identity => ({ ...pki.saes[sae]!, ca: pki.ca });
 
-export { freePort } from '../src/store/embedded-postgres.js';
+export { serverPort } from '../src/ports.js';
 
 export interface KmeSettings {
   port: number;

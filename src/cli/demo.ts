@@ -7,7 +7,8 @@ import { loadIssued } from '../pki/certificates.js';
 import { refreshCrl } from '../pki/crl.js';
 import { ensureDemoPki } from '../pki/dev-pki.js';
 import { startKms, type RunningKms } from '../server.js';
-import { freePort, redactUrl, startEmbeddedPostgres } from '../store/embedded-postgres.js';
+import { redactUrl, startEmbeddedPostgres } from '../store/embedded-postgres.js';
+import { freePort } from '../ports.js';
 import { availableBlocks } from '../store/pool.js';
 
 /** Three KMEs in a line, KME_A — KME_B — KME_C; SAE_A and SAE_D on KME_A, SAE_B on KME_B, SAE_C on KME_C. */

@@ -10,7 +10,7 @@ import { ConfigError } from '../../src/config/load.js';
 import { connectorTypes } from '../../src/consumers/registry.js';
 import { ensureDemoPki, type DemoPki } from '../../src/pki/dev-pki.js';
 import { createLogger } from '../../src/log.js';
-import { freePort } from '../../src/store/embedded-postgres.js';
+import { freePort } from '../../src/ports.js';
 
 // The agent's config file and boot checks (no KME needed): errors name the bad field or file, an unknown connector
 // type is refused naming the known ones, and the agent-to-agent listener only answers its binding's peer agent —

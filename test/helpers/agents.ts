@@ -5,7 +5,7 @@ import { parseAgentConfig, type AgentConfig } from '../../src/consumers/agent/co
 import { startAgent, type RunningAgent } from '../../src/consumers/agent/agent.js';
 import { readState, type BindingState } from '../../src/consumers/agent/state.js';
 import { ensureDemoPki } from '../../src/pki/dev-pki.js';
-import { freePort } from '../../src/store/embedded-postgres.js';
+import { freePort } from '../../src/ports.js';
 import type { Haystack } from './leak-scan.js';
 import { capturingLogger } from './logs.js';
 import type { TestNetwork } from './network.js';

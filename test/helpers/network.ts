@@ -6,7 +6,7 @@ import { networkConfigs, type NetworkSpec } from '../../src/config/network-build
 import type { Config } from '../../src/config/schema.js';
 import { ensureDemoPki, type DemoPki } from '../../src/pki/dev-pki.js';
 import { startKms, type RunningKms } from '../../src/server.js';
-import { freePort } from '../../src/store/embedded-postgres.js';
+import { serverPort } from '../../src/ports.js';
 import { SimulatedDevice } from '../../src/sources/simulator.js';
 import { createMockKeyWrapper } from '../../hsm-mock/mock-key-wrapper.js';
 import { createMockSigningKey } from '../../hsm-mock/mock-signing-key.js';
@@ -121,7 +121,8 @@ export async function startTestNetwork(opts: NetworkOptions): Promise<TestNetwor
   const { pki, dir: pkiDir } = await testPki();
   const seeds = mkdtempSync(join(tmpdir(), 'kms-net-seeds-'));
   const ports = new Map<string, number>();
-  for (const k of opts.kmes) ports.set(k.id, await freePort());
+  // Below the ephemeral range: `restart()` binds the same port again, after outgoing connections may have taken it.
+  for (const k of opts.kmes) ports.set(k.id, await serverPort());
   const proxies = new Map<string, TcpProxy>();
   for (const l of opts.links) {
     if (l.ends.length !== 2) continue;

@@ -1,4 +1,4 @@
-import { createServer, Socket } from 'node:net';
+import { Socket } from 'node:net';
 
 /** The Redis the tests use: REDIS_URL, or the machine's (127.0.0.1:6379). */
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -21,24 +21,5 @@ export function uniquePrefix(): string {
   return `qkms-test:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
 }
 
-/**
- * A free TCP port for a redis-server a test starts (it cannot listen on port 0 and say which it got). Taken below the
- * kernel's ephemeral range (32768–60999 here), where freePort() and every outgoing connection get theirs: a port
- * freed by freePort() can be taken by another test, or by a connection's local end, before redis-server binds it.
- */
-export async function serverPort(): Promise<number> {
-  for (;;) {
-    const port = 20_000 + Math.floor(Math.random() * 10_000);
-    if (handedOut.has(port)) continue; // not bound yet by whoever got it: still free to a check
-    const free = await new Promise<boolean>((resolve) => {
-      const s = createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-    if (free) {
-      handedOut.add(port);
-      return port;
-    }
-  }
-}
-const handedOut = new Set<number>();
+/** A free TCP port for a redis-server a test starts (it cannot listen on port 0 and say which it got). */
+export { serverPort } from '../../src/ports.js';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { issueServerCert, loadIssued, writeIssued } from '../../../src/pki/certificates.js';
-import { freePort } from '../../../src/store/embedded-postgres.js';
+import { freePort } from '../../../src/ports.js';
 import { sleep } from '../../helpers/etsi.js';
 import { PAIR, startTestNetwork, type TestNetwork } from '../../helpers/network.js';
 import { runKms, waitFor, type KmsProcess } from '../../helpers/process.js';
