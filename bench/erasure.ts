@@ -20,7 +20,12 @@ class EraseLagSampler {
   private report: ErasureReport = { interval_seconds: 1, max_lag_seconds: 0, max_queued: 0, samples: 0 };
 
   track(databaseUrl: string): void {
-    if (!this.pools.has(databaseUrl)) this.pools.set(databaseUrl, new pg.Pool({ connectionString: databaseUrl, max: 1 }));
+    if (this.pools.has(databaseUrl)) return;
+    const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 });
+    // A run that fails before stop() drops the databases under the idle connection: unhandled, its error ended the
+    // bench in the middle of its clean-up (a reference server was left running).
+    pool.on('error', () => undefined);
+    this.pools.set(databaseUrl, pool);
   }
 
   start(intervalMs: number): void {
