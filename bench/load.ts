@@ -201,6 +201,16 @@ export async function pacedAfterWarmUp(spec: PacedSpec & { warmupS: number; dura
   }
 }
 
+/**
+ * How many requests of an open-loop schedule at `rate` a second are due `elapsedMs` after its start: request n is due
+ * at n × 1000 / rate ms, the first at once. (Until 2026-12-01 the count left out the request due last, so each one
+ * went out, and had its latency counted from its due time, one interval late: 2 ms at 500 req/s, for the KME and the
+ * reference server alike.)
+ */
+export function dueBy(elapsedMs: number, rate: number): number {
+  return Math.floor((elapsedMs * rate) / 1000) + 1;
+}
+
 /** Open loop: `rate` requests per second on schedule, over the agent's keep-alive connections. */
 async function paced(spec: PacedSpec, agent: Agent, durationS: number): Promise<PhaseResult> {
   const abort = controller();
@@ -210,7 +220,7 @@ async function paced(spec: PacedSpec, agent: Agent, durationS: number): Promise<
   const inFlight: Promise<void>[] = [];
   let sent = 0;
   while (performance.now() < end) {
-    const due = Math.floor(((performance.now() - start) * spec.rate) / 1000);
+    const due = dueBy(performance.now() - start, spec.rate);
     for (; sent < due; sent++) {
       const scheduled = start + (sent * 1000) / spec.rate; // latency counts from here, not from when it got sent
       inFlight.push(

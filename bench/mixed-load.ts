@@ -3,6 +3,7 @@
 // as SAE_A, dec_keys as SAE_B for keys SAE_A got (each key_ID once), and status. Counts and latencies are kept per
 // interval, so the soak can print them beside each memory sample.
 import { JsonClient, type Identity } from './client.js';
+import { dueBy } from './load.js';
 
 export const KINDS = ['enc1', 'enc128', 'dec', 'status'] as const;
 export type Kind = (typeof KINDS)[number];
@@ -82,7 +83,7 @@ export class MixedLoad {
     while (this.running) {
       const elapsed = performance.now() - start;
       for (const kind of KINDS) {
-        const due = Math.floor((elapsed * this.mix[kind]) / 1000);
+        const due = dueBy(elapsed, this.mix[kind]);
         for (; sent[kind] < due; sent[kind]++) {
           const scheduled = start + (sent[kind] * 1000) / this.mix[kind]; // latency counts from here
           if (this.inFlight.size >= MAX_IN_FLIGHT) this.interval[kind].skipped++;
