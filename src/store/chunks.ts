@@ -88,7 +88,9 @@ export function cursorsAfter(claim: OwnedClaim, used: number): CursorMove[] {
  * The chunks holding these positions, read without a lock: the caller's positions cannot change meanwhile (their
  * keys' rows are locked) or are checked afterwards (the peer's binding, src/store/bind-keys.ts). Each range is
  * looked up through the primary key: the last chunk starting at or before it, and any starting inside it — a handful
- * of index entries, where a search back over MAX_CHUNK_BLOCKS positions read sixteen chunks' worth.
+ * of index entries, where a search back over MAX_CHUNK_BLOCKS positions read sixteen chunks' worth. The chunks found
+ * are read in a LATERAL sub-select that its LIMIT keeps from being folded into a join: a primary-key lookup each,
+ * whatever the generic plan estimates (a plain join became a scan of every chunk of the link).
  */
 export async function chunksHolding(c: Queryable, positions: Array<{ linkId: string; seqs: readonly string[] }>): Promise<ChunkRow[]> {
   const byLink = positionsByLink(positions);
@@ -106,9 +108,9 @@ export async function chunksHolding(c: Queryable, positions: Array<{ linkId: str
              (SELECT link_id, first_seq, blocks FROM key_chunk c
                WHERE c.link_id = r.link AND c.first_seq > lower(r.r) AND c.first_seq < upper(r.r))) AS k
           WHERE k.first_seq + k.blocks > lower(r.r))
-       SELECT k.link_id AS link, k.first_seq::text AS first, k.blocks, k.sealed
-         FROM ids JOIN key_chunk k USING (link_id, first_seq)
-        ORDER BY k.link_id, k.first_seq`,
+       SELECT ids.link_id AS link, ids.first_seq::text AS first, k.blocks, k.sealed
+         FROM ids, LATERAL (SELECT c.blocks, c.sealed FROM key_chunk c WHERE c.link_id = ids.link_id AND c.first_seq = ids.first_seq LIMIT 1) AS k
+        ORDER BY ids.link_id, ids.first_seq`,
       [[...byLink.keys()], [...byLink.values()].map(toMultirange)],
     ),
   );

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { createLogger } from '../../src/log.js';
-import { createDb, withTransaction, type Db } from '../../src/store/db.js';
+import { createDb, named, withTransaction, type Db } from '../../src/store/db.js';
 import { freshDatabase, type TestDatabase } from '../helpers/database.js';
 import { sleep } from '../helpers/etsi.js';
 import { hostPortOf, TcpProxy } from '../helpers/tcp-proxy.js';
@@ -75,4 +75,20 @@ t.test('every session of the pool runs without JIT compilation (it cost a relay 
   t.same(settings, ['off', 'off']);
   const { rows } = await db.query('SHOW jit');
   t.equal(rows[0].jit, 'off', 'a query on the pool too');
+});
+
+t.test('every session plans the named statements once, generically (not afresh for every small batch)', async (t) => {
+  const modes = await Promise.all(
+    [0, 1].map(() => withTransaction(db, async (c) => (await c.query('SHOW plan_cache_mode')).rows[0].plan_cache_mode as string)),
+  );
+  t.same(modes, ['force_generic_plan', 'force_generic_plan']);
+  // A named statement run with different values is planned once per session (pg_prepared_statements counts plans).
+  const client = await db.connect();
+  try {
+    for (const n of [1, 2, 3, 4, 5, 6, 7]) await client.query(named('plan-count-probe', 'SELECT count(*) FROM generate_series(1, $1::int)', [n]));
+    const { rows } = await client.query(`SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = 'plan-count-probe'`);
+    t.same(rows, [{ generic_plans: '7', custom_plans: '0' }], 'seven runs, one generic plan reused, no custom plan');
+  } finally {
+    client.release();
+  }
 });
