@@ -49,6 +49,7 @@ import { PrincipalChangeError } from './store/principals.js';
 import { checkSchema, migrate } from './store/migrate.js';
 import { ensureLink, nextSeq } from './store/pool.js';
 import { startStatisticsJob } from './lifecycle/statistics.js';
+import { startCustodyIndexFlushJob } from './lifecycle/custody-index-flush.js';
 import { postQuantumGroups, tlsServerOptions } from './tls.js';
 import { LeaderLock } from './lifecycle/leader-lock.js';
 import { runWhileLeading } from './lifecycle/leader-job.js';
@@ -289,6 +290,7 @@ export async function startKms(config: Config, opts: StartOptions): Promise<Runn
     closers.unshift(startEraserJob({ db, barrier, log, leads }));
     closers.unshift(startKekRewrapJob({ rotation: kek, databaseUrl: opts.databaseUrl, log }));
     closers.unshift(startStatisticsJob(db, log, { leads }));
+    closers.unshift(startCustodyIndexFlushJob(db, log, { leads }));
     const sealer = new Sealer({ db, databaseUrl: opts.databaseUrl, keys: logKeys, everyMs: config.audit.seal_every_ms, log });
     closers.unshift(sealer.start());
     closers.unshift(startCosigning({ db, clients: network.clients, everyMs: config.audit.cosign_every_ms, log }));

@@ -91,6 +91,12 @@ t.test('the role cannot rewrite the custody log, even by going around the trigge
   t.equal((await app.query(`SELECT count(*)::int AS n FROM audit_event`)).rows[0].n > 0, true, 'it may read the log');
 });
 
+t.test("the role moves the custody index's pending entries through the migrations' function, not by itself", async (t) => {
+  await t.rejects(app.query(`SELECT gin_clean_pending_list('audit_event_key_ids'::regclass)`), { code: '42501' }, 'the index is not its own');
+  const { rows } = await app.query('SELECT qkms_flush_custody_index()::int AS pages');
+  t.ok(rows[0].pages >= 0, `the function runs as its owner (${rows[0].pages} page(s) moved)`);
+});
+
 t.test('a KME whose role may not migrate refuses a schema that is behind, and says what to run', async (t) => {
   const { rows } = await owner.query<{ name: string }>(`DELETE FROM pgmigrations WHERE name = (SELECT max(name) FROM pgmigrations) RETURNING name`);
   try {
