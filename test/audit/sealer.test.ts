@@ -10,10 +10,9 @@ import { rootOf } from '../../src/audit/merkle.js';
 import { Sealer } from '../../src/audit/sealer.js';
 import { openNote } from '../../src/audit/signed-note.js';
 import { parseVkey } from '../../src/audit/vkeys.js';
-import { createDb, type Db } from '../../src/store/db.js';
-import { migrate } from '../../src/store/migrate.js';
+import type { Db } from '../../src/store/db.js';
 import { insertSeal, lastSeal, sealsAfter } from '../../src/store/seals.js';
-import { freshDatabase, type TestDatabase } from '../helpers/database.js';
+import { migratedDatabase, type MigratedDatabase } from '../helpers/database.js';
 import { sleep } from '../helpers/etsi.js';
 import { capturingLogger } from '../helpers/logs.js';
 
@@ -23,26 +22,24 @@ import { capturingLogger } from '../helpers/logs.js';
 // events. The KME's own use of it (real deliveries, tamper tests) is in test/audit/custody.test.ts.
 
 const { log } = capturingLogger();
-let tdb: TestDatabase;
+let m: MigratedDatabase;
 let db: Db;
 const wrapper = createMockKeyWrapper();
 const signingKey = createMockSigningKey();
 const origin = 'qkms/KME_S/custody';
 
 t.before(async () => {
-  tdb = await freshDatabase();
-  await migrate(tdb.url, log);
-  db = createDb({ url: tdb.url, poolSize: 20, log });
+  m = await migratedDatabase({ poolSize: 20, log });
+  db = m.db;
 });
 t.teardown(async () => {
-  await db?.end();
-  await tdb?.drop();
+  await m?.close();
 });
 
 /** A sealer for one test; it gives up the leader lock when the test ends, for the next test's sealer. */
 function sealer(t: Test): Sealer {
   const keys = new LogKeys({ db, wrapper, signingKey, name: origin, log });
-  const s = new Sealer({ db, databaseUrl: tdb.url, keys, everyMs: 20, log });
+  const s = new Sealer({ db, databaseUrl: m.url, keys, everyMs: 20, log });
   t.teardown(async () => (await s.close(), await keys.close()));
   return s;
 }

@@ -1,6 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { createLogger, type Logger } from '../../src/log.js';
+import { createDb, type Db } from '../../src/store/db.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../src/store/embedded-postgres.js';
+import { migrate } from '../../src/store/migrate.js';
 
 /**
  * A database of its own for each call: a fresh database on the real PostgreSQL named by DATABASE_URL (what CI
@@ -34,6 +37,27 @@ async function freshPostgres(adminUrl: string): Promise<TestDatabase> {
       await c.connect();
       await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
       await c.end();
+    },
+  };
+}
+
+/** A fresh database with every migration applied and the KME's own pool on it; `close` ends the pool and drops it. */
+export interface MigratedDatabase extends TestDatabase {
+  db: Db;
+  close(): Promise<void>;
+}
+
+export async function migratedDatabase(opts: { poolSize?: number; log?: Logger } = {}): Promise<MigratedDatabase> {
+  const tdb = await freshDatabase();
+  const log = opts.log ?? createLogger({ level: 'silent' });
+  await migrate(tdb.url, log);
+  const db = createDb({ url: tdb.url, poolSize: opts.poolSize ?? 2, log });
+  return {
+    ...tdb,
+    db,
+    close: async () => {
+      await db.end();
+      await tdb.drop();
     },
   };
 }

@@ -2,27 +2,22 @@ import t from 'tap';
 import { randomUUID } from 'node:crypto';
 import { auditBody, insertAuditSql } from '../../src/audit/event.js';
 import { flushCustodyIndex } from '../../src/lifecycle/custody-index-flush.js';
-import { createLogger } from '../../src/log.js';
-import { createDb, type Db } from '../../src/store/db.js';
-import { migrate } from '../../src/store/migrate.js';
-import { freshDatabase, type TestDatabase } from '../helpers/database.js';
+import type { Db } from '../../src/store/db.js';
+import { migratedDatabase, type MigratedDatabase } from '../helpers/database.js';
 
 // The custody index flush on real PostgreSQL (migrations/0016_custody_index_flush.sql): custody events' key_IDs wait
 // in the GIN index's pending list until something moves them into the index; the job does, and every key_ID is
 // still found through the index afterwards.
 
-let tdb: TestDatabase;
+let m: MigratedDatabase;
 let db: Db;
 
 t.before(async () => {
-  tdb = await freshDatabase();
-  const log = createLogger({ level: 'silent' });
-  await migrate(tdb.url, log);
-  db = createDb({ url: tdb.url, poolSize: 2, log });
+  m = await migratedDatabase({ poolSize: 2 });
+  db = m.db;
 });
 t.teardown(async () => {
-  await db?.end();
-  await tdb?.drop();
+  await m?.close();
 });
 
 /** Custody events of 128 key_IDs each, as 128-key deliveries write them; returns every key_ID. */

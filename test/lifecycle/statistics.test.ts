@@ -1,27 +1,22 @@
 import t from 'tap';
-import { createLogger } from '../../src/log.js';
 import { MIN_ROWS_TO_ANALYZE, refreshStatistics } from '../../src/lifecycle/statistics.js';
-import { createDb, type Db } from '../../src/store/db.js';
-import { migrate } from '../../src/store/migrate.js';
+import type { Db } from '../../src/store/db.js';
 import { ensureLink } from '../../src/store/pool.js';
-import { freshDatabase, type TestDatabase } from '../helpers/database.js';
+import { migratedDatabase, type MigratedDatabase } from '../helpers/database.js';
 
 // The statistics job on real PostgreSQL: it analyzes the pool tables that hold enough rows, and leaves nearly empty
 // ones alone (statistics of an empty qkd_key made every later foreign-key check of the key's slave rows scan the whole table).
 
-let tdb: TestDatabase;
+let m: MigratedDatabase;
 let db: Db;
 
 t.before(async () => {
-  tdb = await freshDatabase();
-  const log = createLogger({ level: 'silent' });
-  await migrate(tdb.url, log);
-  db = createDb({ url: tdb.url, poolSize: 2, log });
+  m = await migratedDatabase({ poolSize: 2 });
+  db = m.db;
   await ensureLink(db, { linkId: 'L', localKmeId: 'K', peerKmeId: 'K', primaryKmeId: 'K', blockBits: 256 });
 });
 t.teardown(async () => {
-  await db?.end();
-  await tdb?.drop();
+  await m?.close();
 });
 
 const analyzed = async (table: string) =>

@@ -1,10 +1,9 @@
 import t from 'tap';
 import type { Config } from '../../src/config/schema.js';
 import { PolicyBook } from '../../src/policy/policy-book.js';
-import { createDb, type Db } from '../../src/store/db.js';
-import { migrate } from '../../src/store/migrate.js';
+import type { Db } from '../../src/store/db.js';
 import { policiesStamp, setPolicy } from '../../src/store/policies.js';
-import { freshDatabase, type TestDatabase } from '../helpers/database.js';
+import { migratedDatabase, type MigratedDatabase } from '../helpers/database.js';
 import { capturingLogger } from '../helpers/logs.js';
 
 // The policy book (src/policy/policy-book.ts) on a real database: seeding from the config file, and what applies to a
@@ -12,18 +11,16 @@ import { capturingLogger } from '../helpers/logs.js';
 // allows it ("an SAE pair whose policy forbids fallback never gets a fallback key"), and a config entry that leaves
 // link_failure out is the same as one that says fail_closed (no update event at every start).
 
-let tdb: TestDatabase;
+let m: MigratedDatabase;
 let db: Db;
 const { log } = capturingLogger();
 
 t.before(async () => {
-  tdb = await freshDatabase();
-  await migrate(tdb.url, log);
-  db = createDb({ url: tdb.url, poolSize: 4, log });
+  m = await migratedDatabase({ poolSize: 4, log });
+  db = m.db;
 });
 t.teardown(async () => {
-  await db?.end();
-  await tdb?.drop();
+  await m?.close();
 });
 
 const config = (policies: Config['policies']) => ({ kme_id: 'KME_T', policies });

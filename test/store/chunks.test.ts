@@ -3,33 +3,29 @@ import { randomUUID } from 'node:crypto';
 import { createMockKeyWrapper } from '../../hsm-mock/mock-key-wrapper.js';
 import { Barrier } from '../../src/barrier/barrier.js';
 import { eraseQueued } from '../../src/lifecycle/eraser.js';
-import { createLogger } from '../../src/log.js';
 import { chunkPieces, sealPieces } from '../../src/pool/chunking.js';
 import { claimOwned, cursorsAfter } from '../../src/store/chunks.js';
-import { createDb, withTransaction, type Db } from '../../src/store/db.js';
+import { withTransaction, type Db } from '../../src/store/db.js';
 import { bindKeys, type KeyRow } from '../../src/store/bind-keys.js';
 import { auditBody } from '../../src/audit/event.js';
 import { endKeys, MaterialGoneError } from '../../src/store/keys.js';
-import { migrate } from '../../src/store/migrate.js';
 import { ensureLink, insertAnnounced, insertIngested } from '../../src/store/pool.js';
 import { intervalsOf } from '../../src/store/positions.js';
-import { freshDatabase, type TestDatabase } from '../helpers/database.js';
+import { migratedDatabase, type MigratedDatabase } from '../helpers/database.js';
 import { availableOwned, poolViolations } from '../helpers/pool-state.js';
 
 // The chunk store on real PostgreSQL (migrations/0003_chunks.sql, docs/storage.md): concurrent claims never share a
 // position, the database refuses to bind a position twice, one-time pads that span two chunks, and the eraser.
 
 const BLOCK = 32;
-let tdb: TestDatabase;
+let m: MigratedDatabase;
 let db: Db;
 const barrier = new Barrier(createMockKeyWrapper());
 const material = (blocks: number, fill: number) => Buffer.alloc(blocks * BLOCK, fill);
 
 t.before(async () => {
-  tdb = await freshDatabase();
-  const log = createLogger({ level: 'silent' });
-  await migrate(tdb.url, log);
-  db = createDb({ url: tdb.url, poolSize: 4, log });
+  m = await migratedDatabase({ poolSize: 4 });
+  db = m.db;
   // OWN: this KME's own loopback link; PEER: a link whose primary (the owner of the first 300 positions) is KME P.
   await ensureLink(db, { linkId: 'OWN', localKmeId: 'K', peerKmeId: 'K', primaryKmeId: 'K', blockBits: 256 });
   await ensureLink(db, { linkId: 'PEER', localKmeId: 'K', peerKmeId: 'P', primaryKmeId: 'P', blockBits: 256 });
@@ -39,8 +35,7 @@ t.before(async () => {
   await insertAnnounced(db, 'PEER', [{ ref: 'r0', firstSeq: '0', blocks: 400, ownerSplit: 300 }], peer, []);
 });
 t.teardown(async () => {
-  await db?.end();
-  await tdb?.drop();
+  await m?.close();
 });
 
 const key = (linkId: string, seqs: string[]): KeyRow => ({

@@ -2,29 +2,25 @@ import t from 'tap';
 import { createMockKeyWrapper } from '../../hsm-mock/mock-key-wrapper.js';
 import { auditBody } from '../../src/audit/event.js';
 import { Barrier } from '../../src/barrier/barrier.js';
-import { createLogger } from '../../src/log.js';
 import { chunkPieces, sealPieces } from '../../src/pool/chunking.js';
 import { bindKeys } from '../../src/store/bind-keys.js';
-import { createDb, withTransaction, type Db } from '../../src/store/db.js';
+import { withTransaction, type Db } from '../../src/store/db.js';
 import { destroyPeerCopies } from '../../src/store/keys.js';
-import { migrate } from '../../src/store/migrate.js';
 import { ensureLink, insertAnnounced } from '../../src/store/pool.js';
-import { freshDatabase, type TestDatabase } from '../helpers/database.js';
+import { migratedDatabase, type MigratedDatabase } from '../helpers/database.js';
 
 // The ownership watermark on real PostgreSQL (src/store/keys.ts `destroyPeerCopies`, src/peers/link-sync.ts): below
 // the owner's watermark, this end destroys its unreserved copies of the owner's material, keeps what is bound to
 // keys here, and locks only the chunks it changes — a chunk that is spent already (and may be the one a binding is
 // using) is left alone.
 
-let tdb: TestDatabase;
+let m: MigratedDatabase;
 let db: Db;
 const event = (n: number) => auditBody({ operation: 'void', outcome: 'ok', actor: 'kme:P', detail: { blocks: n } });
 
 t.before(async () => {
-  tdb = await freshDatabase();
-  const log = createLogger({ level: 'silent' });
-  await migrate(tdb.url, log);
-  db = createDb({ url: tdb.url, poolSize: 3, log });
+  m = await migratedDatabase({ poolSize: 3 });
+  db = m.db;
   const barrier = new Barrier(createMockKeyWrapper());
   await ensureLink(db, { linkId: 'PEER', localKmeId: 'K', peerKmeId: 'P', primaryKmeId: 'P', blockBits: 256 });
   // Two chunks of the peer's material, [0,256) and [256,512), stored and confirmed.
@@ -55,8 +51,7 @@ t.before(async () => {
   });
 });
 t.teardown(async () => {
-  await db?.end();
-  await tdb?.drop();
+  await m?.close();
 });
 
 t.test('below the watermark: unreserved copies destroyed, reserved ones kept, spent chunks not even locked', async (t) => {

@@ -1,16 +1,15 @@
 import t from 'tap';
 import type { Principal } from '../../src/auth/principals.js';
-import { createDb, type Db } from '../../src/store/db.js';
-import { migrate } from '../../src/store/migrate.js';
+import type { Db } from '../../src/store/db.js';
 import { changePrincipalStatus, enrollPrincipal, loadPrincipals, PrincipalChangeError, principalsStamp, seedPrincipals } from '../../src/store/principals.js';
-import { freshDatabase, type TestDatabase } from '../helpers/database.js';
+import { migratedDatabase, type MigratedDatabase } from '../helpers/database.js';
 import { capturingLogger } from '../helpers/logs.js';
 
 // The registry of principals in PostgreSQL (migration 0007, src/store/principals.ts): seeding from the config file
 // keeps what operators decided, every change is a custody event in its transaction, and the table itself refuses
 // what must never happen (a revoked principal back, a row deleted, a CN or ID given to someone else).
 
-let tdb: TestDatabase;
+let m: MigratedDatabase;
 let db: Db;
 const { log } = capturingLogger();
 const kme = { actor: 'kme:KME_T' };
@@ -18,13 +17,11 @@ const ops = { actor: 'operator:alice', actorCert: 'AA:BB' };
 const sae = (id: string, extra: Partial<Principal> = {}): Principal => ({ role: 'sae', id, certificateCn: id, status: 'active', tags: {}, source: 'config', ...extra });
 
 t.before(async () => {
-  tdb = await freshDatabase();
-  await migrate(tdb.url, log);
-  db = createDb({ url: tdb.url, poolSize: 4, log });
+  m = await migratedDatabase({ poolSize: 4, log });
+  db = m.db;
 });
 t.teardown(async () => {
-  await db?.end();
-  await tdb?.drop();
+  await m?.close();
 });
 
 const events = async () =>

@@ -3,36 +3,31 @@ import { randomUUID } from 'node:crypto';
 import { createMockKeyWrapper } from '../../hsm-mock/mock-key-wrapper.js';
 import { auditBody } from '../../src/audit/event.js';
 import { Barrier } from '../../src/barrier/barrier.js';
-import { createLogger } from '../../src/log.js';
 import { chunkPieces, sealPieces } from '../../src/pool/chunking.js';
 import { bindKeys, type KeyRow } from '../../src/store/bind-keys.js';
-import { createDb, type Db } from '../../src/store/db.js';
+import type { Db } from '../../src/store/db.js';
 import { DeadlinePassedError } from '../../src/store/errors.js';
 import { MaterialGoneError, settleForwarded } from '../../src/store/keys.js';
-import { migrate } from '../../src/store/migrate.js';
 import { ensureLink, insertAnnounced } from '../../src/store/pool.js';
-import { freshDatabase, type TestDatabase } from '../helpers/database.js';
+import { migratedDatabase, type MigratedDatabase } from '../helpers/database.js';
 
 // Settling relayed keys (src/store/keys.ts `settleForwarded`) runs as one statement with no transaction around it:
 // it must check itself, on real PostgreSQL. A refusal (a key no longer reserved, the caller's deadline passed)
 // changes nothing: no state, no audit event.
 
-let tdb: TestDatabase;
+let m: MigratedDatabase;
 let db: Db;
 
 t.before(async () => {
-  tdb = await freshDatabase();
-  const log = createLogger({ level: 'silent' });
-  await migrate(tdb.url, log);
-  db = createDb({ url: tdb.url, poolSize: 2, log });
+  m = await migratedDatabase({ poolSize: 2 });
+  db = m.db;
   const barrier = new Barrier(createMockKeyWrapper());
   await ensureLink(db, { linkId: 'PEER', localKmeId: 'K', peerKmeId: 'P', primaryKmeId: 'P', blockBits: 256 });
   const chunks = await Promise.all(sealPieces(barrier, 'PEER', Buffer.alloc(64 * 32, 5), 32, chunkPieces('0', 64, 64), false));
   await insertAnnounced(db, 'PEER', [{ ref: 'r0', firstSeq: '0', blocks: 64, ownerSplit: 64 }], chunks, []);
 });
 t.teardown(async () => {
-  await db?.end();
-  await tdb?.drop();
+  await m?.close();
 });
 
 let next = 0;
