@@ -2,7 +2,7 @@ import t from 'tap';
 import { randomUUID } from 'node:crypto';
 import { auditBody, insertAuditSql } from '../../src/audit/event.js';
 import { flushCustodyIndex } from '../../src/lifecycle/custody-index-flush.js';
-import type { Db } from '../../src/store/db.js';
+import { withTransaction, type Db } from '../../src/store/db.js';
 import { migratedDatabase, type MigratedDatabase } from '../helpers/database.js';
 
 // The custody index flush on real PostgreSQL (migrations/0016_custody_index_flush.sql): custody events' key_IDs wait
@@ -35,15 +35,11 @@ async function deliveries(events: number): Promise<string[]> {
 
 /** Events found through the index alone (no sequential scan allowed) for these key_IDs. */
 async function foundThroughIndex(keyIds: string[]): Promise<number> {
-  const c = await db.connect();
-  try {
-    await c.query('SET enable_seqscan = off');
+  return withTransaction(db, async (c) => {
+    await c.query('SET LOCAL enable_seqscan = off');
     const { rows } = await c.query(`SELECT count(*)::int AS n FROM audit_event WHERE key_ids && $1::uuid[]`, [keyIds]);
     return (rows[0] as { n: number }).n;
-  } finally {
-    await c.query('RESET enable_seqscan');
-    c.release();
-  }
+  });
 }
 
 t.test('pending key_IDs are moved into the index, and found through it before and after', async (t) => {
