@@ -2,8 +2,8 @@ import pg from 'pg';
 import type { Logger } from '../log.js';
 
 /**
- * The Postgres connection pool. Every query the KME runs goes through `pg`, whether the server is a real
- * PostgreSQL or the demo's PGlite behind its wire-protocol socket.
+ * The Postgres connection pool. Every query the KME runs goes through `pg`, whether the server is the operator's
+ * PostgreSQL or the demo's embedded one (src/store/embedded-postgres.ts).
  *
  * Timeouts are short on purpose: when the database is unreachable a request must fail fast with a 503 rather
  * than hang, and the pool must keep trying to reconnect by itself (it does: a dead client is discarded and the
