@@ -97,6 +97,26 @@ t.test("the role moves the custody index's pending entries through the migration
   t.ok(rows[0].pages >= 0, `the function runs as its owner (${rows[0].pages} page(s) moved)`);
 });
 
+t.test("the role refreshes the pool tables' statistics through the migrations' function, not by itself", async (t) => {
+  const notices: string[] = [];
+  const onNotice = (n: { message?: string }) => notices.push(n.message ?? '');
+  app.on('notice', onNotice);
+  try {
+    await app.query('ANALYZE pool_count');
+  } finally {
+    app.off('notice', onNotice);
+  }
+  t.match(notices.join('\n'), /skipping "pool_count" --- only table or database owner can analyze it/, 'a bare ANALYZE is skipped: the table is not its own');
+  // A threshold of 0 rows: every table of the function's list, whatever this KME holds.
+  const { rows } = await app.query<{ names: string[] }>('SELECT qkms_refresh_statistics(0) AS names');
+  t.same(rows[0]!.names, ['erase_queue', 'key_chunk', 'pool_count', 'qkd_key'], 'the function analyzes the four pool tables');
+  const { rows: stats } = await owner.query<{ relname: string }>(
+    `SELECT relname FROM pg_stat_user_tables WHERE relname = ANY ($1) AND last_analyze IS NOT NULL ORDER BY relname`,
+    [rows[0]!.names],
+  );
+  t.same(stats.map((r) => r.relname), rows[0]!.names, 'and PostgreSQL records each as analyzed');
+});
+
 t.test('a KME whose role may not migrate refuses a schema that is behind, and says what to run', async (t) => {
   const { rows } = await owner.query<{ name: string }>(`DELETE FROM pgmigrations WHERE name = (SELECT max(name) FROM pgmigrations) RETURNING name`);
   try {
