@@ -106,7 +106,9 @@ t.test("the role refreshes the pool tables' statistics through the migrations' f
   } finally {
     app.off('notice', onNotice);
   }
-  t.match(notices.join('\n'), /skipping "pool_count" --- only table or database owner can analyze it/, 'a bare ANALYZE is skipped: the table is not its own');
+  // PostgreSQL 15's wording, then 16's and later's (the embedded server).
+  t.match(notices.join('\n'), /skipping "pool_count" --- only table or database owner can analyze it|permission denied to analyze "pool_count", skipping it/,
+    'a bare ANALYZE is skipped: the table is not its own');
   // A threshold of 0 rows: every table of the function's list, whatever this KME holds.
   const { rows } = await app.query<{ names: string[] }>('SELECT qkms_refresh_statistics(0) AS names');
   t.same(rows[0]!.names, ['erase_queue', 'key_chunk', 'pool_count', 'qkd_key'], 'the function analyzes the four pool tables');
