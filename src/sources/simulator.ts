@@ -87,6 +87,12 @@ export class SimulatedDevice implements LinkSource, LinkOutageDrill {
     this.downtimes.push({ from: t, to: t + ms });
   }
 
+  /** Brings the link back now: an outage in progress ends (tests that must not depend on how long their steps take). */
+  endOutage(): void {
+    const t = this.now();
+    for (const d of this.downtimes) if (d.from <= t && d.to > t) d.to = t;
+  }
+
   async take(maxBlocks: number): Promise<DeviceKey[]> {
     this.checkUp();
     this.produce();

@@ -82,6 +82,21 @@ t.test('outages: scheduled and on demand; no key distils while down', async (t) 
   t.equal(sim.figures().outages, 2, 'each outage counted once');
 });
 
+t.test('an outage on demand ends early when told to; later ones still happen', async (t) => {
+  const { sim, advance } = device({ rate: 256 * 10, bufferBlocks: 1000, outages: [{ afterMs: 5000, durationMs: 1000 }] });
+  sim.outage(60_000);
+  await t.rejects(sim.take(1), DeviceUnavailableError, 'down');
+  advance(1000);
+  await t.rejects(sim.take(1), DeviceUnavailableError, 'still down a second later');
+  sim.endOutage();
+  t.same(await sim.take(100), [], 'up again at once, with nothing distilled while it was down');
+  t.match(sim.figures(), { up: true, outages: 1, lastOutage: { durationMs: 1000 } });
+  advance(1000);
+  t.same((await sim.take(100)).map((k) => k.blocks), [10], 'distilling again');
+  advance(3000);
+  await t.rejects(sim.take(1), DeviceUnavailableError, 'the scheduled outage is untouched');
+});
+
 t.test('an outage while nobody takes (a full pool) is counted when the figures are read', async (t) => {
   const { sim, advance } = device({ rate: 256 * 10, bufferBlocks: 1000, outages: [{ afterMs: 1000, durationMs: 500 }] });
   advance(1200);
