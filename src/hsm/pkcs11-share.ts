@@ -48,9 +48,14 @@ export class Share {
     });
   }
 
-  /** After CKR_CRYPTOKI_NOT_INITIALIZED: the module was finalized under us; `initialize` brings it back. */
+  /**
+   * After CKR_CRYPTOKI_NOT_INITIALIZED: the module was finalized under us; `initialize` brings it back. Called from
+   * inside `call`: this thread's call is set aside before it waits for the lock, since whoever holds the lock may be
+   * waiting in `alone` for every call to end (a finalize from outside, or another thread reinitializing), and would
+   * wait for this one forever.
+   */
   reinitialize(initialize: () => boolean): void {
-    this.locked(() => this.initialized(this.alone(initialize)));
+    this.aside(() => this.locked(() => this.initialized(this.alone(initialize))));
   }
 
   /** Counts this thread out; the last one out runs `finalize` (alone) if one of ours initialized the module. */
@@ -89,6 +94,15 @@ export class Share {
   private locked<T>(fn: () => T): T {
     while (Atomics.compareExchange(this.s, LOCK, 0, 1) !== 0) Atomics.wait(this.s, LOCK, 1, 20);
     try { return fn(); } finally { Atomics.store(this.s, LOCK, 0); Atomics.notify(this.s, LOCK, 1); }
+  }
+
+  /** Runs `fn` with this thread's call in progress, if any, set aside (not counted in flight), and resumes it after. */
+  private aside<T>(fn: () => T): T {
+    const depth = this.depth;
+    if (depth === 0) return fn();
+    this.depth = 0;
+    this.unread();
+    try { return fn(); } finally { this.read(); this.depth = depth; }
   }
 
   /** Runs `fn` with no call in flight (this thread's own call, if any, set aside). Only under `locked`. */
