@@ -107,17 +107,16 @@ export class Share {
 
   /** Runs `fn` with no call in flight (this thread's own call, if any, set aside). Only under `locked`. */
   private alone<T>(fn: () => T): T {
-    const mine = this.depth > 0;
-    if (mine) this.unread();
-    Atomics.store(this.s, WRITER, 1);
-    try {
-      for (let n; (n = Atomics.load(this.s, READERS)) !== 0;) Atomics.wait(this.s, READERS, n);
-      return fn();
-    } finally {
-      Atomics.store(this.s, WRITER, 0);
-      Atomics.notify(this.s, WRITER);
-      if (mine) this.read();
-    }
+    return this.aside(() => {
+      Atomics.store(this.s, WRITER, 1);
+      try {
+        for (let n; (n = Atomics.load(this.s, READERS)) !== 0;) Atomics.wait(this.s, READERS, n);
+        return fn();
+      } finally {
+        Atomics.store(this.s, WRITER, 0);
+        Atomics.notify(this.s, WRITER);
+      }
+    });
   }
 
   private read(): void {
