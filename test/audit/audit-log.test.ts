@@ -3,7 +3,7 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import canonicalize from 'canonicalize';
 import pg from 'pg';
-import { EtsiClient } from '../helpers/client.js';
+import { EtsiClient, answered } from '../helpers/client.js';
 import { eventually } from '../helpers/etsi.js';
 import { findLeaks } from '../helpers/leak-scan.js';
 import { startTestKms, testHsm } from '../helpers/kms.js';
@@ -71,7 +71,7 @@ t.test('enc_keys, then dec_keys by each slave: deliver_master, deliver_slave ×3
     size: 512,
     additional_slave_SAE_IDs: ['SAE_C', 'SAE_D'],
   });
-  t.equal(enc.status, 200, enc.text);
+  t.equal(enc.status, 200, answered(enc));
   const ids: string[] = enc.body.keys.map((x: { key_ID: string }) => x.key_ID);
   delivered.push(...enc.body.keys.map((x: { key: string }) => x.key));
   const touching = `key_ids && $1::uuid[]`;

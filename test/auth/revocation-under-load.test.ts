@@ -1,6 +1,6 @@
 import t from 'tap';
 import { changePrincipalStatus } from '../../src/store/principals.js';
-import { EtsiClient } from '../helpers/client.js';
+import { EtsiClient, answered } from '../helpers/client.js';
 import { sleep } from '../helpers/etsi.js';
 import { startTestKms, type TestKms } from '../helpers/kms.js';
 
@@ -62,7 +62,7 @@ for (const how of ['suspended by an operator through the admin API', 'revoked by
     let changedAt: number;
     if (target === 'SAE_D') {
       const res = await k.client('OPERATOR_1').post(`/admin/v1/saes/${target}/suspend`, { reason: 'under load' });
-      t.equal(res.status, 200, res.text);
+      t.equal(res.status, 200, answered(res));
       changedAt = Date.now();
     } else {
       await changePrincipalStatus(k.kms.db, 'sae', target, 'revoke', { actor: 'operator:OPERATOR_2' }, 'under load, from another process');

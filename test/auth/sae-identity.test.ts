@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { issueClientCert, loadIssued, writeIssued } from '../../src/pki/certificates.js';
-import { EtsiClient } from '../helpers/client.js';
+import { EtsiClient, answered } from '../helpers/client.js';
 import { startTestKms, type TestKms } from '../helpers/kms.js';
 
 // How a verified certificate becomes an SAE ID (config saes[].certificate_sha256 and saes[].certificate_cn), over
@@ -63,7 +63,7 @@ t.test('certificate_cn maps a certificate CN to an SAE ID', async (t) => {
 
   const e = clientOf(t, k, encryptor);
   const status = await e.get('/api/v1/keys/SAE_B/status');
-  t.equal(status.status, 200, status.text);
+  t.equal(status.status, 200, answered(status));
   t.equal(status.body?.master_SAE_ID, 'SAE_E', 'the CN encryptor-17.example is SAE_E');
   const key = await e.get('/api/v1/keys/SAE_B/enc_keys');
   t.equal(key.status, 200, 'and gets keys as SAE_E');

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import t from 'tap';
 import { createSoftHsmToken } from '../../hsm-mock/softhsm-token.js';
-import { EtsiClient } from '../helpers/client.js';
+import { EtsiClient, answered } from '../helpers/client.js';
 import { freshDatabase } from '../helpers/database.js';
 import { eventually } from '../helpers/etsi.js';
 import { testPki } from '../helpers/network.js';
@@ -162,7 +162,7 @@ t.test('three replicas survive the leader\'s death, a Redis restart and a revoca
   const operator = new EtsiClient(survivor.url, pki.ca, { cert: pki.operators.OPERATOR_1!.cert, key: pki.operators.OPERATOR_1!.key });
   t.teardown(() => operator.close());
   const revoked = await operator.post('/admin/v1/saes/SAE_B/revoke', { reason: 'replica test' });
-  t.equal(revoked.status, 200, revoked.text);
+  t.equal(revoked.status, 200, answered(revoked));
   const revokedAt = Date.now();
   await sleep(1_000);
   for (const i of live()) {

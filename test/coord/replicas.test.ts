@@ -1,6 +1,7 @@
 import t from 'tap';
 import { startTestKms, type TestKms } from '../helpers/kms.js';
 import { REDIS_URL, redisSkipReason, uniquePrefix } from '../helpers/redis.js';
+import { answered } from '../helpers/client.js';
 
 // Issue 15 item 1: two replicas of one KME (two KME servers in this process) on one database, one KEK and the
 // machine's Redis. An operator's change at one replica reaches the other at once through Redis (well inside its
@@ -24,7 +25,7 @@ t.test('two replicas on one database and one Redis', { skip }, async (t) => {
 
   // Keys made at replica a are fetched at replica b: one KME.
   const enc = await a.client('SAE_A').get('/api/v1/keys/SAE_B/enc_keys');
-  t.equal(enc.status, 200, enc.text);
+  t.equal(enc.status, 200, answered(enc));
   const dec = await b.client('SAE_B').post('/api/v1/keys/SAE_A/dec_keys', { key_IDs: [{ key_ID: enc.body.keys[0].key_ID }] });
   t.same(dec.body.keys, enc.body.keys, 'a key from replica a is fetched at replica b');
 
@@ -32,7 +33,7 @@ t.test('two replicas on one database and one Redis', { skip }, async (t) => {
   const bSaeD = b.client('SAE_D');
   t.equal((await bSaeD.get('/api/v1/keys/SAE_A/status')).status, 200);
   const suspended = await a.client('OPERATOR_1').post('/admin/v1/saes/SAE_D/suspend', { reason: 'replica test' });
-  t.equal(suspended.status, 200, suspended.text);
+  t.equal(suspended.status, 200, answered(suspended));
   const since = Date.now();
   let status = 200;
   while (status === 200 && Date.now() - since < 2_000) status = (await bSaeD.get('/api/v1/keys/SAE_A/status')).status;
@@ -42,7 +43,7 @@ t.test('two replicas on one database and one Redis', { skip }, async (t) => {
 
   // A policy set at replica b limits keys per minute at both, counted together.
   const set = await b.client('OPERATOR_1').put('/admin/v1/policies/SAE_A/SAE_C', { max_keys_per_minute: 5 });
-  t.equal(set.status, 200, set.text);
+  t.equal(set.status, 200, answered(set));
   await new Promise((r) => setTimeout(r, 100));
   t.equal((await a.client('SAE_A').get('/api/v1/keys/SAE_C/enc_keys?number=3')).status, 200, '3 at replica a');
   t.equal((await b.client('SAE_A').get('/api/v1/keys/SAE_C/enc_keys?number=2')).status, 200, '2 at replica b');

@@ -14,6 +14,15 @@ export interface Response {
   text: string;
 }
 
+/**
+ * The message for an assertion on a response's status. A successful body may hold key material, which must never
+ * reach a test log (CI prints passing assertions' messages too): the body is shown only for an error answer, whose
+ * ETSI Error body never carries a key.
+ */
+export function answered(res: Response, what = 'status'): string {
+  return res.status >= 400 ? `${what}: ${res.status} ${res.text}` : `${what}: ${res.status}`;
+}
+
 export class EtsiClient {
   private readonly agent: Agent;
 

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import t from 'tap';
 import { etsiErrorProblem, eventually } from '../helpers/etsi.js';
 import { startTestKms, type TestKms } from '../helpers/kms.js';
+import { answered } from '../helpers/client.js';
 
 // A malformed body must not come back: not in the answer, not in the KME's log, not in the audit log (refusal
 // reasons go to all three). Over a real KME; each body carries a marker of its own, placed where V8's JSON.parse
@@ -52,7 +53,7 @@ t.test('a body that is not JSON is refused without quoting it anywhere', async (
 
 t.test('valid JSON still works', async (t) => {
   const res = await k.client('SAE_A').post('/api/v1/keys/SAE_B/enc_keys', { number: 1 });
-  t.equal(res.status, 200, res.text);
+  t.equal(res.status, 200, answered(res));
 });
 
 async function refusals(): Promise<number> {

@@ -4,6 +4,7 @@ import type { EtsiClient, Response } from '../helpers/client.js';
 import { etsiErrorProblem, NOT_FOUND, windows } from '../helpers/etsi.js';
 import { startTestKms, type TestKms } from '../helpers/kms.js';
 import { availableOwned, eraseNow, heldMaterial, poolViolations } from '../helpers/pool-state.js';
+import { answered } from '../helpers/client.js';
 
 // Issue 2 item 5: under 32 concurrent keep-alive clients no key_ID and no key material is delivered to two
 // requests; concurrent dec_keys for one key_ID give it out exactly once per slave; the "every slave served →
@@ -133,7 +134,7 @@ t.test('16 concurrent dec_keys for the same key_ID: exactly one 200', async (t) 
   await warm(slaves, '/api/v1/keys/SAE_A/status');
   for (let round = 0; round < 6; round++) {
     const enc = await master.post('/api/v1/keys/SAE_B/enc_keys', { size: round % 2 ? 512 : 256 });
-    t.equal(enc.status, 200, enc.text);
+    t.equal(enc.status, 200, answered(enc));
     const key: Key = enc.body.keys[0];
     const path = `/api/v1/keys/SAE_A/dec_keys`;
     const results = await Promise.all(
@@ -170,7 +171,7 @@ t.test('multicast: B, C and D race for the same keys; each gets them once; erase
       size: round % 2 ? 512 : 256,
       additional_slave_SAE_IDs: ['SAE_C', 'SAE_D'],
     });
-    t.equal(enc.status, 200, enc.text);
+    t.equal(enc.status, 200, answered(enc));
     const keys: Key[] = enc.body.keys;
     const ids = keys.map((x) => x.key_ID);
     allIds.push(...ids);

@@ -3,6 +3,7 @@ import { createMockKeyWrapper } from '../../hsm-mock/mock-key-wrapper.js';
 import { etsiErrorProblem } from '../helpers/etsi.js';
 import { startTestKms, type TestKms } from '../helpers/kms.js';
 import { availableOwned } from '../helpers/pool-state.js';
+import { answered } from '../helpers/client.js';
 
 // Stored material that fails its integrity check (the review found that one bad block at the head of the claim
 // order made every enc_keys of its link answer 503 until someone intervened). It must be set aside — COMPROMISED,
@@ -62,7 +63,7 @@ t.test('dec_keys: a key whose chunk was damaged after delivery is destroyed as c
   const a = k.client('SAE_A');
   const b = k.client('SAE_B');
   const first = await a.get('/api/v1/keys/SAE_B/enc_keys');
-  t.equal(first.status, 200, first.text);
+  t.equal(first.status, 200, answered(first));
   const damagedId: string = first.body.keys[0].key_ID;
   // The next keys come from another chunk: corrupting the first key's chunk must not touch them.
   const { rows } = await k.kms.db.query(

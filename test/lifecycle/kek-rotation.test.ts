@@ -3,6 +3,7 @@ import { kekCommand } from '../../src/admin/kek-cli.js';
 import { adminCli } from '../helpers/admin-cli.js';
 import { eventually, sleep } from '../helpers/etsi.js';
 import { hsmSkipReason, startTestKms, type TestHsm, type TestKms } from '../helpers/kms.js';
+import { answered } from '../helpers/client.js';
 
 // Issue 13 item 5: KEK rotation without downtime, on hsm-mock and on a real SoftHSM2 token through PKCS#11. Load
 // keeps running across the rotation and gets every answer; new material is sealed under the new version at once; the
@@ -16,7 +17,7 @@ for (const hsm of ['mock', 'softhsm'] as TestHsm[]) {
     t.teardown(() => k.close());
     const operator = k.client('OPERATOR_1');
     const before = await operator.get('/admin/v1/kek');
-    t.equal(before.status, 200, before.text);
+    t.equal(before.status, 200, answered(before));
     t.match(before.body, { current: 1, rewrap_pending: 0 });
 
     await k.kms.sealer.sealOnce(); // the custody log's ML-DSA key exists, its seed sealed under version 1
@@ -41,7 +42,7 @@ for (const hsm of ['mock', 'softhsm'] as TestHsm[]) {
     );
     await sleep(300);
     const rotated = await operator.post('/admin/v1/kek/rotate', { reason: 'yearly rotation' });
-    t.equal(rotated.status, 200, rotated.text);
+    t.equal(rotated.status, 200, answered(rotated));
     t.equal(rotated.body.current, 2, 'version 2 in use at once');
     await sleep(700);
     done = true;
@@ -65,7 +66,7 @@ for (const hsm of ['mock', 'softhsm'] as TestHsm[]) {
     t.same(seals.map((r) => r.kek_version), [2], "the custody log's ML-DSA seed sealed again under version 2");
 
     const late = await k.client('SAE_B').post('/api/v1/keys/SAE_A/dec_keys', { key_IDs: early.map((e) => ({ key_ID: e.key_ID })) });
-    t.equal(late.status, 200, late.text);
+    t.equal(late.status, 200, answered(late));
     t.same(late.body.keys, early, 'keys made under version 1 open, after the re-wrap, to exactly what their master got');
     await k.kms.sealer.sealOnce();
     t.ok((await k.kms.db.query(`SELECT count(*)::int AS n FROM audit_seal`)).rows[0].n > 0, 'the custody log is still sealed and signed');

@@ -2,6 +2,7 @@ import t from 'tap';
 import { canDrillOutage } from '../../src/sources/link-source.js';
 import { startTestKms } from '../helpers/kms.js';
 import { scrape, valueOf } from '../helpers/metrics.js';
+import { answered } from '../helpers/client.js';
 
 // Issue 15 item 2: fallback keys in GET /metrics. One KME, its loopback link cut (the simulator's outage drill) and
 // its pool drained; the pair SAE_A → SAE_B allows the post-quantum fallback (as in test/network/link-fallback.test.ts,
@@ -42,7 +43,7 @@ t.test('fallback keys are counted per pair and the link shows in fallback', asyn
   let fallback = 0;
   for (const body of [{}, { number: 3 }]) {
     const res = await a.post('/api/v1/keys/SAE_B/enc_keys', body);
-    t.equal(res.status, 200, res.status === 200 ? 'a fallback key' : `${res.status} ${res.body?.message}`);
+    t.equal(res.status, 200, answered(res, 'a fallback key'));
     t.same(res.body.key_container_extension, { qkms_key_origin: 'pqc_fallback' });
     fallback += res.body.keys?.length ?? 0;
   }

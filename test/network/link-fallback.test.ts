@@ -3,6 +3,7 @@ import { eventually } from '../helpers/etsi.js';
 import { databaseHaystack, findLeaks } from '../helpers/leak-scan.js';
 import { startTestNetwork, type TestNetwork } from '../helpers/network.js';
 import { LifecycleReplay } from '../../src/audit/lifecycle-replay.js';
+import { answered } from '../helpers/client.js';
 
 // Issue 13 items 4 and 7: a link cut with each link-failure policy. KME_A (SAE_A, SAE_D) and KME_B (SAE_B, SAE_C) share
 // the QKD link A-B; KME_A also has a loopback link for its own pairs. SAE_A → SAE_B and SAE_A → SAE_D allow the
@@ -41,7 +42,6 @@ const events = (kme: string, operation: string) =>
   net.kme(kme).query(`SELECT body FROM audit_event WHERE operation = $1 ORDER BY seq`, [operation]).then((rows) => rows.map((r) => JSON.parse(r.body as string)));
 
 /** What a failed request said (an Error body never carries a key; a 200's body does, and is not printed). */
-const why = (what: string, res: { status: number; body: any }) => (res.status === 200 ? what : `${what}: ${res.status} ${res.body?.message}`);
 
 /** Takes keys for a pair until its pool has none left, and returns how many it took and of which origins. */
 async function drain(master: string, slave: string): Promise<{ taken: number; origins: Set<string> }> {
@@ -68,7 +68,7 @@ t.test('with the link up, every pair gets QKD keys, marked qkd', async (t) => {
   await setFallback('KME_A', 'SAE_A', 'SAE_D');
   for (const [m, s] of [['SAE_A', 'SAE_B'], ['SAE_D', 'SAE_C'], ['SAE_A', 'SAE_D']] as const) {
     const res = await enc(m, s);
-    t.equal(res.status, 200, why(`${m} → ${s}`, res));
+    t.equal(res.status, 200, answered(res, `${m} → ${s}`));
     t.same(res.body.key_container_extension, { qkms_key_origin: 'qkd' }, `${m} → ${s}: origin qkd`);
   }
   const status = await net.client('SAE_A').get('/api/v1/keys/SAE_B/status');
@@ -90,7 +90,7 @@ t.test('the link goes down and its pool runs dry', async (t) => {
 
 t.test("a pair whose policy at the slave's KME does not allow the fallback gets none", async (t) => {
   const res = await enc('SAE_A', 'SAE_B');
-  t.equal(res.status, 503, why('503', res));
+  t.equal(res.status, 503, answered(res, '503'));
   t.match(res.body.message, /the policy of SAE_A and SAE_B at KME_B does not allow fallback keys/, 'the slave KME\'s refusal is passed on');
   const made = await net.kme('KME_B').query(`SELECT count(*)::int AS n FROM qkd_key WHERE origin = 'pqc_fallback'`);
   t.equal(made[0]!.n, 0, 'KME_B holds no fallback key');
@@ -103,11 +103,11 @@ t.test('pqc_fallback: keys made by the master\'s KME, sealed to the peer, delive
   t.equal(status.body.stored_key_count, status.body.max_key_count, 'and that keys can be had');
   for (const body of [{}, { number: 3, size: 512 }]) {
     const res = await enc('SAE_A', 'SAE_B', body);
-    t.equal(res.status, 200, why('a fallback key', res));
+    t.equal(res.status, 200, answered(res, 'a fallback key'));
     t.same(res.body.key_container_extension, { qkms_key_origin: 'pqc_fallback' });
     fallbackKeys.push(...res.body.keys);
     const dec = await net.client('SAE_B').post('/api/v1/keys/SAE_A/dec_keys', { key_IDs: res.body.keys.map((k: Key) => ({ key_ID: k.key_ID })) });
-    t.equal(dec.status, 200, why('dec_keys', dec));
+    t.equal(dec.status, 200, answered(dec, 'dec_keys'));
     t.ok(JSON.stringify(dec.body.keys) === JSON.stringify(res.body.keys), 'the slave gets the same keys at its own KME');
     t.same(dec.body.key_container_extension, { qkms_key_origin: 'pqc_fallback' }, 'marked at the slave too');
     const again = await net.client('SAE_B').post('/api/v1/keys/SAE_A/dec_keys', { key_IDs: [{ key_ID: res.body.keys[0].key_ID }] });
@@ -136,14 +136,14 @@ t.test('pqc_fallback: keys made by the master\'s KME, sealed to the peer, delive
 
 t.test('fail_closed stays closed while the other pair falls back', async (t) => {
   const res = await enc('SAE_D', 'SAE_C');
-  t.equal(res.status, 503, why('503', res));
+  t.equal(res.status, 503, answered(res, '503'));
 });
 
 t.test('with the KME-to-KME channel cut as well, there is nothing to fall back on', async (t) => {
   await net.proxy('KME_A', 'KME_B').refuse();
   try {
     const res = await enc('SAE_A', 'SAE_B');
-    t.equal(res.status, 503, why('503', res));
+    t.equal(res.status, 503, answered(res, '503'));
     t.match(res.body.message, /the fallback could not reach KME_B/, res.body.message);
   } finally {
     net.proxy('KME_A', 'KME_B').restore();
@@ -167,7 +167,7 @@ t.test('a pair of one KME falls back on its own, with no KEM (the key never leav
   t.equal(origin, 'pqc_fallback', 'the local pair falls back once the loopback pool is dry');
   fallbackKeys.push(...last);
   const dec = await net.client('SAE_D').post('/api/v1/keys/SAE_A/dec_keys', { key_IDs: last.map((k) => ({ key_ID: k.key_ID })) });
-  t.equal(dec.status, 200, why('dec_keys', dec));
+  t.equal(dec.status, 200, answered(dec, 'dec_keys'));
   t.ok(JSON.stringify(dec.body.keys) === JSON.stringify(last), 'the same keys for the slave');
   t.same(dec.body.key_container_extension, { qkms_key_origin: 'pqc_fallback' });
 });

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { eventually, NOT_FOUND } from '../helpers/etsi.js';
 import { PAIR, startTestNetwork, type TestNetwork } from '../helpers/network.js';
+import { answered } from '../helpers/client.js';
 
 // Issue 13 items 2, 5 (KEK rotation across KMEs) and 6 (a TLS reload's peer clients).
 // Keys across KMEs: a key revoked or destroyed by an operator at the master's KME is voided at the
@@ -28,7 +29,7 @@ for (const op of ['revoke', 'destroy'] as const) {
   t.test(`${op} at the master's KME: the slave's KME voids its copy`, async (t) => {
     const key = await keyForB();
     const res = await operatorAt('KME_A').post(`/admin/v1/keys/${op}`, { key_ids: [key], reason: `${op} across KMEs` });
-    t.equal(res.status, 200, res.text);
+    t.equal(res.status, 200, answered(res));
     // The origin keeps no copy once the master has the key (destroy finds it ended here); the slave's KME does.
     t.same(res.body.changed, op === 'revoke' ? [key] : []);
     t.same(res.body.voided_at, ['KME_B'], 'the slave\'s KME is asked to void it');
@@ -50,13 +51,13 @@ t.test("the slave's KME answers for its own SAEs and names them when it revokes"
   const key = await keyForB();
   t.equal((await net.client('SAE_B').get(`/api/v1/keys/SAE_A/dec_keys?key_ID=${key}`)).status, 200);
   const received = await operatorAt('KME_B').get(`/admin/v1/saes/SAE_B/keys?since=${since}`);
-  t.equal(received.status, 200, received.text);
+  t.equal(received.status, 200, answered(received));
   t.same(received.body.keys.map((k: { key_ID: string; as: string; link_id: string }) => [k.key_ID, k.as, k.link_id]), [[key, 'slave', 'A-B']]);
   const revoked = await operatorAt('KME_B').post('/admin/v1/keys/revoke', { key_ids: [key] });
-  t.equal(revoked.status, 200, revoked.text);
+  t.equal(revoked.status, 200, answered(revoked));
   t.same(revoked.body.holders.map((h: { sae_id: string; as: string }) => [h.sae_id, h.as]), [['SAE_B', 'slave']], 'KME_B knows its own slave; KME_A knows the master');
   const atA = await operatorAt('KME_A').get(`/admin/v1/keys/${key}`);
-  t.equal(atA.status, 200, atA.text);
+  t.equal(atA.status, 200, answered(atA));
   t.same(atA.body.holders.map((h: { sae_id: string; as: string }) => [h.sae_id, h.as]), [['SAE_A', 'master']]);
 });
 
@@ -113,7 +114,7 @@ t.test('KEK rotation at both KMEs under load: every key the master got is what t
   const fetched: Array<{ key_ID: string; key: string }> = [];
   for (let i = 0; i < got.length; i += 128) {
     const res = await net.client('SAE_B').post('/api/v1/keys/SAE_A/dec_keys', { key_IDs: got.slice(i, i + 128).map((k) => ({ key_ID: k.key_ID })) });
-    t.equal(res.status, 200, res.text);
+    t.equal(res.status, 200, answered(res));
     fetched.push(...(res.body?.keys ?? []));
   }
   t.same(fetched, got, "KME_B's copies, re-wrapped under its new KEK, are exactly what KME_A handed out");

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { eventually, sleep } from '../helpers/etsi.js';
 import { startTestNetwork, type TestNetwork } from '../helpers/network.js';
+import { answered } from '../helpers/client.js';
 
 // The outage drill (POST /admin/v1/pools/{link_id}/outage, `kms pool outage`): an operator takes this KME's simulated
 // device of a link down for some seconds. KME_A (primary of A-B, SAE_A) and KME_B (secondary, SAE_B); KME_A also has
@@ -48,7 +49,7 @@ const take = async () => {
 /** Cuts one end for 3 s; keys taken meanwhile are not replaced at either end until the device is back. */
 async function cutAndWatch(t: Test, cut: 'KME_A' | 'KME_B') {
   const res = await drill(cut, 'A-B', { seconds: 3 });
-  t.equal(res.status, 200, res.text);
+  t.equal(res.status, 200, answered(res));
   t.equal(res.body.link_id, 'A-B');
   t.equal(res.body.seconds, 3);
   t.ok(Math.abs(Date.parse(res.body.down_until) - (Date.now() + 3_000)) < 1_000, 'down_until three seconds away');
@@ -75,7 +76,7 @@ t.test('cutting only the secondary end stops the link too', (t) => cutAndWatch(t
 
 t.test('refusals: a real device (400), an unknown link (as the other pool routes), bad seconds, an SAE', async (t) => {
   const real = await drill('KME_A', 'A-files', { seconds: 60 });
-  t.equal(real.status, 400, real.text);
+  t.equal(real.status, 400, answered(real));
   t.match(real.body.message, /link A-files is fed by a real device \(.*\): an outage drill only cuts a simulated link; cut a real one at its device/);
   const unknown = await drill('KME_A', 'NO-LINK', { seconds: 60 });
   const suspend = await net.client('OPERATOR_1', 'KME_A').post('/admin/v1/pools/NO-LINK/suspend', {});

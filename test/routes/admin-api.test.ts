@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { issueClientCert, loadIssued, writeIssued } from '../../src/pki/certificates.js';
 import { changePrincipalStatus } from '../../src/store/principals.js';
-import { EtsiClient } from '../helpers/client.js';
+import { EtsiClient, answered } from '../helpers/client.js';
 import { etsiErrorProblem, eventually, sleep } from '../helpers/etsi.js';
 import { startTestKms, type TestKms } from '../helpers/kms.js';
 
@@ -41,7 +41,7 @@ t.test('only an operator certificate gets in: an SAE, an auditor, a KME, a stran
     t.equal(etsiErrorProblem(res), undefined, `${who}: an ETSI Error body`);
   }
   const list = await operator().get('/admin/v1/saes');
-  t.equal(list.status, 200, list.text);
+  t.equal(list.status, 200, answered(list));
   t.same(
     (list.body as { saes: Array<{ sae_id: string; status: string; source: string }> }).saes.map((s) => [s.sae_id, s.status, s.source]),
     ['SAE_A', 'SAE_B', 'SAE_C', 'SAE_D'].map((id) => [id, 'active', 'config']),
@@ -54,7 +54,7 @@ t.test('only an operator certificate gets in: an SAE, an auditor, a KME, a stran
 t.test('an SAE enrolled by an operator gets keys at once; bad enrollments are refused with the reason', async (t) => {
   const files = await certificate('sae-new', 'encryptor-9.example');
   const enroll = await operator().post('/admin/v1/saes', { sae_id: 'SAE_N', certificate_cn: 'encryptor-9.example', tags: { site: 'zurich' } });
-  t.equal(enroll.status, 200, enroll.text);
+  t.equal(enroll.status, 200, answered(enroll));
   t.match(enroll.body, { sae_id: 'SAE_N', status: 'active', source: 'admin', tags: { site: 'zurich' } });
   const n = new EtsiClient(k.kms.url, k.pki.ca, files);
   t.teardown(() => n.close());
@@ -84,7 +84,7 @@ t.test('a suspended SAE gets no key from its next request on, on its open keep-a
   const d = k.client('SAE_D');
   t.equal((await d.get('/api/v1/keys/SAE_B/enc_keys')).status, 200, 'SAE_D gets a key on its connection');
   const suspend = await operator().post('/admin/v1/saes/SAE_D/suspend', { reason: 'maintenance window' });
-  t.equal(suspend.status, 200, suspend.text);
+  t.equal(suspend.status, 200, answered(suspend));
   t.equal((suspend.body as { status: string }).status, 'suspended');
   const refused = await d.get('/api/v1/keys/SAE_B/enc_keys');
   t.equal(refused.status, 401, 'refused on the same keep-alive connection, at once');
@@ -96,7 +96,7 @@ t.test('a suspended SAE gets no key from its next request on, on its open keep-a
   const twice = await operator().post('/admin/v1/saes/SAE_D/suspend', {});
   t.equal(twice.status, 409, 'suspended already');
   const resume = await operator().post('/admin/v1/saes/SAE_D/resume', {});
-  t.equal(resume.status, 200, resume.text);
+  t.equal(resume.status, 200, answered(resume));
   t.equal((await d.get('/api/v1/keys/SAE_B/enc_keys')).status, 200, 'resumed: keys again, same connection');
 });
 
@@ -120,7 +120,7 @@ t.test('a revocation is final; one made by another process reaches open connecti
 t.test('allowed peers: a pair that either side does not allow gets 401', async (t) => {
   const files = await certificate('sae-picky', 'SAE_P');
   const enroll = await operator().post('/admin/v1/saes', { sae_id: 'SAE_P', allowed_peers: ['SAE_B'] });
-  t.equal(enroll.status, 200, enroll.text);
+  t.equal(enroll.status, 200, answered(enroll));
   const p = new EtsiClient(k.kms.url, k.pki.ca, files);
   t.teardown(() => p.close());
   t.equal((await p.get('/api/v1/keys/SAE_B/enc_keys')).status, 200, 'with SAE_B: allowed');

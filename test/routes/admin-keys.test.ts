@@ -3,6 +3,7 @@ import t from 'tap';
 import { LifecycleReplay } from '../../src/audit/lifecycle-replay.js';
 import { sleep } from '../helpers/etsi.js';
 import { startTestKms, type TestKms } from '../helpers/kms.js';
+import { answered } from '../helpers/client.js';
 
 // Issue 13 item 2 (keys): the admin API's keys over real mutual TLS on a real database. An operator suspends,
 // resumes, revokes as compromised and destroys keys; the slaves' dec_keys sees each change at once; a revocation names
@@ -65,7 +66,7 @@ t.test('a suspended key goes to no slave until resumed; its state is shown; ende
   t.same(refused.body?.details, [{ key_ID: key }]);
   t.same((await change('suspend', [key])).unchanged, [{ key_ID: key, why: 'already suspended' }]);
   const shown = await operator().get(`/admin/v1/keys/${key}`);
-  t.equal(shown.status, 200, shown.text);
+  t.equal(shown.status, 200, answered(shown));
   t.match(shown.body, { key_ID: key, state: 'DELIVERED', suspended: true, link_id: LINK, master_SAE_ID: 'SAE_A', slaves: ['SAE_B'] });
   t.match((shown.body as { custody: Array<{ operation: string; actor: string }> }).custody.map((s) => [s.operation, s.actor]), [
     ['deliver_master', 'sae:SAE_A'],
@@ -120,7 +121,7 @@ t.test('which keys did SAE X receive since T, and which SAEs hold keys from link
   const keys = [await newKey(), await newKey(), await newKey()];
   t.equal((await fetch('SAE_B', keys[0]!)).status, 200);
   const asMaster = await operator().get(`/admin/v1/saes/SAE_A/keys?since=${since}`);
-  t.equal(asMaster.status, 200, asMaster.text);
+  t.equal(asMaster.status, 200, answered(asMaster));
   const got = (asMaster.body as { keys: Array<{ key_ID: string; as: string; link_id: string }> }).keys;
   t.same(got.map((x) => [x.key_ID, x.as, x.link_id]), keys.map((id) => [id, 'master', LINK]), 'the three keys, in order, with their link');
   const asSlave = await operator().get(`/admin/v1/saes/SAE_B/keys?since=${since}`);
@@ -136,7 +137,7 @@ t.test('which keys did SAE X receive since T, and which SAEs hold keys from link
   t.equal(backwards.status, 400);
 
   const holders = await operator().get(`/admin/v1/links/${LINK}/holders?since=${since}`);
-  t.equal(holders.status, 200, holders.text);
+  t.equal(holders.status, 200, answered(holders));
   t.same(
     (holders.body as { holders: Array<{ sae_id: string; as: string; keys: number }> }).holders.map((h) => [h.sae_id, h.as, h.keys]),
     [['SAE_A', 'master', 3], ['SAE_B', 'slave', 1]],

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { eventually, NOT_FOUND, sleep } from '../helpers/etsi.js';
 import { startTestKms, type TestKms } from '../helpers/kms.js';
+import { answered } from '../helpers/client.js';
 
 // Issue 13 item 3: policies per SAE pair, from the config file and from operators, on a real KME over real mutual
 // TLS: a pair's keys expire after its own time-to-live (destroyed with an audit event; dec_keys then answers 400 not
@@ -20,7 +21,7 @@ t.teardown(() => k?.close());
 
 t.test('the config file seeds a policy; operators list it but change it in the file only', async (t) => {
   const list = await operator().get('/admin/v1/policies');
-  t.equal(list.status, 200, list.text);
+  t.equal(list.status, 200, answered(list));
   t.match(list.body, { policies: [{ saes: ['SAE_A', 'SAE_C'], min_pool_keys: 10, link_failure: 'fail_closed', tags: { tenant: 'grid' }, source: 'config' }] });
   const shown = await operator().get('/admin/v1/policies/SAE_C/SAE_A');
   t.equal(shown.status, 200, 'either way round');
@@ -41,7 +42,7 @@ t.test('the config file seeds a policy; operators list it but change it in the f
 
 t.test("a pair's tags are recorded in the custody events of its keys, at the master's and the slave's side", async (t) => {
   const enc = await k.client('SAE_A').get('/api/v1/keys/SAE_C/enc_keys');
-  t.equal(enc.status, 200, enc.text);
+  t.equal(enc.status, 200, answered(enc));
   const keyId = enc.body.keys[0].key_ID;
   t.equal((await k.client('SAE_C').get(`/api/v1/keys/SAE_A/dec_keys?key_ID=${keyId}`)).status, 200);
   const { rows } = await k.kms.db.query(`SELECT operation, body::jsonb #> '{detail,tags}' AS tags FROM audit_event WHERE $1::uuid = ANY(key_ids) ORDER BY seq`, [keyId]);
@@ -59,7 +60,7 @@ t.test("a pair's tags are recorded in the custody events of its keys, at the mas
 
 t.test("a pair's keys expire after its own time-to-live; the slave then gets 400 not found", async (t) => {
   const set = await operator().put('/admin/v1/policies/SAE_B/SAE_A', { key_ttl_seconds: 1, tags: { asset: 'vpn-1' } });
-  t.equal(set.status, 200, set.text);
+  t.equal(set.status, 200, answered(set));
   t.match(set.body, { saes: ['SAE_A', 'SAE_B'], key_ttl_seconds: 1, source: 'admin' });
   const enc = await k.client('SAE_A').get('/api/v1/keys/SAE_B/enc_keys');
   const keyId = enc.body.keys[0].key_ID;
@@ -87,7 +88,7 @@ t.test('past its keys per minute a pair gets a 503 with an Error body; other pai
   t.equal((await k.client('SAE_D').get('/api/v1/keys/SAE_A/enc_keys')).status, 503, 'the pair holds either way round');
   t.equal((await a.get('/api/v1/keys/SAE_B/enc_keys')).status, 200, 'another pair is not held back');
   const deleted = await operator().delete('/admin/v1/policies/SAE_D/SAE_A');
-  t.equal(deleted.status, 200, deleted.text);
+  t.equal(deleted.status, 200, answered(deleted));
   t.equal((await a.get('/api/v1/keys/SAE_D/enc_keys')).status, 200, 'policy deleted: no limit');
 });
 
@@ -111,7 +112,7 @@ t.test('below the minimum pool level: a log line, and a warning in status', asyn
 
 t.test("a pair's link_failure: fail_closed unless set, pqc_fallback when set, in the answers and the custody event", async (t) => {
   const set = await operator().put('/admin/v1/policies/SAE_C/SAE_B', { link_failure: 'pqc_fallback' });
-  t.equal(set.status, 200, set.text);
+  t.equal(set.status, 200, answered(set));
   t.match(set.body, { saes: ['SAE_B', 'SAE_C'], link_failure: 'pqc_fallback', source: 'admin' });
   t.equal((await operator().get('/admin/v1/policies/SAE_B/SAE_C')).body.link_failure, 'pqc_fallback');
   const [event] = (await k.kms.db.query(`SELECT body::jsonb -> 'detail' AS d FROM audit_event WHERE operation = 'policy' ORDER BY seq DESC LIMIT 1`)).rows;

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { eventually } from '../helpers/etsi.js';
 import { startTestKms, type TestKms } from '../helpers/kms.js';
+import { answered } from '../helpers/client.js';
 
 // Issue 13 item 2 (pools): a pool is one link's material at this KME. An operator suspends it (keys get 503 at once,
 // status shows nothing to take), drains it (keys still served, the device no longer read), schedules its deletion
@@ -25,7 +26,7 @@ const available = async () => Number((await k.kms.db.query(`SELECT sum(available
 
 t.test('list and show; only operators; unknown links and bad moves are refused with the reason', async (t) => {
   const list = await operator().get('/admin/v1/pools');
-  t.equal(list.status, 200, list.text);
+  t.equal(list.status, 200, answered(list));
   t.match(list.body, { pools: [{ link_id: LINK, state: 'active', role: 'loopback', hands_out: true, ingests: true, block_bits: 256 }] });
   t.equal((await k.client('SAE_A').get('/admin/v1/pools')).status, 401, 'an SAE gets 401');
   t.equal((await operator().get('/admin/v1/pools/NO-LINK')).status, 404);
@@ -42,7 +43,7 @@ t.test('list and show; only operators; unknown links and bad moves are refused w
 t.test('a suspended pool gives no keys (503 at once) and says so in status; resumed, it does', async (t) => {
   t.equal((await enc()).status, 200);
   const res = await change('suspend', { reason: 'link under investigation' });
-  t.equal(res.status, 200, res.text);
+  t.equal(res.status, 200, answered(res));
   t.match(res.body, { state: 'suspended', hands_out: false, ingests: true });
   const refused = await enc();
   t.equal(refused.status, 503);
@@ -74,7 +75,7 @@ t.test('a draining pool still serves keys but stops reading its device', async (
 
 t.test('a scheduled deletion can be cancelled (back to suspended), and when due destroys the unbound material for good', async (t) => {
   const scheduled = await change('schedule-deletion', { wait_seconds: 3600, reason: 'decommissioning the link' });
-  t.equal(scheduled.status, 200, scheduled.text);
+  t.equal(scheduled.status, 200, answered(scheduled));
   t.match(scheduled.body, { state: 'pending_deletion', hands_out: false, ingests: false });
   t.ok(Date.parse(scheduled.body.delete_at) > Date.now() + 3_500_000, 'delete_at an hour away');
   t.equal((await enc()).status, 503, 'no keys while the deletion is pending');

@@ -4,6 +4,7 @@ import { OPENAPI_FILES } from '../../src/routes/openapi-document.js';
 import { eventually } from '../helpers/etsi.js';
 import { startTestKms, type TestKms } from '../helpers/kms.js';
 import { availableOwned, eraseNow, heldMaterial } from '../helpers/pool-state.js';
+import { answered } from '../helpers/client.js';
 
 // Every request form and error case of ../shared/etsi-gs-qkd-014.md, over real mutual TLS, against a real
 // database. One KME for the whole file; the pool is refilled by its simulator as tests take keys.
@@ -67,7 +68,7 @@ t.test('GET enc_keys with and without query, POST with empty body, POST {}', asy
     await A().post('/api/v1/keys/SAE_B/enc_keys', {}),
   ];
   for (const res of forms) {
-    t.equal(res.status, 200, res.text);
+    t.equal(res.status, 200, answered(res));
     t.equal(res.body.keys.length, 1);
     t.equal(Buffer.from(res.body.keys[0].key, 'base64').length * 8, 256, 'default size is key_size');
   }
@@ -105,7 +106,7 @@ t.test('master gets keys, slave gets the same keys once (GET and POST forms)', a
   const two = await B().post('/api/v1/keys/SAE_A/dec_keys', {
     key_IDs: [{ key_ID: k2.key_ID, master_SAE_ID: 'SAE_A' }, { key_ID: k3.key_ID.toUpperCase() }], // unknown field tolerated
   });
-  t.equal(two.status, 200, two.text);
+  t.equal(two.status, 200, answered(two));
   t.same(two.body, { keys: [k2, k3], key_container_extension: { qkms_key_origin: 'qkd' } }, 'same material, canonical IDs, in request order');
   const again = await B().get(`/api/v1/keys/SAE_A/dec_keys?key_ID=${k1.key_ID}`);
   t.equal(again.status, 400);
@@ -141,7 +142,7 @@ t.test('dec_keys naming the wrong master, or unknown keys, is 400 and delivers n
 
 t.test('multicast: each additional slave fetches the same key once', async (t) => {
   const enc = await A().post('/api/v1/keys/SAE_B/enc_keys', { number: 2, additional_slave_SAE_IDs: ['SAE_C', 'SAE_D'] });
-  t.equal(enc.status, 200, enc.text);
+  t.equal(enc.status, 200, answered(enc));
   const ids = enc.body.keys.map((k: { key_ID: string }) => ({ key_ID: k.key_ID }));
   for (const sae of ['SAE_B', 'SAE_C', 'SAE_D']) {
     const res = await k.client(sae).post('/api/v1/keys/SAE_A/dec_keys', { key_IDs: ids });
