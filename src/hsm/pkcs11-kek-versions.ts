@@ -17,12 +17,15 @@ export function pkcs11KekVersions(opts: Pkcs11Options): KekVersions {
     try {
       const pinDigest = createHash('sha256').update(opts.pin).digest();
       const t: Target = { module: opts.module, tokenLabel: opts.tokenLabel, keyLabel: opts.keyLabel, pin: opts.pin, pinDigest, loggedInPinDigest: logins.get(loginKey)?.pinDigest };
-      const { handle } = openLoggedIn(m, t);
-      try {
-        return run(m.p11, handle, t);
-      } finally {
-        m.p11.C_CloseSession(handle);
-      }
+      // Inside `call`, as every use of the module: a C_Finalize elsewhere in the process waits for it (pkcs11-share.ts).
+      return m.call(() => {
+        const { handle } = openLoggedIn(m, t);
+        try {
+          return run(m.p11, handle, t);
+        } finally {
+          m.p11.C_CloseSession(handle);
+        }
+      });
     } finally {
       m.leave();
     }

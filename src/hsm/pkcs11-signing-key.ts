@@ -23,7 +23,7 @@ export interface Pkcs11SigningKeyOptions {
   pin: string;
   label: string;
   createIfMissing?: boolean;
-  /** Longest a start or a signature may take; default 5000 ms. */
+  /** Longest the opening (once the thread's code is loaded) or a signature may take; default 5000 ms. */
   timeoutMs?: number;
   log?: Logger;
 }
@@ -47,16 +47,21 @@ export async function openPkcs11SigningKey(opts: Pkcs11SigningKeyOptions): Promi
       module: opts.module, share: moduleShare(opts.module), tokenLabel: opts.tokenLabel, pin: opts.pin,
       loggedInPinDigest: logins.get(loginKey)?.pinDigest, label: opts.label, mayCreate,
     };
-    const worker = new Worker(ENTRY, { workerData: data });
+    // execArgv []: the entry registers the TypeScript loader itself; inherited loaders (a test runner's) only cost time.
+    const worker = new Worker(ENTRY, { workerData: data, execArgv: [] });
     const t: Thread = { worker, pending: new Map() };
     const failAll = (e: Error) => {
       for (const p of t.pending.values()) (clearTimeout(p.timer), p.reject(e));
       t.pending.clear();
     };
     return new Promise<Thread>((resolve, reject) => {
-      const timer = setTimeout(() => (abandon(t), reject(new HsmUnavailableError(`PKCS#11 ${token}: the signing key did not open within ${timeoutMs} ms`))), timeoutMs);
+      // The deadline covers the module, from when the thread has loaded its code (a busy machine can take seconds
+      // to load and compile JavaScript; a CI run with three test files at a time failed a KME's start here).
+      let timer: NodeJS.Timeout | undefined;
       worker.on('message', (m: FromSigner) => {
-        if (m.t === 'ready') {
+        if (m.t === 'booted') {
+          timer = setTimeout(() => (abandon(t), reject(new HsmUnavailableError(`PKCS#11 ${token}: the signing key did not open within ${timeoutMs} ms`))), timeoutMs);
+        } else if (m.t === 'ready') {
           clearTimeout(timer);
           const spki = Buffer.from(m.spki);
           if (publicKey && !publicKey.equals(spki)) return reject(new Error(`the key labelled '${opts.label}' on ${token} changed while the KME ran`));
@@ -76,7 +81,12 @@ export async function openPkcs11SigningKey(opts: Pkcs11SigningKeyOptions): Promi
         }
       });
       worker.on('error', (e) => (clearTimeout(timer), reject(e), failAll(new HsmUnavailableError(`PKCS#11 ${token}: signing thread failed: ${e.message}`))));
-      worker.on('exit', () => failAll(new HsmUnavailableError(`PKCS#11 ${token}: the signing thread ended`)));
+      worker.on('exit', () => {
+        clearTimeout(timer);
+        const e = new HsmUnavailableError(`PKCS#11 ${token}: the signing thread ended`);
+        reject(e); // one that ends before it is ready (no-op after)
+        failAll(e);
+      });
     });
   }
 

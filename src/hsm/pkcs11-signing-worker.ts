@@ -22,6 +22,7 @@ export interface SigningWorkerData {
 }
 export type ToSigner = { t: 'sign'; id: number; message: Uint8Array } | { t: 'close'; logout: boolean };
 export type FromSigner =
+  | { t: 'booted' } // the thread's code is loaded; the module comes next
   | { t: 'ready'; spki: Uint8Array; model: string; generated: boolean }
   | { t: 'failed'; message: string }
   | { t: 'signed'; id: number; signature: Uint8Array }
@@ -77,6 +78,7 @@ function spkiOf(p11: PKCS11, s: Buffer, pub: Buffer): Buffer {
 }
 
 try {
+  post({ t: 'booted' });
   mod = new ModuleHandle(data.module, data.share);
   const m = mod;
   const target = { module: data.module, tokenLabel: data.tokenLabel, pin: data.pin, loggedInPinDigest: data.loggedInPinDigest,

@@ -10,14 +10,26 @@ import { eraseQueued } from '../../src/lifecycle/eraser.js';
 
 type Queryable = { query: (sql: string, params?: unknown[]) => Promise<{ rows: Array<Record<string, unknown>> }> };
 
+const AVAILABLE_OWNED = `SELECT COALESCE(sum(blocks - next_free), 0)::int FROM key_chunk
+                           WHERE owned AND confirmed AND NOT set_aside AND ($1::text IS NULL OR link_id = $1)`;
+
 /** Owned positions this KME can hand out (its stored_key_count in blocks). */
 export async function availableOwned(db: Queryable, linkId?: string): Promise<number> {
-  const { rows } = await db.query(
-    `SELECT COALESCE(sum(blocks - next_free), 0)::int AS n FROM key_chunk
-      WHERE owned AND confirmed AND NOT set_aside AND ($1::text IS NULL OR link_id = $1)`,
-    [linkId ?? null],
-  );
+  const { rows } = await db.query(`SELECT (${AVAILABLE_OWNED}) AS n`, [linkId ?? null]);
   return rows[0]!.n as number;
+}
+
+/**
+ * The pool's counters (pool_count, which every ingest and claim keeps) beside the owned positions they count, read
+ * in one statement and so in one snapshot: a KME's ingester keeps committing chunks while a test reads, and two
+ * statements can see different pools (a CI run read 1980 against 1948, one chunk apart).
+ */
+export async function countedAndAvailable(db: Queryable): Promise<{ counted: number; available: number }> {
+  const { rows } = await db.query(
+    `SELECT (SELECT COALESCE(sum(available), 0)::int FROM pool_count) AS counted, (${AVAILABLE_OWNED}) AS available`,
+    [null],
+  );
+  return rows[0] as { counted: number; available: number };
 }
 
 /** Every position stored at this KME, whoever owns it and whatever became of it (chunks not yet deleted). */

@@ -3,7 +3,7 @@ import pg from 'pg';
 import type { EtsiClient, Response } from '../helpers/client.js';
 import { etsiErrorProblem, NOT_FOUND, sleep, windows } from '../helpers/etsi.js';
 import { startTestKms, type TestKms } from '../helpers/kms.js';
-import { availableOwned } from '../helpers/pool-state.js';
+import { countedAndAvailable } from '../helpers/pool-state.js';
 import { hostPortOf, TcpProxy } from '../helpers/tcp-proxy.js';
 
 // Issue 2 items 5 and 11: the database is cut off mid-load through a TCP proxy the test controls (the shared
@@ -344,8 +344,8 @@ t.test('the ledger: nothing delivered twice, every 200 committed with its audit 
     );
     t.ok(rows[0].n >= 1, `dec_keys 400 for ${o.asked!.join(', ')}: explained by a committed delivery whose answer was a 503`);
   }
-  const { rows: pool } = await check.query('SELECT COALESCE(sum(available), 0)::int AS counted FROM pool_count');
-  t.equal(pool[0].counted, await availableOwned(check), 'pool count still exact after the outages');
+  const pool = await countedAndAvailable(check);
+  t.equal(pool.counted, pool.available, 'pool count still exact after the outages');
   t.notMatch(k.logs(), /uncaught|unhandled/i, 'no uncaught errors logged');
   const faults = new Map<string, number>();
   for (const line of k.logs().split('\n')) {

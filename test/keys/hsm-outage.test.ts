@@ -3,7 +3,7 @@ import type { Response } from '../helpers/client.js';
 import { etsiErrorProblem, eventually, sleep } from '../helpers/etsi.js';
 import { createHsmOutage } from '../helpers/hsm-outage.js';
 import { startTestKms, waitForPool, type TestKms } from '../helpers/kms.js';
-import { availableOwned, eraseNow, heldMaterial } from '../helpers/pool-state.js';
+import { countedAndAvailable, eraseNow, heldMaterial } from '../helpers/pool-state.js';
 import { answered } from '../helpers/client.js';
 
 // Issue 2 item 5: when the HSM is unreachable the API answers 503 with an Error body and recovers by itself.
@@ -159,12 +159,9 @@ t.test('an outage that starts and ends under load: every answer is 200 or a 503 
     'nothing but 200 and 503 (HSM, or a busy key store)',
   );
   t.equal(dupes, 0, 'no key_ID twice');
-  const { rows } = await k.kms.db.query(
-    `SELECT (SELECT COALESCE(sum(available), 0)::int FROM pool_count) AS counted,
-            (SELECT count(*)::int FROM qkd_key WHERE key_id = ANY($1::uuid[])) AS answered`,
-    [[...keyIds]],
-  );
-  t.equal(rows[0].counted, await availableOwned(k.kms.db), 'pool count still exact');
+  const pool = await countedAndAvailable(k.kms.db);
+  t.equal(pool.counted, pool.available, 'pool count still exact');
+  const { rows } = await k.kms.db.query('SELECT count(*)::int AS answered FROM qkd_key WHERE key_id = ANY($1::uuid[])', [[...keyIds]]);
   t.equal(rows[0].answered, keyIds.size, 'every key_ID answered is recorded');
   const refilled = await waitForPool(k.kms, MAX, 10_000).then(() => true, () => false);
   t.ok(refilled, 'after the outage the ingester refills the pool to max_key_count');
