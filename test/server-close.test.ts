@@ -14,7 +14,9 @@ import { poolViolations } from './helpers/pool-state.js';
 const LOOPS = 24;
 
 t.test('stop under load: every key answered once, the unanswered ones burned, no wait for idle clients', async (t) => {
-  const k = await startTestKms({ keys: { max_key_count: 3_000 } });
+  // The idle client's headers would time out after a minute: a stop that waited for it would take that long, one
+  // that cut it after the 3 s grace takes a few seconds (more on a busy machine: a CI run took 6.4 s).
+  const k = await startTestKms({ keys: { max_key_count: 3_000 }, listen: { headers_timeout_ms: 60_000, request_timeout_ms: 60_000 } });
   t.teardown(() => k.close());
   const a = k.client('SAE_A');
   const b = k.client('SAE_B');
@@ -67,7 +69,7 @@ t.test('stop under load: every key answered once, the unanswered ones burned, no
   const tookMs = Date.now() - began;
   await Promise.all(loops);
   t.comment(`stopped in ${tookMs} ms; answers: ${JSON.stringify(Object.fromEntries(statuses))}; enc keys answered ${answeredEnc.length}, dec keys answered ${answeredDec.length}`);
-  t.ok(tookMs < 6_000, `the stop took ${tookMs} ms: the idle client was cut after the 3 s grace, not waited for`);
+  t.ok(tookMs < 20_000, `the stop took ${tookMs} ms: the idle client was cut after the 3 s grace, not waited for`);
   t.ok(answeredEnc.length > 0 && answeredDec.length > 0, 'both kinds of request were served before the stop');
 
   const db = new pg.Client({ connectionString: k.db.url });
