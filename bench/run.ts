@@ -36,6 +36,7 @@
 // BENCH_DB_POOL (KME database pool size; default: the KME's own), BENCH_REPLICA_FILL (keys phase r pre-fills, 250000),
 // BENCH_REDIS_URL (the Redis phase r's replicas coordinate through, redis://127.0.0.1:6379),
 // BENCH_CPU_PROF=1 (profile every single-KME process, replicas included, with --cpu-prof; print where its time went in each phase),
+// BENCH_KME_NODE_ARGS (extra Node options for every KME process, space-separated, e.g. V8 heap flags),
 // BENCH_ANALYZE=1 (run ANALYZE after filling, as autovacuum would on a server where it is on; off by default so the
 // KME is measured as it behaves by itself), BENCH_KME_LOG_LEVEL (the KMEs' log level, warn; only warn and above is
 // summarised), BENCH_OUT (results file, default bench/results/latest.json).

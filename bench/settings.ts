@@ -20,6 +20,8 @@ export const LINK_BPS = num('BENCH_LINK_BPS', 1e6); // while measuring: a fast r
 export const MAX_KEY_COUNT = 1_500_000;
 export const DB_POOL = process.env.BENCH_DB_POOL ? Number(process.env.BENCH_DB_POOL) : undefined;
 export const CPU_PROF = process.env.BENCH_CPU_PROF === '1';
+/** Extra Node options for every KME process (not the reference server, not the load generator). */
+export const KME_NODE_ARGS = (process.env.BENCH_KME_NODE_ARGS ?? '').split(' ').filter(Boolean);
 export const ANALYZE = process.env.BENCH_ANALYZE === '1';
 export const FRESH_WORKERS = 16;
 export const FIXED_RATE = 500;

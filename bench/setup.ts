@@ -13,6 +13,7 @@ import { startChild, waitForLine, type Child } from './children.js';
 import { onCleanup } from './cleanup.js';
 import { JsonClient, type Identity } from './client.js';
 import { kmeMemory } from './memory.js';
+import { KME_NODE_ARGS } from './settings.js';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -124,7 +125,7 @@ export async function startKme(
   const name = opts.name ?? 'KME';
   const child = startChild(
     name,
-    [...nodeArgs, 'bin/kms.js', 'serve', '--config', configPath], // the compiled code, as production runs it
+    [...KME_NODE_ARGS, ...nodeArgs, 'bin/kms.js', 'serve', '--config', configPath], // the compiled code, as production runs it
     {
       ...process.env,
       SOFTHSM2_CONF: env.token.conf,

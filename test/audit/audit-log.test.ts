@@ -87,7 +87,7 @@ t.test('enc_keys, then dec_keys by each slave: deliver_master, deliver_slave ×3
   const slaveSeqs: bigint[] = [];
   for (const [i, sae] of ['SAE_B', 'SAE_C', 'SAE_D'].entries()) {
     const res = await k.client(sae).post('/api/v1/keys/SAE_A/dec_keys', { key_IDs: ids.map((key_ID) => ({ key_ID })) });
-    t.equal(res.status, 200, `${sae}: ${res.text}`);
+    t.equal(res.status, 200, answered(res, sae));
     delivered.push(...res.body.keys.map((x: { key: string }) => x.key));
     const slaves = await events(`${touching} AND operation = 'deliver_slave'`, [ids]);
     t.equal(slaves.length, i + 1, `one deliver_slave per slave so far (${sae})`);

@@ -43,7 +43,7 @@ t.test('corrupted chunks at the head of the claim order are set aside and the li
   const a = k.client('SAE_A');
   for (let i = 0; i < 5; i++) {
     const res = await a.get('/api/v1/keys/SAE_B/enc_keys');
-    t.equal(res.status, 200, `request ${i + 1} is served (${res.status === 200 ? 'ok' : res.text})`);
+    t.equal(res.status, 200, answered(res, `request ${i + 1} is served`));
   }
   const { rows } = await k.kms.db.query(
     `SELECT first_seq::text AS first, set_aside, length(sealed) > 0 AS kept FROM key_chunk WHERE first_seq = ANY($1::bigint[]) ORDER BY first_seq`,

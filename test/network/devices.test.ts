@@ -8,6 +8,7 @@ import { parseSimConfig } from '../../src/sim/config.js';
 import { startDeviceSimulator } from '../../src/sim/device-server.js';
 import { eventually, sleep } from '../helpers/etsi.js';
 import { startTestNetwork, testPki, type TestNetwork } from '../helpers/network.js';
+import { answered } from '../helpers/client.js';
 
 // Two KMEs fed by real device drivers instead of the in-process simulator: QKD devices that serve ETSI GS QKD 014
 // (played by `kms sim`'s device simulator over mutual TLS), with an outage in the middle, and key files dropped
@@ -17,7 +18,7 @@ import { startTestNetwork, testPki, type TestNetwork } from '../helpers/network.
 async function exchange(t: Test, net: TestNetwork) {
   for (const [m, s] of [['SAE_A', 'SAE_B'], ['SAE_B', 'SAE_A']] as const) {
     const enc = await net.client(m).get(`/api/v1/keys/${s}/enc_keys?number=4`);
-    t.equal(enc.status, 200, `${m} → ${s}: ${enc.status === 200 ? 'keys' : enc.text}`);
+    t.equal(enc.status, 200, answered(enc, `${m} → ${s}`));
     const dec = await net.client(s).post(`/api/v1/keys/${m}/dec_keys`, { key_IDs: enc.body.keys.map((k: { key_ID: string }) => ({ key_ID: k.key_ID })) });
     t.same(dec.body, enc.body, `${s} gets the same keys from its own KME`);
   }

@@ -106,7 +106,7 @@ t.test('a KME restarted with reservations pending carries on from its database',
   const dec = await net
     .client('SAE_B')
     .post('/api/v1/keys/SAE_A/dec_keys', { key_IDs: enc.body.keys.map((k: { key_ID: string }) => ({ key_ID: k.key_ID })) });
-  t.equal(dec.status, 200, `the slave fetches after the restart ${dec.status === 200 ? '' : dec.text}`);
+  t.equal(dec.status, 200, answered(dec, 'the slave fetches after the restart'));
   t.same(dec.body, enc.body, 'the same keys');
 });
 

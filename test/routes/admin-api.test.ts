@@ -59,7 +59,7 @@ t.test('an SAE enrolled by an operator gets keys at once; bad enrollments are re
   const n = new EtsiClient(k.kms.url, k.pki.ca, files);
   t.teardown(() => n.close());
   const key = await n.get('/api/v1/keys/SAE_B/enc_keys');
-  t.equal(key.status, 200, `SAE_N gets a key: ${key.text}`);
+  t.equal(key.status, 200, answered(key, 'SAE_N gets a key'));
   const dec = await k.client('SAE_B').get(`/api/v1/keys/SAE_N/dec_keys?key_ID=${(key.body as { keys: Array<{ key_ID: string }> }).keys[0]!.key_ID}`);
   t.equal(dec.status, 200, 'and SAE_B fetches it from master SAE_N');
 

@@ -214,7 +214,7 @@ t.test('bad input: the right status and an ETSI Error body, never a stack trace'
   for (const [name, method, path, body, status, message] of cases) {
     const headers: Record<string, string> = body === undefined ? {} : { 'content-type': name === 'wrong content type' ? 'text/plain' : 'application/json' };
     const res = await A().send(method, path, body, headers);
-    t.equal(res.status, status, `${name}: status (${res.text})`);
+    t.equal(res.status, status, answered(res, `${name}: status`));
     t.type(res.body?.message, 'string', `${name}: Error body with a message`);
     if (typeof message === 'string') t.equal(res.body?.message, message, `${name}: mandated message`);
     else if (message) t.match(res.body?.message, message, `${name}: message`);
