@@ -103,6 +103,47 @@ const PEER_SQL = `peer_in AS (
 /** The same counts when nothing of the peer's is bound or spent (the owner's statement leaves the update out). */
 const NO_PEER_SQL = `peer_used AS (SELECT 0 AS padded, 0 AS bound FROM unnest($18::text[], $19::int8multirange[]) WHERE false)`;
 
+/** What the keys of one request share (all but their ID, positions and own envelope). */
+interface KeyGroup {
+  linkId: string; masterSaeId: string; originKmeId: string; sizeBits: number; blocks: number; state: KeyRow['state'];
+  /** SAE IDs never hold a comma (IdPattern): the key's slaves as one list, in a fixed order. */
+  slaves: string; expiresAt: string; origin: string | null;
+}
+
+/**
+ * The keys' shared columns once per group of keys that share them all (in practice one group per request), and each
+ * key's group (1-based, as WITH ORDINALITY counts). A 128-key request sends nine arrays of one element and five of
+ * 128 instead of fourteen of 128: the pg driver escapes every element of a text array, and PostgreSQL parses every
+ * one, a timestamp per key included.
+ */
+function keyGroups(keys: KeyRow[]): { groups: KeyGroup[]; groupOf: number[] } {
+  const groups: KeyGroup[] = [];
+  const index = new Map<string, number>();
+  let last: KeyRow | undefined;
+  let lastGroup = 0;
+  const groupOf = keys.map((k) => {
+    // A request's keys come one after another: most keys are the one before's group, found by comparing fields.
+    if (last && sameGroup(last, k)) return lastGroup;
+    const g: KeyGroup = {
+      linkId: k.linkId, masterSaeId: k.masterSaeId, originKmeId: k.originKmeId, sizeBits: k.sizeBits, blocks: k.blockSeqs.length,
+      state: k.state, slaves: [...k.localSlaves].sort().join(','), expiresAt: k.expiresAt.toISOString(), origin: k.origin ?? null,
+    };
+    const id = JSON.stringify(Object.values(g));
+    let n = index.get(id);
+    if (n === undefined) index.set(id, (n = groups.push(g)));
+    [last, lastGroup] = [k, n];
+    return n;
+  });
+  return { groups, groupOf };
+}
+
+function sameGroup(a: KeyRow, b: KeyRow): boolean {
+  return a.linkId === b.linkId && a.masterSaeId === b.masterSaeId && a.originKmeId === b.originKmeId && a.sizeBits === b.sizeBits
+    && a.blockSeqs.length === b.blockSeqs.length && a.state === b.state && a.expiresAt.getTime() === b.expiresAt.getTime()
+    && (a.origin ?? null) === (b.origin ?? null)
+    && a.localSlaves.length === b.localSlaves.length && a.localSlaves.every((s, i) => s === b.localSlaves[i]);
+}
+
 /**
  * Binds positions to new key_IDs, records each key with its local slaves, moves the owner's cursors, destroys spent
  * pads (the peer's: marked gone in their chunks; all: queued for erasure), adjusts the counts of owned material and
@@ -127,18 +168,20 @@ export async function bindKeys(c: Queryable, spec: BindSpec): Promise<void> {
   // The owner's statement (the single-KME path) leaves the peer's update out: the planner answered it with a scan of
   // every chunk even when it had nothing to do. A second prepared statement, not a plan per call.
   const touchesPeer = spec.from === 'peer' || peerPads.size > 0;
+  const { groups, groupOf } = keyGroups(spec.keys);
   await refusing(c.query(
     named(
       touchesPeer ? 'bind-keys-peer' : 'bind-keys',
       `WITH keys AS (
            INSERT INTO qkd_key (key_id, link_id, master_sae_id, origin_kme_id, size_bits, block_count, state,
                                 slaves_pending, expires_at, wrapped, kek_version, seqs, slaves, origin)
-           SELECT u.key_id, u.link_id, u.master, u.origin, u.size, u.blocks, u.state, cardinality(u.slaves), u.expires,
-                  u.wrapped, u.kek, u.seqs, u.slaves, COALESCE(u.material, 'qkd')
-             FROM (SELECT t.*, string_to_array(t.slave_list, ',') AS slaves
-                     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::smallint[], $7::text[],
-                                 $8::text[], $9::timestamptz[], $10::bytea[], $11::int[], $12::int8multirange[], $28::text[])
-                       AS t(key_id, link_id, master, origin, size, blocks, state, slave_list, expires, wrapped, kek, seqs, material)) AS u
+           SELECT k.key_id, g.link_id, g.master, g.origin, g.size, g.blocks, g.state, cardinality(g.slaves), g.expires,
+                  k.wrapped, k.kek, k.seqs, g.slaves, COALESCE(g.material, 'qkd')
+             FROM unnest($1::uuid[], $10::bytea[], $11::int[], $12::int8multirange[], $31::int[]) AS k(key_id, wrapped, kek, seqs, n)
+             JOIN (SELECT t.*, string_to_array(t.slave_list, ',') AS slaves
+                     FROM unnest($2::text[], $3::text[], $4::text[], $5::int[], $6::smallint[], $7::text[], $8::text[],
+                                 $9::timestamptz[], $28::text[]) WITH ORDINALITY
+                       AS t(link_id, master, origin, size, blocks, state, slave_list, expires, material, n)) AS g USING (n)
            RETURNING link_id, seqs),
          cursors AS (
            UPDATE key_chunk k SET next_free = t.next_free
@@ -179,15 +222,14 @@ export async function bindKeys(c: Queryable, spec: BindSpec): Promise<void> {
            FROM found`,
       [
         spec.keys.map((k) => k.keyId),
-        spec.keys.map((k) => k.linkId),
-        spec.keys.map((k) => k.masterSaeId),
-        spec.keys.map((k) => k.originKmeId),
-        spec.keys.map((k) => k.sizeBits),
-        spec.keys.map((k) => k.blockSeqs.length),
-        spec.keys.map((k) => k.state),
-        // SAE IDs never hold a comma (IdPattern): each key's slaves as one list, in a fixed order.
-        spec.keys.map((k) => [...k.localSlaves].sort().join(',')),
-        spec.keys.map((k) => k.expiresAt.toISOString()),
+        groups.map((g) => g.linkId),
+        groups.map((g) => g.masterSaeId),
+        groups.map((g) => g.originKmeId),
+        groups.map((g) => g.sizeBits),
+        groups.map((g) => g.blocks),
+        groups.map((g) => g.state),
+        groups.map((g) => g.slaves),
+        groups.map((g) => g.expiresAt),
         spec.keys.map((k) => k.wrapped?.wrapped ?? null),
         spec.keys.map((k) => k.wrapped?.kekVersion ?? null),
         spec.keys.map((k) => (k.blockSeqs.length > 0 ? toMultirange(k.blockSeqs) : null)),
@@ -206,10 +248,11 @@ export async function bindKeys(c: Queryable, spec: BindSpec): Promise<void> {
         spec.auditBodies,
         [...ownedPads.keys()],
         [...ownedPads.values()].map(toMultirange),
-        spec.keys.map((k) => k.origin ?? null),
+        groups.map((g) => g.origin),
         // What the peer's chunks must record: every pad spent here, and every position bound to a key here.
         [...peerPads.values()].reduce((n, x) => n + x.length, 0),
         spec.from === 'peer' ? spec.keys.reduce((n, k) => n + k.blockSeqs.length, 0) : 0,
+        groupOf,
       ],
     ),
   ));
