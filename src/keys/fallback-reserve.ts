@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Barrier } from '../barrier/barrier.js';
 import { wipe } from '../barrier/material.js';
 import { fallbackMessage } from '../peers/fallback-message.js';
@@ -9,6 +9,7 @@ import { withTransaction, type Db, type DbClient } from '../store/db.js';
 import { bindKeys, type KeyRow } from '../store/bind-keys.js';
 import type { FallbackState } from './fallback-state.js';
 import { bindingAudit, type MasterRequest, type Reserved } from './origin-reserve.js';
+import { newKeyId } from './key-id.js';
 
 /**
  * Fallback keys for requests the QKD pool could not serve (each allows it: `MasterRequest.fallback`): fetches each
@@ -82,7 +83,7 @@ export async function reserveFallback(
   const results = batch.map((r) => {
     const remote = r.plan.hops.length > 0;
     const expiresAt = new Date(now + (r.ttlMs ?? deps.keyTtlMs));
-    const keyIds = Array.from({ length: r.number }, () => randomUUID());
+    const keyIds = Array.from({ length: r.number }, () => newKeyId());
     const keyBytes = keyIds.map(() => randomBytes(r.sizeBits / 8));
     keyIds.forEach((keyId, i) => {
       const row: KeyRow = {

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { Barrier } from '../barrier/barrier.js';
 import { auditBody } from '../audit/event.js';
 import type { Outgoing } from '../peers/forwarder.js';
@@ -10,6 +9,7 @@ import { bindKeys, type KeyRow } from '../store/bind-keys.js';
 import { assemble, wipe, xor } from '../barrier/material.js';
 import type { DeliveryPlan, Hop } from '../peers/routing.js';
 import type { KeyOrigin } from './key-origin.js';
+import { newKeyId } from './key-id.js';
 
 /** One Get key request, checked and routed, waiting for its keys. */
 export interface MasterRequest {
@@ -95,7 +95,7 @@ export async function reserveAtOrigin(
       padUsed.set(h.link.linkId, from + n);
       return { hop: h, seqs: pads.get(h.link.linkId)!.seqs.slice(from, from + n) };
     });
-    return { request: r, seqs, padsByHop, keyIds: Array.from({ length: r.number }, () => randomUUID()) };
+    return { request: r, seqs, padsByHop, keyIds: Array.from({ length: r.number }, () => newKeyId()) };
   });
   const served = plans.filter((p): p is NonNullable<typeof p> => p !== undefined);
   // Nothing served: every claimed chunk is released untouched at commit.
