@@ -302,7 +302,8 @@ export class BundleVerifier {
     if (missing) return new Failed(missing.message, missing.seq);
     if (this.frontier.size < cp.size) {
       const missing = this.frontier.size + 1;
-      return new Failed(`a checkpoint covers seq ${cp.size} but the events before it end at seq ${this.frontier.size}: seq ${missing} is missing`, missing);
+      // Worded as expectSeq words it: the same deletion reads the same whether or not a seal happened to end there.
+      return new Failed(`seq ${missing} is missing (a checkpoint covers seq ${cp.size}; the events before it end at seq ${this.frontier.size})`, missing);
     }
     if (this.frontier.size > cp.size) {
       return new Failed(`seq ${cp.size + 1} comes before the checkpoint of size ${cp.size}: not sealed where it stands (inserted?)`, cp.size + 1);
