@@ -40,6 +40,12 @@ const MISSING = '0'.repeat(64);
 /** Missing numbers in one run beyond which the verifier gives up at once rather than fill the gap. */
 const MAX_MISSING_RUN = 100_000;
 
+/**
+ * How a missing number is named, wherever it is found: in the middle of a range or at its end. The same deletion must
+ * read the same whether or not a seal happened to end right after it.
+ */
+const missingSeq = (seq: number, where: string): string => `seq ${seq} is missing (${where})`;
+
 /** Of two problems (either may be absent), the one with the lower sequence number; the first when they tie. */
 function earliest(a: Failed | undefined, b: Failed | undefined): Failed | undefined {
   if (!a || !b) return a ?? b;
@@ -198,7 +204,7 @@ export class BundleVerifier {
     if (!Number.isSafeInteger(seq) || seq < 1) throw new Failed(`line ${this.lineNo}: no valid sequence number`);
     if (seq < next) throw new Failed(`seq ${seq} appears again, or out of order, after seq ${next - 1}`, seq);
     if (seq === next) return;
-    this.missing ??= { seq: next, message: `seq ${next} is missing (the next line is seq ${seq})` };
+    this.missing ??= { seq: next, message: missingSeq(next, `the next line is seq ${seq}`) };
     if (seq - next > MAX_MISSING_RUN) throw new Failed(this.missing.message, this.missing.seq);
     for (let s = next; s < seq; s++) this.append(MISSING);
   }
@@ -302,8 +308,7 @@ export class BundleVerifier {
     if (missing) return new Failed(missing.message, missing.seq);
     if (this.frontier.size < cp.size) {
       const missing = this.frontier.size + 1;
-      // Worded as expectSeq words it: the same deletion reads the same whether or not a seal happened to end there.
-      return new Failed(`seq ${missing} is missing (a checkpoint covers seq ${cp.size}; the events before it end at seq ${this.frontier.size})`, missing);
+      return new Failed(missingSeq(missing, `a checkpoint covers seq ${cp.size}; the events before it end at seq ${this.frontier.size}`), missing);
     }
     if (this.frontier.size > cp.size) {
       return new Failed(`seq ${cp.size + 1} comes before the checkpoint of size ${cp.size}: not sealed where it stands (inserted?)`, cp.size + 1);
