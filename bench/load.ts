@@ -5,6 +5,7 @@
 //   interval whatever the rate, which inflates percentiles; so latency is measured here from each request's
 //   *scheduled* send time, which counts queueing delay honestly);
 // - fresh-connection workers, one mutual-TLS handshake per request, as every public ETSI 014 client does.
+import { appendFileSync } from 'node:fs';
 import autocannon, { type Request } from 'autocannon';
 import { setMaxListeners } from 'node:events';
 import { Agent, request, type RequestOptions } from 'node:https';
@@ -218,6 +219,8 @@ async function paced(spec: PacedSpec, agent: Agent, durationS: number): Promise<
   const end = start + durationS * 1000;
   const rec = new Recorder(start);
   const inFlight: Promise<void>[] = [];
+  // BENCH_TRACE=file: each request's due time (epoch ms) and latency, to see when the slow ones came.
+  const trace = process.env.BENCH_TRACE ? ([] as string[]) : undefined;
   let sent = 0;
   while (performance.now() < end) {
     const due = dueBy(performance.now() - start, spec.rate);
@@ -228,12 +231,14 @@ async function paced(spec: PacedSpec, agent: Agent, durationS: number): Promise<
           if (status === 'aborted') rec.cutOff(performance.now() - scheduled);
           else if (status === 0) rec.errors++;
           else rec.done(status, performance.now() - scheduled);
+          trace?.push(`${(performance.timeOrigin + scheduled).toFixed(1)} ${(performance.now() - scheduled).toFixed(2)}`);
         }),
       );
     }
     await sleep(1);
   }
   await drain(Promise.all(inFlight), end + DRAIN_MS, abort);
+  if (trace) appendFileSync(process.env.BENCH_TRACE!, `# paced ${spec.url}${spec.path} at ${new Date(performance.timeOrigin + start).toISOString()}\n${trace.join('\n')}\n`);
   return rec.summary(end);
 }
 

@@ -39,7 +39,8 @@
 // BENCH_KME_NODE_ARGS (extra Node options for every KME process, space-separated, e.g. V8 heap flags),
 // BENCH_ANALYZE=1 (run ANALYZE after filling, as autovacuum would on a server where it is on; off by default so the
 // KME is measured as it behaves by itself), BENCH_KME_LOG_LEVEL (the KMEs' log level, warn; only warn and above is
-// summarised), BENCH_OUT (results file, default bench/results/latest.json).
+// summarised), BENCH_OUT (results file, default bench/results/latest.json), BENCH_TRACE (a file to which each paced
+// run (e and k, the warm-up included) appends every request's due time and latency: where in the run the slow ones came).
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { cleanUpOnSignals, runScript } from './cleanup.js';
