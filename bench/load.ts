@@ -12,6 +12,7 @@ import { Agent, request, type RequestOptions } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import type { tlsFor } from './client.js';
 import type { CpuSplit } from './cpu-split.js';
+import { TRACE_FILE } from './settings.js';
 
 export type Tls = ReturnType<typeof tlsFor>;
 
@@ -219,8 +220,8 @@ async function paced(spec: PacedSpec, agent: Agent, durationS: number): Promise<
   const end = start + durationS * 1000;
   const rec = new Recorder(start);
   const inFlight: Promise<void>[] = [];
-  // BENCH_TRACE=file: each request's due time (epoch ms) and latency, to see when the slow ones came.
-  const trace = process.env.BENCH_TRACE ? ([] as string[]) : undefined;
+  // Each request's due time (epoch ms) and latency, to see when the slow ones came (BENCH_TRACE).
+  const trace = TRACE_FILE ? ([] as string[]) : undefined;
   let sent = 0;
   while (performance.now() < end) {
     const due = dueBy(performance.now() - start, spec.rate);
@@ -238,7 +239,7 @@ async function paced(spec: PacedSpec, agent: Agent, durationS: number): Promise<
     await sleep(1);
   }
   await drain(Promise.all(inFlight), end + DRAIN_MS, abort);
-  if (trace) appendFileSync(process.env.BENCH_TRACE!, `# paced ${spec.url}${spec.path} at ${new Date(performance.timeOrigin + start).toISOString()}\n${trace.join('\n')}\n`);
+  if (trace && TRACE_FILE) appendFileSync(TRACE_FILE, `# paced ${spec.url}${spec.path} at ${new Date(performance.timeOrigin + start).toISOString()}\n${trace.join('\n')}\n`);
   return rec.summary(end);
 }
 

@@ -23,6 +23,8 @@ export const CPU_PROF = process.env.BENCH_CPU_PROF === '1';
 /** Extra Node options for every KME process (not the reference server, not the load generator). */
 export const KME_NODE_ARGS = (process.env.BENCH_KME_NODE_ARGS ?? '').split(' ').filter(Boolean);
 export const ANALYZE = process.env.BENCH_ANALYZE === '1';
+/** A file each paced run appends its requests' due times and latencies to (bench/load.ts); none: no trace. */
+export const TRACE_FILE = process.env.BENCH_TRACE || undefined;
 export const FRESH_WORKERS = 16;
 export const FIXED_RATE = 500;
 
