@@ -229,10 +229,11 @@ async function paced(spec: PacedSpec, agent: Agent, durationS: number): Promise<
       const scheduled = start + (sent * 1000) / spec.rate; // latency counts from here, not from when it got sent
       inFlight.push(
         once(spec.url, spec.path, { agent }, abort.signal).then((status) => {
-          if (status === 'aborted') rec.cutOff(performance.now() - scheduled);
+          const latency = performance.now() - scheduled;
+          if (status === 'aborted') rec.cutOff(latency);
           else if (status === 0) rec.errors++;
-          else rec.done(status, performance.now() - scheduled);
-          trace?.push(`${(performance.timeOrigin + scheduled).toFixed(1)} ${(performance.now() - scheduled).toFixed(2)}`);
+          else rec.done(status, latency);
+          trace?.push(`${(performance.timeOrigin + scheduled).toFixed(1)} ${latency.toFixed(2)}`);
         }),
       );
     }
